@@ -1,0 +1,96 @@
+"""Command line: python -m job [--data STORE] [--source DIR|download] [--k 10] ... (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
+from data_prep.convert import prepare_dataset
+from data_prep.errors import DataPrepError
+from data_prep.zarr_store import DEFAULT_CHUNK_SIZE
+
+from .config import ENGINES, SPLITS, JobConfig, load_cluster_config
+from .errors import JobError
+from .run import run_job
+
+DEFAULT_CLUSTER_CONFIG = Path(__file__).resolve().parent.parent / "cluster_config" / "local.yaml"
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = JobConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m job",
+        description="Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the result.",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data", type=Path, default=defaults.data,
+                      help="Zarr store to cluster; made from --source first if it does not exist")
+    add_source_arguments(data)
+    data.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk when converting")
+    data.add_argument("--split", choices=SPLITS, default=defaults.split,
+                      help="which images to cluster (train also reports held-out accuracy on test)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--k", type=int, default=defaults.k, help="number of clusters")
+    model.add_argument("--seed", type=int, default=defaults.seed)
+    model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
+                       help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
+    model.add_argument("--max-iter", type=int, default=defaults.max_iter)
+    model.add_argument("--tol", type=float, default=defaults.tol,
+                       help="fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute")
+    model.add_argument("--oversampling-factor", type=float, default=defaults.oversampling_factor)
+    model.add_argument("--init-max-iter", type=int, default=defaults.init_max_iter,
+                       help="most k-means|| rounds (default: dask-ml's round(ln(cost)))")
+    model.add_argument("--persist", choices=("auto", "always", "never"), default=defaults.persist,
+                       help="keep X in the workers' memory (auto: when it fits the cluster's memory)")
+
+    ev = p.add_argument_group("evaluation and output")
+    ev.add_argument("--silhouette-sample", type=int, default=defaults.silhouette_sample,
+                    help="rows in the silhouette's random sample (0: skip)")
+    ev.add_argument("--examples", type=int, default=defaults.examples_per_cluster, dest="examples_per_cluster",
+                    help="example images per cluster in the figures")
+    ev.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+    cl = p.add_argument_group("cluster")
+    cl.add_argument("--cluster-config", type=Path, default=DEFAULT_CLUSTER_CONFIG,
+                    help="YAML file in cluster_config/ (default: local.yaml)")
+    cl.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="join an existing scheduler instead (overrides the config file)")
+    cl.add_argument("--n-workers", type=int, default=None, help="LocalCluster workers")
+    cl.add_argument("--threads-per-worker", type=int, default=None)
+    cl.add_argument("--memory-limit", default=None, help="LocalCluster memory per worker, e.g. 4GiB")
+    cl.add_argument("--dashboard-address", default=None, help="e.g. 0.0.0.0:8787 to expose the dashboard")
+    p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    cluster = load_cluster_config(
+        args.cluster_config, address=args.scheduler, n_workers=args.n_workers,
+        threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
+        dashboard_address=args.dashboard_address,
+    )
+    names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster"}
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return JobConfig(cluster=cluster, **values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+
+    def body():
+        config = config_from_args(args)
+        if not config.data.exists():
+            log.info("%s does not exist yet: converting from %s", config.data, args.source)
+            args.overwrite_data = False
+            prepare_dataset(prep_config_from_args(args, config.data))
+        result = run_job(config)
+        print(result.summary)
+
+    return run_cli(body, args.debug, (JobError, DataPrepError))

@@ -1,0 +1,61 @@
+"""Open a dataset store lazily and turn its images into features, without computing anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from data_prep.errors import StoreError
+from data_prep.zarr_store import validate_store
+
+from .errors import DataError
+
+PIXEL_MAX = 255.0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Lazy views of one or more splits of a store.
+
+    images: uint8 [n, h, w]; labels: uint8 [n]; both chunked along samples only.
+    """
+
+    images: da.Array
+    labels: da.Array
+    image_shape: tuple[int, int]
+    splits: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+
+def splits_for(split: str) -> tuple[str, ...]:
+    return ("train", "test") if split == "all" else (split,)
+
+
+def open_dataset(store: str | Path, split: str = "all") -> Dataset:
+    """Check the store is complete, then open the chosen splits as lazy dask arrays."""
+    names = splits_for(split)
+    try:
+        info = validate_store(store, names)
+    except StoreError as exc:
+        raise DataError(str(exc)) from None
+    url = str(store)
+    images = [da.from_zarr(url, component=f"{s}/images") for s in names]
+    labels = [da.from_zarr(url, component=f"{s}/labels") for s in names]
+    cat = (lambda xs: xs[0]) if len(names) == 1 else da.concatenate
+    return Dataset(cat(images), cat(labels), info[names[0]].image_shape, names)
+
+
+def to_features(images: da.Array, dtype=np.float32) -> da.Array:
+    """uint8 [n, h, w] -> `dtype` [n, h*w] in [0, 1], lazily and chunk by chunk.
+
+    The reshape merges only the unchunked trailing axes, so it never rechunks along samples.
+    """
+    n = images.shape[0]
+    flat = images.reshape(n, int(np.prod(images.shape[1:])))
+    return flat.astype(dtype) / dtype(PIXEL_MAX)

@@ -1,0 +1,92 @@
+"""Figures people look at (matplotlib, Agg backend, PNG). Each function takes small numpy arrays.
+
+No pyplot: figures are `matplotlib.figure.Figure` objects, so no global state is shared between runs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _grid(n: int, max_cols: int = 10) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def _digit(d: int) -> str:
+    return "-" if d < 0 else str(d)
+
+
+def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) -> Path:
+    """The k centers as images, titled with their mapped digit and cluster size."""
+    k = len(centers)
+    rows, cols = _grid(k)
+    fig = Figure(figsize=(1.4 * cols, 1.7 * rows + 0.4), layout="constrained")
+    fig.suptitle("Cluster centers (digit it maps to, cluster size)")
+    for c in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, c + 1)
+        ax.axis("off")
+        if c < k:
+            ax.imshow(centers[c].reshape(image_shape), cmap="gray_r", vmin=0, vmax=max(1e-9, centers.max()))
+            ax.set_title(f"#{c}: {_digit(digits[c])}\nn={sizes[c]:,}", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_examples(images: np.ndarray, indices: np.ndarray, digits, title: str, path: Path) -> Path:
+    """One row per cluster of example images ([k, m, h, w]); blank where a cluster has fewer members."""
+    k, m = indices.shape
+    fig = Figure(figsize=(0.9 * m + 0.8, 0.9 * k + 0.6), layout="constrained")
+    fig.suptitle(title)
+    for c in range(k):
+        for j in range(m):
+            ax = fig.add_subplot(k, m, c * m + j + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if indices[c, j] >= 0:
+                ax.imshow(images[c, j], cmap="gray_r")
+            if j == 0:
+                ax.set_ylabel(f"#{c}→{_digit(digits[c])}", rotation=0, ha="right", va="center", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_confusion(table: np.ndarray, digits, path: Path) -> Path:
+    """Clusters x digits counts as a heatmap, each row normalised to the cluster's size."""
+    table = np.asarray(table, dtype=float)
+    share = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+    k, n_classes = table.shape
+    fig = Figure(figsize=(0.6 * n_classes + 2, 0.45 * k + 1.5), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(n_classes))
+    ax.set_yticks(range(k), [f"#{c}→{_digit(digits[c])}" for c in range(k)])
+    ax.set_xlabel("true digit")
+    ax.set_ylabel("cluster → mapped digit")
+    ax.set_title("Share of each cluster per true digit")
+    for (c, d), value in np.ndenumerate(share):
+        if value >= 0.05:
+            ax.text(d, c, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return _save(fig, path)
+
+
+def plot_sizes(sizes, digits, path: Path) -> Path:
+    k = len(sizes)
+    fig = Figure(figsize=(max(4, 0.5 * k + 1), 3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(range(k), sizes, color="steelblue")
+    ax.set_xticks(range(k), [f"#{c}\n{_digit(digits[c])}" for c in range(k)], fontsize=8)
+    ax.set_ylabel("images")
+    ax.set_title("Cluster sizes (cluster, mapped digit)")
+    return _save(fig, path)

@@ -1,0 +1,208 @@
+"""The whole job as one library call: open the store, cluster, evaluate, plot, and write a run folder."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+
+from data_prep.atomic import atomic_directory
+
+from . import evaluate, examples, plots, report
+from .cluster import cluster_memory, connect, reduce_batching_latency
+from .config import JobConfig
+from .dataset import open_dataset, to_features
+from .errors import DataError, JobError
+from .model import make_estimator, predict_labels
+from .phases import PhaseRecorder
+
+log = logging.getLogger(__name__)
+PHASES = 7
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    summary: str
+
+
+def default_run_dir(root: Path = Path("runs")) -> Path:
+    return root / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def decide_persist(nbytes: int, cluster_bytes: int, policy: str, fraction: float) -> tuple[bool, str]:
+    """Whether to keep X in the workers' memory, and the figures that decided it."""
+    if policy != "auto":
+        return policy == "always", f"--persist {policy}"
+    if cluster_bytes == 0:
+        return False, "the workers declare no memory limit, so X is streamed from the store"
+    budget = fraction * cluster_bytes
+    fits = nbytes <= budget
+    return fits, (
+        f"X is {nbytes / 2**20:,.0f} MiB; {fraction:.0%} of the cluster's {cluster_bytes / 2**30:,.1f} GiB "
+        f"is {budget / 2**20:,.0f} MiB, so X is {'persisted' if fits else 'streamed from the store'}"
+    )
+
+
+def _versions() -> dict:
+    import dask_ml
+    import distributed
+    import sklearn
+    import zarr
+
+    return {
+        "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
+        "distributed": distributed.__version__, "dask_ml": dask_ml.__version__,
+        "scikit_learn": sklearn.__version__, "zarr": zarr.__version__,
+    }
+
+
+def _fit(config: JobConfig, X: da.Array):
+    model = make_estimator(
+        config.engine, n_clusters=config.k, init="k-means||", random_state=config.seed,
+        max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
+        init_max_iter=config.init_max_iter,
+    )
+    started = time.perf_counter()
+    model.fit(X)
+    elapsed = time.perf_counter() - started
+    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
+    record = {"engine": config.engine, "n_iter": int(model.n_iter_), "fit_seconds": elapsed}
+    if config.engine == "dask-ml":
+        # dask-ml's inertia_ is the sum of *unsquared* distances whenever its last shift is above 1e-7
+        # (dask_ml/cluster/k_means.py, _kmeans_single_lloyd): keep it for reference, report ours.
+        from .model import inertia_and_counts
+
+        record["dask_ml_reported_inertia"] = float(model.inertia_)
+        inertia, _ = inertia_and_counts(X, centers)
+    else:
+        inertia = model.inertia_
+        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_)
+        record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
+    record["inertia"] = float(inertia)
+    return model, centers, record
+
+
+def run_job(config: JobConfig) -> RunResult:
+    """Run every phase and write the run folder atomically; return where it is and what it holds."""
+    run_dir = Path(config.out) if config.out else default_run_dir()
+    if run_dir.exists() and not config.overwrite:
+        raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        staging = atomic_directory(run_dir, overwrite=config.overwrite)
+        tmp = staging.__enter__()
+    except OSError as exc:
+        raise JobError(f"{run_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    try:
+        metrics = _run_phases(config, tmp, started_at)
+        summary = report.summary_text(metrics, run_dir)
+        (tmp / "summary.txt").write_text(summary + "\n")
+    except BaseException as exc:
+        staging.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    try:
+        staging.__exit__(None, None, None)
+    except FileExistsError:
+        raise JobError(f"{run_dir}: another run wrote this folder meanwhile; nothing was replaced") from None
+    return RunResult(run_dir, metrics, summary)
+
+
+def _run_phases(config: JobConfig, out: Path, started_at: str) -> dict:
+    recorder = PhaseRecorder(total=PHASES)
+    with recorder.phase("open data"):
+        data = open_dataset(config.data, config.split)
+        if config.k > data.n:
+            raise DataError(f"--k {config.k} is larger than the {data.n:,} images of {config.data}")
+        X = to_features(data.images)
+        log.info("%s: %s images of %dx%d, %d chunks, lazily scaled to float32 [%d, %d]",
+                 config.data, f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
+
+    with recorder.phase("start cluster"):
+        client_cm = connect(config.cluster)
+        client = client_cm.__enter__()
+    try:
+        recorder.client = client
+        reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
+        metrics = _cluster_phases(config, client, recorder, data, X, out)
+    except BaseException as exc:
+        client_cm.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    dashboard = client.dashboard_link
+    client_cm.__exit__(None, None, None)
+    metrics.update(
+        config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard,
+        timings=recorder.seconds, memory=recorder.memory,
+    )
+    report.write_metrics(out / "metrics.json", metrics)
+    return metrics
+
+
+def _cluster_phases(config, client, recorder, data, X, out: Path) -> dict:
+    with recorder.phase("fit"):
+        persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
+        log.info("persist decision: %s", reason)
+        if persist:
+            X = X.persist()
+        model, centers, fit_record = _fit(config, X)
+        fit_record.update(persisted=persist, persist_reason=reason)
+        log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])
+
+    with recorder.phase("evaluate"):
+        labels = model.labels_.persist()  # 4 bytes a row, reused by every reduction below
+        # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
+        regular = labels.rechunk(max(labels.chunks[0]))
+        table, _ = dask.compute(
+            evaluate.contingency(labels, data.labels, config.k),
+            da.to_zarr(regular, str(out / "labels.zarr"), compute=False),
+        )
+        ev = evaluate.label_metrics(table)
+        ev["contingency"] = table.tolist()
+        ev["silhouette_sample"] = min(config.silhouette_sample, data.n)
+        ev["silhouette"] = (
+            evaluate.silhouette(X, labels, config.k, config.silhouette_sample, config.seed)
+            if config.silhouette_sample >= 2 else float("nan")
+        )
+        held_out = _held_out(config, centers, ev) if config.split == "train" else None
+
+    with recorder.phase("pick examples"):
+        closest, random = examples.example_indices(X, centers, config.examples_per_cluster, config.seed)
+        closest_images = examples.gather_images(data.images, closest)
+        random_images = examples.gather_images(data.images, random)
+
+    with recorder.phase("plot and save"):
+        digits = ev["mapping_hungarian"]
+        plots.plot_centers(centers, data.image_shape, digits, ev["cluster_sizes"], out / "centers.png")
+        plots.plot_examples(closest_images, closest, digits, "Images closest to each center", out / "examples_closest.png")
+        plots.plot_examples(random_images, random, digits, "Random images of each cluster", out / "examples_random.png")
+        plots.plot_confusion(table, digits, out / "confusion.png")
+        plots.plot_sizes(ev["cluster_sizes"], digits, out / "sizes.png")
+        report.write_model(out / "model.npz", centers, data.image_shape, digits, ev["mapping_majority"])
+        np.save(out / "centers.npy", centers.astype(np.float32))
+
+    return {
+        "dataset": {"store": str(config.data), "splits": list(data.splits), "n": data.n,
+                    "image_shape": list(data.image_shape), "chunks": list(X.chunks[0])},
+        "fit": fit_record, "evaluation": ev, "held_out": held_out,
+    }
+
+
+def _held_out(config: JobConfig, centers: np.ndarray, ev: dict) -> dict:
+    """Read the test split with the cluster->digit mappings learned on train: the task's classification."""
+    test = open_dataset(config.data, "test")
+    labels = predict_labels(to_features(test.images), centers)
+    table = evaluate.contingency(labels, test.labels, config.k).compute()
+    return {
+        "n": test.n,
+        "accuracy_hungarian": evaluate.mapped_accuracy(table, ev["mapping_hungarian"]),
+        "accuracy_majority": evaluate.mapped_accuracy(table, ev["mapping_majority"]),
+        "contingency": table.tolist(),
+    }
