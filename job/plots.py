@@ -26,8 +26,12 @@ def _digit(d: int) -> str:
     return "-" if d < 0 else str(d)
 
 
-def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) -> Path:
-    """The k centers as images, titled with their mapped digit and cluster size."""
+def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path, majority=None) -> Path:
+    """The k centers as images, titled with their mapped digit and cluster size.
+
+    `digits` is the one-to-one (Hungarian) mapping; where the cluster's most frequent digit (`majority`)
+    differs, it is shown too.
+    """
     k = len(centers)
     rows, cols = _grid(k)
     fig = Figure(figsize=(1.4 * cols, 1.7 * rows + 0.4), layout="constrained")
@@ -37,7 +41,8 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
         ax.axis("off")
         if c < k:
             ax.imshow(centers[c].reshape(image_shape), cmap="gray_r", vmin=0, vmax=max(1e-9, centers.max()))
-            ax.set_title(f"#{c}: {_digit(digits[c])}\nn={sizes[c]:,}", fontsize=8)
+            mostly = "" if majority is None or majority[c] == digits[c] else f" (mostly {majority[c]})"
+            ax.set_title(f"#{c}: {_digit(digits[c])}{mostly}\nn={sizes[c]:,}", fontsize=8)
     return _save(fig, path)
 
 

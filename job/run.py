@@ -24,7 +24,7 @@ from .model import make_estimator, predict_labels
 from .phases import PhaseRecorder
 
 log = logging.getLogger(__name__)
-PHASES = 7
+PHASES = 6
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,8 @@ def _cluster_phases(config, client, recorder, data, X, out: Path) -> dict:
 
     with recorder.phase("plot and save"):
         digits = ev["mapping_hungarian"]
-        plots.plot_centers(centers, data.image_shape, digits, ev["cluster_sizes"], out / "centers.png")
+        plots.plot_centers(centers, data.image_shape, digits, ev["cluster_sizes"], out / "centers.png",
+                           majority=ev["mapping_majority"])
         plots.plot_examples(closest_images, closest, digits, "Images closest to each center", out / "examples_closest.png")
         plots.plot_examples(random_images, random, digits, "Random images of each cluster", out / "examples_random.png")
         plots.plot_confusion(table, digits, out / "confusion.png")

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real MNIST copy, a real multi-process Dask cluster, tiny synthetic IDX datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from data_prep import PrepConfig, prepare_dataset
+
+from .synthetic import synthetic_arrays, write_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mnist_source() -> Path:
+    """The exact MNIST copy: $MNIST_SOURCE when it is a folder, else ../shared/data/mnist."""
+    env = os.environ.get("MNIST_SOURCE")
+    if env and env != "download":
+        return Path(env)
+    return REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    path = mnist_source()
+    if not (path / "train-images-idx3-ubyte.gz").exists() and not (path / "train-images-idx3-ubyte").exists():
+        # Never a skip: a missing dataset must fail loudly, in CI and elsewhere.
+        pytest.fail(f"the MNIST IDX files are not in {path}; set MNIST_SOURCE to the folder that holds them")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_store(mnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "mnist.zarr"
+    return prepare_dataset(PrepConfig(out=out, source=str(mnist_dir)))
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A real LocalCluster: 2 worker processes, 1 thread each, everything on loopback."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0", memory_limit="4GiB",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(dask_cluster):
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        yield client
+
+
+@pytest.fixture
+def tiny_dir(tmp_path) -> Path:
+    return write_dataset(tmp_path / "tiny", synthetic_arrays())

@@ -1,0 +1,30 @@
+"""Getting a cluster: a LocalCluster with its dashboard on loopback, and a bounded wait for a dead scheduler."""
+
+import time
+import urllib.request
+
+import pytest
+
+from job.cluster import cluster_memory, connect, reduce_batching_latency
+from job.config import ClusterConfig
+from job.errors import ClusterError
+
+
+def test_local_cluster_from_config_serves_the_dashboard_on_loopback():
+    config = ClusterConfig(n_workers=2, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
+    with connect(config) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        assert cluster_memory(client) == 2 * 2**30
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+        page = urllib.request.urlopen(client.dashboard_link, timeout=10).read().decode()
+        assert "Bokeh" in page or "bokeh" in page  # the real dashboard, not "Dask needs bokeh"
+        reduce_batching_latency(client)
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
+
+
+def test_unreachable_scheduler_fails_within_the_timeout():
+    started = time.perf_counter()
+    with pytest.raises(ClusterError, match="tcp://127.0.0.1:9 did not answer within 2 s"):
+        with connect(ClusterConfig(kind="scheduler", address="tcp://127.0.0.1:9", timeout=2)):
+            pass
+    assert time.perf_counter() - started < 15
