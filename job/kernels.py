@@ -102,6 +102,11 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     return sums, counts, inertia
 
 
+def lloyd_partial_many(centers: np.ndarray, *chunks: np.ndarray):
+    """lloyd_partial over several chunks, summed: one task for all the chunks a worker thread holds."""
+    return add_partials(*(lloyd_partial(chunk, centers) for chunk in chunks))
+
+
 def add_partials(*partials):
     """Sum any number of lloyd_partial results (a node of the tree reduction)."""
     sums, counts, inertia = partials[0]

@@ -21,6 +21,7 @@ from .config import JobConfig
 from .dataset import open_dataset, to_features
 from .errors import DataError, JobError
 from .model import make_estimator, predict_labels
+from .persist import decide_persist, persist_balanced
 from .phases import PhaseRecorder
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,6 @@ class RunResult:
 
 def default_run_dir(root: Path = Path("runs")) -> Path:
     return root / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def decide_persist(nbytes: int, cluster_bytes: int, policy: str, fraction: float) -> tuple[bool, str]:
-    """Whether to keep X in the workers' memory, and the figures that decided it."""
-    if policy != "auto":
-        return policy == "always", f"--persist {policy}"
-    if cluster_bytes == 0:
-        return False, "the workers declare no memory limit, so X is streamed from the store"
-    budget = fraction * cluster_bytes
-    fits = nbytes <= budget
-    return fits, (
-        f"X is {nbytes / 2**20:,.0f} MiB; {fraction:.0%} of the cluster's {cluster_bytes / 2**30:,.1f} GiB "
-        f"is {budget / 2**20:,.0f} MiB, so X is {'persisted' if fits else 'streamed from the store'}"
-    )
 
 
 def _versions() -> dict:
@@ -151,7 +138,7 @@ def _cluster_phases(config, client, recorder, data, X, out: Path) -> dict:
         persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
         log.info("persist decision: %s", reason)
         if persist:
-            X = X.persist()
+            X = persist_balanced(client, X)
         model, centers, fit_record = _fit(config, X)
         fit_record.update(persisted=persist, persist_reason=reason)
         log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])

@@ -1,0 +1,36 @@
+"""The task's plain scikit-learn script (../shared/SEED.md), reading the same IDX files instead of
+fetch_openml (no network here). Used as the end-to-end baseline by fit_speed.py.
+
+    python benchmarks/sklearn_script.py IDX_FOLDER OUT_PNG
+"""
+
+import gzip
+import sys
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.cluster import KMeans
+
+
+def load(path):
+    with gzip.open(path) as f:
+        data = f.read()
+    ndim = data[3]
+    shape = np.frombuffer(data[4 : 4 + 4 * ndim], dtype=">u4")
+    return np.frombuffer(data[4 + 4 * ndim :], dtype=np.uint8).reshape(shape)
+
+
+if __name__ == "__main__":
+    folder, out = sys.argv[1], sys.argv[2]
+    images = np.concatenate([load(f"{folder}/train-images-idx3-ubyte.gz"), load(f"{folder}/t10k-images-idx3-ubyte.gz")])
+    X = images.reshape(len(images), -1) / 255.0  # Normalize pixel values
+    kmeans = KMeans(n_clusters=10, random_state=42)
+    kmeans.fit(X)
+    cluster_centers = kmeans.cluster_centers_.reshape(10, 28, 28)
+    fig = Figure(figsize=(10, 5))
+    for i, center in enumerate(cluster_centers):
+        ax = fig.add_subplot(2, 5, i + 1)
+        ax.imshow(center, cmap="gray")
+        ax.axis("off")
+    fig.savefig(out)
+    print(f"inertia {kmeans.inertia_:.0f} iterations {kmeans.n_iter_}")
