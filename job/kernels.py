@@ -102,9 +102,9 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     return sums, counts, inertia
 
 
-def lloyd_partial_many(centers: np.ndarray, *chunks: np.ndarray):
-    """lloyd_partial over several chunks, summed: one task for all the chunks a worker thread holds."""
-    return add_partials(*(lloyd_partial(chunk, centers) for chunk in chunks))
+def over_chunks(kernel, combine, args: tuple, *chunks: np.ndarray):
+    """combine(kernel(chunk, *args) for each chunk): one task for all the chunks a worker thread holds."""
+    return combine(*(kernel(chunk, *args) for chunk in chunks))
 
 
 def add_partials(*partials):

@@ -53,13 +53,6 @@ def _blocks(X: da.Array) -> list:
     return list(X.to_delayed().ravel())
 
 
-def moments(X: da.Array) -> tuple[int, np.ndarray, np.ndarray, bool]:
-    """(n, column sums, column sums of squares, all finite) in one pass over X."""
-    parts = [delayed(kernels.chunk_moments, pure=False)(b) for b in _blocks(X)]
-    (result,) = dask.compute(tree_reduce(parts, kernels.add_moments))
-    return result
-
-
 def _chunk_futures(X: da.Array):
     """The futures of X's chunks in order when X is persisted on a distributed client, else None."""
     from distributed import Future
@@ -115,30 +108,41 @@ def plan_tasks(X: da.Array):
     return client, _group_by_worker_thread(client, futures)
 
 
-def lloyd_step(X: da.Array, centers: np.ndarray, plan=None):
-    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster.
+def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
+    """combine(kernel(chunk, *args) for every chunk of X), computed on the cluster.
 
-    When X is persisted, one task per worker thread runs the kernel over the chunks that worker holds
-    (see plan_tasks): no graph to build or optimise per iteration. Otherwise (X streamed from storage)
-    the same kernel runs on each chunk of X's graph.
+    When X is persisted, one task per worker thread runs `kernel` over the chunks that worker holds and
+    combines them there (see plan_tasks): no graph to build or optimise, one round trip. Otherwise (X
+    streamed from storage, or no distributed client) the kernel runs on each chunk of X's graph and the
+    results are combined in a tree.
     """
     plan = plan if plan is not None else plan_tasks(X)
     if plan is not None:
         client, groups = plan
         parts = [
-            client.submit(kernels.lloyd_partial_many, centers, *group, pure=False, workers=[worker],
+            client.submit(kernels.over_chunks, kernel, combine, args, *group, pure=False, workers=[worker],
                           allow_other_workers=True)
             for worker, group in groups
         ]
-        return _reduce_on_cluster(client, parts, kernels.add_partials)
-    parts = [delayed(kernels.lloyd_partial, pure=False)(b, centers) for b in _blocks(X)]
-    (result,) = dask.compute(tree_reduce(parts, kernels.add_partials))
+        return _reduce_on_cluster(client, parts, combine)
+    parts = [delayed(kernel, pure=False)(b, *args) for b in _blocks(X)]
+    (result,) = dask.compute(tree_reduce(parts, combine))
     return result
 
 
-def inertia_and_counts(X: da.Array, centers: np.ndarray) -> tuple[float, np.ndarray]:
+def moments(X: da.Array, plan=None) -> tuple[int, np.ndarray, np.ndarray, bool]:
+    """(n, column sums, column sums of squares, all finite) in one pass over X."""
+    return map_reduce(X, kernels.chunk_moments, kernels.add_moments, plan=plan)
+
+
+def lloyd_step(X: da.Array, centers: np.ndarray, plan=None):
+    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster."""
+    return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
+
+
+def inertia_and_counts(X: da.Array, centers: np.ndarray, plan=None) -> tuple[float, np.ndarray]:
     """The true inertia (sum of squared distances to the nearest center) and the cluster sizes."""
-    _, counts, inertia = lloyd_step(X, centers)
+    _, counts, inertia = lloyd_step(X, centers, plan)
     return float(inertia), counts
 
 
@@ -166,7 +170,8 @@ class FusedKMeans(DaskMLKMeans):
 
     def fit(self, X, y=None):
         X = _as_dask(X)
-        n, col_sum, col_sumsq, finite = moments(X)
+        plan = plan_tasks(X)
+        n, col_sum, col_sumsq, finite = moments(X, plan)
         if not finite:
             raise ValueError("Input contains NaN or infinity.")
         if n < self.n_clusters:
@@ -183,20 +188,19 @@ class FusedKMeans(DaskMLKMeans):
         log.info("k-means|| init: %d centers in %.2f s", len(centers), self.init_time_)
 
         started = time.perf_counter()
-        centers, n_iter = self._lloyd(X, centers, tol)
+        centers, n_iter = self._lloyd(X, centers, tol, plan)
         self.lloyd_time_ = time.perf_counter() - started
 
-        self.inertia_, self.counts_ = inertia_and_counts(X, centers)
+        self.inertia_, self.counts_ = inertia_and_counts(X, centers, plan)
         self.cluster_centers_ = centers.astype(X.dtype)
         self.labels_ = predict_labels(X, self.cluster_centers_)
         self.n_iter_ = n_iter
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _lloyd(self, X: da.Array, centers: np.ndarray, tol: float) -> tuple[np.ndarray, int]:
+    def _lloyd(self, X: da.Array, centers: np.ndarray, tol: float, plan) -> tuple[np.ndarray, int]:
         n_iter = 0
         last_report = time.perf_counter()
-        plan = plan_tasks(X)
         for n_iter in range(1, self.max_iter + 1):
             sums, counts, inertia = lloyd_step(X, centers, plan)
             # An empty cluster keeps its center instead of collapsing to the origin as in dask-ml.
