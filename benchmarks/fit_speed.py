@@ -38,19 +38,28 @@ CLUSTER = dict(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_ad
 
 
 def fixed_work(client, X, X_np, init, iters, repeats):
-    rows = []
+    """Each fit --repeats times, interleaved (sklearn, dask-ml, fused, sklearn, ...) so that the noise of
+    a shared machine falls on all of them alike; the median of each is reported."""
     runs = {
         "scikit-learn (lloyd, 2 threads)": lambda: KMeans(
             10, init=init.astype(np.float32), n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(X_np),
         "dask-ml KMeans (stock)": lambda: DaskMLKMeans(10, init=init, max_iter=iters, tol=0).fit(X),
         "fused (job default)": lambda: FusedKMeans(10, init=init, max_iter=iters, tol=0).fit(X),
     }
-    for name, run in runs.items():
-        model, seconds = timed(run, repeats)
+    times = {name: [] for name in runs}
+    models = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            models[name], seconds = timed(run, 1)
+            times[name].append(seconds)
+    rows = []
+    for name, model in models.items():
+        seconds = float(np.median(times[name]))
         centers = np.asarray(model.cluster_centers_, dtype=np.float64)
         inertia, _ = inertia_and_counts(X, centers)
         rows.append({"fit": name, "iterations": int(model.n_iter_), "fit s": seconds,
-                     "ms/iteration": seconds / model.n_iter_ * 1e3, "inertia": inertia})
+                     "ms/iteration": seconds / model.n_iter_ * 1e3, "inertia": inertia,
+                     "all runs s": [round(t, 3) for t in times[name]]})
     base = rows[0]["ms/iteration"]
     for row in rows:
         row["x scikit-learn"] = row["ms/iteration"] / base
@@ -120,7 +129,7 @@ def end_to_end(store):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     store = mnist_store()

@@ -42,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-iter", type=int, default=defaults.max_iter)
     model.add_argument("--tol", type=float, default=defaults.tol,
                        help="fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute")
-    model.add_argument("--oversampling-factor", type=float, default=defaults.oversampling_factor)
+    model.add_argument("--oversampling-factor", type=float, default=defaults.oversampling_factor,
+                       help="k-means||: about factor*k points drawn per round (fused; as in the paper, "
+                       "default 2); dask-ml reads it its own way (~2 points per round)")
     model.add_argument("--init-max-iter", type=int, default=defaults.init_max_iter,
-                       help="most k-means|| rounds (default: dask-ml's round(ln(cost)))")
+                       help="k-means|| rounds (fused: default 5; dask-ml: round(ln(cost)) by default)")
     model.add_argument("--persist", choices=("auto", "always", "never"), default=defaults.persist,
                        help="keep X in the workers' memory (auto: when it fits the cluster's memory)")
 

@@ -13,17 +13,14 @@ from dask import delayed
 
 from . import kernels
 from .model import tree_reduce
+from .rng import hash64
 
-_MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+EXAMPLES_STREAM = 1_000_003  # the rng stream of the random examples, apart from k-means||'s rounds
 
 
 def random_keys(indices: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded pseudo-random uint64 per global row index (splitmix64): independent of chunking."""
-    with np.errstate(over="ignore"):
-        z = indices.astype(np.uint64) + np.uint64(seed) * _GOLDEN + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        return z ^ (z >> np.uint64(31))
+    """A seeded pseudo-random uint64 per global row index: independent of chunking."""
+    return hash64(indices, seed, EXAMPLES_STREAM)
 
 
 def _best(scores: np.ndarray, index: np.ndarray, labels: np.ndarray, k: int, m: int) -> np.ndarray:

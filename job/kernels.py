@@ -118,6 +118,21 @@ def add_partials(*partials):
     return sums, counts, inertia
 
 
+def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The m rows farthest from their nearest center: (squared distances [m'], rows [m', p]), m' <= m."""
+    _, dist = assign(X, centers)
+    far = np.argsort(-dist, kind="stable")[:m]
+    return dist[far], X[far].astype(np.float64)
+
+
+def merge_farthest(*parts):
+    dist = np.concatenate([p[0] for p in parts])
+    rows = np.concatenate([p[1] for p in parts])
+    m = max(len(p[0]) for p in parts)
+    keep = np.argsort(-dist, kind="stable")[:m]
+    return dist[keep], rows[keep]
+
+
 def chunk_moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, bool]:
     """Row count, per-feature sum and sum of squares (float64), and whether every value is finite."""
     finite = bool(np.isfinite(X).all())

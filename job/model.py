@@ -24,10 +24,12 @@ from dask_ml.cluster import KMeans as DaskMLKMeans
 from dask_ml.cluster.k_means import k_init
 
 from . import kernels
+from .kmeans_parallel import kmeans_parallel
 
 log = logging.getLogger(__name__)
 
 TREE_FAN_IN = 8
+DEFAULT_INIT_ROUNDS = 5
 
 
 def _as_dask(X) -> da.Array:
@@ -179,13 +181,11 @@ class FusedKMeans(DaskMLKMeans):
         tol = relative_tol(self.tol, n, col_sum, col_sumsq)
 
         started = time.perf_counter()
-        centers = k_init(
-            X, self.n_clusters, init=self.init, random_state=self.random_state,
-            max_iter=self.init_max_iter, oversampling_factor=self.oversampling_factor, n_init=self.n_init,
-        )
-        centers = np.asarray(centers, dtype=np.float64)
+        centers = self._init_centers(X)
+        self.init_centers_ = centers.copy()
         self.init_time_ = time.perf_counter() - started
-        log.info("k-means|| init: %d centers in %.2f s", len(centers), self.init_time_)
+        log.info("init (%s): %d centers in %.2f s",
+                 self.init if isinstance(self.init, str) else "given", len(centers), self.init_time_)
 
         started = time.perf_counter()
         centers, n_iter = self._lloyd(X, centers, tol, plan)
@@ -198,13 +198,37 @@ class FusedKMeans(DaskMLKMeans):
         self.n_features_in_ = X.shape[1]
         return self
 
+    def _init_centers(self, X: da.Array) -> np.ndarray:
+        """Ours for "k-means||" (job.kmeans_parallel: seeded, weighted, chunking-independent);
+        dask-ml's for an array, "k-means++" or "random"."""
+        self.init_info_ = {}
+        if isinstance(self.init, str) and self.init == "k-means||":
+            seed = self.random_state
+            if seed is None:
+                seed = int(np.random.SeedSequence().entropy % 2**63)
+            elif not isinstance(seed, (int, np.integer)):
+                raise ValueError("random_state must be an int or None for init='k-means||'")
+            centers, self.init_info_ = kmeans_parallel(
+                X, self.n_clusters, seed=int(seed), rounds=self.init_max_iter or DEFAULT_INIT_ROUNDS,
+                oversampling=self.oversampling_factor,
+            )
+            return centers
+        centers = k_init(
+            X, self.n_clusters, init=self.init, random_state=self.random_state,
+            max_iter=self.init_max_iter, oversampling_factor=self.oversampling_factor, n_init=self.n_init,
+        )
+        return np.asarray(centers, dtype=np.float64)
+
     def _lloyd(self, X: da.Array, centers: np.ndarray, tol: float, plan) -> tuple[np.ndarray, int]:
         n_iter = 0
         last_report = time.perf_counter()
         for n_iter in range(1, self.max_iter + 1):
             sums, counts, inertia = lloyd_step(X, centers, plan)
-            # An empty cluster keeps its center instead of collapsing to the origin as in dask-ml.
-            new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
+            new = sums / np.maximum(counts, 1)[:, None]
+            if not counts.all():
+                # dask-ml collapses an empty cluster to the origin; like scikit-learn, we move it to
+                # the points farthest from their centers.
+                new = _reseed_empty(X, centers, new, counts, plan)
             shift = float(((new - centers) ** 2).sum())
             centers = new
             done = shift <= tol
@@ -227,6 +251,15 @@ class FusedKMeans(DaskMLKMeans):
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "cluster_centers_")
+
+
+def _reseed_empty(X, centers, new, counts, plan) -> np.ndarray:
+    empty = np.flatnonzero(counts == 0)
+    _, rows = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers, len(empty), plan=plan)
+    new = new.copy()
+    new[empty[: len(rows)]] = rows[: len(empty)]
+    log.info("re-seeded %d empty cluster(s) with the points farthest from their centers", len(empty))
+    return new
 
 
 def make_estimator(engine: str, **params):

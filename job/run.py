@@ -72,7 +72,7 @@ def _fit(config: JobConfig, X: da.Array):
         inertia, _ = inertia_and_counts(X, centers)
     else:
         inertia = model.inertia_
-        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_)
+        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_)
         record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
     record["inertia"] = float(inertia)
     return model, centers, record

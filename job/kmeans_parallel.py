@@ -1,0 +1,172 @@
+"""k-means|| (scalable k-means++; Bahmani et al., VLDB 2012, Algorithm 2) over dask arrays.
+
+What it fixes against dask-ml's `init_scalable` (measured, see docs/benchmarks.md):
+- the first center is drawn with the seed (dask-ml always takes row 0);
+- each of `rounds` rounds (default 5) samples about l = oversampling * k points, each point x with
+  probability min(1, l * d^2(x) / phi), phi the current cost (dask-ml draws ~2 points per round for
+  round(ln(phi)) rounds, a number that depends on the data's scale);
+- the candidates are weighted by the number of points nearest to each, counted in the last pass, and
+  reduced to k centers by weighted k-means++ and weighted Lloyd steps (scikit-learn's KMeans with
+  sample_weight, in the client: there are only ~l * rounds candidates);
+- every random draw is a function of (seed, round, global row index) (job.rng), so the centers do not
+  depend on the chunking or the number of workers.
+
+Passes over X: one for the first cost, one per later round to update the costs, one for the weights:
+rounds + 1 in all. The per-point costs live on the cluster (8 bytes a row); only the sampled rows, the
+candidate weights and a few farthest points reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+from dask import delayed
+from sklearn.cluster import KMeans
+
+from .rng import uniforms
+
+log = logging.getLogger(__name__)
+
+BLOCK_ROWS = 2048
+# Weighted k-means++ restarts on the candidates (a few hundred points at most, so restarts cost
+# milliseconds); the best of 10 lowers the median final inertia over seeds (docs/benchmarks.md).
+CANDIDATE_RESTARTS = 10
+
+
+def _min_sq_dist(X: np.ndarray, C: np.ndarray, with_argmin: bool = False):
+    """Squared distance (float64) of each row to its nearest row of C, optionally with the argmin.
+
+    Float64 throughout, so that a point's cost does not depend on which other rows share its chunk
+    (float32 BLAS may round a row differently in different blocks).
+    """
+    C = np.asarray(C, dtype=np.float64)
+    c_sq = np.einsum("ij,ij->i", C, C)
+    dist = np.empty(len(X))
+    arg = np.empty(len(X), dtype=np.int64) if with_argmin else None
+    for start in range(0, len(X), BLOCK_ROWS):
+        xb = X[start : start + BLOCK_ROWS].astype(np.float64)
+        d = np.einsum("ij,ij->i", xb, xb)[:, None] - 2 * xb @ C.T + c_sq[None, :]
+        j = d.argmin(axis=1)
+        dist[start : start + len(xb)] = np.maximum(d[np.arange(len(xb)), j], 0.0)
+        if with_argmin:
+            arg[start : start + len(xb)] = j
+    return (dist, arg) if with_argmin else dist
+
+
+def _chunk_costs(X, C):
+    return _min_sq_dist(X, C)
+
+
+def _chunk_update(X, costs, new_points):
+    return np.minimum(costs, _min_sq_dist(X, new_points))
+
+
+def _chunk_sample(costs, offset, phi, ell, seed, round_):
+    """Global indices of the rows drawn in this round: u(seed, round, index) < l * cost / phi."""
+    index = offset + np.arange(len(costs))
+    return index[uniforms(index, seed, round_) < ell * costs / phi]
+
+
+def _chunk_weights(X, candidates, offset, n_far):
+    """Nearest-candidate counts, and the n_far rows farthest from every candidate (distance, index)."""
+    dist, nearest = _min_sq_dist(X, candidates, with_argmin=True)
+    counts = np.bincount(nearest, minlength=len(candidates))
+    far = np.argsort(-dist, kind="stable")[:n_far]
+    return counts, dist[far], offset + far
+
+
+def _sum(values):
+    return float(np.sum(values))
+
+
+def _rows(X: da.Array, index) -> np.ndarray:
+    index = np.asarray(sorted(index), dtype=np.int64)
+    if len(index) == 0:
+        return np.empty((0, X.shape[1]))
+    return X[index].compute().astype(np.float64)
+
+
+def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversampling: float = 2.0):
+    """k initial centers for X [n, p] by k-means||; returns (centers float64 [k, p], info dict).
+
+    info: first_index, rounds, candidates, passes (full passes over X), phi per round, seconds.
+    """
+    started = time.perf_counter()
+    n = int(X.shape[0])
+    if n < k:
+        raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
+    ell = oversampling * k
+    offsets = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(np.int64)
+    blocks = list(X.to_delayed().ravel())
+
+    first = int(uniforms([0], seed, 0)[0] * n)
+    chosen = {first}
+    candidates = [_rows(X, [first])]
+    costs = dask.persist(*[delayed(_chunk_costs)(b, candidates[0]) for b in blocks])
+    phi = sum(dask.compute(*[delayed(_sum)(c) for c in costs]))
+    passes, phis = 1, [phi]
+    log.info("k-means|| seed %d: first center row %d, cost %.6g", seed, first, phi)
+
+    for round_ in range(1, rounds + 1):
+        if phi <= 0:
+            break  # every point coincides with a candidate
+        drawn = dask.compute(*[delayed(_chunk_sample)(c, int(o), phi, ell, seed, round_)
+                               for c, o in zip(costs, offsets)])
+        picked = sorted(set(np.concatenate(drawn).tolist()) - chosen)
+        chosen.update(picked)
+        new = _rows(X, picked)
+        candidates.append(new)
+        if round_ < rounds and len(new):
+            costs = dask.persist(*[delayed(_chunk_update)(b, c, new) for b, c in zip(blocks, costs)])
+            phi = sum(dask.compute(*[delayed(_sum)(c) for c in costs]))
+            passes += 1
+            phis.append(phi)
+        log.info("k-means|| round %d/%d: %d new candidates, %d in all%s", round_, rounds, len(new),
+                 len(chosen), f", cost {phi:.6g}" if round_ < rounds else "")
+
+    cand = np.vstack(candidates)
+    parts = dask.compute(*[delayed(_chunk_weights)(b, cand, int(o), k) for b, o in zip(blocks, offsets)])
+    passes += 1
+    weights = np.sum([p[0] for p in parts], axis=0).astype(np.float64)
+    cand, weights = _add_farthest(X, cand, weights, parts, k)
+    centers = _reduce_candidates(cand, weights, k, seed)
+    info = {"first_index": first, "rounds": rounds, "candidates": int(len(cand)), "passes": passes,
+            "phi": phis, "seconds": time.perf_counter() - started}
+    log.info("k-means|| done: %d candidates -> %d centers, %d passes over X, %.2f s",
+             len(cand), k, passes, info["seconds"])
+    return centers, info
+
+
+def _add_farthest(X, cand, weights, parts, k):
+    """Top up to k distinct candidates with the points farthest from all candidates (rare: tiny or
+    highly duplicated data). Their weight is 1."""
+    distinct = len(np.unique(cand, axis=0))
+    if distinct >= k:
+        return cand, weights
+    dist = np.concatenate([p[1] for p in parts])
+    index = np.concatenate([p[2] for p in parts])
+    order = np.lexsort((index, -dist))
+    far = [int(index[i]) for i in order if dist[i] > 0][: k - distinct]
+    if far:
+        cand = np.vstack([cand, _rows(X, far)])
+        weights = np.concatenate([weights, np.ones(len(far))])
+    if len(np.unique(cand, axis=0)) < k:
+        raise ValueError(f"X has fewer than n_clusters={k} distinct points")
+    return cand, weights
+
+
+def _reduce_candidates(cand: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Weighted k-means++ then weighted Lloyd on the candidates (step 8 of the paper), best of
+    CANDIDATE_RESTARTS seeded starts."""
+    if len(cand) == k:
+        return cand.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "fewer distinct clusters than k" is handled above
+        model = KMeans(n_clusters=k, init="k-means++", n_init=CANDIDATE_RESTARTS, random_state=seed % 2**32)
+        model.fit(cand, sample_weight=np.maximum(weights, 1e-12))
+    return model.cluster_centers_.astype(np.float64)
