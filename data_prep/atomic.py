@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class TargetExistsError(FileExistsError):
+    """The target appeared while we were building it (another writer finished first)."""
+
+
 def _sibling(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
 
@@ -33,7 +37,7 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         if target.exists():
             if not overwrite:
-                raise FileExistsError(errno.EEXIST, "exists", str(target))
+                raise TargetExistsError(errno.EEXIST, "exists", str(target))
             trash = _sibling(target, "trash")
             os.rename(target, trash)
             os.rename(tmp, target)

@@ -18,7 +18,7 @@ from .errors import DataPrepError, IdxFormatError, StoreError
 from .idx import IdxReader
 from .registry import MNIST_MIRRORS, SPLITS, files_for
 from .sources import DOWNLOAD, SourceFile, download, from_folder
-from .atomic import atomic_directory
+from .atomic import TargetExistsError, atomic_directory
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
     default_compressors,
@@ -157,7 +157,7 @@ def prepare_dataset(config: PrepConfig) -> Path:
                         on_progress=lambda done, n=n, s=split: log.info("%s: %d/%d images", s, done, n),
                     )
             root.attrs.update({"provenance": _provenance(config, files), "complete": True})
-    except FileExistsError:
+    except TargetExistsError:
         raise StoreError(f"{out}: another conversion created it meanwhile; pass --overwrite to replace it") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import platform
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,14 +15,14 @@ import dask
 import dask.array as da
 import numpy as np
 
-from data_prep.atomic import atomic_directory
+from data_prep.atomic import TargetExistsError, atomic_directory
 
 from . import evaluate, examples, plots, report
 from .cluster import cluster_memory, connect, reduce_batching_latency
 from .config import JobConfig
 from .dataset import open_dataset, to_features
 from .errors import DataError, JobError
-from .model import make_estimator, predict_labels
+from .model import inertia_and_counts, make_estimator, predict_labels
 from .persist import decide_persist, persist_balanced
 from .phases import PhaseRecorder
 
@@ -66,8 +68,6 @@ def _fit(config: JobConfig, X: da.Array):
     if config.engine == "dask-ml":
         # dask-ml's inertia_ is the sum of *unsquared* distances whenever its last shift is above 1e-7
         # (dask_ml/cluster/k_means.py, _kmeans_single_lloyd): keep it for reference, report ours.
-        from .model import inertia_and_counts
-
         record["dask_ml_reported_inertia"] = float(model.inertia_)
         inertia, _ = inertia_and_counts(X, centers)
     else:
@@ -78,6 +78,9 @@ def _fit(config: JobConfig, X: da.Array):
     return model, centers, record
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+
+
 def run_job(config: JobConfig) -> RunResult:
     """Run every phase and write the run folder atomically; return where it is and what it holds."""
     run_dir = Path(config.out) if config.out else default_run_dir()
@@ -85,21 +88,16 @@ def run_job(config: JobConfig) -> RunResult:
         raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
-        staging = atomic_directory(run_dir, overwrite=config.overwrite)
-        tmp = staging.__enter__()
-    except OSError as exc:
-        raise JobError(f"{run_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    try:
-        metrics = _run_phases(config, tmp, started_at)
-        summary = report.summary_text(metrics, run_dir)
-        (tmp / "summary.txt").write_text(summary + "\n")
-    except BaseException as exc:
-        staging.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    try:
-        staging.__exit__(None, None, None)
-    except FileExistsError:
+        with atomic_directory(run_dir, overwrite=config.overwrite) as tmp:
+            metrics = _run_phases(config, tmp, started_at)
+            summary = report.summary_text(metrics, run_dir)
+            (tmp / "summary.txt").write_text(summary + "\n")
+    except TargetExistsError:
         raise JobError(f"{run_dir}: another run wrote this folder meanwhile; nothing was replaced") from None
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
     return RunResult(run_dir, metrics, summary)
 
 
@@ -113,18 +111,13 @@ def _run_phases(config: JobConfig, out: Path, started_at: str) -> dict:
         log.info("%s: %s images of %dx%d, %d chunks, lazily scaled to float32 [%d, %d]",
                  config.data, f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
 
-    with recorder.phase("start cluster"):
-        client_cm = connect(config.cluster)
-        client = client_cm.__enter__()
-    try:
+    with ExitStack() as stack:  # the cluster (if we started it) closes however the phases end
+        with recorder.phase("start cluster"):
+            client = stack.enter_context(connect(config.cluster))
         recorder.client = client
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
         metrics = _cluster_phases(config, client, recorder, data, X, out)
-    except BaseException as exc:
-        client_cm.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    dashboard = client.dashboard_link
-    client_cm.__exit__(None, None, None)
+        dashboard = client.dashboard_link
     metrics.update(
         config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard,
         timings=recorder.seconds, memory=recorder.memory,

@@ -45,6 +45,13 @@ def test_existing_output_folder_is_refused(dask_cluster, mnist_store, tmp_path):
         run_job(JobConfig(data=mnist_store, out=tmp_path / "run", cluster=_existing(dask_cluster)))
 
 
+def test_unwritable_output_folder_is_a_clear_error(mnist_store, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(JobError, match="cannot write the run folder"):
+        run_job(JobConfig(data=mnist_store, out=blocker / "run"))
+
+
 def _cli(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "job", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
