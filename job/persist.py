@@ -90,7 +90,7 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     targets = _targets([tuple(holders.get(f.key, ())) for f in futures], nthreads)
     placed = [
         f if target in holders.get(f.key, ()) else
-        client.submit(_settle, f, workers=[target], allow_other_workers=False, pure=False)
+        client.submit(_settle, f, workers=[target], allow_other_workers=True, pure=False)
         for f, target in zip(futures, targets)
     ]
     wait(placed)
