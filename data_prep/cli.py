@@ -15,6 +15,17 @@ from .registry import MNIST_MIRRORS
 from .zarr_store import DEFAULT_CHUNK_SIZE
 
 
+def _not_an_interrupted_gather(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" about distributed's AllExit.
+
+    When Ctrl-C interrupts `Client.gather`, distributed leaves its internal wait() tasks failed with
+    AllExit and asyncio logs each one with a traceback (distributed/client.py, Client._gather), after our
+    clean shutdown. They say nothing the user needs.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    return type(exc).__name__ != "AllExit"
+
+
 def setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -25,6 +36,7 @@ def setup_logging(debug: bool) -> None:
     if not debug:  # the libraries' own INFO chatter drowns ours
         for noisy in ("distributed", "pooch", "numba", "matplotlib", "bokeh", "tornado"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
         # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
         logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
 

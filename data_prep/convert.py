@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from filelock import FileLock, Timeout
 
 from . import __version__
 from .errors import DataPrepError, IdxFormatError, StoreError
@@ -29,6 +30,7 @@ from .zarr_store import (
 
 log = logging.getLogger(__name__)
 N_CLASSES = 10
+LOCK_WAIT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,21 @@ def prepare_dataset(config: PrepConfig) -> Path:
     """
     out = Path(config.out)
     files = locate_sources(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion per store at a time: a second one waits, then finds the store complete and reuses it.
+    # (The lock file stays beside the store: deleting it on release would race with a waiting process.)
+    lock = FileLock(out.with_name(f".{out.name}.lock"))
+    try:
+        lock.acquire(timeout=LOCK_WAIT_SECONDS)
+    except Timeout:
+        raise StoreError(f"{out}: another conversion has held it for {LOCK_WAIT_SECONDS} s; try again later") from None
+    try:
+        return _convert_locked(config, out, files)
+    finally:
+        lock.release()
+
+
+def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
     if out.exists() and not config.overwrite and _reuse_existing(out, files):
         log.info("%s is complete and made from the same files: reusing it", out)
         return out

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="example images per cluster in the figures")
     ev.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    ev.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                    help="continue a killed or interrupted run from its last checkpoint (same settings)")
+    ev.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+                    help="Lloyd iterations between checkpoints")
 
     cl = p.add_argument_group("cluster")
     cl.add_argument("--cluster-config", type=Path, default=DEFAULT_CLUSTER_CONFIG,
@@ -77,8 +81,10 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
         dashboard_address=args.dashboard_address,
     )
-    names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster"}
+    names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster", "resume"}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if args.resume is not None:
+        values.update(out=args.resume, resume=True)
     return JobConfig(cluster=cluster, **values)
 
 

@@ -69,6 +69,8 @@ class JobConfig:
     overwrite: bool = False
     persist: str = "auto"  # "auto" | "always" | "never"
     memory_fraction: float = 0.5  # of the cluster's memory X may take when persisted
+    checkpoint_every: int = 1  # Lloyd iterations between checkpoints (fused engine)
+    resume: bool = False  # continue the run in `out` from its last checkpoint
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self):
@@ -86,6 +88,10 @@ class JobConfig:
             raise ConfigError(f"--silhouette-sample must be >= 0, got {self.silhouette_sample}")
         if self.persist not in ("auto", "always", "never"):
             raise ConfigError(f"--persist must be auto, always or never, got {self.persist!r}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        if self.resume and (self.out is None or self.engine != "fused"):
+            raise ConfigError("--resume needs the run folder, and works with the fused engine only")
         if not 0 < self.memory_fraction <= 1:
             raise ConfigError(f"memory_fraction must be in (0, 1], got {self.memory_fraction}")
 

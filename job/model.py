@@ -170,7 +170,15 @@ class FusedKMeans(DaskMLKMeans):
     center), `n_iter_`. Also `counts_` (cluster sizes), `init_time_` and `lloyd_time_` (seconds).
     """
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, on_iteration=None, start=None):
+        """Fit on X [n, p] (a dask or numpy array of floats).
+
+        on_iteration: called after every Lloyd iteration with a dict (n_iter, centers, inertia, shift,
+            converged); the job writes its checkpoints from it.
+        start: resume from a checkpoint, a dict with "centers" [k, p] and "n_iter" (iterations done) and
+            "converged"; the initialisation is skipped and the loop continues where it stopped, so the
+            result is the one an uninterrupted fit would have reached.
+        """
         X = _as_dask(X)
         plan = plan_tasks(X)
         n, col_sum, col_sumsq, finite = moments(X, plan)
@@ -181,14 +189,23 @@ class FusedKMeans(DaskMLKMeans):
         tol = relative_tol(self.tol, n, col_sum, col_sumsq)
 
         started = time.perf_counter()
-        centers = self._init_centers(X)
+        if start is None:
+            centers = self._init_centers(X)
+            log.info("init (%s): %d centers in %.2f s", self.init if isinstance(self.init, str) else "given",
+                     len(centers), time.perf_counter() - started)
+        else:
+            centers = np.asarray(start["centers"], dtype=np.float64)
+            self.init_info_ = {"resumed_after_iteration": int(start["n_iter"])}
+            log.info("resuming after Lloyd iteration %d", start["n_iter"])
         self.init_centers_ = centers.copy()
         self.init_time_ = time.perf_counter() - started
-        log.info("init (%s): %d centers in %.2f s",
-                 self.init if isinstance(self.init, str) else "given", len(centers), self.init_time_)
 
         started = time.perf_counter()
-        centers, n_iter = self._lloyd(X, centers, tol, plan)
+        done_before = 0 if start is None else int(start["n_iter"])
+        if start is not None and start.get("converged"):
+            n_iter = done_before
+        else:
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration)
         self.lloyd_time_ = time.perf_counter() - started
 
         self.inertia_, self.counts_ = inertia_and_counts(X, centers, plan)
@@ -219,10 +236,10 @@ class FusedKMeans(DaskMLKMeans):
         )
         return np.asarray(centers, dtype=np.float64)
 
-    def _lloyd(self, X: da.Array, centers: np.ndarray, tol: float, plan) -> tuple[np.ndarray, int]:
-        n_iter = 0
+    def _lloyd(self, X, centers, tol, plan, done_before=0, on_iteration=None) -> tuple[np.ndarray, int]:
+        n_iter = done_before
         last_report = time.perf_counter()
-        for n_iter in range(1, self.max_iter + 1):
+        for n_iter in range(done_before + 1, self.max_iter + 1):
             sums, counts, inertia = lloyd_step(X, centers, plan)
             new = sums / np.maximum(counts, 1)[:, None]
             if not counts.all():
@@ -239,6 +256,9 @@ class FusedKMeans(DaskMLKMeans):
                 last_report = now
             log.log(level, "Lloyd iteration %d/%d: inertia %.6g, center shift %.3g (stops at <= %.3g)",
                     n_iter, self.max_iter, inertia, shift, tol)
+            if on_iteration is not None:
+                on_iteration({"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift,
+                              "converged": done})
             if done:
                 break
         return centers, n_iter

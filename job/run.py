@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import logging
 import platform
+import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,10 +15,11 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+from filelock import FileLock, Timeout
 
 from data_prep.atomic import TargetExistsError, atomic_directory
 
-from . import evaluate, examples, plots, report
+from . import checkpoint, evaluate, examples, plots, report
 from .cluster import cluster_memory, connect, reduce_batching_latency
 from .config import JobConfig
 from .dataset import open_dataset, to_features
@@ -54,14 +56,21 @@ def _versions() -> dict:
     }
 
 
-def _fit(config: JobConfig, X: da.Array):
+def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | None):
     model = make_estimator(
         config.engine, n_clusters=config.k, init="k-means||", random_state=config.seed,
         max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
         init_max_iter=config.init_max_iter,
     )
     started = time.perf_counter()
-    model.fit(X)
+    if config.engine == "fused":
+        def on_iteration(state):
+            if state["converged"] or state["n_iter"] % config.checkpoint_every == 0:
+                checkpoint.save(partial, state)
+
+        model.fit(X, on_iteration=on_iteration, start=resume_state)
+    else:
+        model.fit(X)
     elapsed = time.perf_counter() - started
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     record = {"engine": config.engine, "n_iter": int(model.n_iter_), "fit_seconds": elapsed}
@@ -84,12 +93,38 @@ _DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPE
 def run_job(config: JobConfig) -> RunResult:
     """Run every phase and write the run folder atomically; return where it is and what it holds."""
     run_dir = Path(config.out) if config.out else default_run_dir()
-    if run_dir.exists() and not config.overwrite:
+    if run_dir.exists() and not config.overwrite and not config.resume:
         raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with _exclusive(run_dir):
+        return _run_locked(config, run_dir, started_at)
+
+
+@contextmanager
+def _exclusive(run_dir: Path):
+    """Refuse a second job writing the same run folder while this one runs (lock in <run>.partial/)."""
+    partial = checkpoint.partial_dir(run_dir)
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
+    lock = FileLock(partial / "lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise JobError(f"{run_dir}: another job is writing this run folder (lock {partial / 'lock'})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        if not (partial / checkpoint.JOB_FILE).exists():  # stopped before there was anything to resume
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _run_locked(config: JobConfig, run_dir: Path, started_at: str) -> RunResult:
     try:
         with atomic_directory(run_dir, overwrite=config.overwrite) as tmp:
-            metrics = _run_phases(config, tmp, started_at)
+            metrics = _run_phases(config, tmp, started_at, run_dir)
             summary = report.summary_text(metrics, run_dir)
             (tmp / "summary.txt").write_text(summary + "\n")
     except TargetExistsError:
@@ -98,15 +133,23 @@ def run_job(config: JobConfig) -> RunResult:
         if exc.errno not in _DISK_ERRORS:
             raise
         raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
+    shutil.rmtree(checkpoint.partial_dir(run_dir), ignore_errors=True)  # complete: no resume needed
     return RunResult(run_dir, metrics, summary)
 
 
-def _run_phases(config: JobConfig, out: Path, started_at: str) -> dict:
+def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) -> dict:
     recorder = PhaseRecorder(total=PHASES)
     with recorder.phase("open data"):
         data = open_dataset(config.data, config.split)
         if config.k > data.n:
             raise DataError(f"--k {config.k} is larger than the {data.n:,} images of {config.data}")
+        if config.resume:
+            resume_state = checkpoint.load_for_resume(config, run_dir)
+            partial = checkpoint.partial_dir(run_dir)
+            for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):  # left by a killed run
+                shutil.rmtree(stale, ignore_errors=True)
+        else:
+            resume_state, partial = None, checkpoint.start(config, run_dir)
         X = to_features(data.images)
         log.info("%s: %s images of %dx%d, %d chunks, lazily scaled to float32 [%d, %d]",
                  config.data, f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
@@ -116,7 +159,7 @@ def _run_phases(config: JobConfig, out: Path, started_at: str) -> dict:
             client = stack.enter_context(connect(config.cluster))
         recorder.client = client
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
-        metrics = _cluster_phases(config, client, recorder, data, X, out)
+        metrics = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
         dashboard = client.dashboard_link
     metrics.update(
         config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard,
@@ -126,13 +169,13 @@ def _run_phases(config: JobConfig, out: Path, started_at: str) -> dict:
     return metrics
 
 
-def _cluster_phases(config, client, recorder, data, X, out: Path) -> dict:
+def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path, resume_state) -> dict:
     with recorder.phase("fit"):
         persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
         log.info("persist decision: %s", reason)
         if persist:
             X = persist_balanced(client, X)
-        model, centers, fit_record = _fit(config, X)
+        model, centers, fit_record = _fit(config, X, partial, resume_state)
         fit_record.update(persisted=persist, persist_reason=reason)
         log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])
 

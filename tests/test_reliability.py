@@ -1,0 +1,164 @@
+"""Faults during a run: killed and interrupted jobs, a lost worker, a full disk, resuming."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import zarr
+from distributed import Client, LocalCluster
+
+from data_prep import PrepConfig, prepare_dataset, validate_store
+from data_prep.errors import StoreError
+from job.checkpoint import CHECKPOINT_FILE, partial_dir
+from job.dataset import open_dataset, to_features
+from job.model import FusedKMeans
+from job.persist import persist_balanced
+
+from .synthetic import write_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+# tol=0 keeps the fit going for a few seconds, long enough to be killed in the middle of it.
+FIT_ARGS = ["--tol", "0", "--max-iter", "400", "--silhouette-sample", "500", "--seed", "3",
+            "--dashboard-address", "127.0.0.1:0"]
+
+
+def _job(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "job", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+def _wait_for_checkpoint(run: Path, proc, at_least: int, timeout: float = 120) -> int:
+    path = partial_dir(run) / CHECKPOINT_FILE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the job ended before it could be interrupted: " + proc.stderr.read()[-2000:]
+        try:
+            with np.load(path) as saved:
+                if int(saved["n_iter"]) >= at_least:
+                    return int(saved["n_iter"])
+        except (FileNotFoundError, OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _labels(run: Path) -> np.ndarray:
+    return zarr.open_array(str(run / "labels.zarr"), mode="r")[:]
+
+
+@pytest.fixture(scope="module")
+def reference_run(mnist_store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return run
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_store, reference_run, tmp_path):
+    run = tmp_path / "run"
+    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    killed_after = _wait_for_checkpoint(run, proc, at_least=5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not run.exists()  # the run folder appears only when complete
+
+    with pytest.raises(AssertionError):  # resuming with other settings is refused, clearly
+        bad = _job("--data", str(mnist_store), "--resume", str(run), *FIT_ARGS, "--k", "11")
+        _, err = bad.communicate(timeout=300)
+        assert bad.returncode == 0, err
+    assert "cannot resume with other settings: k (11 now, 10 in the run)" in err and "Traceback" not in err
+
+    resumed = _job("--data", str(mnist_store), "--resume", str(run), *FIT_ARGS)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"resuming after Lloyd iteration {killed_after}" in err or "resuming after Lloyd iteration" in err
+    np.testing.assert_array_equal(_labels(run), _labels(reference_run))
+    assert not partial_dir(run).exists()
+    assert not list(tmp_path.glob(".run.tmp-*"))  # the killed run's staging folder was cleared
+
+
+def test_sigint_stops_cleanly_with_a_checkpoint_and_no_stray_processes(mnist_store, tmp_path):
+    run = tmp_path / "run"
+    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    _wait_for_checkpoint(run, proc, at_least=3)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children  # the LocalCluster's worker processes
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert (partial_dir(run) / CHECKPOINT_FILE).exists() and not run.exists()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive
+
+
+def test_losing_a_worker_mid_fit_changes_nothing(mnist_store):
+    X_lazy = to_features(open_dataset(mnist_store, "test").images)
+    results = []
+    for kill in (False, True):
+        with LocalCluster(n_workers=3, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            X = persist_balanced(client, X_lazy, rows=1000)
+            pids = client.run(os.getpid)
+            victim = sorted(pids)[0]
+
+            def on_iteration(state, kill=kill):
+                if kill and state["n_iter"] == 3:
+                    os.kill(pids[victim], signal.SIGKILL)
+
+            model = FusedKMeans(n_clusters=10, random_state=5, tol=0, max_iter=30).fit(X, on_iteration=on_iteration)
+            results.append((model.labels_.compute(), model.inertia_, model.n_iter_))
+            if kill:
+                assert victim not in client.scheduler_info()["workers"]
+    (labels, inertia, n_iter), (labels_k, inertia_k, n_iter_k) = results
+    np.testing.assert_array_equal(labels_k, labels)
+    assert inertia_k == pytest.approx(inertia, rel=1e-9) and n_iter_k == n_iter
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_disk_full_during_conversion_leaves_nothing(tmp_path):
+    rng = np.random.default_rng(0)  # random pixels do not compress: 8 MB of images on a 2 MB disk
+    arrays = {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8))
+              for s, n in (("train", 8000), ("test", 2000))}
+    source = write_dataset(tmp_path / "idx", arrays, compress=False)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        with pytest.raises(StoreError, match="disk full while writing the store; nothing was kept"):
+            prepare_dataset(PrepConfig(out=disk / "big.zarr", source=str(source), name="random", chunk_size=1000))
+        assert [p.name for p in disk.iterdir()] == [".big.zarr.lock"]  # no store, no staging folder
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    shutil.rmtree(disk)
+
+
+def test_two_conversions_into_one_store_do_not_collide(tiny_dir, tmp_path):
+    out = tmp_path / "t.zarr"
+    cmd = [sys.executable, "-m", "data_prep", "--source", str(tiny_dir), "--name", "tiny", "--out", str(out),
+           "--chunk-size", "7"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert sum("reusing it" in e for e in errs) == 1  # one wrote, the other waited and reused
+    assert validate_store(out)["train"].n == 300
+
+
+def test_a_second_job_on_the_same_run_folder_is_refused(mnist_store, tmp_path):
+    run = tmp_path / "run"
+    first = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    _wait_for_checkpoint(run, first, at_least=1)
+    second = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 1 and "another job is writing this run folder" in err
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
