@@ -26,6 +26,15 @@ def _not_an_interrupted_gather(record: logging.LogRecord) -> bool:
     return type(exc).__name__ != "AllExit"
 
 
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """distributed's own log lines, one line each: drop the traceback and the empty "ERROR -" records it
+    writes when, say, it fails to reconnect to a lost scheduler (the CLI says what happened)."""
+    if record.exc_info and not record.getMessage().strip():
+        return False
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
 def setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -37,6 +46,8 @@ def setup_logging(debug: bool) -> None:
         for noisy in ("distributed", "pooch", "numba", "matplotlib", "bokeh", "tornado"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
+        for handler in logging.getLogger("distributed").handlers:  # distributed configures its own
+            handler.addFilter(_without_traceback)
         # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
         logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
 

@@ -63,8 +63,15 @@ class PhaseRecorder:
                 from distributed.diagnostics import MemorySampler
 
                 sampler = MemorySampler()
-                with sampler.sample(name, client=self.client, measure="process", interval=0.1):
+                sampling = sampler.sample(name, client=self.client, measure="process", interval=0.1)
+                sampling.__enter__()
+                try:
                     yield
+                finally:
+                    try:
+                        sampling.__exit__(None, None, None)
+                    except Exception as exc:  # e.g. the scheduler is gone: keep the phase's own error
+                        log.debug("memory sampling of %s failed: %s", name, exc)
             else:
                 yield
         elapsed = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import platform
@@ -15,6 +16,8 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+from distributed import CancelledError
+from distributed.comm.core import CommClosedError
 from filelock import FileLock, Timeout
 
 from data_prep.atomic import TargetExistsError, atomic_directory
@@ -23,7 +26,7 @@ from . import checkpoint, evaluate, examples, plots, report
 from .cluster import cluster_memory, connect, reduce_batching_latency
 from .config import JobConfig
 from .dataset import open_dataset, to_features
-from .errors import DataError, JobError
+from .errors import ClusterError, DataError, JobError
 from .model import inertia_and_counts, make_estimator, predict_labels
 from .persist import decide_persist, persist_balanced
 from .phases import PhaseRecorder
@@ -87,6 +90,8 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
     return model, centers, record
 
 
+# What distributed raises when the scheduler disappears under a running computation.
+_LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommClosedError)
 _DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
 
 
@@ -159,7 +164,16 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
             client = stack.enter_context(connect(config.cluster))
         recorder.client = client
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
-        metrics = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
+        try:
+            metrics = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
+        except Exception as exc:
+            if client.status == "running" or not isinstance(exc, _LOST_SCHEDULER_ERRORS):
+                raise
+            where = "the checkpoint in " + str(partial) if (partial / checkpoint.CHECKPOINT_FILE).exists() else ""
+            raise ClusterError(
+                f"lost the scheduler {client.scheduler.address} ({type(exc).__name__})"
+                + (f"; {where} lets --resume {run_dir} continue on another cluster" if where else "")
+            ) from None
         dashboard = client.dashboard_link
     metrics.update(
         config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard,

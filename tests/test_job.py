@@ -104,3 +104,17 @@ def test_cli_refuses_k_larger_than_n(tiny_dir, tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "--k 101 is larger than the 100 images" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_images_of_another_size_are_clustered_in_their_own_shape(tmp_path):
+    """Images need not be 28x28: both splits must agree, and the job uses the stored shape."""
+    from .synthetic import synthetic_arrays, write_dataset
+
+    source = write_dataset(tmp_path / "idx", synthetic_arrays(shape=(14, 12)))
+    run = tmp_path / "run"
+    proc = _cli("--data", str(tmp_path / "s.zarr"), "--source", str(source), "--name", "small", "--k", "4",
+                "--silhouette-sample", "100", "--out", str(run), "--dashboard-address", "127.0.0.1:0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = np.load(run / "model.npz")
+    assert list(model["image_shape"]) == [14, 12] and model["centers"].shape == (4, 168)
+    assert json.loads((run / "metrics.json").read_text())["dataset"]["image_shape"] == [14, 12]

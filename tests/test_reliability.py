@@ -162,3 +162,40 @@ def test_a_second_job_on_the_same_run_folder_is_refused(mnist_store, tmp_path):
     assert second.returncode == 1 and "another job is writing this run folder" in err
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, reference_run, tmp_path):
+    dask_cli = str(Path(sys.executable).parent / "dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    scheduler = subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                  "--dashboard-address", "127.0.0.1:0"], **quiet)
+    workers = [subprocess.Popen([dask_cli, "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                                 "--memory-limit", "4GiB", "--no-dashboard"], **quiet) for _ in range(2)]
+    try:
+        run = tmp_path / "run"
+        job = _job("--data", str(mnist_store), "--out", str(run), "--scheduler", address, *FIT_ARGS)
+        _wait_for_checkpoint(run, job, at_least=3)
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        _, err = job.communicate(timeout=120)
+        assert job.returncode == 1
+        assert f"error: lost the scheduler {address}" in err and f"--resume {run}" in err
+        assert "Traceback" not in err
+    finally:
+        for proc in (scheduler, *workers):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    resumed = _job("--data", str(mnist_store), "--resume", str(run), *FIT_ARGS)  # a new LocalCluster
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    np.testing.assert_array_equal(_labels(run), _labels(reference_run))
