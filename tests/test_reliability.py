@@ -29,9 +29,16 @@ FIT_ARGS = ["--tol", "0", "--max-iter", "400", "--silhouette-sample", "500", "--
             "--dashboard-address", "127.0.0.1:0"]
 
 
+def _default_sigint():
+    # A shell that starts a command in the background (as a CI runner may) leaves SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: give the job the disposition a terminal gives.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _job(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "job", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint, **kwargs)
 
 
 def _wait_for_checkpoint(run: Path, proc, at_least: int, timeout: float = 120) -> int:
