@@ -44,7 +44,12 @@ def _join_existing(config: ClusterConfig, stack: ExitStack) -> Client:
         raise ClusterError(
             f"scheduler {target} did not answer within {config.timeout:g} s ({type(exc).__name__})"
         ) from None
-    return stack.enter_context(client)
+    stack.enter_context(client)
+    try:
+        client.wait_for_workers(1, timeout=config.timeout)
+    except TimeoutError:
+        raise ClusterError(f"scheduler {target} has no workers (waited {config.timeout:g} s)") from None
+    return client
 
 
 @contextmanager

@@ -44,11 +44,35 @@ def open_dataset(store: str | Path, split: str = "all") -> Dataset:
         info = validate_store(store, names)
     except StoreError as exc:
         raise DataError(str(exc)) from None
-    url = str(store)
+    url = _absolute(store)
     images = [da.from_zarr(url, component=f"{s}/images") for s in names]
     labels = [da.from_zarr(url, component=f"{s}/labels") for s in names]
     cat = (lambda xs: xs[0]) if len(names) == 1 else da.concatenate
     return Dataset(cat(images), cat(labels), info[names[0]].image_shape, names)
+
+
+def _absolute(store: str | Path) -> str:
+    """Workers may run in another folder (or on another machine): give them an absolute path."""
+    text = str(store)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def _probe_store(path: str, splits: tuple[str, ...]) -> str | None:
+    try:
+        validate_store(path, splits)
+    except Exception as exc:  # whatever stops this worker, it is reported with the worker's name
+        return str(exc)
+    return None
+
+
+def check_workers_can_read(client, store: str | Path, splits: tuple[str, ...]) -> None:
+    """Before the fit, every worker opens the store as the job will; raise DataError naming the workers
+    that cannot (a path not shared with them, missing permissions, a different copy)."""
+    results = client.run(_probe_store, _absolute(store), tuple(splits))
+    failed = {worker: reason for worker, reason in results.items() if reason}
+    if failed:
+        detail = "; ".join(f"{worker}: {reason}" for worker, reason in sorted(failed.items()))
+        raise DataError(f"{len(failed)} of {len(results)} worker(s) cannot read {store}: {detail}")
 
 
 def to_features(images: da.Array, dtype=np.float32) -> da.Array:

@@ -25,7 +25,7 @@ from data_prep.atomic import TargetExistsError, atomic_directory
 from . import checkpoint, evaluate, examples, plots, report
 from .cluster import cluster_memory, connect, reduce_batching_latency
 from .config import JobConfig
-from .dataset import open_dataset, to_features
+from .dataset import check_workers_can_read, open_dataset, to_features
 from .errors import ClusterError, DataError, JobError
 from .model import inertia_and_counts, make_estimator, predict_labels
 from .persist import decide_persist, persist_balanced
@@ -185,6 +185,7 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
 
 def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path, resume_state) -> dict:
     with recorder.phase("fit"):
+        check_workers_can_read(client, config.data, data.splits)
         persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
         log.info("persist decision: %s", reason)
         if persist:
