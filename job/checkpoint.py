@@ -23,7 +23,7 @@ from .errors import JobError
 JOB_FILE = "job.json"
 CHECKPOINT_FILE = "checkpoint.npz"
 # The settings a clustering's result depends on; the cluster, output and evaluation options do not.
-RESULT_FIELDS = ("split", "k", "seed", "engine", "max_iter", "tol", "init_max_iter", "oversampling_factor")
+RESULT_FIELDS = ("split", "k", "seed", "n_init", "engine", "max_iter", "tol", "init_max_iter", "oversampling_factor")
 
 
 def partial_dir(run_dir: Path) -> Path:

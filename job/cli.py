@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--k", type=int, default=defaults.k, help="number of clusters")
     model.add_argument("--seed", type=int, default=defaults.seed)
+    model.add_argument("--n-init", type=int, default=defaults.n_init,
+                       help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported")
     model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
                        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
     model.add_argument("--max-iter", type=int, default=defaults.max_iter)

@@ -58,6 +58,7 @@ class JobConfig:
     split: str = "all"
     k: int = 10
     seed: int = 0
+    n_init: int = 1  # starts (seeds seed, seed+1, ...); the lowest inertia is kept
     engine: str = "fused"
     max_iter: int = 300
     tol: float = 1e-4
@@ -88,6 +89,10 @@ class JobConfig:
             raise ConfigError(f"--silhouette-sample must be >= 0, got {self.silhouette_sample}")
         if self.persist not in ("auto", "always", "never"):
             raise ConfigError(f"--persist must be auto, always or never, got {self.persist!r}")
+        if self.n_init < 1:
+            raise ConfigError(f"--n-init must be at least 1, got {self.n_init}")
+        if self.n_init > 1 and (self.resume or self.engine != "fused"):
+            raise ConfigError("--n-init above 1 works with the fused engine, and not with --resume")
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.resume and (self.out is None or self.engine != "fused"):

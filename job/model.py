@@ -164,23 +164,34 @@ def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray)
 
 
 class FusedKMeans(DaskMLKMeans):
-    """dask-ml's scalable KMeans with a fused, single-pass Lloyd loop.
+    """dask-ml's scalable KMeans with our k-means|| and a fused, single-pass Lloyd loop.
 
     Same parameters as `dask_ml.cluster.KMeans`; same learned attributes: `cluster_centers_` [k, p],
     `labels_` (lazy dask array, int32 [n]), `inertia_` (the true sum of squared distances to the nearest
-    center), `n_iter_`. Also `counts_` (cluster sizes), `init_time_` and `lloyd_time_` (seconds).
+    center), `n_iter_`. Also `counts_` (cluster sizes), `init_centers_`, `init_info_` (k-means|| passes,
+    candidates), `starts_` (one record per start), `init_time_` and `lloyd_time_` (seconds).
+
+    init="k-means||" runs our k-means|| (job.kmeans_parallel): seeded by random_state, about
+    oversampling_factor * k points per round for init_max_iter rounds (default 5), weighted candidates.
+    An array, "k-means++" or "random" goes to dask-ml's k_init.
+
+    n_init: the number of starts, as in scikit-learn ("auto" = 1): start i is seeded with
+    random_state + i, and the start with the lowest inertia is kept.
     """
 
     def fit(self, X, y=None, on_iteration=None, start=None):
         """Fit on X [n, p] (a dask or numpy array of floats).
 
-        on_iteration: called after every Lloyd iteration with a dict (n_iter, centers, inertia, shift,
-            converged); the job writes its checkpoints from it.
+        on_iteration: called after every Lloyd iteration with a dict (start, n_iter, centers, inertia,
+            shift, converged); the job writes its checkpoints from it.
         start: resume from a checkpoint, a dict with "centers" [k, p] and "n_iter" (iterations done) and
             "converged"; the initialisation is skipped and the loop continues where it stopped, so the
-            result is the one an uninterrupted fit would have reached.
+            result is the one an uninterrupted fit would have reached. Only with a single start.
         """
         X = _as_dask(X)
+        seeds = self._start_seeds()
+        if start is not None and len(seeds) > 1:
+            raise ValueError("resuming from a checkpoint needs n_init=1")
         plan = plan_tasks(X)
         n, col_sum, col_sumsq, finite = moments(X, plan)
         if not finite:
@@ -189,17 +200,51 @@ class FusedKMeans(DaskMLKMeans):
             raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
         tol = relative_tol(self.tol, n, col_sum, col_sumsq)
 
+        self.starts_, best = [], None
+        self.init_time_ = self.lloyd_time_ = 0.0
+        for index, seed in enumerate(seeds):
+            notify = None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
+            result = self._one_start(X, seed, tol, plan, start, notify)
+            self.starts_.append({key: result[key] for key in ("seed", "inertia", "n_iter", "init_seconds",
+                                                                 "lloyd_seconds", "init_info")})
+            if len(seeds) > 1:
+                log.info("start %d/%d (seed %s): inertia %.6g after %d iterations", index + 1, len(seeds),
+                         seed, result["inertia"], result["n_iter"])
+            if best is None or result["inertia"] < best["inertia"]:
+                best = result
+            self.init_time_ += result["init_seconds"]
+            self.lloyd_time_ += result["lloyd_seconds"]
+
+        self.init_centers_, self.init_info_ = best["init_centers"], best["init_info"]
+        self.inertia_, self.counts_ = best["inertia"], best["counts"]
+        self.cluster_centers_ = best["centers"].astype(X.dtype)
+        self.labels_ = predict_labels(X, self.cluster_centers_)
+        self.n_iter_ = best["n_iter"]
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _start_seeds(self) -> list:
+        starts = 1 if self.n_init in (None, "auto") else int(self.n_init)
+        if starts < 1:
+            raise ValueError(f"n_init must be at least 1, got {self.n_init}")
+        seed = self.random_state
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**63)
+        elif not isinstance(seed, (int, np.integer)):
+            raise ValueError("random_state must be an int or None")
+        return [int(seed) + i for i in range(starts)]
+
+    def _one_start(self, X, seed, tol, plan, start, on_iteration) -> dict:
         started = time.perf_counter()
         if start is None:
-            centers = self._init_centers(X)
+            centers, init_info = self._init_centers(X, seed)
             log.info("init (%s): %d centers in %.2f s", self.init if isinstance(self.init, str) else "given",
                      len(centers), time.perf_counter() - started)
         else:
             centers = np.asarray(start["centers"], dtype=np.float64)
-            self.init_info_ = {"resumed_after_iteration": int(start["n_iter"])}
+            init_info = {"resumed_after_iteration": int(start["n_iter"])}
             log.info("resuming after Lloyd iteration %d", start["n_iter"])
-        self.init_centers_ = centers.copy()
-        self.init_time_ = time.perf_counter() - started
+        init_centers, init_seconds = centers.copy(), time.perf_counter() - started
 
         started = time.perf_counter()
         done_before = 0 if start is None else int(start["n_iter"])
@@ -207,35 +252,21 @@ class FusedKMeans(DaskMLKMeans):
             n_iter = done_before
         else:
             centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration)
-        self.lloyd_time_ = time.perf_counter() - started
+        lloyd_seconds = time.perf_counter() - started
+        inertia, counts = inertia_and_counts(X, centers, plan)
+        return {"seed": seed, "centers": centers, "inertia": inertia, "counts": counts, "n_iter": n_iter,
+                "init_centers": init_centers, "init_info": init_info, "init_seconds": init_seconds,
+                "lloyd_seconds": lloyd_seconds}
 
-        self.inertia_, self.counts_ = inertia_and_counts(X, centers, plan)
-        self.cluster_centers_ = centers.astype(X.dtype)
-        self.labels_ = predict_labels(X, self.cluster_centers_)
-        self.n_iter_ = n_iter
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def _init_centers(self, X: da.Array) -> np.ndarray:
+    def _init_centers(self, X: da.Array, seed: int) -> tuple[np.ndarray, dict]:
         """Ours for "k-means||" (job.kmeans_parallel: seeded, weighted, chunking-independent);
         dask-ml's for an array, "k-means++" or "random"."""
-        self.init_info_ = {}
         if isinstance(self.init, str) and self.init == "k-means||":
-            seed = self.random_state
-            if seed is None:
-                seed = int(np.random.SeedSequence().entropy % 2**63)
-            elif not isinstance(seed, (int, np.integer)):
-                raise ValueError("random_state must be an int or None for init='k-means||'")
-            centers, self.init_info_ = kmeans_parallel(
-                X, self.n_clusters, seed=int(seed), rounds=self.init_max_iter or DEFAULT_INIT_ROUNDS,
-                oversampling=self.oversampling_factor,
-            )
-            return centers
-        centers = k_init(
-            X, self.n_clusters, init=self.init, random_state=self.random_state,
-            max_iter=self.init_max_iter, oversampling_factor=self.oversampling_factor, n_init=self.n_init,
-        )
-        return np.asarray(centers, dtype=np.float64)
+            rounds = self.init_max_iter or DEFAULT_INIT_ROUNDS
+            return kmeans_parallel(X, self.n_clusters, seed=seed, rounds=rounds, oversampling=self.oversampling_factor)
+        centers = k_init(X, self.n_clusters, init=self.init, random_state=seed, max_iter=self.init_max_iter,
+                         oversampling_factor=self.oversampling_factor, n_init="auto")
+        return np.asarray(centers, dtype=np.float64), {}
 
     def _lloyd(self, X, centers, tol, plan, done_before=0, on_iteration=None) -> tuple[np.ndarray, int]:
         n_iter = done_before

@@ -63,7 +63,7 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
     model = make_estimator(
         config.engine, n_clusters=config.k, init="k-means||", random_state=config.seed,
         max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
-        init_max_iter=config.init_max_iter,
+        init_max_iter=config.init_max_iter, **({"n_init": config.n_init} if config.engine == "fused" else {}),
     )
     started = time.perf_counter()
     if config.engine == "fused":
@@ -84,7 +84,8 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
         inertia, _ = inertia_and_counts(X, centers)
     else:
         inertia = model.inertia_
-        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_)
+        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_,
+                      starts=model.starts_)
         record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
     record["inertia"] = float(inertia)
     return model, centers, record

@@ -99,3 +99,13 @@ def test_fit_rejects_nan_and_too_few_samples(client):
         FusedKMeans(n_clusters=2).fit(da.from_array(X, chunks=10))
     with pytest.raises(ValueError, match="n_clusters"):
         FusedKMeans(n_clusters=5).fit(da.from_array(np.ones((3, 4)), chunks=2))
+
+
+def test_n_init_keeps_the_best_of_its_starts(client, mnist_store):
+    X = to_features(open_dataset(mnist_store, "test").images).persist()
+    singles = [FusedKMeans(n_clusters=10, random_state=20 + i).fit(X).inertia_ for i in range(3)]
+    model = FusedKMeans(n_clusters=10, random_state=20, n_init=3).fit(X)
+    assert [s["seed"] for s in model.starts_] == [20, 21, 22]
+    assert [s["inertia"] for s in model.starts_] == pytest.approx(singles, rel=1e-9)
+    assert model.inertia_ == pytest.approx(min(singles), rel=1e-9)
+    assert model.inertia_ <= min(singles) * (1 + 1e-9)
