@@ -37,7 +37,7 @@ CLUSTER = dict(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_ad
                memory_limit="4GiB")
 
 
-def fixed_work(client, X, X_np, init, iters, repeats):
+def fixed_work(X, X_np, init, iters, repeats):
     """Each fit --repeats times, interleaved (sklearn, dask-ml, fused, sklearn, ...) so that the noise of
     a shared machine falls on all of them alike; the median of each is reported."""
     runs = {
@@ -143,7 +143,7 @@ def main():
         init = np.asarray(k_init(X, 10, init="k-means||", random_state=0), dtype=np.float64)
 
         print(f"\nA. Same initial centers, tol=0, {args.iters} iterations, X persisted (median of {args.repeats})")
-        results["fixed_work"] = fixed_work(client, X, X_np, init, args.iters, args.repeats)
+        results["fixed_work"] = fixed_work(X, X_np, init, args.iters, args.repeats)
         print_table(results["fixed_work"], ["fit", "iterations", "fit s", "ms/iteration", "x scikit-learn", "inertia"])
 
         print("\nB. Whole default fits from scratch, seed 0")

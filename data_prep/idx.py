@@ -51,11 +51,6 @@ class IdxHeader:
         return self.shape[0] * self.record_nbytes
 
 
-def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC
-
-
 @contextmanager
 def _open_stream(path: Path) -> Iterator[BinaryIO]:
     try:
@@ -122,7 +117,6 @@ class IdxReader:
         self._ctx = None
         self._stream: BinaryIO | None = None
         self.header: IdxHeader | None = None
-        self._raw_size: int | None = None
 
     def __enter__(self) -> IdxReader:
         self._ctx = _open_stream(self.path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SPLITS = ("train", "test")
-KINDS = ("images", "labels")
 
 
 @dataclass(frozen=True)

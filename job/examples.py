@@ -11,7 +11,6 @@ import dask.array as da
 import numpy as np
 from dask import delayed
 
-from . import kernels
 from .model import tree_reduce
 from .rng import hash64
 
@@ -34,10 +33,8 @@ def _best(scores: np.ndarray, index: np.ndarray, labels: np.ndarray, k: int, m: 
     return out
 
 
-def _chunk_candidates(X, centers, offset, m, seed):
-    labels, dist = kernels.assign(X, centers)
-    index = offset + np.arange(len(X))
-    k = len(centers)
+def _chunk_candidates(labels, dist, offset, k, m, seed):
+    index = offset + np.arange(len(labels))
     rand = random_keys(index, seed).astype(np.float64)
     return _best(dist, index, labels, k, m), _best(rand, index, labels, k, m)
 
@@ -57,12 +54,18 @@ def _merge(*parts):
     return keep(closest), keep(random)
 
 
-def example_indices(X: da.Array, centers: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(closest, random): int64 [k, m] global row indices per cluster, -1 where a cluster has fewer rows."""
-    offsets = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]])
+def example_indices(
+    labels: da.Array, distances: da.Array, k: int, m: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(closest, random): int64 [k, m] global row indices per cluster, -1 where a cluster has fewer rows.
+
+    Works from the labels and squared distances the evaluation already holds (job.kernels.assign), so
+    picking examples reads nothing of X.
+    """
+    offsets = np.concatenate([[0], np.cumsum(labels.chunks[0])[:-1]])
     parts = [
-        delayed(_chunk_candidates)(block, centers, int(offset), m, seed)
-        for block, offset in zip(X.to_delayed().ravel(), offsets)
+        delayed(_chunk_candidates)(lab, dist, int(offset), k, m, seed)
+        for lab, dist, offset in zip(labels.to_delayed().ravel(), distances.to_delayed().ravel(), offsets)
     ]
     (closest, random), = dask.compute(tree_reduce(parts, _merge))
     return closest[:, :, 1].astype(np.int64), random[:, :, 1].astype(np.int64)

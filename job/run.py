@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from data_prep.atomic import TargetExistsError, atomic_directory
 
-from . import checkpoint, evaluate, examples, plots, report
+from . import checkpoint, evaluate, examples, kernels, plots, report
 from .cluster import cluster_memory, connect, reduce_batching_latency
 from .config import JobConfig
 from .dataset import check_workers_can_read, open_dataset, to_features
@@ -196,7 +196,9 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])
 
     with recorder.phase("evaluate"):
-        labels = model.labels_.persist()  # 4 bytes a row, reused by every reduction below
+        # One assignment pass: labels and squared distances (12 bytes a row) serve the metrics, the labels
+        # store, the silhouette and the choice of examples; dask computes both outputs of assign together.
+        labels, distances = _assignment(X, centers)
         # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
         regular = labels.rechunk(max(labels.chunks[0]))
         table, _ = dask.compute(
@@ -213,7 +215,8 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         held_out = _held_out(config, centers, ev) if config.split == "train" else None
 
     with recorder.phase("pick examples"):
-        closest, random = examples.example_indices(X, centers, config.examples_per_cluster, config.seed)
+        closest, random = examples.example_indices(labels, distances, config.k, config.examples_per_cluster,
+                                                   config.seed)
         closest_images = examples.gather_images(data.images, closest)
         random_images = examples.gather_images(data.images, random)
 
@@ -233,6 +236,17 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
                     "image_shape": list(data.image_shape), "chunks": list(X.chunks[0])},
         "fit": fit_record, "evaluation": ev, "held_out": held_out,
     }
+
+
+def _assignment(X: da.Array, centers: np.ndarray) -> tuple[da.Array, da.Array]:
+    """Persisted int32 labels and float64 squared distances of X to `centers`, from one pass over X."""
+    pairs = X.map_blocks(_label_distance_pairs, centers, chunks=(X.chunks[0], (2,)), dtype=np.float64).persist()
+    return pairs[:, 0].astype(np.int32), pairs[:, 1]
+
+
+def _label_distance_pairs(block: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    labels, dist = kernels.assign(block, centers)
+    return np.stack([labels.astype(np.float64), dist], axis=1)
 
 
 def _held_out(config: JobConfig, centers: np.ndarray, ev: dict) -> dict:
