@@ -81,6 +81,31 @@ def _describe(array) -> str:
     return f"{array.dtype} {tuple(array.shape)}"
 
 
+def is_url(location) -> bool:
+    """An fsspec URL (s3://, gs://, http://, ...) rather than a local path."""
+    return isinstance(location, str) and "://" in location
+
+
+def open_root(location: str | Path) -> zarr.Group:
+    """Open a store's root group read-only: a local path, or an fsspec URL (read through zarr's
+    FsspecStore; credentials and endpoints come from the backend's usual settings, e.g. AWS_* variables
+    or FSSPEC_S3_* for s3fs)."""
+    if not is_url(location):
+        path = Path(location)
+        if not path.exists():
+            raise StoreError(f"{path}: store not found")
+        location = str(path)
+    try:
+        return zarr.open_group(store=location, mode="r", zarr_format=3)
+    except FileNotFoundError:
+        raise StoreError(f"{location}: store not found") from None
+    except ImportError as exc:
+        raise StoreError(f"{location}: reading this URL needs {exc.name or 'an fsspec backend'} installed") from None
+    except Exception as exc:
+        kind = "store not found" if "NotFound" in type(exc).__name__ else f"not a Zarr v3 group ({type(exc).__name__})"
+        raise StoreError(f"{location}: {kind}") from None
+
+
 def validate_store(path: str | Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, SplitInfo]:
     """Check that `path` is a complete dataset store and describe its splits.
 
@@ -88,13 +113,7 @@ def validate_store(path: str | Path, splits: tuple[str, ...] = ("train", "test")
     array, a wrong dtype or shape, mismatched lengths, or chunks that were never written (zarr would
     silently read those as zeros).
     """
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path}: store not found")
-    try:
-        root = zarr.open_group(store=str(path), mode="r", zarr_format=3)
-    except Exception as exc:
-        raise StoreError(f"{path}: not a Zarr v3 group ({type(exc).__name__})") from None
+    root = open_root(path)
     if root.attrs.get("complete") is not True:
         raise StoreError(f"{path}: store is not marked complete (an interrupted conversion?)")
     info = {}
@@ -130,4 +149,4 @@ def validate_store(path: str | Path, splits: tuple[str, ...] = ("train", "test")
 
 
 def store_attrs(path: str | Path) -> Mapping:
-    return dict(zarr.open_group(store=str(path), mode="r", zarr_format=3).attrs)
+    return dict(open_root(path).attrs)

@@ -10,7 +10,7 @@ from pathlib import Path
 from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
 from data_prep.convert import prepare_dataset
 from data_prep.errors import DataPrepError
-from data_prep.zarr_store import DEFAULT_CHUNK_SIZE
+from data_prep.zarr_store import DEFAULT_CHUNK_SIZE, is_url
 
 from .config import ENGINES, SPLITS, JobConfig, load_cluster_config
 from .errors import JobError
@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the result.",
     )
     data = p.add_argument_group("data")
-    data.add_argument("--data", type=Path, default=defaults.data,
-                      help="Zarr store to cluster; made from --source first if it does not exist")
+    data.add_argument("--data", default=str(defaults.data),
+                      help="Zarr store to cluster: a path (made from --source first if it does not exist) or an "
+                      "fsspec URL such as s3://bucket/mnist.zarr that every worker can read")
     add_source_arguments(data)
     data.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk when converting")
     data.add_argument("--split", choices=SPLITS, default=defaults.split,
@@ -68,18 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--cluster-config", type=Path, default=DEFAULT_CLUSTER_CONFIG,
                     help="YAML file in cluster_config/ (default: local.yaml)")
     cl.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="join an existing scheduler instead (overrides the config file)")
+                    help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)")
+    cl.add_argument("--scheduler-file", default=None, metavar="FILE",
+                    help="join the scheduler that wrote FILE (dask scheduler --scheduler-file FILE)")
     cl.add_argument("--n-workers", type=int, default=None, help="LocalCluster workers")
     cl.add_argument("--threads-per-worker", type=int, default=None)
     cl.add_argument("--memory-limit", default=None, help="LocalCluster memory per worker, e.g. 4GiB")
-    cl.add_argument("--dashboard-address", default=None, help="e.g. 0.0.0.0:8787 to expose the dashboard")
+    cl.add_argument("--dashboard-address", default=None,
+                    help="where a cluster we start serves its dashboard (default 127.0.0.1:8787, loopback only); "
+                    "0.0.0.0:8787 exposes it to the network")
     p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
     cluster = load_cluster_config(
-        args.cluster_config, address=args.scheduler, n_workers=args.n_workers,
+        args.cluster_config, address=args.scheduler, scheduler_file=args.scheduler_file, n_workers=args.n_workers,
         threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
         dashboard_address=args.dashboard_address,
     )
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body():
         config = config_from_args(args)
-        if not config.data.exists():
+        if not is_url(config.data) and not config.data.exists():
             log.info("%s does not exist yet: converting from %s", config.data, args.source)
             args.overwrite_data = False
             prepare_dataset(prep_config_from_args(args, config.data))

@@ -1,4 +1,4 @@
-"""Get a Dask client from a ClusterConfig: a LocalCluster we own, or an existing scheduler we join."""
+"""Get a Dask client from a cluster config: a cluster we start (local, ssh, slurm) or one we join."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import dask
 from distributed import Client, LocalCluster
 
-from .config import ClusterConfig
+from .cluster_config import ClusterConfig, LocalConfig, SchedulerConfig, SlurmConfig, SSHConfig, is_loopback
 from .errors import ClusterError
 
 log = logging.getLogger(__name__)
 
 
-def _start_local(config: ClusterConfig, stack: ExitStack) -> Client:
+def _security(config: ClusterConfig) -> dict:
+    return {} if config.security is None else {"security": config.security.to_security()}
+
+
+def _start_local(config: LocalConfig, stack: ExitStack) -> Client:
     kwargs = dict(
         n_workers=config.n_workers,
         threads_per_worker=config.threads_per_worker,
@@ -23,47 +28,118 @@ def _start_local(config: ClusterConfig, stack: ExitStack) -> Client:
         dashboard_address=config.dashboard_address,
         host="127.0.0.1",
         silence_logs=logging.ERROR,
+        **_security(config),
     )
-    if not config.processes:
+    if config.security is not None:
+        kwargs["protocol"] = "tls://"
+    elif not config.processes:
         kwargs["protocol"] = "tcp"  # an in-process cluster with host= needs an explicit protocol
     try:
         cluster = stack.enter_context(LocalCluster(**kwargs))
     except Exception as exc:
         raise ClusterError(f"could not start a LocalCluster: {exc}") from exc
-    return stack.enter_context(Client(cluster))
+    return stack.enter_context(Client(cluster, **_security(config)))
 
 
-def _join_existing(config: ClusterConfig, stack: ExitStack) -> Client:
+def _join_existing(config: SchedulerConfig, stack: ExitStack) -> Client:
     target = config.scheduler_file or config.address
     try:
         if config.scheduler_file:
-            client = Client(scheduler_file=config.scheduler_file, timeout=config.timeout)
+            client = Client(scheduler_file=config.scheduler_file, timeout=config.timeout, **_security(config))
         else:
-            client = Client(config.address, timeout=config.timeout)
+            client = Client(config.address, timeout=config.timeout, **_security(config))
     except (OSError, TimeoutError, ValueError) as exc:
+        hint = ""
+        if config.security is None and "tls" in str(exc).lower():
+            hint = "; it speaks TLS: add a security section"
         raise ClusterError(
-            f"scheduler {target} did not answer within {config.timeout:g} s ({type(exc).__name__})"
+            f"scheduler {target} did not answer within {config.timeout:g} s ({type(exc).__name__}{hint})"
         ) from None
-    stack.enter_context(client)
+    return stack.enter_context(client)
+
+
+def _start_ssh(config: SSHConfig, stack: ExitStack) -> Client:
     try:
-        client.wait_for_workers(1, timeout=config.timeout)
-    except TimeoutError:
-        raise ClusterError(f"scheduler {target} has no workers (waited {config.timeout:g} s)") from None
-    return client
+        import asyncssh  # noqa: F401
+    except ImportError:
+        raise ClusterError("kind ssh needs asyncssh: pip install 'mnist-kmeans[ssh]'") from None
+    from distributed import SSHCluster
+
+    scheduler_options = dict(config.scheduler_options)
+    scheduler_options.setdefault("dashboard_address", "127.0.0.1:8787")
+    if config.security is not None:
+        # SSHCluster hands its own dask config to the processes it starts (DASK_INTERNAL_INHERIT_CONFIG),
+        # not Security objects: the TLS files go that way, and must exist at the same paths on every host.
+        stack.enter_context(dask.config.set(config.security.to_dask_config()))
+        scheduler_options.setdefault("protocol", "tls")
+    try:
+        cluster = stack.enter_context(SSHCluster(
+            hosts=list(config.hosts), connect_options=dict(config.connect_options),
+            worker_options=dict(config.worker_options), scheduler_options=scheduler_options,
+            remote_python=config.remote_python, **_security(config),
+        ))
+    except Exception as exc:
+        raise ClusterError(f"could not start an SSHCluster on {', '.join(config.hosts)}: "
+                           f"{type(exc).__name__}: {exc}") from None
+    return stack.enter_context(Client(cluster, **_security(config)))
+
+
+def _start_slurm(config: SlurmConfig, stack: ExitStack) -> Client:
+    cluster = stack.enter_context(slurm_cluster(config))
+    cluster.scale(jobs=config.jobs)
+    log.info("asked SLURM for %d job(s) of %d core(s) and %s", config.jobs, config.cores, config.memory)
+    return stack.enter_context(Client(cluster, **_security(config)))
+
+
+def slurm_cluster(config: SlurmConfig):
+    """dask-jobqueue's SLURMCluster for `config`, with no jobs submitted yet (scale() submits them)."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ClusterError("kind slurm needs dask-jobqueue: pip install 'mnist-kmeans[slurm]'") from None
+    options = dict(
+        cores=config.cores, memory=config.memory, processes=config.processes, queue=config.queue,
+        account=config.account, walltime=config.walltime, interface=config.interface,
+        local_directory=config.local_directory, job_extra_directives=list(config.job_extra_directives),
+        job_script_prologue=list(config.job_script_prologue),
+        scheduler_options={"dashboard_address": config.dashboard_address}, **_security(config),
+    )
+    if config.security is not None:
+        options["protocol"] = "tls://"
+    return SLURMCluster(**{key: value for key, value in options.items() if value is not None})
+
+
+_STARTERS = {"local": _start_local, "scheduler": _join_existing, "ssh": _start_ssh, "slurm": _start_slurm}
 
 
 @contextmanager
 def connect(config: ClusterConfig) -> Iterator[Client]:
-    """Yield a connected client; close whatever this call started on exit."""
+    """Yield a client connected to a cluster with at least one worker; close what this call started."""
     with ExitStack() as stack:
-        client = _start_local(config, stack) if config.kind == "local" else _join_existing(config, stack)
+        client = _STARTERS[config.kind](config, stack)
+        wanted = getattr(config, "min_workers", 1)
+        try:
+            client.wait_for_workers(wanted, timeout=config.timeout)
+        except TimeoutError:
+            have = len(client.scheduler_info(n_workers=-1)["workers"])
+            what = "has no workers" if have == 0 else f"has {have} of the {wanted} workers asked for"
+            raise ClusterError(f"scheduler {client.scheduler.address} {what} (waited {config.timeout:g} s)") from None
         workers = client.scheduler_info(n_workers=-1)["workers"]
         log.info(
-            "cluster up: %s, %d worker(s), %d thread(s)",
+            "cluster up (%s): %s, %d worker(s), %d thread(s)", config.kind,
             client.scheduler.address, len(workers), sum(w["nthreads"] for w in workers.values()),
         )
-        log.info("dashboard: %s", client.dashboard_link)
+        _log_dashboard(config, client)
         yield client
+
+
+def _log_dashboard(config: ClusterConfig, client: Client) -> None:
+    link = client.dashboard_link
+    log.info("dashboard: %s", link)
+    address = getattr(config, "dashboard_address", None)
+    if config.kind != "scheduler" and address and not is_loopback(address):
+        log.warning("the dashboard listens on %s: anyone who can reach this machine can watch the job and "
+                    "its data (it has no login); keep it on 127.0.0.1 and use an SSH tunnel instead", address)
 
 
 def cluster_memory(client: Client) -> int:

@@ -6,12 +6,12 @@ import urllib.request
 import pytest
 
 from job.cluster import cluster_memory, connect, reduce_batching_latency
-from job.config import ClusterConfig
+from job.cluster_config import LocalConfig, SchedulerConfig
 from job.errors import ClusterError
 
 
 def test_local_cluster_from_config_serves_the_dashboard_on_loopback():
-    config = ClusterConfig(n_workers=2, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
+    config = LocalConfig(n_workers=2, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
     with connect(config) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         assert cluster_memory(client) == 2 * 2**30
@@ -25,6 +25,6 @@ def test_local_cluster_from_config_serves_the_dashboard_on_loopback():
 def test_unreachable_scheduler_fails_within_the_timeout():
     started = time.perf_counter()
     with pytest.raises(ClusterError, match="tcp://127.0.0.1:9 did not answer within 2 s"):
-        with connect(ClusterConfig(kind="scheduler", address="tcp://127.0.0.1:9", timeout=2)):
+        with connect(SchedulerConfig(address="tcp://127.0.0.1:9", timeout=2)):
             pass
     assert time.perf_counter() - started < 15

@@ -1,64 +1,36 @@
 """The job on a cluster started with the `dask` command-line tools: by scheduler file, a worker that
 cannot see the data, a scheduler without workers."""
 
+import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from job.cluster import connect
-from job.config import ClusterConfig
+from job.cluster_config import LocalConfig, SchedulerConfig
 from job.errors import ClusterError
 
-REPO = Path(__file__).resolve().parent.parent
-DASK = str(Path(sys.executable).parent / "dask")
-QUIET = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+from .cluster_processes import Processes, run_job, start_scheduler, start_worker, wait_for_workers
 
-
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
 
 
 @pytest.fixture
-def processes():
-    started = []
+def processes(tmp_path):
+    started = Processes(tmp_path)
     yield started
-    for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    started.stop()
 
 
 def _scheduler(processes, tmp_path) -> Path:
     scheduler_file = tmp_path / "scheduler.json"
-    processes.append(subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                       "--dashboard-address", "127.0.0.1:0",
-                                       "--scheduler-file", str(scheduler_file)], **QUIET))
-    _wait_for(scheduler_file)
+    start_scheduler(processes, scheduler_file)
     return scheduler_file
 
 
 def _worker(processes, scheduler_file, prefix=()):
-    processes.append(subprocess.Popen([*prefix, DASK, "worker", "--scheduler-file", str(scheduler_file),
-                                       "--host", "127.0.0.1", "--nthreads", "1", "--memory-limit", "2GiB",
-                                       "--no-dashboard"], **QUIET))
-
-
-def _wait_for_workers(scheduler_file, n):
-    from distributed import Client
-
-    with Client(scheduler_file=str(scheduler_file), timeout=30) as client:
-        client.wait_for_workers(n, timeout=60)
+    start_worker(processes, str(scheduler_file), prefix=prefix, name=f"worker-{len(processes.started)}")
 
 
 def _config_file(tmp_path, scheduler_file) -> Path:
@@ -68,20 +40,25 @@ def _config_file(tmp_path, scheduler_file) -> Path:
 
 
 def _job(*args):
-    return subprocess.run([sys.executable, "-m", "job", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return run_job(*args)
 
 
-def test_job_runs_on_a_cluster_found_by_its_scheduler_file(processes, mnist_store, tmp_path):
+@pytest.mark.parametrize("how", ["scheduler-file", "address"])
+def test_job_runs_on_a_cluster_started_with_the_dask_cli(processes, mnist_store, tmp_path, how):
     scheduler_file = _scheduler(processes, tmp_path)
     for _ in range(2):
         _worker(processes, scheduler_file)
-    _wait_for_workers(scheduler_file, 2)
+    wait_for_workers(scheduler_file, 2)
     run = tmp_path / "run"
+    if how == "scheduler-file":
+        target = ["--cluster-config", str(_config_file(tmp_path, scheduler_file))]
+    else:
+        target = ["--scheduler", json.loads(scheduler_file.read_text())["address"]]
     proc = _job("--data", str(mnist_store), "--split", "test", "--out", str(run), "--silhouette-sample", "500",
-                "--cluster-config", str(_config_file(tmp_path, scheduler_file)))
+                *target)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 worker(s)" in proc.stderr and (run / "metrics.json").exists()
+    assert "cluster up (scheduler)" in proc.stderr and "2 worker(s)" in proc.stderr
+    assert (run / "metrics.json").exists()
 
 
 @pytest.mark.skipif((os.geteuid() != 0 or not shutil.which("unshare")) and os.environ.get("CI") != "true",
@@ -94,7 +71,7 @@ def test_a_worker_that_cannot_see_the_store_is_named(processes, mnist_store, tmp
     hidden = mnist_store.parent
     _worker(processes, scheduler_file, prefix=("unshare", "--mount", "--propagation", "private", "sh", "-c",
                                                f'mount -t tmpfs tmpfs "{hidden}" && exec "$0" "$@"'))
-    _wait_for_workers(scheduler_file, 2)
+    wait_for_workers(scheduler_file, 2)
     proc = _job("--data", str(mnist_store), "--split", "test", "--out", str(tmp_path / "run"),
                 "--cluster-config", str(_config_file(tmp_path, scheduler_file)))
     assert proc.returncode == 1
@@ -105,5 +82,5 @@ def test_a_worker_that_cannot_see_the_store_is_named(processes, mnist_store, tmp
 def test_a_scheduler_without_workers_is_a_clear_error(processes, tmp_path):
     scheduler_file = _scheduler(processes, tmp_path)
     with pytest.raises(ClusterError, match="has no workers"):
-        with connect(ClusterConfig(kind="scheduler", scheduler_file=str(scheduler_file), timeout=2)):
+        with connect(SchedulerConfig(scheduler_file=str(scheduler_file), timeout=2)):
             pass

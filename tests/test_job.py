@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import zarr
 
-from job.config import ClusterConfig, JobConfig
+from job.cluster_config import SchedulerConfig
+from job.config import JobConfig
 from job.errors import JobError
 from job.run import run_job
 
@@ -18,8 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["centers.png", "examples_closest.png", "examples_random.png", "confusion.png", "sizes.png"]
 
 
-def _existing(cluster) -> ClusterConfig:
-    return ClusterConfig(kind="scheduler", address=cluster.scheduler_address)
+def _existing(cluster) -> SchedulerConfig:
+    return SchedulerConfig(address=cluster.scheduler_address)
 
 
 def test_train_split_reports_held_out_accuracy(dask_cluster, mnist_store, tmp_path):

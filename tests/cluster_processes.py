@@ -1,0 +1,83 @@
+"""Real Dask clusters for tests: a scheduler and workers started with the `dask` command-line tools as
+separate processes (optionally inside a network namespace, or with TLS), killed with their process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+class Processes:
+    """Processes started for one test; `stop()` kills each one's whole process group."""
+
+    def __init__(self, log_dir: Path):
+        self.started: list[subprocess.Popen] = []
+        self.log_dir = log_dir
+
+    def start(self, args, name: str, **kwargs) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                **kwargs)
+        log.close()
+        self.started.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        for proc in self.started:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def tls_args(certs: dict | None) -> list[str]:
+    if not certs:
+        return []
+    return ["--tls-ca-file", str(certs["ca_file"]), "--tls-cert", str(certs["cert"]),
+            "--tls-key", str(certs["key"])]
+
+
+def start_scheduler(processes: Processes, scheduler_file: Path, host: str = "127.0.0.1", port: int = 0,
+                    prefix=(), certs: dict | None = None, dashboard: str | None = None) -> None:
+    protocol = ["--protocol", "tls"] if certs else []
+    processes.start([*prefix, DASK, "scheduler", "--host", host, "--port", str(port), *protocol,
+                     "--dashboard-address", dashboard or f"{host}:0", "--scheduler-file", str(scheduler_file),
+                     *tls_args(certs)], "scheduler")
+    wait_for(scheduler_file)
+
+
+def start_worker(processes: Processes, scheduler: str, host: str = "127.0.0.1", prefix=(),
+                 certs: dict | None = None, name: str = "worker", memory_limit: str = "2GiB") -> None:
+    target = ["--scheduler-file", scheduler] if not scheduler.startswith(("tcp://", "tls://")) else [scheduler]
+    processes.start([*prefix, DASK, "worker", *target, "--host", host, "--nthreads", "1",
+                     "--memory-limit", memory_limit, "--no-dashboard", "--name", name, *tls_args(certs)], name)
+
+
+def wait_for_workers(scheduler_file: Path, n: int, security=None) -> None:
+    from distributed import Client
+
+    with Client(scheduler_file=str(scheduler_file), timeout=30, security=security) as client:
+        client.wait_for_workers(n, timeout=60)
+
+
+def run_job(*args, prefix=(), env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, sys.executable, "-m", "job", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
