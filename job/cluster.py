@@ -142,6 +142,21 @@ def _log_dashboard(config: ClusterConfig, client: Client) -> None:
                     "its data (it has no login); keep it on 127.0.0.1 and use an SSH tunnel instead", address)
 
 
+def describe_cluster(client: Client) -> dict:
+    """What the run ran on, for metrics.json: the scheduler and each worker's host, threads and memory."""
+    from urllib.parse import urlparse
+
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {
+        "scheduler": client.scheduler.address,
+        "workers": [
+            {"address": address, "host": urlparse(address).hostname, "name": str(info.get("name")),
+             "nthreads": info["nthreads"], "memory_limit": info.get("memory_limit")}
+            for address, info in sorted(workers.items())
+        ],
+    }
+
+
 def cluster_memory(client: Client) -> int:
     """Bytes of memory the cluster's workers declare (0 when any worker has no limit)."""
     workers = client.scheduler_info(n_workers=-1)["workers"].values()

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from data_prep.atomic import TargetExistsError, atomic_directory
 
 from . import checkpoint, evaluate, examples, kernels, plots, report
-from .cluster import cluster_memory, connect, reduce_batching_latency
+from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
 from .config import JobConfig
 from .dataset import check_workers_can_read, open_dataset, to_features
 from .errors import ClusterError, DataError, JobError
@@ -164,6 +164,7 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
         with recorder.phase("start cluster"):
             client = stack.enter_context(connect(config.cluster))
         recorder.client = client
+        cluster_info = describe_cluster(client)
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
         try:
             metrics = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
@@ -177,7 +178,7 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
             ) from None
         dashboard = client.dashboard_link
     metrics.update(
-        config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard,
+        config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard, cluster=cluster_info,
         timings=recorder.seconds, memory=recorder.memory,
     )
     report.write_metrics(out / "metrics.json", metrics)
