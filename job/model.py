@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import dask
 import dask.array as da
@@ -122,9 +123,11 @@ def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
     plan = plan if plan is not None else plan_tasks(X)
     if plan is not None:
         client, groups = plan
+        # Keys named after the kernel, so the dashboard's task stream and progress bars say
+        # "lloyd_partial" rather than "over_chunks".
         parts = [
-            client.submit(kernels.over_chunks, kernel, combine, args, *group, pure=False, workers=[worker],
-                          allow_other_workers=True)
+            client.submit(kernels.over_chunks, kernel, combine, args, *group, workers=[worker],
+                          allow_other_workers=True, key=f"{kernel.__name__}-{uuid.uuid4().hex}")
             for worker, group in groups
         ]
         return _reduce_on_cluster(client, parts, combine)

@@ -60,3 +60,24 @@ def client(dask_cluster):
 @pytest.fixture
 def tiny_dir(tmp_path) -> Path:
     return write_dataset(tmp_path / "tiny", synthetic_arrays())
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"  # screenshots the browser tests save (git-ignored)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (installed by .ci/run; never skipped)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()

@@ -53,3 +53,48 @@ def test_job_config_validates_in_one_place():
     with pytest.raises(ConfigError, match="--engine"):
         JobConfig(engine="gpu")
     assert JobConfig().to_dict()["cluster"]["kind"] == "local"
+
+
+def test_each_kind_checks_its_own_keys_and_fields(tmp_path):
+    path = tmp_path / "c.yaml"
+    cases = {
+        "kind: ssh\n": "needs hosts",
+        "kind: ssh\nhosts: [only-one]\n": "needs hosts",
+        "kind: slurm\njobs: 2\n": "needs cores and memory",
+        "kind: slurm\ncores: 4\nmemory: 8GiB\nhosts: [a, b]\n": r"unknown key\(s\) hosts for kind slurm",
+        "kind: scheduler\naddress: tcp://h:8786\nn_workers: 3\n": r"unknown key\(s\) n_workers for kind scheduler",
+        "kind: kubernetes\n": "kind must be one of local, scheduler, ssh, slurm",
+        "kind: local\nsecurity: yes\n": "security must be a mapping",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_cluster_config(path)
+
+
+def test_flags_that_do_not_apply_to_the_kind_are_errors():
+    args = build_parser().parse_args(["--cluster-config", str(CONFIGS / "scheduler.yaml"), "--n-workers", "3"])
+    with pytest.raises(ConfigError, match="--n-workers does not apply to a 'scheduler' cluster"):
+        config_from_args(args)
+    # --scheduler-file switches any file to an existing cluster, keeping nothing kind-specific.
+    args = build_parser().parse_args(["--cluster-config", str(CONFIGS / "ssh.yaml"), "--scheduler-file", "/s.json"])
+    cluster = config_from_args(args).cluster
+    assert cluster.kind == "scheduler" and cluster.scheduler_file == "/s.json"
+
+
+def test_slurm_config_becomes_the_batch_script_it_describes(tmp_path):
+    """No SLURM controller runs here: what can be checked is the script sbatch would receive."""
+    from job.cluster import slurm_cluster
+
+    path = tmp_path / "slurm.yaml"
+    path.write_text((CONFIGS / "slurm.yaml").read_text().replace("# queue: normal", "queue: gpu-short")
+                    .replace("job_extra_directives: []", 'job_extra_directives: ["--constraint=skylake"]'))
+    config = load_cluster_config(path)
+    cluster = slurm_cluster(config)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p gpu-short", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH -t 01:00:00",
+                 "#SBATCH --constraint=skylake", "--nworkers 4", "--nthreads 2"):
+        assert line in script, (line, script)

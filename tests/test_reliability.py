@@ -190,7 +190,7 @@ def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, 
                                  "--memory-limit", "4GiB", "--no-dashboard"], **quiet) for _ in range(2)]
     try:
         run = tmp_path / "run"
-        job = _job("--data", str(mnist_store), "--out", str(run), "--scheduler", address, *FIT_ARGS)
+        job = _job("--data", str(mnist_store), "--out", str(run), "--scheduler", address, *FIT_ARGS[:-2])
         _wait_for_checkpoint(run, job, at_least=3)
         os.killpg(scheduler.pid, signal.SIGKILL)
         _, err = job.communicate(timeout=120)

@@ -1,0 +1,84 @@
+"""The Dask dashboard while the job fits: on loopback, its link printed, our tasks visible in /status."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .cluster_processes import REPO
+from .conftest import ARTIFACTS
+
+# Every Bokeh data source on the page, as JSON: the progress bars and the task stream name task prefixes.
+PAGE_DATA = """() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) for (const model of doc.all_models) {
+    if (!('data' in model)) continue;
+    const data = model.data instanceof Map ? Object.fromEntries(model.data) : model.data;
+    try { out.push(JSON.stringify(data)); } catch (e) {}
+  }
+  return out.join('\\n');
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_serving(url: str, proc, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.2)
+
+
+def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_path):
+    port = _free_port()
+    # tol=0 keeps Lloyd iterating for a while: the page is looked at while the fit is running.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "job", "--data", str(mnist_store), "--out", str(tmp_path / "run"),
+         "--tol", "0", "--max-iter", "300", "--silhouette-sample", "500",
+         "--dashboard-address", f"127.0.0.1:{port}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        status = f"http://127.0.0.1:{port}/status"
+        _wait_until_serving(status, proc)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(status)
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=30_000)
+        deadline, seen = time.monotonic() + 60, ""
+        while "lloyd_partial" not in seen:
+            assert time.monotonic() < deadline, "our Lloyd tasks never appeared on /status"
+            assert proc.poll() is None, "the fit ended before the dashboard showed it"
+            seen = page.evaluate(PAGE_DATA)
+            time.sleep(0.5)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-status.png"))
+        assert (ARTIFACTS / "dashboard-status.png").stat().st_size > 10_000
+        assert not errors, errors
+        page.close()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert f"dashboard: http://127.0.0.1:{port}/status" in err
+
+
+def test_dashboard_is_on_loopback_unless_exposed(tmp_path):
+    from job.cli import build_parser, config_from_args
+    from job.cluster_config import is_loopback
+
+    config = config_from_args(build_parser().parse_args([]))
+    assert is_loopback(config.cluster.dashboard_address)
+    exposed = config_from_args(build_parser().parse_args(["--dashboard-address", "0.0.0.0:8787"]))
+    assert not is_loopback(exposed.cluster.dashboard_address)
