@@ -15,6 +15,7 @@ from data_prep.zarr_store import DEFAULT_CHUNK_SIZE, is_url
 from .config import ENGINES, SPLITS, JobConfig, load_cluster_config
 from .errors import JobError
 from .run import run_job
+from .sweep import parse_k, run_sweep
 
 DEFAULT_CLUSTER_CONFIG = Path(__file__).resolve().parent.parent / "cluster_config" / "local.yaml"
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="which images to cluster (train also reports held-out accuracy on test)")
 
     model = p.add_argument_group("model")
-    model.add_argument("--k", type=int, default=defaults.k, help="number of clusters")
+    model.add_argument("--k", default=str(defaults.k),
+                       help="number of clusters; a range (5..15) or a list (5,8,10) runs a k sweep: every k on "
+                       "data loaded once, scored, plotted, and a k suggested")
     model.add_argument("--seed", type=int, default=defaults.seed)
     model.add_argument("--n-init", type=int, default=defaults.n_init,
                        help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported")
@@ -88,8 +91,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
         dashboard_address=args.dashboard_address,
     )
-    names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster", "resume"}
+    names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster", "resume", "k"}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values["k"] = parse_k(args.k)[0]
     if args.resume is not None:
         values.update(out=args.resume, resume=True)
     return JobConfig(cluster=cluster, **values)
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s does not exist yet: converting from %s", config.data, args.source)
             args.overwrite_data = False
             prepare_dataset(prep_config_from_args(args, config.data))
-        result = run_job(config)
+        ks = parse_k(args.k)
+        result = run_sweep(config, ks) if len(ks) > 1 else run_job(config)
         print(result.summary)
 
     return run_cli(body, args.debug, (JobError, DataPrepError))

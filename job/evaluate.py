@@ -156,16 +156,100 @@ def silhouette(X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: i
     idx = sample_indices(X.shape[0], size, seed)
     if len(idx) < 2 or k < 2:
         return float("nan")
-    Xs = X[idx].rechunk((len(idx), X.shape[1]))
-    ls = cluster_labels[idx].rechunk(len(idx))
+    return sample_silhouette(*gather_sample(X, cluster_labels, idx), k, block_rows)
+
+
+def gather_sample(X: da.Array, cluster_labels: da.Array, idx: np.ndarray) -> tuple[da.Array, da.Array]:
+    """The rows `idx` of X and of the labels as single-chunk dask arrays (still on the cluster)."""
+    return X[idx].rechunk((len(idx), X.shape[1])), cluster_labels[idx].rechunk(len(idx))
+
+
+def sample_silhouette(Xs: da.Array, ls: da.Array, k: int, block_rows: int = 1000) -> float:
+    """Mean silhouette of the sample (Xs, ls), each task scoring block_rows rows against all of it."""
+    n = Xs.shape[0]
+    if n < 2 or k < 2:
+        return float("nan")
     X_all, l_all = Xs.to_delayed().ravel()[0], ls.to_delayed().ravel()[0]
-    starts = range(0, len(idx), block_rows)
     parts = [
         da.from_delayed(
             delayed(_silhouette_rows)(X_all[s : s + block_rows], l_all[s : s + block_rows], X_all, l_all, k),
-            shape=(min(block_rows, len(idx) - s),), dtype=np.float64,
+            shape=(min(block_rows, n - s),), dtype=np.float64,
         )
-        for s in starts
+        for s in range(0, n, block_rows)
     ]
     (score,) = dask.compute(da.concatenate(parts).mean())
     return float(score)
+
+
+def pca_2d(Xs: da.Array) -> np.ndarray:
+    """The sample projected on its first two principal components (dask-ml's PCA, on the cluster)."""
+    from dask_ml.decomposition import PCA
+
+    return np.asarray(PCA(n_components=2, svd_solver="full", random_state=0).fit_transform(Xs).compute())
+
+
+# --- internal criteria: Calinski-Harabasz and Davies-Bouldin, by two reductions over X -----------------
+
+def _pairs(X: da.Array, cluster_labels: da.Array, func, *args) -> list:
+    """[Delayed(func(X chunk, label chunk, *args))] per chunk, fused with X's chain (see job.blockwise)."""
+    args = tuple(delayed(a) if isinstance(a, np.ndarray) else a for a in args)
+    arg_pairs = [a for arg in args for a in (arg, None)]
+    boxed = da.blockwise(
+        _boxed_pair, "i", X, "ij", cluster_labels, "i", *arg_pairs, kernel=func, concatenate=True, dtype=object,
+        meta=np.empty((0,), dtype=object), adjust_chunks={"i": 1},
+    )
+    return list(boxed.to_delayed().ravel())
+
+
+def _boxed_pair(xb, lb, *args, kernel):
+    out = np.empty((1,), dtype=object)
+    out[0] = kernel(xb, lb, *args)
+    return out
+
+
+def _add(*parts):
+    parts = [p[0] if isinstance(p, np.ndarray) and p.dtype == object else p for p in parts]
+    return tuple(sum(values) for values in zip(*parts))
+
+
+def _cluster_sums(xb, lb, k):
+    """Per-cluster counts and coordinate sums, and the total of squared norms, in float64."""
+    xb = xb.astype(np.float64)
+    onehot = np.zeros((len(lb), k))
+    onehot[np.arange(len(lb)), lb.astype(np.int64)] = 1.0
+    return onehot.sum(0), onehot.T @ xb, float(np.einsum("ij,ij->", xb, xb))
+
+
+def _distance_sums(xb, lb, means):
+    """Per-cluster sums of the (unsquared) distances of the points to their cluster's mean."""
+    xb = xb.astype(np.float64)
+    lb = lb.astype(np.int64)
+    dist = np.sqrt(np.maximum(((xb - means[lb]) ** 2).sum(axis=1), 0.0))
+    return (np.bincount(lb, weights=dist, minlength=len(means)),)
+
+
+def internal_criteria(X: da.Array, cluster_labels: da.Array, k: int) -> dict:
+    """Calinski-Harabasz and Davies-Bouldin indices of a labelling of all of X, as scikit-learn defines
+    them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums."""
+    from .model import tree_reduce
+
+    (counts, sums, sq_total), = dask.compute(tree_reduce(_pairs(X, cluster_labels, _cluster_sums, k), _add))
+    n, present = counts.sum(), counts > 0
+    means = sums[present] / counts[present][:, None]
+    kk = int(present.sum())
+    overall = sums.sum(axis=0) / n
+    between = float((counts[present] * ((means - overall) ** 2).sum(axis=1)).sum())
+    within = float(sq_total - (counts[present] * (means**2).sum(axis=1)).sum())
+    ch = between * (n - kk) / (within * (kk - 1)) if kk > 1 and within > 0 else float("nan")
+
+    full_means = np.zeros_like(sums)
+    full_means[present] = means
+    (dist_sums,), = dask.compute(tree_reduce(_pairs(X, cluster_labels, _distance_sums, full_means), _add))
+    spread = dist_sums[present] / counts[present]
+    centroid_dist = np.sqrt(np.maximum(((means[:, None, :] - means[None, :, :]) ** 2).sum(-1), 0.0))
+    if kk < 2 or np.allclose(spread, 0) or np.allclose(centroid_dist, 0):
+        db = 0.0 if kk >= 2 else float("nan")
+    else:  # as sklearn.metrics.davies_bouldin_score: coinciding centroids (the diagonal too) count as far
+        centroid_dist[centroid_dist == 0] = np.inf
+        db = float(np.max((spread[:, None] + spread[None, :]) / centroid_dist, axis=1).mean())
+    return {"calinski_harabasz": float(ch), "davies_bouldin": db}

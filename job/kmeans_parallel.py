@@ -28,6 +28,7 @@ import numpy as np
 from dask import delayed
 from sklearn.cluster import KMeans
 
+from .blockwise import per_chunk, unbox
 from .rng import uniforms
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,13 @@ def _chunk_update(X, costs, new_points):
     return np.minimum(costs, _min_sq_dist(X, new_points))
 
 
-def _chunk_sample(costs, offset, phi, ell, seed, round_):
+def _chunk_sample(costs, phi, ell, seed, round_, offset):
     """Global indices of the rows drawn in this round: u(seed, round, index) < l * cost / phi."""
     index = offset + np.arange(len(costs))
     return index[uniforms(index, seed, round_) < ell * costs / phi]
 
 
-def _chunk_weights(X, candidates, offset, n_far):
+def _chunk_weights(X, candidates, n_far, offset):
     """Nearest-candidate counts, and the n_far rows farthest from every candidate (distance, index)."""
     dist, nearest = _min_sq_dist(X, candidates, with_argmin=True)
     counts = np.bincount(nearest, minlength=len(candidates))
@@ -101,36 +102,37 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     if n < k:
         raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
     ell = oversampling * k
-    offsets = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(np.int64)
-    blocks = list(X.to_delayed().ravel())
 
     first = int(uniforms([0], seed, 0)[0] * n)
     chosen = {first}
     candidates = [_rows(X, [first])]
-    costs = dask.persist(*[delayed(_chunk_costs)(b, candidates[0]) for b in blocks])
-    phi = sum(dask.compute(*[delayed(_sum)(c) for c in costs]))
+    # Per-point costs stay on the cluster as a persisted dask array chunked like X; each pass over X runs
+    # in the tasks that read X's chunks (job.blockwise: fused, so streamed chunks never travel).
+    costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
+    phi = float(costs.sum().compute())
     passes, phis = 1, [phi]
     log.info("k-means|| seed %d: first center row %d, cost %.6g", seed, first, phi)
 
     for round_ in range(1, rounds + 1):
         if phi <= 0:
             break  # every point coincides with a candidate
-        drawn = dask.compute(*[delayed(_chunk_sample)(c, int(o), phi, ell, seed, round_)
-                               for c, o in zip(costs, offsets)])
-        picked = sorted(set(np.concatenate(drawn).tolist()) - chosen)
+        drawn = dask.compute(*per_chunk(costs, _chunk_sample, phi, ell, seed, round_, with_offset=True))
+        picked = sorted(set(np.concatenate([unbox(d) for d in drawn]).tolist()) - chosen)
         chosen.update(picked)
         new = _rows(X, picked)
         candidates.append(new)
         if round_ < rounds and len(new):
-            costs = dask.persist(*[delayed(_chunk_update)(b, c, new) for b, c in zip(blocks, costs)])
-            phi = sum(dask.compute(*[delayed(_sum)(c) for c in costs]))
+            costs = da.blockwise(_chunk_update, "i", X, "ij", costs, "i", delayed(new), None,
+                                 concatenate=True, dtype=np.float64).persist()
+            phi = float(costs.sum().compute())
             passes += 1
             phis.append(phi)
         log.info("k-means|| round %d/%d: %d new candidates, %d in all%s", round_, rounds, len(new),
                  len(chosen), f", cost {phi:.6g}" if round_ < rounds else "")
+    del costs
 
     cand = np.vstack(candidates)
-    parts = dask.compute(*[delayed(_chunk_weights)(b, cand, int(o), k) for b, o in zip(blocks, offsets)])
+    parts = [unbox(p) for p in dask.compute(*per_chunk(X, _chunk_weights, cand, k, with_offset=True))]
     passes += 1
     weights = np.sum([p[0] for p in parts], axis=0).astype(np.float64)
     cand, weights = _add_farthest(X, cand, weights, parts, k)

@@ -14,6 +14,7 @@ stops when the squared shift of the centers (summed over all centers) is <= tol 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from dask_ml.cluster import KMeans as DaskMLKMeans
 from dask_ml.cluster.k_means import k_init
 
 from . import kernels
+from .blockwise import combine_boxed, per_chunk, unbox
 from .kmeans_parallel import kmeans_parallel
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,6 @@ def tree_reduce(parts: list, combine, fan_in: int = TREE_FAN_IN):
     while len(parts) > 1:
         parts = [delayed(combine, pure=False)(*parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
     return parts[0]
-
-
-def _blocks(X: da.Array) -> list:
-    return list(X.to_delayed().ravel())
 
 
 def _chunk_futures(X: da.Array):
@@ -131,9 +129,10 @@ def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
             for worker, group in groups
         ]
         return _reduce_on_cluster(client, parts, combine)
-    parts = [delayed(kernel, pure=False)(b, *args) for b in _blocks(X)]
-    (result,) = dask.compute(tree_reduce(parts, combine))
-    return result
+    # Streamed: each chunk's kernel runs in the task that reads and scales the chunk (job.blockwise).
+    parts = per_chunk(X, kernel, *args)
+    (result,) = dask.compute(tree_reduce(parts, functools.partial(combine_boxed, combine)))
+    return unbox(result)
 
 
 def moments(X: da.Array, plan=None) -> tuple[int, np.ndarray, np.ndarray, bool]:

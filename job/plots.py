@@ -102,3 +102,80 @@ def plot_sizes(sizes, digits, path: Path) -> Path:
     ax.set_ylabel("images")
     ax.set_title("Cluster sizes (cluster, mapped digit)")
     return _save(fig, path)
+
+
+def _mark(ax, ks, values, chosen: int, label: str) -> None:
+    if chosen in ks:
+        i = ks.index(chosen)
+        ax.scatter([chosen], [values[i]], s=140, facecolors="none", edgecolors="crimson", linewidths=2, zorder=3,
+                   label=label)
+
+
+def plot_sweep_elbow(rows: list[dict], suggested: int, elbow_k: int, path: Path) -> Path:
+    """Inertia against k, with the elbow and the suggested k marked."""
+    ks, inertia = [r["k"] for r in rows], [r["inertia"] for r in rows]
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(ks, inertia, "o-", color="steelblue")
+    ax.plot([ks[0], ks[-1]], [inertia[0], inertia[-1]], ":", color="grey", label="first to last k")
+    if elbow_k in ks:
+        ax.axvline(elbow_k, color="orange", linestyle="--", label=f"elbow k={elbow_k}")
+    _mark(ax, ks, inertia, suggested, f"suggested k={suggested}")
+    ax.set_xlabel("k")
+    ax.set_ylabel("inertia (sum of squared distances)")
+    ax.set_xticks(ks)
+    ax.set_title("Elbow: inertia against k")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sweep_silhouette(rows: list[dict], suggested: int, path: Path) -> Path:
+    ks, sil = [r["k"] for r in rows], [r["silhouette"] for r in rows]
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(ks, sil, "o-", color="seagreen")
+    _mark(ax, ks, sil, suggested, f"suggested k={suggested}")
+    ax.set_xlabel("k")
+    ax.set_ylabel("mean silhouette (sample)")
+    ax.set_xticks(ks)
+    ax.set_title("Silhouette against k (higher is better)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sweep_criteria(rows: list[dict], suggested: int, path: Path) -> Path:
+    """ARI and NMI against the digits, Davies-Bouldin and Calinski-Harabasz, each against k."""
+    ks = [r["k"] for r in rows]
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    panels = [
+        ("Agreement with the digits", [("ari", "ARI"), ("nmi", "NMI")], "score"),
+        ("Davies-Bouldin (lower is better)", [("davies_bouldin", "Davies-Bouldin")], "index"),
+        ("Calinski-Harabasz (higher is better)", [("calinski_harabasz", "Calinski-Harabasz")], "index"),
+    ]
+    for i, (title, series, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for key, label in series:
+            ax.plot(ks, [r[key] for r in rows], "o-", label=label)
+        ax.axvline(suggested, color="crimson", alpha=0.4, label=f"suggested k={suggested}")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("k")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(ks[:: max(1, len(ks) // 8)])
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_pca(points: np.ndarray, clusters: np.ndarray, digits: np.ndarray, path: Path) -> Path:
+    """A 2-D PCA projection of a sample, colored by cluster (left) and by true digit (right)."""
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    cmap = matplotlib.colormaps["tab10" if max(clusters.max(), digits.max()) < 10 else "tab20"]
+    for i, (values, title) in enumerate([(clusters, "colored by cluster"), (digits, "colored by true digit")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for v in np.unique(values):
+            sel = values == v
+            ax.scatter(points[sel, 0], points[sel, 1], s=3, alpha=0.5, color=cmap(int(v) % cmap.N), label=str(v))
+        ax.set_title(f"PCA of {len(points):,} sampled images, {title}", fontsize=10)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(markerscale=4, fontsize=7, ncol=2, loc="best", title="cluster" if i == 0 else "digit")
+    return _save(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import platform
 import shutil
@@ -22,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from data_prep.atomic import TargetExistsError, atomic_directory
 
-from . import checkpoint, evaluate, examples, kernels, plots, report
+from . import checkpoint, evaluate, examples, kernels, plots, report, report_html
 from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
 from .config import JobConfig
 from .dataset import check_workers_can_read, open_dataset, to_features
@@ -46,7 +47,7 @@ def default_run_dir(root: Path = Path("runs")) -> Path:
     return root / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _versions() -> dict:
+def versions() -> dict:
     import dask_ml
     import distributed
     import sklearn
@@ -102,12 +103,12 @@ def run_job(config: JobConfig) -> RunResult:
     if run_dir.exists() and not config.overwrite and not config.resume:
         raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with _exclusive(run_dir):
+    with exclusive(run_dir):
         return _run_locked(config, run_dir, started_at)
 
 
 @contextmanager
-def _exclusive(run_dir: Path):
+def exclusive(run_dir: Path):
     """Refuse a second job writing the same run folder while this one runs (lock in <run>.partial/)."""
     partial = checkpoint.partial_dir(run_dir)
     try:
@@ -167,7 +168,7 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
         cluster_info = describe_cluster(client)
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
         try:
-            metrics = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
+            metrics, strips = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
         except Exception as exc:
             if client.status == "running" or not isinstance(exc, _LOST_SCHEDULER_ERRORS):
                 raise
@@ -178,10 +179,11 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
             ) from None
         dashboard = client.dashboard_link
     metrics.update(
-        config=config.to_dict(), started=started_at, versions=_versions(), dashboard=dashboard, cluster=cluster_info,
+        config=config.to_dict(), started=started_at, versions=versions(), dashboard=dashboard, cluster=cluster_info,
         timings=recorder.seconds, memory=recorder.memory,
     )
     report.write_metrics(out / "metrics.json", metrics)
+    report_html.write_run_report(out, json.loads((out / "metrics.json").read_text()), strips)
     return metrics
 
 
@@ -199,7 +201,7 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
     with recorder.phase("evaluate"):
         # One assignment pass: labels and squared distances (12 bytes a row) serve the metrics, the labels
         # store, the silhouette and the choice of examples; dask computes both outputs of assign together.
-        labels, distances = _assignment(X, centers)
+        labels, distances = assignment(X, centers)
         # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
         regular = labels.rechunk(max(labels.chunks[0]))
         table, _ = dask.compute(
@@ -209,10 +211,14 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         ev = evaluate.label_metrics(table)
         ev["contingency"] = table.tolist()
         ev["silhouette_sample"] = min(config.silhouette_sample, data.n)
-        ev["silhouette"] = (
-            evaluate.silhouette(X, labels, config.k, config.silhouette_sample, config.seed)
-            if config.silhouette_sample >= 2 else float("nan")
-        )
+        # One seeded sample, gathered once on the cluster, serves the silhouette and the PCA view.
+        idx = evaluate.sample_indices(data.n, config.silhouette_sample, config.seed)
+        sample = None
+        if len(idx) >= 2:
+            Xs, ls = (a.persist() for a in evaluate.gather_sample(X, labels, idx))
+            sample = (Xs, ls, idx)
+        ev["silhouette"] = evaluate.sample_silhouette(Xs, ls, config.k) if sample else float("nan")
+        ev.update(evaluate.internal_criteria(X, labels, config.k))
         held_out = _held_out(config, centers, ev) if config.split == "train" else None
 
     with recorder.phase("pick examples"):
@@ -231,15 +237,30 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         plots.plot_sizes(ev["cluster_sizes"], digits, out / "sizes.png")
         report.write_model(out / "model.npz", centers, data.image_shape, digits, ev["mapping_majority"])
         np.save(out / "centers.npy", centers.astype(np.float32))
+        if sample is not None and len(sample[2]) >= 3:
+            Xs, ls, idx = sample
+            points = evaluate.pca_2d(Xs)
+            truth = data.labels[idx].compute()
+            plots.plot_pca(points, ls.compute(), truth, out / "pca.png")
+        strips = {c: _strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
 
     return {
         "dataset": {"store": str(config.data), "splits": list(data.splits), "n": data.n,
                     "image_shape": list(data.image_shape), "chunks": list(X.chunks[0])},
         "fit": fit_record, "evaluation": ev, "held_out": held_out,
-    }
+    }, strips
 
 
-def _assignment(X: da.Array, centers: np.ndarray) -> tuple[da.Array, da.Array]:
+def _strip(images: np.ndarray) -> np.ndarray:
+    """uint8 [m, h, w] -> [h, m*w + gaps]: a row of example images with 2-pixel gaps."""
+    m, h, w = images.shape
+    strip = np.zeros((h, m * (w + 2)), dtype=np.uint8)
+    for i, image in enumerate(images):
+        strip[:, i * (w + 2) : i * (w + 2) + w] = image
+    return strip
+
+
+def assignment(X: da.Array, centers: np.ndarray) -> tuple[da.Array, da.Array]:
     """Persisted int32 labels and float64 squared distances of X to `centers`, from one pass over X."""
     pairs = X.map_blocks(_label_distance_pairs, centers, chunks=(X.chunks[0], (2,)), dtype=np.float64).persist()
     return pairs[:, 0].astype(np.int32), pairs[:, 1]

@@ -1,0 +1,161 @@
+"""Explore and explain: k sweeps, predict on new images, Davies-Bouldin / Calinski-Harabasz by reductions."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+from job.errors import JobError
+from job.evaluate import internal_criteria
+from job.sweep import elbow, parse_k, suggest_k
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(module, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_parse_k():
+    assert parse_k("10") == (10,)
+    assert parse_k("5..8") == (5, 6, 7, 8)
+    assert parse_k("12,5,8,5") == (5, 8, 12)
+    for bad in ("five", "8..5", "1..3"):
+        with pytest.raises(JobError, match="--k|every k"):
+            parse_k(bad)
+
+
+def test_elbow_and_suggestion_rules():
+    ks = list(range(2, 9))
+    inertia = [100, 60, 30, 25, 22, 20, 19]  # bends at k=4
+    assert elbow(ks, inertia) == 4
+    rows = [{"k": k, "inertia": i, "silhouette": s, "davies_bouldin": d}
+            for k, i, s, d in zip(ks, inertia, [0.1, 0.2, 0.3, 0.25, 0.2, 0.1, 0.1], [2, 1.8, 1.2, 1.5, 1.6, 1.7, 1.9])]
+    suggestion = suggest_k(rows)
+    assert suggestion.k == 4 and suggestion.reason.startswith("3 of 3 criteria agree")
+    rows[3]["silhouette"] = 0.5  # silhouette now says 5, Davies-Bouldin and the elbow still say 4
+    assert suggest_k(rows).k == 4 and "2 of 3" in suggest_k(rows).reason
+
+
+def test_internal_criteria_equal_scikit_learns(client):
+    rng = np.random.default_rng(0)
+    X = rng.random((6000, 30)).astype(np.float32)
+    X[:2000] += 1.5
+    labels = rng.integers(0, 5, 6000)
+    labels[:2000] = 5
+    ours = internal_criteria(da.from_array(X, chunks=(1100, 30)), da.from_array(labels, chunks=1100), 7)  # 6 empty
+    assert ours["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(X, labels), rel=1e-9)
+    assert ours["davies_bouldin"] == pytest.approx(davies_bouldin_score(X, labels), rel=1e-6)
+
+
+def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
+    """The issue's acceptance: a sweep over 5..15 on all of MNIST, end to end."""
+    out = tmp_path / "sweep"
+    proc = _cli("job", "--data", str(mnist_store), "--k", "5..15", "--out", str(out), "--silhouette-sample", "3000",
+                "--dashboard-address", "127.0.0.1:0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "sweep.json").read_text())
+    rows = metrics["sweep"]
+    assert [r["k"] for r in rows] == list(range(5, 16))
+    inertia = [r["inertia"] for r in rows]
+    assert all(b < a for a, b in zip(inertia, inertia[1:])), inertia  # more clusters, less inertia
+    assert all(0 < r["ari"] < 1 and 0 < r["nmi"] < 1 and r["davies_bouldin"] > 0 and r["calinski_harabasz"] > 0
+               for r in rows)
+    assert metrics["suggested_k"] in range(5, 16) and "criteria" in metrics["suggestion_reason"]
+    for name in ["elbow.png", "silhouette.png", "criteria.png", "report.html",
+                 *(f"centers_k{k:02d}.png" for k in range(5, 16))]:
+        assert (out / name).stat().st_size > 2000, name
+    assert f"suggested k = {metrics['suggested_k']}" in proc.stdout
+    state = check_page(browser, out / "report.html", "sweep-report.png")
+    assert len(state["images"]) == 3 + 11 and f"Suggested k = {metrics['suggested_k']}" in state["text"]
+
+
+@pytest.fixture(scope="module")
+def train_run(mnist_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    proc = _cli("job", "--data", str(mnist_store), "--split", "train", "--out", str(out), "--silhouette-sample",
+                "2000", "--dashboard-address", "127.0.0.1:0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_predict_on_the_test_split_reproduces_the_held_out_accuracy(train_run, mnist_dir, mnist_store, tmp_path):
+    held_out = json.loads((train_run / "metrics.json").read_text())["held_out"]
+    idx = next(p for p in mnist_dir.iterdir() if p.name.startswith("t10k-images"))
+    for source in (idx, mnist_store / "test"):  # an IDX file (labels found beside it) and a Zarr split
+        out = tmp_path / f"{source.name}.csv"
+        proc = _cli("job.predict", str(train_run), str(source), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"accuracy against the given labels: {held_out['accuracy_hungarian']:.4f}" in proc.stdout
+        with open(out) as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 10_000 and {"cluster", "digit", "squared_distance"} <= set(rows[0])
+
+
+def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, tmp_path):
+    import zarr
+    from PIL import Image
+
+    images = zarr.open_group(str(mnist_store), mode="r")["test/images"][:20]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        pixels = image if i % 2 else 255 - image  # half of them dark ink on white, as people draw digits
+        Image.fromarray(pixels).save(folder / f"digit{i:02d}.png")
+    proc = _cli("job.predict", str(train_run), str(folder), "--out", str(tmp_path / "p.csv"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "20 images assigned" in proc.stdout and "10 inverted" in proc.stderr
+    with open(tmp_path / "p.csv") as f:
+        png_rows = list(csv.DictReader(f))
+    reference = _cli("job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv"))
+    assert reference.returncode == 0
+    with open(tmp_path / "z.csv") as f:
+        zarr_rows = list(csv.DictReader(f))[:20]
+    assert [r["cluster"] for r in png_rows] == [r["cluster"] for r in zarr_rows]
+
+    Image.new("L", (32, 32)).save(tmp_path / "big.png")
+    bad = _cli("job.predict", str(train_run), str(tmp_path / "big.png"))
+    assert bad.returncode == 1 and "big.png: image is 32x32, the model expects 28x28" in bad.stderr
+    missing = _cli("job.predict", str(tmp_path), str(folder))
+    assert missing.returncode == 1 and "no saved model" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def check_page(browser, path: Path, screenshot: str) -> dict:
+    """Open a report in Chromium: every image loads, the console stays clean, nothing is fetched over the
+    network; save a full-page screenshot to test-artifacts/. Returns what the page showed."""
+    from .conftest import ARTIFACTS
+
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors, requests = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    state = page.evaluate("""() => ({
+        images: Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0})),
+        text: document.body.innerText })""")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    page.close()
+    assert state["images"] and all(i["ok"] for i in state["images"]), state["images"]
+    assert not errors, errors
+    assert not requests, requests
+    return state
+
+
+def test_run_report_opens_offline_with_every_image(browser, train_run):
+    state = check_page(browser, train_run / "report.html", "report.png")
+    alts = {i["alt"] for i in state["images"]}
+    assert {"cluster centers", "PCA of a sample", "confusion matrix", "examples"} <= alts
+    metrics = json.loads((train_run / "metrics.json").read_text())
+    for text in ("Worst-matched clusters", "Cluster to digit", "Timings", "Configuration", "held-out accuracy",
+                 f"{metrics['evaluation']['ari']:.4g}"):
+        assert text in state["text"], text
