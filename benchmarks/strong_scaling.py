@@ -19,7 +19,6 @@ import statistics
 import time
 
 import dask.array as da
-import numpy as np
 from distributed import Client, LocalCluster
 
 from _common import mnist_store, print_table, save

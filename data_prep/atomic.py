@@ -49,3 +49,25 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+
+
+class LockTimeout(TimeoutError):
+    """Another process held a store's lock for longer than we were willing to wait."""
+
+
+@contextmanager
+def store_lock(out: Path, what: str, wait_seconds: float = 600) -> Iterator[None]:
+    """One writer per store at a time: a second one waits (up to wait_seconds), then typically finds the
+    store complete and reuses it. The lock file stays beside the store (deleting it on release would race
+    with a waiting process). Raises LockTimeout naming `what` holds it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(Path(out).with_name(f".{Path(out).name}.lock"))
+    try:
+        lock.acquire(timeout=wait_seconds)
+    except Timeout:
+        raise LockTimeout(f"{out}: another {what} has held it for {wait_seconds:g} s; try again later") from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from filelock import FileLock, Timeout
 
 from . import __version__
 from .errors import DataPrepError, IdxFormatError, StoreError
 from .idx import IdxReader
 from .registry import MNIST_MIRRORS, SPLITS, files_for
 from .sources import DOWNLOAD, SourceFile, download, from_folder
-from .atomic import TargetExistsError, atomic_directory
+from .atomic import LockTimeout, TargetExistsError, atomic_directory, store_lock
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
     default_compressors,
@@ -139,17 +138,11 @@ def prepare_dataset(config: PrepConfig) -> Path:
     out = Path(config.out)
     files = locate_sources(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # One conversion per store at a time: a second one waits, then finds the store complete and reuses it.
-    # (The lock file stays beside the store: deleting it on release would race with a waiting process.)
-    lock = FileLock(out.with_name(f".{out.name}.lock"))
     try:
-        lock.acquire(timeout=LOCK_WAIT_SECONDS)
-    except Timeout:
-        raise StoreError(f"{out}: another conversion has held it for {LOCK_WAIT_SECONDS} s; try again later") from None
-    try:
-        return _convert_locked(config, out, files)
-    finally:
-        lock.release()
+        with store_lock(out, "conversion", LOCK_WAIT_SECONDS):
+            return _convert_locked(config, out, files)
+    except LockTimeout as exc:
+        raise StoreError(str(exc)) from None
 
 
 def _convert_locked(config: PrepConfig, out: Path, files) -> Path:

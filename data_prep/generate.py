@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from filelock import FileLock, Timeout
 
 from . import __version__
-from .atomic import TargetExistsError, atomic_directory
+from .atomic import LockTimeout, TargetExistsError, atomic_directory, store_lock
 from .augment import Deformation, deform, uniforms
 from .errors import DataPrepError, StoreError
 from .zarr_store import (
@@ -104,24 +103,25 @@ def generate_dataset(config: GenerateConfig, client) -> Path:
     out, source = Path(config.out).resolve(), Path(config.source).resolve()
     info = validate_store(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(out.with_name(f".{out.name}.lock"))
     try:
-        lock.acquire(timeout=LOCK_WAIT_SECONDS)
-    except Timeout:
-        raise StoreError(f"{out}: another generation has held it for {LOCK_WAIT_SECONDS} s") from None
-    try:
-        if out.exists() and not config.overwrite:
-            try:
-                validate_store(out)
-            except StoreError as exc:
-                raise StoreError(f"{exc}; pass --overwrite to replace it") from None
-            if store_attrs(out).get("provenance", {}).get("recipe") != config.recipe():
-                raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
-            log.info("%s is complete and made with the same recipe: reusing it", out)
-            return out
-        return _generate_locked(config, out, source, info, client)
-    finally:
-        lock.release()
+        with store_lock(out, "generation", LOCK_WAIT_SECONDS):
+            return _reuse_or_generate(config, out, source, info, client)
+    except LockTimeout as exc:
+        raise StoreError(str(exc)) from None
+
+
+def _reuse_or_generate(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:
+    if out.exists() and not config.overwrite:
+        try:
+            validate_store(out)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; pass --overwrite to replace it") from None
+        if store_attrs(out).get("provenance", {}).get("recipe") != config.recipe():
+            raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
+        log.info("%s is complete and made with the same recipe: reusing it", out)
+        return out
+    return _generate_locked(config, out, source, info, client)
+
 
 
 def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:

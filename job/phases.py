@@ -47,6 +47,7 @@ class PhaseRecorder:
     """
 
     client: object | None = None
+    on_change: object | None = None  # called with the running phase's name (None when none runs)
     seconds: dict[str, float] = field(default_factory=dict)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)
     total: int | None = None
@@ -56,6 +57,7 @@ class PhaseRecorder:
         number = len(self.seconds) + 1
         suffix = f"/{self.total}" if self.total else ""
         log.info("[%d%s] %s ...", number, suffix, name)
+        self._notify(name)
         started = time.perf_counter()
         sampler = None
         with _PeakRss() as rss:
@@ -81,3 +83,11 @@ class PhaseRecorder:
             record["cluster_peak_memory"] = int(max(v for _, v in sampler.samples[name]))
         self.memory[name] = record
         log.info("[%d%s] %s done in %.2f s", number, suffix, name, elapsed)
+        self._notify(None)
+
+    def _notify(self, current: str | None) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(current)
+            except OSError as exc:  # a progress page must never stop the job
+                log.debug("progress page not updated: %s", exc)

@@ -188,3 +188,22 @@ def write_sweep_report(out: Path, metrics: dict) -> Path:
     path = out / "report.html"
     path.write_text(_page(f"Choosing k on {metrics['dataset']['store']}", "".join(parts)))
     return path
+
+
+def write_live_page(path: Path, title: str, dashboard: str | None, done: dict[str, float], current: str | None,
+                    total: int | None) -> Path:
+    """A page that reloads itself every 5 s while the job runs: the phases so far and the dashboard link.
+    Written next to the checkpoint (<run>.partial/report.html); the run folder gets the full report."""
+    rows = [[name, seconds] for name, seconds in done.items()]
+    if current:
+        rows.append([f"{current} (running)", None])
+    body = (f"<p>Running: phase {len(done) + (1 if current else 0)} of {total or '?'}. This page reloads every "
+            f"5 s; the full report appears in the run folder when the job ends.</p>"
+            + (f'<p>Dask dashboard: <a href="{html.escape(dashboard)}">{html.escape(dashboard)}</a></p>'
+               if dashboard else "")
+            + _table(rows, ["phase", "seconds"]))
+    page = _page(title, body).replace("<head>", '<head><meta http-equiv="refresh" content="5">', 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)  # atomically: a reload never sees half a page
+    return path

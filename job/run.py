@@ -166,6 +166,12 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
             client = stack.enter_context(connect(config.cluster))
         recorder.client = client
         cluster_info = describe_cluster(client)
+        live = partial / "report.html"
+        recorder.on_change = lambda current: report_html.write_live_page(
+            live, f"K-Means on {config.data}: k={config.k} (running)", client.dashboard_link, recorder.seconds,
+            current, recorder.total)
+        recorder.on_change(None)
+        log.info("live progress page: %s", live.resolve().as_uri())
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
         try:
             metrics, strips = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)

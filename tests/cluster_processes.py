@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,3 +82,22 @@ def wait_for_workers(scheduler_file: Path, n: int, security=None) -> None:
 def run_job(*args, prefix=(), env=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, sys.executable, "-m", "job", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, server: subprocess.Popen, processes: Processes, name: str, timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:port; fails with the server's log if it dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, processes.log(name)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{name} did not listen on port {port}"
+            time.sleep(0.1)

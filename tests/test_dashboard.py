@@ -1,12 +1,13 @@
 """The Dask dashboard while the job fits: on loopback, its link printed, our tasks visible in /status."""
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from .cluster_processes import REPO
+from job.checkpoint import partial_dir
+
+from .cluster_processes import REPO, free_port
 from .conftest import ARTIFACTS
 
 # Every Bokeh data source on the page, as JSON: the progress bars and the task stream name task prefixes.
@@ -20,11 +21,6 @@ PAGE_DATA = """() => {
   return out.join('\\n');
 }"""
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_serving(url: str, proc, timeout: float = 120) -> None:
@@ -40,7 +36,7 @@ def _wait_until_serving(url: str, proc, timeout: float = 120) -> None:
 
 
 def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_path):
-    port = _free_port()
+    port = free_port()
     # tol=0 keeps Lloyd iterating for a while: the page is looked at while the fit is running.
     proc = subprocess.Popen(
         [sys.executable, "-m", "job", "--data", str(mnist_store), "--out", str(tmp_path / "run"),
@@ -62,6 +58,9 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
             assert proc.poll() is None, "the fit ended before the dashboard showed it"
             seen = page.evaluate(PAGE_DATA)
             time.sleep(0.5)
+        # While the run is live, its progress page beside the checkpoint links to the dashboard.
+        live = partial_dir(tmp_path / "run") / "report.html"
+        assert f"http://127.0.0.1:{port}/status" in live.read_text() and "(running)" in live.read_text()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-status.png"))
         assert (ARTIFACTS / "dashboard-status.png").stat().st_size > 10_000
@@ -72,6 +71,8 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert f"dashboard: http://127.0.0.1:{port}/status" in err
+    assert not live.exists()  # the finished run keeps only its full report
+    assert (tmp_path / "run" / "report.html").exists()
 
 
 def test_dashboard_is_on_loopback_unless_exposed(tmp_path):

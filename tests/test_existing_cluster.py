@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from job.cluster import connect
-from job.cluster_config import LocalConfig, SchedulerConfig
+from job.cluster_config import SchedulerConfig
 from job.errors import ClusterError
 
 from .cluster_processes import Processes, run_job, start_scheduler, start_worker, wait_for_workers

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from .cluster_processes import Processes, run_job, start_scheduler, start_worker, wait_for
+from .cluster_processes import Processes, run_job, start_scheduler, start_worker
 
 pytestmark = pytest.mark.skipif(
     (os.geteuid() != 0 or not shutil.which("ip")) and os.environ.get("CI") != "true",

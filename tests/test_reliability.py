@@ -21,6 +21,7 @@ from job.dataset import open_dataset, to_features
 from job.model import FusedKMeans
 from job.persist import persist_balanced
 
+from .cluster_processes import free_port
 from .synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,17 +173,9 @@ def test_a_second_job_on_the_same_run_folder_is_refused(mnist_store, tmp_path):
     first.wait()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, reference_run, tmp_path):
     dask_cli = str(Path(sys.executable).parent / "dask")
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     scheduler = subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                                   "--dashboard-address", "127.0.0.1:0"], **quiet)

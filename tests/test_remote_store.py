@@ -2,10 +2,7 @@
 every worker; the same labels as from the local copy, and a clear error for a missing store."""
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,34 +12,21 @@ import zarr
 from data_prep.zarr_store import validate_store
 from data_prep.errors import StoreError
 
-from .cluster_processes import Processes, run_job
+from .cluster_processes import Processes, free_port, run_job, wait_for_port
 
 MOTO = str(Path(sys.executable).parent / "moto_server")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
     """A local S3 endpoint; the AWS_* variables point s3fs (and the workers, which inherit them) at it."""
-    port = _free_port()
+    port = free_port()
     processes = Processes(tmp_path_factory.mktemp("moto"))
     server = processes.start([MOTO, "-H", "127.0.0.1", "-p", str(port)], "moto")
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    deadline = time.monotonic() + 30
-    while True:
-        assert server.poll() is None, processes.log("moto")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the S3 server did not start"
-            time.sleep(0.2)
+    wait_for_port(port, server, processes, "moto")
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     yield env

@@ -3,7 +3,6 @@
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,15 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .cluster_processes import Processes, run_job
+from .cluster_processes import Processes, free_port, run_job, wait_for_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def sshd(tmp_path):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
     (folder / "authorized_keys").write_text((folder / "user_key.pub").read_text())
     os.chmod(folder / "authorized_keys", 0o600)
-    port = _free_port()
+    port = free_port()
     (folder / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nPidFile {folder / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPubkeyAuthentication yes\n"
@@ -43,15 +37,7 @@ def sshd(tmp_path):
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
     processes = Processes(tmp_path)
     server = processes.start([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], "sshd")
-    deadline = time.monotonic() + 20
-    while True:
-        assert server.poll() is None, processes.log("sshd")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "sshd did not listen"
-            time.sleep(0.1)
+    wait_for_port(port, server, processes, "sshd")
     yield {"port": port, "key": folder / "user_key"}
     processes.stop()
 
@@ -90,7 +76,7 @@ def test_job_runs_on_an_ssh_cluster(sshd, mnist_store, tmp_path):
 
 def test_unreachable_ssh_host_is_a_clear_error(mnist_store, tmp_path):
     config = tmp_path / "ssh.yaml"
-    config.write_text(f"kind: ssh\nhosts: [127.0.0.1, 127.0.0.1]\nconnect_options: {{port: {_free_port()}}}\n")
+    config.write_text(f"kind: ssh\nhosts: [127.0.0.1, 127.0.0.1]\nconnect_options: {{port: {free_port()}}}\n")
     proc = run_job("--data", str(mnist_store), "--split", "test", "--cluster-config", str(config),
                    "--out", str(tmp_path / "run"))
     assert proc.returncode == 1
