@@ -6,7 +6,7 @@ Takes the first --n images of the generated store (data/mnist-8100000.zarr; defo
 compress less well than MNIST's own) and writes them into a temporary Zarr v3 store per layout: chunk
 sizes 2,048 / 8,192 / 32,768 with zstd(5)+crc32c, and at 8,192 other compressors. For each, on a LocalCluster
 of 2 single-threaded workers: size on disk, one read-and-decompress pass, and the median streaming
-Lloyd iteration (FusedKMeans, X never persisted). The files sit in the page cache after writing, as
+Lloyd iteration (job.model.lloyd_step, X never persisted). The files sit in the page cache after writing, as
 they would on a machine with enough RAM; the times are decompression and parsing, not disk.
 Writes benchmarks/results/stream_layout.json.
 """
@@ -28,7 +28,7 @@ from _common import REPO, print_table, save
 from job.cluster import reduce_batching_latency
 from job.dataset import to_features
 from job.kmeans_parallel import kmeans_parallel
-from job.model import FusedKMeans
+from job.model import lloyd_step
 
 LAYOUTS = [
     ("zstd(5)+crc32c", 2048, [ZstdCodec(level=5), Crc32cCodec()]),
@@ -81,11 +81,11 @@ def main():
             images.map_blocks(_read_only, drop_axis=(1, 2), chunks=((1,) * images.numblocks[0],),
                               dtype=np.int64).sum().compute()
             read_s = time.perf_counter() - started
-            FusedKMeans(10, init=centers, max_iter=1, tol=0).fit(X)  # warm
+            lloyd_step(X, centers)  # warm
             times = []
-            for _ in range(args.iters):
+            for _ in range(args.iters):  # exactly what each iteration of FusedKMeans's loop runs
                 started = time.perf_counter()
-                FusedKMeans(10, init=centers, max_iter=1, tol=0).fit(X)
+                lloyd_step(X, centers)
                 times.append(time.perf_counter() - started)
             row = {"codec": name, "chunk": chunk, "MiB on disk": _size(path) / 2**20,
                    "ratio": args.n * 784 / _size(path), "write s": write_s, "read s": read_s,
