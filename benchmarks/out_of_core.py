@@ -209,8 +209,18 @@ def main():
     parser.add_argument("--store", type=Path, default=REPO / "data" / "mnist-8100000.zarr")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--job", action="store_true", help="also run the whole job on the largest n")
+    parser.add_argument("--job-only", default=None, metavar="SIZES",
+                        help="only run the whole job, on stores of these sizes (data/mnist-<n>.zarr, generated with "
+                        "the same seed: the first n rows of the big store); saves out_of_core_job_<n>.json each")
     parser.add_argument("--job-args", default="", help="extra arguments for the job, e.g. '--max-iter 50'")
     args = parser.parse_args()
+    if args.job_only:
+        for n in [int(s) for s in args.job_only.split(",")]:
+            whole = run_whole_job(ensure_store(REPO / "data" / f"mnist-{n}.zarr", n), n, args.job_args.split())
+            print(f"whole job on n={n:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak RSS MiB: "
+                  + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items()))
+            save(f"out_of_core_job_{n}", {"args": {k: str(v) for k, v in vars(args).items()}, "job": whole})
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     store = ensure_store(args.store, max(sizes))
 

@@ -65,5 +65,5 @@ def summary_text(metrics: dict, run_dir: Path) -> str:
             f"{ho['accuracy_majority']:.3f} (majority)"
         )
     total = sum(metrics["timings"].values())
-    lines.append(f"  total {total:.1f} s; results in {run_dir}/")
+    lines.append(f"  total {total:.1f} s; results in {run_dir}/ (open report.html)")
     return "\n".join(lines)
