@@ -104,41 +104,36 @@ def plot_sizes(sizes, digits, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _mark(ax, ks, values, chosen: int, label: str) -> None:
-    if chosen in ks:
-        i = ks.index(chosen)
-        ax.scatter([chosen], [values[i]], s=140, facecolors="none", edgecolors="crimson", linewidths=2, zorder=3,
-                   label=label)
+def _curve_against_k(rows: list[dict], key: str, suggested: int, ylabel: str, title: str, color: str):
+    """(figure, axes, ks, values): one metric against k, the suggested k circled."""
+    ks, values = [r["k"] for r in rows], [r[key] for r in rows]
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(ks, values, "o-", color=color)
+    if suggested in ks:
+        ax.scatter([suggested], [values[ks.index(suggested)]], s=140, facecolors="none", edgecolors="crimson",
+                   linewidths=2, zorder=3, label=f"suggested k={suggested}")
+    ax.set_xlabel("k")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(ks)
+    ax.set_title(title)
+    return fig, ax, ks, values
 
 
 def plot_sweep_elbow(rows: list[dict], suggested: int, elbow_k: int, path: Path) -> Path:
     """Inertia against k, with the elbow and the suggested k marked."""
-    ks, inertia = [r["k"] for r in rows], [r["inertia"] for r in rows]
-    fig = Figure(figsize=(6, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(ks, inertia, "o-", color="steelblue")
+    fig, ax, ks, inertia = _curve_against_k(rows, "inertia", suggested, "inertia (sum of squared distances)",
+                                            "Elbow: inertia against k", "steelblue")
     ax.plot([ks[0], ks[-1]], [inertia[0], inertia[-1]], ":", color="grey", label="first to last k")
     if elbow_k in ks:
         ax.axvline(elbow_k, color="orange", linestyle="--", label=f"elbow k={elbow_k}")
-    _mark(ax, ks, inertia, suggested, f"suggested k={suggested}")
-    ax.set_xlabel("k")
-    ax.set_ylabel("inertia (sum of squared distances)")
-    ax.set_xticks(ks)
-    ax.set_title("Elbow: inertia against k")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def plot_sweep_silhouette(rows: list[dict], suggested: int, path: Path) -> Path:
-    ks, sil = [r["k"] for r in rows], [r["silhouette"] for r in rows]
-    fig = Figure(figsize=(6, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(ks, sil, "o-", color="seagreen")
-    _mark(ax, ks, sil, suggested, f"suggested k={suggested}")
-    ax.set_xlabel("k")
-    ax.set_ylabel("mean silhouette (sample)")
-    ax.set_xticks(ks)
-    ax.set_title("Silhouette against k (higher is better)")
+    fig, ax, _, _ = _curve_against_k(rows, "silhouette", suggested, "mean silhouette (sample)",
+                                     "Silhouette against k (higher is better)", "seagreen")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
