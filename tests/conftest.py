@@ -37,9 +37,15 @@ def mnist_store(mnist_dir, tmp_path_factory) -> Path:
     return prepare_dataset(PrepConfig(out=out, source=str(mnist_dir)))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_cluster():
-    """A real LocalCluster: 2 worker processes, 1 thread each, everything on loopback."""
+    """A real LocalCluster: 2 worker processes, 1 thread each, everything on loopback.
+
+    One per test module, not per session: modules build the same arrays from the same store, so their
+    keys repeat, and a closed client's tasks are forgotten asynchronously. Submitting a graph while the
+    previous module's tasks with the same keys were still being released gave distributed's "Detected
+    different run_spec" warning and then missing-key errors (seen once in CI: test_model right after
+    test_kmeans_parallel on a shared cluster)."""
     from distributed import LocalCluster
 
     with LocalCluster(
