@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import platform
 import time
@@ -18,9 +17,10 @@ from .errors import DataPrepError, IdxFormatError, StoreError
 from .idx import IdxReader
 from .registry import MNIST_MIRRORS, SPLITS, files_for
 from .sources import DOWNLOAD, SourceFile, download, from_folder
-from .atomic import LockTimeout, TargetExistsError, atomic_directory, store_lock
+from .atomic import LockTimeout, store_lock
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
+    building_store,
     default_compressors,
     store_attrs,
     validate_store,
@@ -152,26 +152,19 @@ def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
     layout = _check_headers(files)
     compressors = default_compressors(config.zstd_level)
     started = time.perf_counter()
-    try:
-        with atomic_directory(out, overwrite=config.overwrite) as tmp:
-            root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
-            for split in SPLITS:
-                n, image_shape = layout[split]
-                img_path, lab_path = files[(split, "images")].path, files[(split, "labels")].path
-                with IdxReader(img_path) as images, IdxReader(lab_path) as labels:
-                    write_split(
-                        root, split, n, image_shape,
-                        images.iter_blocks(config.chunk_size),
-                        _checked_labels(labels.iter_blocks(config.chunk_size), lab_path),
-                        config.chunk_size, compressors,
-                        on_progress=lambda done, n=n, s=split: log.info("%s: %d/%d images", s, done, n),
-                    )
-            root.attrs.update({"provenance": _provenance(config, files), "complete": True})
-    except TargetExistsError:
-        raise StoreError(f"{out}: another conversion created it meanwhile; pass --overwrite to replace it") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise StoreError(f"{out}: disk full while writing the store; nothing was kept") from None
-        raise StoreError(f"{out}: cannot write the store ({exc.strerror or exc})") from None
+    with building_store(out, config.overwrite, "conversion") as tmp:
+        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        for split in SPLITS:
+            n, image_shape = layout[split]
+            img_path, lab_path = files[(split, "images")].path, files[(split, "labels")].path
+            with IdxReader(img_path) as images, IdxReader(lab_path) as labels:
+                write_split(
+                    root, split, n, image_shape,
+                    images.iter_blocks(config.chunk_size),
+                    _checked_labels(labels.iter_blocks(config.chunk_size), lab_path),
+                    config.chunk_size, compressors,
+                    on_progress=lambda done, n=n, s=split: log.info("%s: %d/%d images", s, done, n),
+                )
+        root.attrs.update({"provenance": _provenance(config, files), "complete": True})
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
     return out

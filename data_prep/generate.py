@@ -11,7 +11,6 @@ chunking). The store is built under a hidden name and renamed into place when co
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 import time
@@ -23,13 +22,14 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .atomic import LockTimeout, TargetExistsError, atomic_directory, store_lock
+from .atomic import LockTimeout, store_lock
 from .augment import Deformation, deform, uniforms
 from .errors import DataPrepError, StoreError
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
     IMAGE_DIMS,
     LABEL_DIMS,
+    building_store,
     default_compressors,
     store_attrs,
     validate_store,
@@ -130,42 +130,35 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
     shape = info["train"].image_shape
     compressors = default_compressors(config.zstd_level)
     started = time.perf_counter()
-    try:
-        with atomic_directory(out, overwrite=config.overwrite) as tmp:
-            root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
-            train = root.create_group("train")
-            train.create_array("images", shape=(config.n, *shape), chunks=(config.chunk_size, *shape),
-                               dtype="uint8", compressors=compressors, dimension_names=IMAGE_DIMS, fill_value=0,
-                               config=WRITE_EVERY_CHUNK)
-            train.create_array("labels", shape=(config.n,), chunks=(config.chunk_size,), dtype="uint8",
-                               compressors=compressors, dimension_names=LABEL_DIMS, fill_value=0,
-                               config=WRITE_EVERY_CHUNK)
-            _copy_test_split(source, root, config.chunk_size, compressors)
-            deformation = dataclasses.asdict(config.deformation)
-            futures = [
-                client.submit(make_chunk, str(tmp), str(source), start, min(start + config.chunk_size, config.n),
-                              config.seed, deformation, key=f"generate_chunk-{start // config.chunk_size}-{tmp.name}")
-                for start in range(0, config.n, config.chunk_size)
-            ]
-            counts, done, last_report = np.zeros(10, dtype=np.int64), 0, 0.0
-            for future in as_completed(futures):
-                counts += future.result()
-                done += 1
-                now = time.perf_counter() - started
-                if now - last_report >= 5 or done == len(futures):
-                    rows = min(done * config.chunk_size, config.n)
-                    eta = now / done * (len(futures) - done)
-                    log.info("generated %d/%d chunks (~%s images), %.0f s, about %.0f s left",
-                             done, len(futures), f"{rows:,}", now, eta)
-                    last_report = now
-            root.attrs.update({"provenance": _provenance(config, source, counts), "complete": True})
-            validate_store(tmp)
-    except TargetExistsError:
-        raise StoreError(f"{out}: another generation created it meanwhile; pass --overwrite to replace it") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise StoreError(f"{out}: disk full while writing the store; nothing was kept") from None
-        raise StoreError(f"{out}: cannot write the store ({exc.strerror or exc})") from None
+    with building_store(out, config.overwrite, "generation") as tmp:
+        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        train = root.create_group("train")
+        train.create_array("images", shape=(config.n, *shape), chunks=(config.chunk_size, *shape),
+                           dtype="uint8", compressors=compressors, dimension_names=IMAGE_DIMS, fill_value=0,
+                           config=WRITE_EVERY_CHUNK)
+        train.create_array("labels", shape=(config.n,), chunks=(config.chunk_size,), dtype="uint8",
+                           compressors=compressors, dimension_names=LABEL_DIMS, fill_value=0,
+                           config=WRITE_EVERY_CHUNK)
+        _copy_test_split(source, root, config.chunk_size, compressors)
+        deformation = dataclasses.asdict(config.deformation)
+        futures = [
+            client.submit(make_chunk, str(tmp), str(source), start, min(start + config.chunk_size, config.n),
+                          config.seed, deformation, key=f"generate_chunk-{start // config.chunk_size}-{tmp.name}")
+            for start in range(0, config.n, config.chunk_size)
+        ]
+        counts, done, last_report = np.zeros(10, dtype=np.int64), 0, 0.0
+        for future in as_completed(futures):
+            counts += future.result()
+            done += 1
+            now = time.perf_counter() - started
+            if now - last_report >= 5 or done == len(futures):
+                rows = min(done * config.chunk_size, config.n)
+                eta = now / done * (len(futures) - done)
+                log.info("generated %d/%d chunks (~%s images), %.0f s, about %.0f s left",
+                         done, len(futures), f"{rows:,}", now, eta)
+                last_report = now
+        root.attrs.update({"provenance": _provenance(config, source, counts), "complete": True})
+        validate_store(tmp)
     log.info("wrote %s: %s images in %.1f s", out, f"{config.n:,}", time.perf_counter() - started)
     return out
 

@@ -12,8 +12,10 @@ place only when complete: a half-written store never carries the name.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from .atomic import TargetExistsError, atomic_directory
 from .errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,21 @@ def write_split(
 
 def _describe(array) -> str:
     return f"{array.dtype} {tuple(array.shape)}"
+
+
+@contextmanager
+def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
+    """Yield the hidden folder a store is built in (data_prep.atomic); it takes `out`'s name only when
+    complete. A full disk, an unwritable place or a rival writer become one StoreError naming `out`."""
+    try:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            yield tmp
+    except TargetExistsError:
+        raise StoreError(f"{out}: another {what} created it meanwhile; pass --overwrite to replace it") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoreError(f"{out}: disk full while writing the store; nothing was kept") from None
+        raise StoreError(f"{out}: cannot write the store ({exc.strerror or exc})") from None
 
 
 def is_url(location) -> bool:
