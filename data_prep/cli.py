@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .convert import PrepConfig, prepare_dataset
 from .errors import DataPrepError
+from .redact import RedactingFilter, redact_text
 from .registry import MNIST_MIRRORS
 from .zarr_store import DEFAULT_CHUNK_SIZE
 
@@ -42,12 +43,15 @@ def setup_logging(debug: bool) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    for handler in logging.getLogger().handlers:  # secrets in URLs never reach the log
+        handler.addFilter(RedactingFilter())
     if not debug:  # the libraries' own INFO chatter drowns ours
         for noisy in ("distributed", "pooch", "numba", "matplotlib", "bokeh", "tornado"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
         for handler in logging.getLogger("distributed").handlers:  # distributed configures its own
             handler.addFilter(_without_traceback)
+            handler.addFilter(RedactingFilter())
         # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
         logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
 
@@ -59,7 +63,7 @@ def run_cli(body: Callable[[], int | None], debug: bool, errors: tuple[type[Exce
     except errors as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -89,7 +93,8 @@ def prep_config_from_args(args: argparse.Namespace, out: Path) -> PrepConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m data_prep", description="Convert MNIST-style IDX files into a Zarr v3 store."
+        prog="python -m data_prep", description="Convert MNIST-style IDX files into a Zarr v3 store.",
+        epilog="python -m data_prep verify STORE checks every chunk of an existing store.",
     )
     add_source_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("data/mnist.zarr"), help="store to write")
@@ -99,7 +104,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def verify_main(argv: list[str]) -> int:
+    """python -m data_prep verify STORE: decode every chunk; exit 1 and one line per damaged chunk."""
+    from .zarr_store import verify_store
+
+    parser = argparse.ArgumentParser(prog="python -m data_prep verify",
+                                     description="Check every chunk of a dataset store (layout, CRC32C, decoding).")
+    parser.add_argument("store", help="the store to check (a path or an fsspec URL)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    log = logging.getLogger(__name__)
+
+    def progress(done: int, total: int) -> None:
+        if done % 100 == 0 or done == total:
+            log.info("verified %d/%d chunks", done, total)
+
+    def body():
+        problems = verify_store(args.store, progress)
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        if problems:
+            print(f"{args.store}: {len(problems)} problem(s) found; re-create the store "
+                  "(python -m data_prep --overwrite ...)", file=sys.stderr)
+            return 1
+        print(f"{args.store}: every chunk is present and decodes; checksums match")
+        return 0
+
+    return run_cli(body, args.debug, (DataPrepError,))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
 

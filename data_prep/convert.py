@@ -21,9 +21,12 @@ from .atomic import LockTimeout, store_lock
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
     building_store,
+    check_store_replaceable,
     default_compressors,
+    existing_store_problem,
     store_attrs,
     validate_store,
+    why_store_not_ours,
     write_split,
 )
 
@@ -119,6 +122,8 @@ def _provenance(config: PrepConfig, files: dict[tuple[str, str], SourceFile]) ->
 
 def _reuse_existing(out: Path, files: dict[tuple[str, str], SourceFile]) -> bool:
     """True when `out` is a complete store made from these very files."""
+    if why_store_not_ours(out):
+        raise StoreError(existing_store_problem(out))
     try:
         validate_store(out)
     except StoreError as exc:
@@ -149,6 +154,8 @@ def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
     if out.exists() and not config.overwrite and _reuse_existing(out, files):
         log.info("%s is complete and made from the same files: reusing it", out)
         return out
+    if config.overwrite:
+        check_store_replaceable(out)
     layout = _check_headers(files)
     compressors = default_compressors(config.zstd_level)
     started = time.perf_counter()

@@ -19,3 +19,10 @@ class SourceError(DataPrepError):
 
 class StoreError(DataPrepError):
     """A Zarr store is missing, incomplete or not laid out as expected."""
+
+
+class DamagedChunkError(StoreError):
+    """A chunk of a store is missing, fails its checksum or does not decode.
+
+    Raised on a worker and re-raised in the client by distributed, so it must stay picklable: one string.
+    """

@@ -30,9 +30,12 @@ from .zarr_store import (
     IMAGE_DIMS,
     LABEL_DIMS,
     building_store,
+    check_store_replaceable,
     default_compressors,
+    existing_store_problem,
     store_attrs,
     validate_store,
+    why_store_not_ours,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +114,11 @@ def generate_dataset(config: GenerateConfig, client) -> Path:
 
 
 def _reuse_or_generate(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:
+    if config.overwrite:
+        check_store_replaceable(out)
     if out.exists() and not config.overwrite:
+        if why_store_not_ours(out):
+            raise StoreError(existing_store_problem(out))
         try:
             validate_store(out)
         except StoreError as exc:

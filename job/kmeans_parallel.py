@@ -11,9 +11,11 @@ What it fixes against dask-ml's `init_scalable` (measured, see docs/benchmarks.m
 - every random draw is a function of (seed, round, global row index) (job.rng), so the centers do not
   depend on the chunking or the number of workers.
 
-Passes over X: one for the first cost, one per later round to update the costs, one for the weights:
-rounds + 1 in all. The per-point costs live on the cluster (8 bytes a row); only the sampled rows, the
-candidate weights and a few farthest points reach the client.
+Reads of X: one pass for the first cost, one per later round to update the costs, one for the weights
+(rounds + 1 full passes), plus, each round, the chunks that hold the rows it drew (spread over the data,
+that is most chunks: about 2 x rounds + 1 passes in all). info["chunk_reads"] counts them exactly. The
+per-point costs live on the cluster (8 bytes a row); only the sampled rows, the candidate weights and a
+few farthest points reach the client.
 """
 
 from __future__ import annotations
@@ -85,17 +87,20 @@ def _sum(values):
     return float(np.sum(values))
 
 
-def _rows(X: da.Array, index) -> np.ndarray:
+def _rows(X: da.Array, index, reads: list) -> np.ndarray:
+    """The rows `index` of X (float64), gathered on the cluster; appends how many chunks that read."""
     index = np.asarray(sorted(index), dtype=np.int64)
     if len(index) == 0:
         return np.empty((0, X.shape[1]))
+    reads.append(len(np.unique(np.searchsorted(np.cumsum(X.chunks[0]), index, side="right"))))
     return X[index].compute().astype(np.float64)
 
 
 def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversampling: float = 2.0):
     """k initial centers for X [n, p] by k-means||; returns (centers float64 [k, p], info dict).
 
-    info: first_index, rounds, candidates, passes (full passes over X), phi per round, seconds.
+    info: first_index, rounds, candidates, passes (full passes over X), chunk_reads (every chunk read of
+    X: the full passes and the row gathers), phi per round, seconds.
     """
     started = time.perf_counter()
     n = int(X.shape[0])
@@ -105,7 +110,8 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
 
     first = int(uniforms([0], seed, 0)[0] * n)
     chosen = {first}
-    candidates = [_rows(X, [first])]
+    gathers: list[int] = []
+    candidates = [_rows(X, [first], gathers)]
     # Per-point costs stay on the cluster as a persisted dask array chunked like X; each pass over X runs
     # in the tasks that read X's chunks (job.blockwise: fused, so streamed chunks never travel).
     costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
@@ -119,7 +125,7 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
         drawn = dask.compute(*per_chunk(costs, _chunk_sample, phi, ell, seed, round_, with_offset=True))
         picked = sorted(set(np.concatenate([unbox(d) for d in drawn]).tolist()) - chosen)
         chosen.update(picked)
-        new = _rows(X, picked)
+        new = _rows(X, picked, gathers)
         candidates.append(new)
         if round_ < rounds and len(new):
             costs = da.blockwise(_chunk_update, "i", X, "ij", costs, "i", delayed(new), None,
@@ -135,16 +141,17 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     parts = [unbox(p) for p in dask.compute(*per_chunk(X, _chunk_weights, cand, k, with_offset=True))]
     passes += 1
     weights = np.sum([p[0] for p in parts], axis=0).astype(np.float64)
-    cand, weights = _add_farthest(X, cand, weights, parts, k)
+    cand, weights = _add_farthest(X, cand, weights, parts, k, gathers)
     centers = _reduce_candidates(cand, weights, k, seed)
     info = {"first_index": first, "rounds": rounds, "candidates": int(len(cand)), "passes": passes,
-            "phi": phis, "seconds": time.perf_counter() - started}
+            "chunk_reads": passes * X.numblocks[0] + sum(gathers), "phi": phis,
+            "seconds": time.perf_counter() - started}
     log.info("k-means|| done: %d candidates -> %d centers, %d passes over X, %.2f s",
              len(cand), k, passes, info["seconds"])
     return centers, info
 
 
-def _add_farthest(X, cand, weights, parts, k):
+def _add_farthest(X, cand, weights, parts, k, gathers):
     """Top up to k distinct candidates with the points farthest from all candidates (rare: tiny or
     highly duplicated data). Their weight is 1."""
     distinct = len(np.unique(cand, axis=0))
@@ -155,7 +162,7 @@ def _add_farthest(X, cand, weights, parts, k):
     order = np.lexsort((index, -dist))
     far = [int(index[i]) for i in order if dist[i] > 0][: k - distinct]
     if far:
-        cand = np.vstack([cand, _rows(X, far)])
+        cand = np.vstack([cand, _rows(X, far, gathers)])
         weights = np.concatenate([weights, np.ones(len(far))])
     if len(np.unique(cand, axis=0)) < k:
         raise ValueError(f"X has fewer than n_clusters={k} distinct points")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.atomic import NotOursError, check_replaceable, durable_replace
 from data_prep.errors import DataPrepError
 
 from .dataset import PIXEL_MAX
@@ -45,33 +46,48 @@ class Model:
         path = Path(run_dir) / "model.npz"
         try:
             with np.load(path) as saved:
-                return cls(saved["centers"].astype(np.float32), tuple(int(v) for v in saved["image_shape"]),
-                           saved["mapping_hungarian"].astype(np.int64), saved["mapping_majority"].astype(np.int64))
+                model = cls(saved["centers"].astype(np.float32), tuple(int(v) for v in saved["image_shape"]),
+                            saved["mapping_hungarian"].astype(np.int64), saved["mapping_majority"].astype(np.int64))
         except FileNotFoundError:
             raise DataError(f"{path}: no saved model (is {run_dir} a finished run folder?)") from None
-        except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"{path}: not a model this job wrote ({exc})") from None
+        except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+            raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from None
+        k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
+        if len(model.image_shape) != 2 or width != int(np.prod(model.image_shape)):
+            raise DataError(f"{path}: its centers are {width} values wide but its images are "
+                            f"{'x'.join(map(str, model.image_shape))} pixels: the model is damaged")
+        if model.digits.shape != (k,) or model.digits_majority.shape != (k,) or not np.isfinite(model.centers).all():
+            raise DataError(f"{path}: its cluster-to-digit mappings do not have one entry per center: damaged")
+        return model
 
 
 @dataclass
 class Images:
-    """A source of images: blocks of uint8 [b, h, w] with a name per row, and labels where known."""
+    """A source of images: blocks of uint8 [b, h, w] with a name per row, and labels where known.
+
+    Every kind is read block by block (BLOCK images at a time): memory stays flat however many there are.
+    """
 
     blocks: object  # callable () -> iterator of (names, uint8 [b, h, w])
     n: int
-    labels: np.ndarray | None
+    labels: np.ndarray | None  # uint8 [n]: one byte per image, small next to the images
     description: str
 
 
 def _idx(path: Path, labels_path: Path | None) -> Images:
-    from data_prep.idx import read_idx
+    from data_prep.idx import IdxReader, read_idx
 
-    try:
-        images = read_idx(path)
-    except DataPrepError as exc:
-        raise DataError(str(exc)) from None
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{path}: expected uint8 images [n, h, w], found {images.dtype} {images.shape}")
+    def header(p):
+        try:
+            with IdxReader(p) as reader:
+                return reader.shape, reader.dtype
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
+
+    shape, dtype = header(path)
+    if len(shape) != 3 or dtype != np.uint8:
+        raise DataError(f"{path}: expected uint8 images [n, h, w], found {dtype} {shape}")
+    n = shape[0]
     if labels_path is None:
         guess = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
         labels_path = guess if guess != path and guess.exists() else None
@@ -81,19 +97,27 @@ def _idx(path: Path, labels_path: Path | None) -> Images:
             labels = read_idx(labels_path)
         except DataPrepError as exc:
             raise DataError(str(exc)) from None
-        if labels.shape != (len(images),):
-            raise DataError(f"{labels_path}: {labels.shape[0]} labels for {len(images)} images in {path.name}")
+        if labels.shape != (n,):
+            raise DataError(f"{labels_path}: {labels.shape[0]} labels for {n} images in {path.name}")
 
     def blocks():
-        for start in range(0, len(images), BLOCK):
-            yield [f"{path.name}[{i}]" for i in range(start, min(start + BLOCK, len(images)))], images[start : start + BLOCK]
+        try:
+            with IdxReader(path) as reader:
+                start = 0
+                for block in reader.iter_blocks(BLOCK):
+                    yield [f"{path.name}[{i}]" for i in range(start, start + len(block))], block
+                    start += len(block)
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
 
-    return Images(blocks, len(images), labels, f"{len(images):,} images from {path}"
+    return Images(blocks, n, labels, f"{n:,} images from {path}"
                   + (f" (labels from {labels_path.name})" if labels_path else ""))
 
 
 def _zarr(path: Path) -> Images:
     import zarr
+
+    from data_prep.zarr_store import read_chunk
 
     try:
         node = zarr.open(store=str(path), mode="r")
@@ -103,19 +127,37 @@ def _zarr(path: Path) -> Images:
     if isinstance(node, zarr.Group):
         if "images" not in node:
             raise DataError(f"{path}: a Zarr group without an 'images' array (give a split, e.g. {path}/test)")
-        array = node["images"]
-        labels = node["labels"][:] if "labels" in node else None
+        array, name = node["images"], "images"
     else:
-        array = node
+        array, name = node, ""
     if array.ndim != 3 or array.dtype != np.uint8:
         raise DataError(f"{path}: expected uint8 images [n, h, w], found {array.dtype} {array.shape}")
+    n = int(array.shape[0])
+
+    def chunks(arr, component):
+        try:
+            for index in range(arr.cdata_shape[0]):
+                yield read_chunk(arr, str(path), component, index)
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
+
+    if isinstance(node, zarr.Group) and "labels" in node:
+        stored = node["labels"]
+        if stored.ndim != 1 or stored.shape[0] != n:
+            raise DataError(f"{path}/labels: {stored.shape} labels for the {n:,} images of {path}/images")
+        labels = np.concatenate(list(chunks(stored, "labels")))
+        if labels.size and labels.max() > 9:
+            raise DataError(f"{path}/labels: label {int(labels.max())} is outside 0-9")
 
     def blocks():
-        for start in range(0, array.shape[0], BLOCK):
-            stop = min(start + BLOCK, array.shape[0])
-            yield [f"{path.name}[{i}]" for i in range(start, stop)], array[start:stop]
+        start = 0
+        for chunk in chunks(array, name):
+            for lo in range(0, len(chunk), BLOCK):
+                block = chunk[lo : lo + BLOCK]
+                yield [f"{path.name}[{i}]" for i in range(start, start + len(block))], block
+                start += len(block)
 
-    return Images(blocks, int(array.shape[0]), labels, f"{array.shape[0]:,} images from {path}")
+    return Images(blocks, n, labels, f"{n:,} images from {path}")
 
 
 def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
@@ -126,9 +168,9 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
         files.extend(sorted(path.glob("*.png")) if path.is_dir() else [path])
     if not files:
         raise DataError(f"no PNG files in {', '.join(map(str, paths))}")
-    images = np.empty((len(files), *image_shape), dtype=np.uint8)
-    inverted = 0
-    for i, file in enumerate(files):
+    inverted = [0]
+
+    def load(file: Path) -> np.ndarray:
         try:
             with Image.open(file) as img:
                 grey = np.asarray(img.convert("L"), dtype=np.uint8)
@@ -138,15 +180,17 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
             raise DataError(f"{file}: image is {grey.shape[1]}x{grey.shape[0]}, the model expects "
                             f"{image_shape[1]}x{image_shape[0]}")
         if grey.mean() > 127:  # dark ink on a light background: MNIST is light on dark
-            grey, inverted = 255 - grey, inverted + 1
-        images[i] = grey
+            grey, inverted[0] = 255 - grey, inverted[0] + 1
+        return grey
 
     def blocks():
         for start in range(0, len(files), BLOCK):
-            yield [str(f) for f in files[start : start + BLOCK]], images[start : start + BLOCK]
+            batch = files[start : start + BLOCK]
+            yield [str(f) for f in batch], np.stack([load(f) for f in batch])
+        if inverted[0]:
+            log.info("%d PNG images: %d inverted (dark digits on a light background)", len(files), inverted[0])
 
-    note = f" ({inverted} inverted: dark on light)" if inverted else ""
-    return Images(blocks, len(files), None, f"{len(files):,} PNG images{note}")
+    return Images(blocks, len(files), None, f"{len(files):,} PNG images")
 
 
 def open_images(inputs: list[Path], image_shape: tuple[int, int], labels: Path | None = None) -> Images:
@@ -174,19 +218,44 @@ class Prediction:
     out: Path
 
 
+CSV_HEADER = ["row", "source", "cluster", "digit", "squared_distance"]
+
+
+def _why_not_predictions(path: Path) -> str | None:
+    """None when `path` is a predictions CSV this command wrote (its header is ours), else why not."""
+    try:
+        with open(path, newline="") as f:
+            first = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        first = None
+    return None if first == CSV_HEADER else "exists and is not a predictions file written by job.predict"
+
+
+def _check_output(out: Path) -> None:
+    """An existing output file is replaced only if it is a predictions CSV of ours."""
+    if out.is_dir() and not out.is_symlink():
+        raise DataError(f"{out}: is a folder; give the CSV file to write (e.g. {out / 'predictions.csv'})")
+    if out.exists() or out.is_symlink():
+        try:
+            check_replaceable(out, _why_not_predictions)
+        except NotOursError as exc:
+            raise DataError(str(exc)) from None
+
+
 def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: Path | None = None) -> Prediction:
     """Assign every input image to its nearest center; write the CSV atomically; return the result."""
     model = Model.load(run_dir)
     images = open_images([Path(p) for p in inputs], model.image_shape, labels)
     log.info("%s; model: %d clusters from %s", images.description, len(model.centers), run_dir)
     out = Path(out) if out else Path(run_dir) / "predictions.csv"
+    _check_output(out)
     clusters = np.empty(images.n, dtype=np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["row", "source", "cluster", "digit", "squared_distance"])
+            writer.writerow(CSV_HEADER)
             row = 0
             for names, block in images.blocks():
                 if block.shape[1:] != model.image_shape:
@@ -198,7 +267,8 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
                 for name, c, d in zip(names, labels_b, dist):
                     writer.writerow([row, name, int(c), int(model.digits[c]), f"{d:.6g}"])
                     row += 1
-        os.replace(tmp, out)
+        _check_output(out)  # again: the file may have appeared while we worked
+        durable_replace(Path(tmp), out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

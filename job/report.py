@@ -4,9 +4,43 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
+
+
+# Every name a run or sweep folder of ours may hold (predictions.csv is job.predict's default output).
+RUN_FILES = {"metrics.json", "summary.txt", "centers.png", "examples_closest.png", "examples_random.png",
+             "confusion.png", "sizes.png", "pca.png", "labels.zarr", "model.npz", "centers.npy", "report.html",
+             "predictions.csv"}
+SWEEP_FILES = {"sweep.json", "summary.txt", "elbow.png", "silhouette.png", "criteria.png", "accuracy.png",
+               "report.html"}
+_SWEEP_CENTERS = re.compile(r"centers_k\d+\.png$")
+
+
+def why_not_a_run_folder(path: Path) -> str | None:
+    """None when `path` is a run or sweep folder this job wrote (so --overwrite may replace it), else why
+    not. Ours means: its metrics.json (or sweep.json) is one we wrote, and it holds nothing else than the
+    files a run writes, so that replacing it cannot take a file of the user's with it."""
+    path = Path(path)
+    if not path.is_dir():
+        return "exists and is not a folder"
+    names = {p.name for p in path.iterdir()}
+    is_sweep = "sweep.json" in names
+    record = path / ("sweep.json" if is_sweep else "metrics.json")
+    try:
+        metrics = json.loads(record.read_text())
+        ours = isinstance(metrics, dict) and "versions" in metrics and "config" in metrics
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        return "exists and is not a run folder of this job (no metrics.json or sweep.json of ours in it)"
+    allowed = SWEEP_FILES if is_sweep else RUN_FILES
+    foreign = sorted(n for n in names if n not in allowed and not (is_sweep and _SWEEP_CENTERS.match(n)))
+    if foreign:
+        return f"is a run folder that also holds files the job did not write ({', '.join(foreign[:5])})"
+    return None
 
 
 def _json_default(value):

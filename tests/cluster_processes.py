@@ -101,3 +101,26 @@ def wait_for_port(port: int, server: subprocess.Popen, processes: Processes, nam
         except OSError:
             assert time.monotonic() < deadline, f"{name} did not listen on port {port}"
             time.sleep(0.1)
+
+
+def listening(pid: int, with_children: bool = True) -> dict[int, set[str]]:
+    """{port: {addresses}} of the TCP sockets a process (and its children) listens on: what is really
+    bound, whatever a config says."""
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    if with_children:
+        procs += procs[0].children(recursive=True)
+    found: dict[int, set[str]] = {}
+    for proc in procs:
+        try:
+            connections = proc.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        for conn in connections:
+            if conn.status == psutil.CONN_LISTEN:
+                found.setdefault(conn.laddr.port, set()).add(conn.laddr.ip)
+    return found
+
+
+LOOPBACK = {"127.0.0.1", "::1"}

@@ -1,6 +1,8 @@
 """Getting a cluster: a LocalCluster with its dashboard on loopback, and a bounded wait for a dead scheduler."""
 
+import os
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -9,6 +11,8 @@ from job.cluster import cluster_memory, connect, reduce_batching_latency
 from job.cluster_config import LocalConfig, SchedulerConfig
 from job.errors import ClusterError
 
+from .cluster_processes import LOOPBACK, listening
+
 
 def test_local_cluster_from_config_serves_the_dashboard_on_loopback():
     config = LocalConfig(n_workers=2, memory_limit="1GiB", dashboard_address="127.0.0.1:0")
@@ -16,6 +20,13 @@ def test_local_cluster_from_config_serves_the_dashboard_on_loopback():
         assert len(client.scheduler_info()["workers"]) == 2
         assert cluster_memory(client) == 2 * 2**30
         assert client.dashboard_link.startswith("http://127.0.0.1:")
+        # What is bound, not what the config says: the scheduler (here, in this process), its dashboard
+        # and both worker processes listen on loopback only.
+        bound = listening(os.getpid())
+        dashboard_port = urllib.parse.urlparse(client.dashboard_link).port
+        scheduler_port = urllib.parse.urlparse(client.scheduler.address).port
+        assert {dashboard_port, scheduler_port} <= set(bound)
+        assert all(addresses <= LOOPBACK for addresses in bound.values()), bound
         page = urllib.request.urlopen(client.dashboard_link, timeout=10).read().decode()
         assert "Bokeh" in page or "bokeh" in page  # the real dashboard, not "Dask needs bokeh"
         reduce_batching_latency(client)

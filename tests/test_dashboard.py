@@ -7,7 +7,7 @@ import urllib.request
 
 from job.checkpoint import partial_dir
 
-from .cluster_processes import REPO, free_port
+from .cluster_processes import LOOPBACK, REPO, free_port, listening
 from .conftest import ARTIFACTS
 
 # Every Bokeh data source on the page, as JSON: the progress bars and the task stream name task prefixes.
@@ -47,6 +47,9 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
     try:
         status = f"http://127.0.0.1:{port}/status"
         _wait_until_serving(status, proc)
+        # The job's own sockets (scheduler, dashboard, workers): loopback only, the dashboard's included.
+        bound = listening(proc.pid)
+        assert bound.get(port) and all(addresses <= LOOPBACK for addresses in bound.values()), bound
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -75,11 +78,21 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
     assert (tmp_path / "run" / "report.html").exists()
 
 
-def test_dashboard_is_on_loopback_unless_exposed(tmp_path):
-    from job.cli import build_parser, config_from_args
-    from job.cluster_config import is_loopback
+def test_dashboard_is_on_loopback_unless_exposed(caplog):
+    """The default config's cluster binds its dashboard to loopback; --dashboard-address 0.0.0.0 binds it
+    to every interface (with a warning). Checked on the listening sockets of this process."""
+    import dataclasses
+    import os
+    import urllib.parse
 
-    config = config_from_args(build_parser().parse_args([]))
-    assert is_loopback(config.cluster.dashboard_address)
-    exposed = config_from_args(build_parser().parse_args(["--dashboard-address", "0.0.0.0:8787"]))
-    assert not is_loopback(exposed.cluster.dashboard_address)
+    from job.cli import build_parser, config_from_args
+    from job.cluster import connect
+
+    for flags, expected in (([], LOOPBACK), (["--dashboard-address", "0.0.0.0:0"], {"0.0.0.0", "::"})):
+        config = config_from_args(build_parser().parse_args(flags)).cluster
+        config = dataclasses.replace(config, n_workers=1, memory_limit="1GiB")
+        with connect(config) as client:
+            port = urllib.parse.urlparse(client.dashboard_link).port
+            bound = listening(os.getpid(), with_children=False)
+            assert bound.get(port) and bound[port] <= expected, (flags, bound)
+    assert "anyone who can reach this machine" in caplog.text

@@ -44,6 +44,25 @@ def test_elbow_and_suggestion_rules():
     assert suggest_k(rows).k == 4 and "2 of 3" in suggest_k(rows).reason
 
 
+def test_the_elbow_abstains_with_fewer_than_three_values_of_k():
+    """With two values of k the "elbow" was always the first k: it must not count as a vote."""
+    rows = [{"k": 8, "inertia": 100, "silhouette": 0.1, "davies_bouldin": 1.0},  # Davies-Bouldin: 8
+            {"k": 10, "inertia": 90, "silhouette": 0.2, "davies_bouldin": 1.5}]  # silhouette: 10
+    suggestion = suggest_k(rows)
+    assert "elbow of inertia" not in suggestion.votes
+    assert suggestion.k == 10 and suggestion.reason.startswith("no two criteria agree")
+    assert "elbow abstains" in suggestion.reason
+    rows[1]["davies_bouldin"] = 0.5
+    assert suggest_k(rows).reason.startswith("2 of 2 criteria agree")
+
+
+def test_calinski_harabasz_of_a_perfect_clustering_is_sklearns_one(client):
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]]), 50, axis=0)
+    labels = np.repeat([0, 1, 2], 50)
+    ours = internal_criteria(da.from_array(X, chunks=40), da.from_array(labels, chunks=40), 3)
+    assert ours["calinski_harabasz"] == calinski_harabasz_score(X, labels) == 1.0
+
+
 def test_internal_criteria_equal_scikit_learns(client):
     rng = np.random.default_rng(0)
     X = rng.random((6000, 30)).astype(np.float32)
@@ -125,6 +144,48 @@ def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, t
     assert bad.returncode == 1 and "big.png: image is 32x32, the model expects 28x28" in bad.stderr
     missing = _cli("job.predict", str(tmp_path), str(folder))
     assert missing.returncode == 1 and "no saved model" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_predict_checks_the_model_and_the_labels_against_the_images(train_run, mnist_store, tmp_path):
+    import shutil
+
+    import zarr
+
+    run = tmp_path / "run"
+    shutil.copytree(train_run, run)
+    with np.load(run / "model.npz") as saved:
+        parts = dict(saved)
+    np.savez(run / "model.npz", **{**parts, "centers": parts["centers"][:, :700]})
+    bad = _cli("job.predict", str(run), str(mnist_store / "test"))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "its centers are 700 values wide but its images are 28x28 pixels" in bad.stderr
+    split = tmp_path / "split.zarr"
+    group = zarr.open_group(str(split), mode="w", zarr_format=3)
+    group.create_array("images", data=zarr.open_group(str(mnist_store), mode="r")["test/images"][:100])
+    group.create_array("labels", data=np.zeros(99, dtype=np.uint8))
+    bad = _cli("job.predict", str(train_run), str(split), "--out", str(tmp_path / "p.csv"))
+    assert bad.returncode == 1 and "(99,) labels for the 100 images" in bad.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_streams_idx_and_zarr_inputs_in_blocks(train_run, mnist_dir, mnist_store, tmp_path, monkeypatch):
+    """Memory stays flat: with blocks of 500 images, the peak of Python allocations while predicting the
+    10,000 test images stays below what loading them whole takes (7.8 MB, before any float32 copy). A
+    Zarr input is read a stored chunk (8,192 images, 6.4 MB) at a time: zarr decodes it through a couple
+    of buffers of that size."""
+    import tracemalloc
+
+    from job import predict
+
+    monkeypatch.setattr(predict, "BLOCK", 500)
+    idx = next(p for p in mnist_dir.iterdir() if p.name.startswith("t10k-images"))
+    for source, limit in ((idx, 6_000_000), (mnist_store / "test", 20_000_000)):
+        tracemalloc.start()
+        result = predict.predict(train_run, [source], out=tmp_path / "p.csv")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert result.n == 10_000 and result.accuracy is not None
+        assert peak < limit, (source, peak)
 
 
 def check_page(browser, path: Path, screenshot: str) -> dict:

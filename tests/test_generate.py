@@ -108,3 +108,21 @@ def test_streaming_fit_equals_persisted_fit(generated, dask_cluster, tmp_path):
     assert fits["always"]["n_iter"] == fits["never"]["n_iter"]
     decision = {p: json.loads((r.run_dir / "metrics.json").read_text())["fit"]["persisted"] for p, r in runs.items()}
     assert decision == {"always": True, "never": False}
+
+
+def test_the_resume_fingerprint_follows_the_content_not_the_chunking(generated, mnist_store, dask_cluster, tmp_path):
+    """Generated stores have no source files of their own: the fingerprint must still tell them apart."""
+    from job import checkpoint
+    from job.errors import JobError
+
+    a, b = generated  # the same recipe in other chunks
+    assert checkpoint.data_fingerprint(a, "train") == checkpoint.data_fingerprint(b, "train")
+    with Client(dask_cluster) as client:
+        small = [generate_dataset(GenerateConfig(out=tmp_path / f"{n}-{seed}.zarr", source=mnist_store, n=n,
+                                                 seed=seed), client) for n, seed in ((1000, 5), (1000, 6), (1001, 5))]
+    prints = {checkpoint.data_fingerprint(s, "train") for s in (a, *small)}
+    assert len(prints) == 4
+    run = tmp_path / "run"
+    checkpoint.start(JobConfig(data=small[0], split="train", out=run, k=3), run)
+    with pytest.raises(JobError, match="cannot resume on other data"):
+        checkpoint.load_for_resume(JobConfig(data=small[2], split="train", out=run, k=3, resume=True), run, 784)

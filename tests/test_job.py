@@ -36,8 +36,14 @@ def test_train_split_reports_held_out_accuracy(dask_cluster, mnist_store, tmp_pa
     assert np.asarray(held["contingency"]).sum() == 10_000
     labels = zarr.open_array(str(result.run_dir / "labels.zarr"), mode="r")
     assert labels.shape == (60_000,) and labels[:].max() < 10
-    assert sorted(np.bincount(labels[:], minlength=10)) == sorted(m["evaluation"]["cluster_sizes"])
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+    # Cluster by cluster, not as sorted sizes: the saved labels are the ones the metrics were computed from.
+    assert np.bincount(labels[:], minlength=10).tolist() == m["evaluation"]["cluster_sizes"]
+    truth = zarr.open_group(str(mnist_store), mode="r")["train/labels"][:]
+    table = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(table, (labels[:], truth), 1)
+    assert table.tolist() == m["evaluation"]["contingency"]
+    # No staging folder left; only the run's lock file stays beside it.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".run.lock"]
 
 
 def test_existing_output_folder_is_refused(dask_cluster, mnist_store, tmp_path):
@@ -119,3 +125,23 @@ def test_images_of_another_size_are_clustered_in_their_own_shape(tmp_path):
     model = np.load(run / "model.npz")
     assert list(model["image_shape"]) == [14, 12] and model["centers"].shape == (4, 168)
     assert json.loads((run / "metrics.json").read_text())["dataset"]["image_shape"] == [14, 12]
+
+
+def test_the_run_lock_outlives_the_partial_folder_and_is_honoured(dask_cluster, tiny_dir, tmp_path):
+    """The lock sits beside the run folder: finishing a run (which removes <run>.partial) keeps it, and
+    while another process holds it no job writes the folder."""
+    from filelock import FileLock
+
+    from data_prep import PrepConfig, prepare_dataset
+    from job.checkpoint import partial_dir
+
+    store = prepare_dataset(PrepConfig(out=tmp_path / "t.zarr", source=str(tiny_dir), name="tiny"))
+    run = tmp_path / "run"
+    config = JobConfig(data=store, out=run, k=3, silhouette_sample=50, cluster=_existing(dask_cluster))
+    run_job(config)
+    lock = tmp_path / ".run.lock"
+    assert lock.exists() and not partial_dir(run).exists()
+    with FileLock(lock).acquire(timeout=0):
+        with pytest.raises(JobError, match="another job is writing this run folder"):
+            run_job(config.replace(overwrite=True))
+    assert (run / "metrics.json").exists()

@@ -1,6 +1,7 @@
 """distributed's SSHCluster against a real OpenSSH server on a loopback port, with throwaway keys."""
 
 import getpass
+import json
 import os
 import shutil
 import subprocess
@@ -50,13 +51,16 @@ def _dask_spec_processes() -> list[psutil.Process]:
     return found
 
 
+SECRET = "hunter2-not-for-logs"  # an SSH password (key authentication succeeds first, so it goes unused)
+
+
 def test_job_runs_on_an_ssh_cluster(sshd, mnist_store, tmp_path):
     config = tmp_path / "ssh.yaml"
     config.write_text(
         "kind: ssh\n"
         "hosts: [127.0.0.1, 127.0.0.1, 127.0.0.1]\n"
         f"connect_options: {{port: {sshd['port']}, username: {getpass.getuser()}, known_hosts: null,\n"
-        f"                  client_keys: [{sshd['key']}]}}\n"
+        f"                  client_keys: [{sshd['key']}], password: {SECRET}}}\n"
         "worker_options: {nthreads: 1, memory_limit: 2GiB}\n"
         "scheduler_options: {port: 0, dashboard_address: '127.0.0.1:0'}\n"
         "min_workers: 2\ntimeout: 60\n"
@@ -67,6 +71,12 @@ def test_job_runs_on_an_ssh_cluster(sshd, mnist_store, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cluster up (ssh)" in proc.stderr and "2 worker(s)" in proc.stderr
     assert (run / "metrics.json").exists()
+    # The password in connect_options reaches no log line, metrics.json, summary or report (it is masked).
+    written = [proc.stdout, proc.stderr] + [(run / name).read_text() for name in ("metrics.json", "summary.txt",
+                                                                                   "report.html")]
+    assert not [text for text in written if SECRET in text]
+    connect_options = json.loads((run / "metrics.json").read_text())["config"]["cluster"]["connect_options"]
+    assert connect_options["password"] == "***" and connect_options["port"] == sshd["port"]
     # The scheduler and workers it started over SSH are gone with it.
     deadline = time.monotonic() + 20
     while _dask_spec_processes():
