@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--seed", type=int, default=defaults.seed)
     model.add_argument("--n-init", type=int, default=defaults.n_init,
                        help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported")
+    model.add_argument("--sample-size", default=str(defaults.sample_size), metavar="ROWS|auto|all",
+                       help="fused: fit a seeded sample of this many rows first (k-means|| and Lloyd in memory), "
+                       "then run Lloyd over all rows from its centers until tol holds. auto (default): "
+                       "200,000 rows or 20,000 per cluster, all rows when there are fewer; all: every pass "
+                       "on all rows (plain Lloyd)")
     model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
                        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
     model.add_argument("--max-iter", type=int, default=defaults.max_iter)

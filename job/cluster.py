@@ -8,6 +8,7 @@ from contextlib import ExitStack, contextmanager
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from .cluster_config import ClusterConfig, LocalConfig, SchedulerConfig, SlurmConfig, SSHConfig, is_loopback
 from .errors import ClusterError
@@ -20,10 +21,12 @@ def _security(config: ClusterConfig) -> dict:
 
 
 def _start_local(config: LocalConfig, stack: ExitStack) -> Client:
+    config, sizing = config.sized()
+    log.info("LocalCluster: %s", sizing.reason)
     kwargs = dict(
         n_workers=config.n_workers,
         threads_per_worker=config.threads_per_worker,
-        memory_limit=config.memory_limit,
+        memory_limit=int(config.memory_limit),
         processes=config.processes,
         dashboard_address=config.dashboard_address,
         host="127.0.0.1",
@@ -130,7 +133,30 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
             client.scheduler.address, len(workers), sum(w["nthreads"] for w in workers.values()),
         )
         _log_dashboard(config, client)
+        client.register_plugin(OneLineDataErrors(), name="mnist-kmeans-one-line-data-errors")
         yield client
+
+
+# Exceptions that already carry the one sentence the user needs (our DataPrepError subclasses, e.g. a
+# damaged chunk found by a worker): the client re-raises them and the CLI prints that sentence.
+_OWN_ERRORS = ("DamagedChunkError", "StoreError")
+
+
+class OneLineDataErrors(WorkerPlugin):
+    """Keep a worker from logging "Compute Failed" with a traceback for errors of ours.
+
+    distributed's worker logs every failed task at ERROR level with its traceback (distributed/worker.py,
+    "Compute Failed") before sending the exception to the client; for a damaged chunk that buried the
+    job's own one-line message under a traceback from each worker. Other failures are still logged.
+    """
+
+    def setup(self, worker):
+        logging.getLogger("distributed.worker").addFilter(_not_our_error)
+
+
+def _not_our_error(record: logging.LogRecord) -> bool:
+    message = str(record.msg)
+    return not (message.startswith("Compute Failed") and any(name in record.getMessage() for name in _OWN_ERRORS))
 
 
 def _log_dashboard(config: ClusterConfig, client: Client) -> None:
@@ -142,13 +168,16 @@ def _log_dashboard(config: ClusterConfig, client: Client) -> None:
                     "its data (it has no login); keep it on 127.0.0.1 and use an SSH tunnel instead", address)
 
 
-def describe_cluster(client: Client) -> dict:
-    """What the run ran on, for metrics.json: the scheduler and each worker's host, threads and memory."""
+def describe_cluster(client: Client, config: ClusterConfig | None = None) -> dict:
+    """What the run ran on, for metrics.json: the scheduler and each worker's host, threads and memory;
+    for a LocalCluster sized from the machine, how that was decided."""
     from urllib.parse import urlparse
 
     workers = client.scheduler_info(n_workers=-1)["workers"]
+    sizing = config.sized()[1].to_dict() if isinstance(config, LocalConfig) else None
     return {
         "scheduler": client.scheduler.address,
+        **({"sizing": sizing} if sizing else {}),
         "workers": [
             {"address": address, "host": urlparse(address).hostname, "name": str(info.get("name")),
              "nthreads": info["nthreads"], "memory_limit": info.get("memory_limit")}

@@ -12,6 +12,7 @@ from typing import Any
 
 from .cluster_config import ClusterConfig, LocalConfig
 from .cluster_config import load_cluster_config as load_cluster_config  # re-exported
+from data_prep.redact import redact
 from data_prep.zarr_store import is_url
 
 from .errors import ConfigError
@@ -29,6 +30,7 @@ class JobConfig:
     k: int = 10
     seed: int = 0
     n_init: int = 1  # starts (seeds seed, seed+1, ...); the lowest inertia is kept
+    sample_size: int | str | None = "auto"  # rows of the sampled fit's first stage; None: every pass on all rows
     engine: str = "fused"
     max_iter: int = 300
     tol: float = 1e-4
@@ -61,6 +63,15 @@ class JobConfig:
             raise ConfigError(f"--silhouette-sample must be >= 0, got {self.silhouette_sample}")
         if self.persist not in ("auto", "always", "never"):
             raise ConfigError(f"--persist must be auto, always or never, got {self.persist!r}")
+        if self.sample_size in ("all", "none"):
+            object.__setattr__(self, "sample_size", None)
+        if self.sample_size not in (None, "auto"):
+            try:
+                object.__setattr__(self, "sample_size", int(self.sample_size))
+            except (TypeError, ValueError):
+                raise ConfigError(f"--sample-size must be a number of rows, auto or all; got {self.sample_size!r}") from None
+            if self.sample_size < self.k:
+                raise ConfigError(f"--sample-size must be at least k ({self.k}), got {self.sample_size}")
         if self.n_init < 1:
             raise ConfigError(f"--n-init must be at least 1, got {self.n_init}")
         if self.n_init > 1 and (self.resume or self.engine != "fused"):
@@ -76,6 +87,9 @@ class JobConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values, secrets masked (data_prep.redact): this is what metrics.json,
+        the report and the checkpoint record, never what the job runs with."""
+
         def plain(value):
             if isinstance(value, Path):
                 return str(value)
@@ -85,4 +99,4 @@ class JobConfig:
                 return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
             return value
 
-        return plain(self)
+        return redact(plain(self))

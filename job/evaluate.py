@@ -127,10 +127,16 @@ def _silhouette_rows(xb, lb, X_all, l_all, k):
 
     s(i) = (b - a) / max(a, b), with a the mean distance to the other members of its cluster and b the
     smallest mean distance to another cluster; 0 for a point alone in its cluster (as scikit-learn).
+
+    The [b, m] distance product runs in float32 (half the time of float64 BLAS: ~160 GFLOP for a
+    10,000-row sample of MNIST) with the norms in float64; the means over clusters are float64 sums. Its
+    result differs from a float64 computation by ~1e-6.
     """
-    xb = xb.astype(np.float64)
-    X_all = X_all.astype(np.float64)
-    sq = (xb**2).sum(1)[:, None] - 2 * xb @ X_all.T + (X_all**2).sum(1)[None, :]
+    x32, all32 = xb.astype(np.float32), X_all.astype(np.float32)
+    cross = (x32 @ all32.T).astype(np.float64)
+    x_sq = np.einsum("ij,ij->i", xb.astype(np.float64), xb.astype(np.float64))
+    all_sq = np.einsum("ij,ij->i", X_all.astype(np.float64), X_all.astype(np.float64))
+    sq = x_sq[:, None] - 2 * cross + all_sq[None, :]
     dist = np.sqrt(np.maximum(sq, 0.0))
     onehot = np.zeros((len(l_all), k))
     onehot[np.arange(len(l_all)), l_all] = 1.0
@@ -233,18 +239,26 @@ def internal_criteria(X: da.Array, cluster_labels: da.Array, k: int) -> dict:
     them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums."""
     from .model import tree_reduce
 
-    (counts, sums, sq_total), = dask.compute(tree_reduce(_pairs(X, cluster_labels, _cluster_sums, k), _add))
+    # _add once more on the result: with a single chunk the tree has no node, and its part is still boxed.
+    (total,) = dask.compute(tree_reduce(_pairs(X, cluster_labels, _cluster_sums, k), _add))
+    counts, sums, sq_total = _add(total)
     n, present = counts.sum(), counts > 0
     means = sums[present] / counts[present][:, None]
     kk = int(present.sum())
     overall = sums.sum(axis=0) / n
     between = float((counts[present] * ((means - overall) ** 2).sum(axis=1)).sum())
     within = float(sq_total - (counts[present] * (means**2).sum(axis=1)).sum())
-    ch = between * (n - kk) / (within * (kk - 1)) if kk > 1 and within > 0 else float("nan")
+    if kk < 2:
+        ch = float("nan")
+    elif within <= 1e-12 * sq_total:  # every point on its cluster's mean (up to rounding): scikit-learn says 1.0
+        ch = 1.0
+    else:
+        ch = between * (n - kk) / (within * (kk - 1))
 
     full_means = np.zeros_like(sums)
     full_means[present] = means
-    (dist_sums,), = dask.compute(tree_reduce(_pairs(X, cluster_labels, _distance_sums, full_means), _add))
+    (total,) = dask.compute(tree_reduce(_pairs(X, cluster_labels, _distance_sums, full_means), _add))
+    (dist_sums,) = _add(total)
     spread = dist_sums[present] / counts[present]
     centroid_dist = np.sqrt(np.maximum(((means[:, None, :] - means[None, :, :]) ** 2).sum(-1), 0.0))
     if kk < 2 or np.allclose(spread, 0) or np.allclose(centroid_dist, 0):

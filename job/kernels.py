@@ -4,6 +4,11 @@ All of them work on one chunk of samples X [m, p] against the centers C [k, p]. 
 ||x||^2 - 2 x.c + ||c||^2 so that the heavy part is one BLAS matrix product; rows are processed in
 blocks small enough to stay in cache, so each block is read from memory once for both the distances and
 the per-cluster sums.
+
+X may be compact integers (the job keeps MNIST's pixels as uint8: 1 byte a pixel in the workers' memory
+and on the wire, 4x less than float32): each block is converted to float32 as it is used, so no chunk is
+ever held as floats. K-Means is equivariant to scaling, so clustering raw 0-255 pixels and dividing the
+centers by 255 gives the clustering of pixels scaled to [0, 1] (up to rounding; tested).
 """
 
 from __future__ import annotations
@@ -20,9 +25,41 @@ def squared_norms(X: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", X, X)
 
 
-def _block_distances(xb: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray) -> np.ndarray:
-    """Squared distances up to the per-row constant ||x||^2 (enough for the argmin)."""
-    d = xb @ centers.T
+def compute_dtype(dtype) -> np.dtype:
+    """The float type arithmetic on X runs in: X's own when it is float, float32 for compact integers
+    (uint8 pixels are exact in float32)."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind == "f" else np.dtype(np.float32)
+
+
+def as_float(block: np.ndarray, buffer: np.ndarray | None = None) -> np.ndarray:
+    """A block of rows as floats: a no-op for float input; for integers a copy into `buffer` (float32,
+    at least as many rows) when given, else a new array.
+
+    Reusing one buffer per call matters on a worker: distributed starts workers with
+    MALLOC_TRIM_THRESHOLD_=65536, so every fresh 3 MB block is new pages from the kernel, page-faulted in
+    and returned at once (measured: a Lloyd step over 70,000 uint8 rows took 120 ms on 2 workers with a
+    new float32 block each time, 62 ms with one buffer per task).
+    """
+    if block.dtype.kind == "f":
+        return block
+    if buffer is None:
+        return block.astype(np.float32)
+    out = buffer[: len(block)]
+    np.copyto(out, block, casting="unsafe")
+    return out
+
+
+def _buffer(X: np.ndarray) -> np.ndarray | None:
+    """The float32 block buffer as_float fills for integer X (None for float X)."""
+    return None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(X)), X.shape[1]), dtype=np.float32)
+
+
+def _block_distances(xb: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Squared distances up to the per-row constant ||x||^2 (enough for the argmin), into `out` [>= b, k]
+    when given (a reused buffer: see as_float on fresh pages)."""
+    d = np.matmul(xb, centers.T, out=None if out is None else out[: len(xb)])
     d *= -2
     d += centers_sq
     return d
@@ -33,13 +70,15 @@ def assign(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns labels int32 [m] and min_sq_dist float64 [m].
     """
-    centers = centers.astype(X.dtype, copy=False)
+    centers = centers.astype(compute_dtype(X.dtype), copy=False)
     centers_sq = squared_norms(centers)
     labels = np.empty(len(X), dtype=np.int32)
     dist = np.empty(len(X), dtype=np.float64)
+    buffer = _buffer(X)
+    dbuf = np.empty((min(BLOCK_ROWS, len(X)), len(centers)), dtype=centers.dtype)
     for start in range(0, len(X), BLOCK_ROWS):
-        xb = X[start : start + BLOCK_ROWS]
-        d = _block_distances(xb, centers, centers_sq)
+        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
+        d = _block_distances(xb, centers, centers_sq, dbuf)
         lab = d.argmin(axis=1)
         labels[start : start + len(xb)] = lab
         dmin = d[np.arange(len(xb)), lab].astype(np.float64) + squared_norms(xb)
@@ -90,14 +129,16 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     took 27 ms per 35,000 MNIST rows on one core; this takes 16 ms (benchmarks/lloyd_kernel.py).
     """
     k, p = centers.shape
-    centers = centers.astype(X.dtype, copy=False)
+    centers = centers.astype(compute_dtype(X.dtype), copy=False)
     centers_sq = squared_norms(centers)
     sums = np.zeros((k, p), dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     inertia = 0.0
+    buffer = _buffer(X)
+    dbuf = np.empty((min(BLOCK_ROWS, len(X)), k), dtype=centers.dtype)
     for start in range(0, len(X), BLOCK_ROWS):
-        xb = X[start : start + BLOCK_ROWS]
-        d = _block_distances(xb, centers, centers_sq)
+        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
+        d = _block_distances(xb, centers, centers_sq, dbuf)
         inertia += _accumulate(xb, d, sums, counts)
     return sums, counts, inertia
 
@@ -118,26 +159,32 @@ def add_partials(*partials):
     return sums, counts, inertia
 
 
-def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The m rows farthest from their nearest center: (squared distances [m'], rows [m', p]), m' <= m."""
-    _, dist = assign(X, centers)
+def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The m rows farthest from their nearest center: (squared distances [m'], rows float64 [m', p],
+    their nearest centers int64 [m']), m' <= m, farthest first."""
+    labels, dist = assign(X, centers)
     far = np.argsort(-dist, kind="stable")[:m]
-    return dist[far], X[far].astype(np.float64)
+    return dist[far], X[far].astype(np.float64), labels[far].astype(np.int64)
 
 
 def merge_farthest(*parts):
-    dist = np.concatenate([p[0] for p in parts])
-    rows = np.concatenate([p[1] for p in parts])
+    dist, rows, owners = (np.concatenate([p[i] for p in parts]) for i in range(3))
     m = max(len(p[0]) for p in parts)
     keep = np.argsort(-dist, kind="stable")[:m]
-    return dist[keep], rows[keep]
+    return dist[keep], rows[keep], owners[keep]
 
 
 def chunk_moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, bool]:
-    """Row count, per-feature sum and sum of squares (float64), and whether every value is finite."""
-    finite = bool(np.isfinite(X).all())
-    X64 = X.astype(np.float64, copy=False)
-    return len(X), X64.sum(axis=0), np.einsum("ij,ij->j", X64, X64), finite
+    """Row count, per-feature sum and sum of squares (float64), and whether every value is finite;
+    block by block, so that no float64 copy of the whole chunk is made."""
+    finite = X.dtype.kind != "f" or bool(np.isfinite(X).all())
+    s = np.zeros(X.shape[1])
+    ss = np.zeros(X.shape[1])
+    for start in range(0, len(X), BLOCK_ROWS):
+        xb = X[start : start + BLOCK_ROWS].astype(np.float64)
+        s += xb.sum(axis=0)
+        ss += np.einsum("ij,ij->j", xb, xb)
+    return len(X), s, ss, finite
 
 
 def add_moments(*parts):

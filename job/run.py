@@ -21,16 +21,17 @@ from distributed import CancelledError
 from distributed.comm.core import CommClosedError
 from filelock import FileLock, Timeout
 
-from data_prep.atomic import TargetExistsError, atomic_directory
+from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory, check_replaceable, lock_path
+from data_prep.redact import redact_text
 
 from . import checkpoint, evaluate, examples, kernels, plots, report, report_html
 from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
 from .config import JobConfig
-from .dataset import check_workers_can_read, open_dataset, to_features
+from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
 from .errors import ClusterError, DataError, JobError
 from .model import inertia_and_counts, make_estimator, predict_labels
 from .persist import decide_persist, persist_balanced
-from .phases import PhaseRecorder
+from .phases import PhaseRecorder, peak_memory_per_process
 
 log = logging.getLogger(__name__)
 PHASES = 6
@@ -61,10 +62,15 @@ def versions() -> dict:
 
 
 def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | None):
+    """Fit on the uint8 pixels X; return (model, centers in raw 0-255 pixel units, the fit's record with
+    the inertia in [0, 1] units, as the figures and metrics report it)."""
+    if config.engine == "dask-ml":
+        X = X.astype(np.float32)  # stock dask-ml computes in X's dtype: give it floats (in raw units)
     model = make_estimator(
         config.engine, n_clusters=config.k, init="k-means||", random_state=config.seed,
         max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
-        init_max_iter=config.init_max_iter, **({"n_init": config.n_init} if config.engine == "fused" else {}),
+        init_max_iter=config.init_max_iter,
+        **({"n_init": config.n_init, "sample_size": config.sample_size} if config.engine == "fused" else {}),
     )
     started = time.perf_counter()
     if config.engine == "fused":
@@ -86,9 +92,14 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
     else:
         inertia = model.inertia_
         record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_,
-                      starts=model.starts_)
+                      starts=[{**s, "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_])
         record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
-    record["inertia"] = float(inertia)
+        record["strategy"] = "sampled" if model.sample_ else "full"
+        record["passes_over_all_rows"] = model.passes_over_all_rows_
+        if model.sample_:
+            record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
+                                for key, value in model.sample_.items()}
+    record["inertia"] = float(inertia) * PIXEL_SCALE**2
     return model, centers, record
 
 
@@ -100,47 +111,64 @@ _DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPE
 def run_job(config: JobConfig) -> RunResult:
     """Run every phase and write the run folder atomically; return where it is and what it holds."""
     run_dir = Path(config.out) if config.out else default_run_dir()
-    if run_dir.exists() and not config.overwrite and not config.resume:
-        raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
+    check_output_folder(run_dir, config.overwrite, config.resume)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with exclusive(run_dir):
         return _run_locked(config, run_dir, started_at)
 
 
+def check_output_folder(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """Before any work: an existing output is refused unless --overwrite, and even then unless it is a run
+    or sweep folder of ours (report.why_not_a_run_folder): nothing of the user's is ever replaced."""
+    if not (run_dir.exists() or run_dir.is_symlink()) or resume:
+        return
+    if not overwrite:
+        raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
+    try:
+        check_replaceable(run_dir, report.why_not_a_run_folder)
+    except NotOursError as exc:
+        raise JobError(str(exc)) from None
+
+
 @contextmanager
 def exclusive(run_dir: Path):
-    """Refuse a second job writing the same run folder while this one runs (lock in <run>.partial/)."""
-    partial = checkpoint.partial_dir(run_dir)
+    """Refuse a second job writing the same run folder while this one runs.
+
+    The lock is a hidden sibling file (data_prep.atomic.lock_path) that nothing deletes: a lock inside
+    <run>.partial/ was deleted with that folder while still held, so a second job could take a fresh one.
+    On the way out the partial folder goes unless it holds a checkpoint to resume from.
+    """
     try:
-        partial.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
-    lock = FileLock(partial / "lock")
-    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_path(run_dir))
         lock.acquire(timeout=0)
     except Timeout:
-        raise JobError(f"{run_dir}: another job is writing this run folder (lock {partial / 'lock'})") from None
+        raise JobError(f"{run_dir}: another job is writing this run folder (lock {lock_path(run_dir)})") from None
+    except OSError as exc:
+        raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
     try:
         yield
     finally:
+        if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume
+            checkpoint.remove_partial(run_dir)
         lock.release()
-        if not (partial / checkpoint.JOB_FILE).exists():  # stopped before there was anything to resume
-            shutil.rmtree(partial, ignore_errors=True)
 
 
 def _run_locked(config: JobConfig, run_dir: Path, started_at: str) -> RunResult:
     try:
-        with atomic_directory(run_dir, overwrite=config.overwrite) as tmp:
+        with atomic_directory(run_dir, overwrite=config.overwrite, why_not_ours=report.why_not_a_run_folder) as tmp:
             metrics = _run_phases(config, tmp, started_at, run_dir)
             summary = report.summary_text(metrics, run_dir)
             (tmp / "summary.txt").write_text(summary + "\n")
+    except NotOursError as exc:
+        raise JobError(str(exc)) from None
     except TargetExistsError:
         raise JobError(f"{run_dir}: another run wrote this folder meanwhile; nothing was replaced") from None
     except OSError as exc:
         if exc.errno not in _DISK_ERRORS:
             raise
         raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
-    shutil.rmtree(checkpoint.partial_dir(run_dir), ignore_errors=True)  # complete: no resume needed
+    checkpoint.remove_partial(run_dir)  # complete: no resume needed
     return RunResult(run_dir, metrics, summary)
 
 
@@ -150,22 +178,22 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
         data = open_dataset(config.data, config.split)
         if config.k > data.n:
             raise DataError(f"--k {config.k} is larger than the {data.n:,} images of {config.data}")
+        X = flat_pixels(data.images)
         if config.resume:
-            resume_state = checkpoint.load_for_resume(config, run_dir)
+            resume_state = checkpoint.load_for_resume(config, run_dir, X.shape[1])
             partial = checkpoint.partial_dir(run_dir)
-            for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):  # left by a killed run
+            for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):  # our staging folders, left by a kill
                 shutil.rmtree(stale, ignore_errors=True)
         else:
             resume_state, partial = None, checkpoint.start(config, run_dir)
-        X = to_features(data.images)
-        log.info("%s: %s images of %dx%d, %d chunks, lazily scaled to float32 [%d, %d]",
-                 config.data, f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
+        log.info("%s: %s images of %dx%d, %d chunks, flattened lazily to uint8 [%d, %d]",
+                 redact_text(str(config.data)), f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
 
     with ExitStack() as stack:  # the cluster (if we started it) closes however the phases end
         with recorder.phase("start cluster"):
             client = stack.enter_context(connect(config.cluster))
         recorder.client = client
-        cluster_info = describe_cluster(client)
+        cluster_info = describe_cluster(client, config.cluster)
         live = partial / "report.html"
         recorder.on_change = lambda current: report_html.write_live_page(
             live, f"K-Means on {config.data}: k={config.k} (running)", client.dashboard_link, recorder.seconds,
@@ -184,9 +212,10 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
                 + (f"; {where} lets --resume {run_dir} continue on another cluster" if where else "")
             ) from None
         dashboard = client.dashboard_link
+        peaks = peak_memory_per_process(client)
     metrics.update(
         config=config.to_dict(), started=started_at, versions=versions(), dashboard=dashboard, cluster=cluster_info,
-        timings=recorder.seconds, memory=recorder.memory,
+        timings=recorder.seconds, memory={**recorder.memory, "peak_rss_per_process": peaks},
     )
     report.write_metrics(out / "metrics.json", metrics)
     report_html.write_run_report(out, json.loads((out / "metrics.json").read_text()), strips)
@@ -200,14 +229,15 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         log.info("persist decision: %s", reason)
         if persist:
             X = persist_balanced(client, X)
-        model, centers, fit_record = _fit(config, X, partial, resume_state)
+        model, raw_centers, fit_record = _fit(config, X, partial, resume_state)
+        centers = raw_centers * PIXEL_SCALE  # [0, 1], what the figures, the model file and predict use
         fit_record.update(persisted=persist, persist_reason=reason)
         log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])
 
     with recorder.phase("evaluate"):
         # One assignment pass: labels and squared distances (12 bytes a row) serve the metrics, the labels
         # store, the silhouette and the choice of examples; dask computes both outputs of assign together.
-        labels, distances = assignment(X, centers)
+        labels, distances = assignment(X, raw_centers)
         # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
         regular = labels.rechunk(max(labels.chunks[0]))
         table, _ = dask.compute(
@@ -225,7 +255,7 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
             sample = (Xs, ls, idx)
         ev["silhouette"] = evaluate.sample_silhouette(Xs, ls, config.k) if sample else float("nan")
         ev.update(evaluate.internal_criteria(X, labels, config.k))
-        held_out = _held_out(config, centers, ev) if config.split == "train" else None
+        held_out = _held_out(config, raw_centers, ev) if config.split == "train" else None
 
     with recorder.phase("pick examples"):
         closest, random = examples.example_indices(labels, distances, config.k, config.examples_per_cluster,
@@ -245,13 +275,13 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         np.save(out / "centers.npy", centers.astype(np.float32))
         if sample is not None and len(sample[2]) >= 3:
             Xs, ls, idx = sample
-            points = evaluate.pca_2d(Xs)
+            points = evaluate.pca_2d(Xs * PIXEL_SCALE)
             truth = data.labels[idx].compute()
             plots.plot_pca(points, ls.compute(), truth, out / "pca.png")
         strips = {c: _strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
 
     return {
-        "dataset": {"store": str(config.data), "splits": list(data.splits), "n": data.n,
+        "dataset": {"store": redact_text(str(config.data)), "splits": list(data.splits), "n": data.n,
                     "image_shape": list(data.image_shape), "chunks": list(X.chunks[0])},
         "fit": fit_record, "evaluation": ev, "held_out": held_out,
     }, strips
@@ -280,7 +310,7 @@ def _label_distance_pairs(block: np.ndarray, centers: np.ndarray) -> np.ndarray:
 def _held_out(config: JobConfig, centers: np.ndarray, ev: dict) -> dict:
     """Read the test split with the cluster->digit mappings learned on train: the task's classification."""
     test = open_dataset(config.data, "test")
-    labels = predict_labels(to_features(test.images), centers)
+    labels = predict_labels(flat_pixels(test.images), centers)
     table = evaluate.contingency(labels, test.labels, config.k).compute()
     return {
         "n": test.n,

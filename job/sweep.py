@@ -18,17 +18,18 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from data_prep.atomic import TargetExistsError, atomic_directory
+from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory
+from data_prep.redact import redact_text
 
 from . import evaluate, plots, report, report_html
 from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
 from .config import JobConfig
-from .dataset import check_workers_can_read, open_dataset, to_features
+from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
 from .errors import DataError, JobError
 from .model import make_estimator
 from .persist import decide_persist, persist_balanced
-from .phases import PhaseRecorder
-from .run import RunResult, assignment, default_run_dir, exclusive, versions
+from .phases import PhaseRecorder, peak_memory_per_process
+from .run import RunResult, assignment, check_output_folder, default_run_dir, exclusive, versions
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +73,23 @@ class Suggestion:
 
 
 def suggest_k(rows: list[dict]) -> Suggestion:
-    """Three internal criteria vote: the highest silhouette, the lowest Davies-Bouldin, the elbow of the
-    inertia curve. The k with most votes wins; on a tie, the silhouette's choice."""
+    """The internal criteria vote: the highest silhouette, the lowest Davies-Bouldin, the elbow of the
+    inertia curve. The k with most votes wins; on a tie, the silhouette's choice. With fewer than three
+    values of k a curve has no elbow, so that criterion abstains (it would always vote for the first k)."""
     ks = [r["k"] for r in rows]
     votes = {"silhouette (highest)": max(rows, key=lambda r: np.nan_to_num(r["silhouette"], nan=-2))["k"],
-             "Davies-Bouldin (lowest)": min(rows, key=lambda r: np.nan_to_num(r["davies_bouldin"], nan=np.inf))["k"],
-             "elbow of inertia": elbow(ks, [r["inertia"] for r in rows])}
+             "Davies-Bouldin (lowest)": min(rows, key=lambda r: np.nan_to_num(r["davies_bouldin"], nan=np.inf))["k"]}
+    if len(ks) >= 3:
+        votes["elbow of inertia"] = elbow(ks, [r["inertia"] for r in rows])
     tally = {k: list(votes.values()).count(k) for k in set(votes.values())}
     best = max(tally.values())
     winners = [k for k, n in tally.items() if n == best]
     k = votes["silhouette (highest)"] if len(winners) > 1 else winners[0]
     picked = ", ".join(f"{name}: k={value}" for name, value in votes.items())
-    agree = f"{tally[k]} of 3 criteria agree" if tally[k] > 1 else "no two criteria agree; the silhouette decides"
+    if len(ks) < 3:
+        picked += "; the elbow abstains with fewer than 3 values of k"
+    agree = (f"{tally[k]} of {len(votes)} criteria agree" if tally[k] > 1
+             else "no two criteria agree; the silhouette decides")
     return Suggestion(k, f"{agree} ({picked})", votes)
 
 
@@ -92,15 +98,16 @@ def run_sweep(config: JobConfig, ks: tuple[int, ...]) -> RunResult:
     if config.resume or config.engine != "fused":
         raise JobError("a k sweep runs with the fused engine, and cannot be resumed")
     run_dir = Path(config.out) if config.out else default_run_dir()
-    if run_dir.exists() and not config.overwrite:
-        raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
+    check_output_folder(run_dir, config.overwrite)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with exclusive(run_dir):
         try:
-            with atomic_directory(run_dir, overwrite=config.overwrite) as tmp:
+            with atomic_directory(run_dir, overwrite=config.overwrite, why_not_ours=report.why_not_a_run_folder) as tmp:
                 metrics = _sweep_phases(config, ks, tmp, started_at)
                 summary = summary_text(metrics, run_dir)
                 (tmp / "summary.txt").write_text(summary + "\n")
+        except NotOursError as exc:
+            raise JobError(str(exc)) from None
         except TargetExistsError:
             raise JobError(f"{run_dir}: another run wrote this folder meanwhile; nothing was replaced") from None
     return RunResult(run_dir, metrics, summary)
@@ -112,7 +119,7 @@ def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at:
         data = open_dataset(config.data, config.split)
         if max(ks) > data.n:
             raise DataError(f"--k {max(ks)} is larger than the {data.n:,} images of {config.data}")
-        X = to_features(data.images)
+        X = flat_pixels(data.images)
     with ExitStack() as stack:
         with recorder.phase("start cluster"):
             client = stack.enter_context(connect(config.cluster))
@@ -123,7 +130,7 @@ def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at:
             if persist:
                 X = persist_balanced(client, X)
         recorder.client = client
-        cluster_info, dashboard = describe_cluster(client), client.dashboard_link
+        cluster_info, dashboard = describe_cluster(client, config.cluster), client.dashboard_link
         rows = []
         for k in ks:
             with recorder.phase(f"k={k}"):
@@ -132,20 +139,21 @@ def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at:
                 log.info("k=%d: inertia %.6g, silhouette %.4f, ARI %.3f, NMI %.3f, Davies-Bouldin %.3f, "
                          "Calinski-Harabasz %.0f", k, r["inertia"], r["silhouette"], r["ari"], r["nmi"],
                          r["davies_bouldin"], r["calinski_harabasz"])
+        peaks = peak_memory_per_process(client)
     recorder.client = None  # the cluster is closed: nothing left to sample
     with recorder.phase("plot and save"):
         suggestion = suggest_k(rows)
-        plots.plot_sweep_elbow(rows, suggestion.k, elbow(list(ks), [r["inertia"] for r in rows]), out / "elbow.png")
+        plots.plot_sweep_elbow(rows, suggestion.k, suggestion.votes.get("elbow of inertia"), out / "elbow.png")
         plots.plot_sweep_silhouette(rows, suggestion.k, out / "silhouette.png")
         plots.plot_sweep_criteria(rows, suggestion.k, out / "criteria.png")
     metrics = {
         "kind": "sweep", "config": {**config.to_dict(), "k": list(ks)}, "started": started_at,
-        "dataset": {"store": str(config.data), "splits": list(data.splits), "n": data.n,
+        "dataset": {"store": redact_text(str(config.data)), "splits": list(data.splits), "n": data.n,
                     "image_shape": list(data.image_shape)},
         "persisted": persist, "persist_reason": reason, "sweep": rows,
         "suggested_k": suggestion.k, "suggestion_reason": suggestion.reason, "votes": suggestion.votes,
         "cluster": cluster_info, "dashboard": dashboard, "versions": versions(),
-        "timings": recorder.seconds, "memory": recorder.memory,
+        "timings": recorder.seconds, "memory": {**recorder.memory, "peak_rss_per_process": peaks},
     }
     report.write_metrics(out / "sweep.json", metrics)
     report_html.write_sweep_report(out, metrics)
@@ -155,12 +163,13 @@ def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at:
 def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> dict:
     model = make_estimator("fused", n_clusters=k, init="k-means||", random_state=config.seed,
                            max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
-                           init_max_iter=config.init_max_iter, n_init=config.n_init)
+                           init_max_iter=config.init_max_iter, n_init=config.n_init, sample_size=config.sample_size)
     started = time.perf_counter()
     model.fit(X)
     fit_seconds = time.perf_counter() - started
-    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
-    labels, _ = assignment(X, centers)
+    raw_centers = np.asarray(model.cluster_centers_, dtype=np.float64)
+    centers = raw_centers * PIXEL_SCALE
+    labels, _ = assignment(X, raw_centers)
     (table,) = dask.compute(evaluate.contingency(labels, data.labels, k))
     ev = evaluate.label_metrics(table)
     silhouette = (evaluate.silhouette(X, labels, k, config.silhouette_sample, config.seed)
@@ -168,10 +177,10 @@ def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> dict:
     criteria = evaluate.internal_criteria(X, labels, k)
     plots.plot_centers(centers, data.image_shape, ev["mapping_hungarian"], ev["cluster_sizes"],
                        out / f"centers_k{k:02d}.png", majority=ev["mapping_majority"])
-    return {"k": k, "inertia": float(model.inertia_), "n_iter": int(model.n_iter_), "silhouette": silhouette,
+    return {"k": k, "inertia": float(model.inertia_) * PIXEL_SCALE**2, "n_iter": int(model.n_iter_), "silhouette": silhouette,
             "ari": ev["ari"], "nmi": ev["nmi"], "accuracy_hungarian": ev["accuracy_hungarian"],
             "accuracy_majority": ev["accuracy_majority"], **criteria, "fit_seconds": fit_seconds,
-            "starts": [{"seed": s["seed"], "inertia": s["inertia"]} for s in model.starts_],
+            "starts": [{"seed": s["seed"], "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_],
             "cluster_sizes": ev["cluster_sizes"], "mapping_hungarian": ev["mapping_hungarian"]}
 
 

@@ -109,3 +109,19 @@ def test_n_init_keeps_the_best_of_its_starts(client, mnist_store):
     assert [s["inertia"] for s in model.starts_] == pytest.approx(singles, rel=1e-9)
     assert model.inertia_ == pytest.approx(min(singles), rel=1e-9)
     assert model.inertia_ <= min(singles) * (1 + 1e-9)
+
+
+def test_an_empty_cluster_takes_a_far_point_out_of_its_old_cluster(client):
+    """As scikit-learn relocates empty clusters: each takes one of the points farthest from their centers,
+    that point leaves its old cluster, and two empty clusters never get two copies of one point."""
+    rng = np.random.default_rng(1)
+    blob = rng.normal(0.0, 0.1, (300, 2))
+    outlier = np.array([[6.0, 0.0]])
+    points = np.concatenate([blob, outlier, outlier, [[0.0, 5.0]]]).astype(np.float64)  # a duplicated outlier
+    init = np.array([[0.0, 0.0], [50.0, 50.0], [-50.0, 50.0]])  # two centers attract nothing
+    model = FusedKMeans(n_clusters=3, init=init, max_iter=1, tol=0).fit(da.from_array(points, chunks=100))
+    centers = model.cluster_centers_
+    assert {tuple(c) for c in centers[1:]} == {(6.0, 0.0), (0.0, 5.0)}  # distinct points, not the copy twice
+    moved = [6.0, 0.0], [0.0, 5.0]
+    expected_first = (points.sum(axis=0) - np.sum(moved, axis=0)) / (len(points) - 2)
+    np.testing.assert_allclose(centers[0], expected_first, rtol=1e-12)
