@@ -6,6 +6,7 @@ fetch_openml (no network here). Used as the end-to-end baseline by fit_speed.py.
 
 import gzip
 import sys
+import time
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -25,7 +26,9 @@ if __name__ == "__main__":
     images = np.concatenate([load(f"{folder}/train-images-idx3-ubyte.gz"), load(f"{folder}/t10k-images-idx3-ubyte.gz")])
     X = images.reshape(len(images), -1) / 255.0  # Normalize pixel values
     kmeans = KMeans(n_clusters=10, random_state=42)
+    started = time.perf_counter()
     kmeans.fit(X)
+    fit_seconds = time.perf_counter() - started
     cluster_centers = kmeans.cluster_centers_.reshape(10, 28, 28)
     fig = Figure(figsize=(10, 5))
     for i, center in enumerate(cluster_centers):
@@ -33,4 +36,6 @@ if __name__ == "__main__":
         ax.imshow(center, cmap="gray")
         ax.axis("off")
     fig.savefig(out)
-    print(f"inertia {kmeans.inertia_:.0f} iterations {kmeans.n_iter_}")
+    # VmHWM, not ru_maxrss: a forked-and-exec'ed child's ru_maxrss starts from its parent's.
+    peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(f"inertia={kmeans.inertia_:.1f} iterations={kmeans.n_iter_} fit_seconds={fit_seconds:.3f} peak_rss={peak}")

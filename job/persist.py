@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 # Chunks of at most this many bytes when X is persisted: tens of MB keep per-task overhead small
 # against the arithmetic, and several chunks per thread keep the load even (benchmarks/fit_speed.py).
 TARGET_CHUNK_BYTES = 32 * 2**20
+# With at least this many chunks per thread, uneven counts cost little: the chunks are kept as stored.
+CHUNKS_PER_THREAD_KEPT = 8
 
 
 def decide_persist(nbytes: int, cluster_bytes: int, policy: str, fraction: float) -> tuple[bool, str]:
@@ -81,8 +83,13 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
 
     workers = client.scheduler_info(n_workers=-1)["workers"]
     nthreads = {address: info["nthreads"] for address, info in workers.items()}
-    rows = rows or balanced_chunks(X.shape[0], X.dtype.itemsize * X.shape[1], sum(nthreads.values()))
-    X = X.rechunk((rows, X.shape[1])).persist()
+    threads = sum(nthreads.values())
+    row_bytes = X.dtype.itemsize * X.shape[1]
+    keep = (rows is None and X.numblocks[0] >= CHUNKS_PER_THREAD_KEPT * threads
+            and max(X.chunks[0]) * row_bytes <= TARGET_CHUNK_BYTES)
+    if not keep:  # many chunks of at most the target size are balanced as they are: no rechunk pass
+        X = X.rechunk((rows or balanced_chunks(X.shape[0], row_bytes, threads), X.shape[1]))
+    X = X.persist()
     wait(X)
     graph = X.__dask_graph__()
     futures = [graph[key] for key in dask.core.flatten(X.__dask_keys__())]
@@ -98,6 +105,6 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     name = "balanced-" + X.name
     layer = {(name, i, 0): future for i, future in enumerate(placed)}
     balanced = da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, X.chunks, meta=X._meta)
-    log.info("X persisted in %d chunks of %d rows over %d threads (%d chunk(s) moved to even the load)",
-             X.numblocks[0], rows, sum(nthreads.values()), moved)
+    log.info("X persisted in %d chunks of up to %d rows over %d threads (%d chunk(s) moved to even the load)",
+             X.numblocks[0], max(X.chunks[0]), threads, moved)
     return balanced

@@ -91,3 +91,31 @@ class PhaseRecorder:
                 self.on_change(current)
             except OSError as exc:  # a progress page must never stop the job
                 log.debug("progress page not updated: %s", exc)
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (VmHWM on Linux).
+
+    Not resource.getrusage: on Linux a forked-and-exec'ed process's ru_maxrss starts from its parent's
+    (a scheduler started by a large client looked as large as its client)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def peak_memory_per_process(client) -> dict:
+    """Peak resident memory of every process of the run: this client, the scheduler, each worker."""
+    peaks = {"client": peak_rss()}
+    try:
+        peaks["scheduler"] = client.run_on_scheduler(peak_rss)
+        peaks["workers"] = dict(sorted(client.run(peak_rss).items()))
+    except Exception as exc:  # a scheduler we lost: record what we have
+        log.debug("peak memory of the cluster's processes not read: %s", exc)
+    return peaks

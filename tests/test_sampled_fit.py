@@ -1,0 +1,122 @@
+"""The sampled fit and compact data: a sample drawn by global row index (the same rows whatever the
+chunking or the workers), uint8 pixels clustered as float32 would be, and the default cluster sized to
+the machine the job runs on."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset, to_features
+from job.model import FusedKMeans
+from job.persist import persist_balanced
+from job.sampling import auto_sample_size, sample_rows
+from job.sizing import cgroup_cpu_quota, cgroup_memory_limit, local_sizing
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pixels(mnist_store):
+    return flat_pixels(open_dataset(mnist_store, "all").images)
+
+
+def test_the_sample_and_the_sampled_fit_do_not_depend_on_chunks_or_workers(pixels):
+    results = []
+    for n_workers, rows in [(1, 4096), (2, 8192), (2, 30_000)]:
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            X = persist_balanced(client, pixels, rows)
+            sample = sample_rows(X, 10_000, seed=7).compute()
+            model = FusedKMeans(n_clusters=10, random_state=7, sample_size=10_000).fit(X)
+            results.append((sample, model.labels_.compute(), model.inertia_, model.sample_))
+    first_sample, first_labels, first_inertia, record = results[0]
+    assert 9_000 < len(first_sample) < 11_000 and first_sample.dtype == np.uint8
+    assert record["rows"] == len(first_sample) and record["full_passes"] >= 1
+    for sample, labels, inertia, _ in results[1:]:
+        np.testing.assert_array_equal(sample, first_sample)
+        np.testing.assert_array_equal(labels, first_labels)
+        assert inertia == pytest.approx(first_inertia, rel=1e-9)
+
+
+def test_uint8_pixels_cluster_as_float32_features_do(client, mnist_store):
+    images = open_dataset(mnist_store, "test").images
+    init = to_features(images)[:10].compute().astype(np.float64)
+    floats = FusedKMeans(n_clusters=10, init=init, sample_size=None).fit(to_features(images).persist())
+    compact = FusedKMeans(n_clusters=10, init=init / PIXEL_SCALE, sample_size=None).fit(flat_pixels(images).persist())
+    assert compact.cluster_centers_.dtype == np.float32 and compact.n_iter_ == floats.n_iter_
+    np.testing.assert_allclose(compact.cluster_centers_ * PIXEL_SCALE, floats.cluster_centers_, atol=2e-5)
+    assert compact.inertia_ * PIXEL_SCALE**2 == pytest.approx(floats.inertia_, rel=1e-6)
+    agree = (compact.labels_.compute() == floats.labels_.compute()).mean()
+    assert agree > 0.9995  # rounding can flip a point that is equally far from two centers
+
+
+def test_sampled_fit_reaches_the_full_fits_quality_on_mnist(client, pixels):
+    X = pixels.persist()
+    full = FusedKMeans(n_clusters=10, random_state=0, sample_size=None).fit(X)
+    sampled = FusedKMeans(n_clusters=10, random_state=0, sample_size=15_000).fit(X)
+    assert sampled.sample_["rows"] < 16_000
+    assert sampled.inertia_ <= full.inertia_ * 1.003
+    assert sampled.sample_["inertia_all_rows_final"] <= sampled.sample_["inertia_all_rows_after_sample"]
+    # Far fewer passes over all rows: the draw, the Lloyd passes from the sample's centers, the final one.
+    assert sampled.passes_over_all_rows_ == sampled.sample_["full_passes"] + 2
+    assert sampled.passes_over_all_rows_ < full.passes_over_all_rows_ / 10
+
+
+def test_the_default_sample_is_everything_at_mnist_size():
+    assert auto_sample_size(70_000, 10) == 70_000
+    assert auto_sample_size(8_100_000, 10) == 200_000
+    assert auto_sample_size(8_100_000, 256) == 5_120_000
+
+
+def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_dir):
+    """Under `taskset -c 0` the job's default LocalCluster has one worker; without it, one per core."""
+    import os
+
+    store = tmp_path / "t.zarr"
+    runs = {}
+    for name, prefix in (("one core", ["taskset", "-c", "0"]), ("all cores", [])):
+        run = tmp_path / name.replace(" ", "-")
+        proc = subprocess.run([*prefix, sys.executable, "-m", "job", "--data", str(store), "--source", str(tiny_dir),
+                               "--name", "tiny", "--k", "3", "--silhouette-sample", "50", "--out", str(run),
+                               "--dashboard-address", "127.0.0.1:0"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = (json.loads((run / "metrics.json").read_text())["cluster"], proc.stderr)
+    cluster, log = runs["one core"]
+    assert len(cluster["workers"]) == 1 and "1 worker(s) x 1 thread(s) for 1 core(s)" in log
+    assert cluster["sizing"]["n_workers"] == 1
+    cores = len(os.sched_getaffinity(0))
+    assert len(runs["all cores"][0]["workers"]) == cores
+    memory = sum(w["memory_limit"] for w in runs["all cores"][0]["workers"])
+    import psutil
+    assert 0.7 * psutil.virtual_memory().total < memory < psutil.virtual_memory().total
+
+
+def test_cgroup_limits_are_read_from_v1_and_v2_files(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    (v2 / "memory.max").write_text(f"{3 * 2**30}\n")
+    assert cgroup_cpu_quota(v2) == 1.5 and cgroup_memory_limit(v2) == 3 * 2**30
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v2 / "memory.max").write_text("max\n")
+    assert cgroup_cpu_quota(v2) is None and cgroup_memory_limit(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "memory").mkdir()
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # v1's "no limit"
+    assert cgroup_cpu_quota(v1) == 2.0 and cgroup_memory_limit(v1) is None
+    assert cgroup_cpu_quota(tmp_path / "none") is None
+
+
+def test_explicit_sizes_win_over_the_machine():
+    sizing = local_sizing(n_workers=3, threads_per_worker=2, memory_limit=2**30)
+    assert (sizing.n_workers, sizing.threads_per_worker, sizing.memory_limit) == (3, 2, 2**30)
+    assert sizing.reason == "as configured"
