@@ -81,8 +81,11 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     """
     from dask.highlevelgraph import HighLevelGraph
 
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    nthreads = {address: info["nthreads"] for address, info in workers.items()}
+    # Client.nthreads() asks the scheduler; scheduler_info() answered with no workers at all once, right
+    # after a large persist on 8.1M images (a cached identity), and the placement below then failed.
+    nthreads = dict(client.nthreads())
+    if not nthreads:
+        raise RuntimeError("the cluster has no workers left to hold X")
     threads = sum(nthreads.values())
     row_bytes = X.dtype.itemsize * X.shape[1]
     keep = (rows is None and X.numblocks[0] >= CHUNKS_PER_THREAD_KEPT * threads

@@ -275,7 +275,7 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         np.save(out / "centers.npy", centers.astype(np.float32))
         if sample is not None and len(sample[2]) >= 3:
             Xs, ls, idx = sample
-            points = evaluate.pca_2d(Xs * PIXEL_SCALE)
+            points = evaluate.pca_2d((Xs * PIXEL_SCALE).astype(np.float32))  # as before: float32 [0, 1]
             truth = data.labels[idx].compute()
             plots.plot_pca(points, ls.compute(), truth, out / "pca.png")
         strips = {c: _strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
