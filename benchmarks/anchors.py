@@ -203,7 +203,8 @@ def _sklearn_script() -> dict:
             "passes": None, "peak_rss": {"client": int(out["peak_rss"])}}
 
 
-def plot(rows: list[dict], n: int, path: Path) -> None:
+def plot(rows: list[dict], n: int, path: Path, cores: int | None = None) -> None:
+    cores = cores or len(os.sched_getaffinity(0))
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.8))
@@ -216,7 +217,7 @@ def plot(rows: list[dict], n: int, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("fit wall time, s (log scale)")
     ax.set_ylabel("inertia over all rows (lower is better)")
-    ax.set_title(f"K-Means, k=10, on {n:,} images: inertia against fit time (2 cores)")
+    ax.set_title(f"K-Means, k=10, on {n:,} images: inertia against fit time ({cores} cores)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
