@@ -115,7 +115,6 @@ def run_sample(pieces, size: int) -> dict:
 
 
 def run_dask_ml(pieces) -> dict:
-    import dask.array as da
     from dask_ml.cluster import KMeans
     from distributed import Client, LocalCluster
 

@@ -2,7 +2,6 @@
 that can replace something, damaged stores, and secrets kept out of what we write."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
