@@ -41,13 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of clusters; a range (5..15) or a list (5,8,10) runs a k sweep: every k on "
                        "data loaded once, scored, plotted, and a k suggested")
     model.add_argument("--seed", type=int, default=defaults.seed)
-    model.add_argument("--n-init", type=int, default=defaults.n_init,
-                       help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported")
+    model.add_argument("--n-init", default=str(defaults.n_init), metavar="N|auto",
+                       help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto "
+                       "(default): 4 starts on a subsample when the fit is sampled, else 1")
     model.add_argument("--sample-size", default=str(defaults.sample_size), metavar="ROWS|auto|all",
-                       help="fused: fit a seeded sample of this many rows first (k-means|| and Lloyd in memory), "
-                       "then run Lloyd over all rows from its centers until tol holds. auto (default): "
-                       "200,000 rows or 20,000 per cluster, all rows when there are fewer; all: every pass "
-                       "on all rows (plain Lloyd)")
+                       help="fused: fit a seeded sample of this many rows first (the best of --n-init starts on a "
+                       "subsample of it, then Lloyd on the sample, in memory), then run Lloyd over all rows from "
+                       "its centers until a pass gains less than tol. auto (default): 200,000 rows or 20,000 "
+                       "per cluster, all rows when there are fewer; all: every pass on all rows (plain Lloyd)")
     model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
                        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
     model.add_argument("--max-iter", type=int, default=defaults.max_iter)

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .cluster_config import ClusterConfig, LocalConfig
-from .cluster_config import load_cluster_config as load_cluster_config  # re-exported
 from data_prep.redact import redact
 from data_prep.zarr_store import is_url
 
+from .cluster_config import ClusterConfig, LocalConfig
+from .cluster_config import load_cluster_config as load_cluster_config  # re-exported
 from .errors import ConfigError
 
 ENGINES = ("fused", "dask-ml")
@@ -29,7 +29,8 @@ class JobConfig:
     split: str = "all"
     k: int = 10
     seed: int = 0
-    n_init: int = 1  # starts (seeds seed, seed+1, ...); the lowest inertia is kept
+    n_init: int | str = "auto"  # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a
+    # subsample when the fit is sampled, else 1 (job.sampling.SAMPLED_STARTS)
     sample_size: int | str | None = "auto"  # rows of the sampled fit's first stage; None: every pass on all rows
     engine: str = "fused"
     max_iter: int = 300
@@ -72,9 +73,14 @@ class JobConfig:
                 raise ConfigError(f"--sample-size must be a number of rows, auto or all; got {self.sample_size!r}") from None
             if self.sample_size < self.k:
                 raise ConfigError(f"--sample-size must be at least k ({self.k}), got {self.sample_size}")
-        if self.n_init < 1:
-            raise ConfigError(f"--n-init must be at least 1, got {self.n_init}")
-        if self.n_init > 1 and (self.resume or self.engine != "fused"):
+        if self.n_init != "auto":
+            try:
+                object.__setattr__(self, "n_init", int(self.n_init))
+            except (TypeError, ValueError):
+                raise ConfigError(f"--n-init must be a number or auto, got {self.n_init!r}") from None
+            if self.n_init < 1:
+                raise ConfigError(f"--n-init must be at least 1, got {self.n_init}")
+        if self.n_init != "auto" and self.n_init > 1 and (self.resume or self.engine != "fused"):
             raise ConfigError("--n-init above 1 works with the fused engine, and not with --resume")
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")

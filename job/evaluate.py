@@ -16,7 +16,9 @@ from dask import delayed
 from scipy.optimize import linear_sum_assignment
 from scipy.special import comb
 
-N_CLASSES = 10
+from . import scoring
+from .blockwise import boxed_pairs, reduce_boxes, take_rows
+from .scoring import N_CLASSES
 
 
 def contingency(cluster_labels: da.Array, true_labels: da.Array, k: int, n_classes: int = N_CLASSES) -> da.Array:
@@ -140,130 +142,114 @@ def _silhouette_rows(xb, lb, X_all, l_all, k):
     dist = np.sqrt(np.maximum(sq, 0.0))
     onehot = np.zeros((len(l_all), k))
     onehot[np.arange(len(l_all)), l_all] = 1.0
-    sums = dist @ onehot  # [b, k] summed distances to each cluster
-    sizes = onehot.sum(0)
-    own = lb.astype(np.int64)
+    return _silhouette_from_sums(dist @ onehot, lb, onehot.sum(0))
+
+
+def silhouette(X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: int, block_rows: int = 1000) -> float:
+    """Mean silhouette of a seeded random sample of rows, computed on the workers.
+
+    Only the sample's rows (and their labels) are gathered; each task scores `block_rows` of them against
+    the whole sample.
+    """
+    idx = sample_indices(X.shape[0], size, seed)
+    if len(idx) < 2 or k < 2:
+        return float("nan")
+    return sample_silhouette(take_rows(X, idx), take_rows(cluster_labels, idx), k, block_rows)
+
+
+def sample_silhouette(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> float:
+    """Mean silhouette of the sample (Xs [s, p], ls [s]), on the cluster: the sample is sent once, and
+    each task computes the distances between two blocks of rows, i <= j, and their sums per cluster for
+    the rows of both (the distance matrix is symmetric: half the ~160 GFLOP of a 10,000-row sample)."""
+    n = len(Xs)
+    if n < 2 or k < 2:
+        return float("nan")
+    ls = np.asarray(ls, dtype=np.int64)
+    X_all, l_all = delayed(np.asarray(Xs)), delayed(ls)
+    starts = range(0, n, block_rows)
+    pairs = [(i, j) for i in starts for j in starts if j >= i]
+    parts = dask.compute(*[delayed(_silhouette_pair)(X_all, l_all, i, j, block_rows, k) for i, j in pairs])
+    sums = np.zeros((n, k))
+    for (i, j), (to_j, to_i) in zip(pairs, parts):
+        sums[i : i + block_rows] += to_j
+        if j != i:
+            sums[j : j + block_rows] += to_i
+    return float(_silhouette_from_sums(sums, ls, np.bincount(ls, minlength=k)).mean())
+
+
+def _silhouette_pair(X_all, l_all, i, j, rows, k):
+    """Distances between rows i:i+rows and j:j+rows of the sample, summed per cluster: (sums of block i's
+    rows over block j's clusters [b_i, k], and the transpose's [b_j, k])."""
+    xi, xj = X_all[i : i + rows], X_all[j : j + rows]
+    cross = (xi.astype(np.float32) @ xj.astype(np.float32).T).astype(np.float64)
+    sq_i = np.einsum("ij,ij->i", xi.astype(np.float64), xi.astype(np.float64))
+    sq_j = np.einsum("ij,ij->i", xj.astype(np.float64), xj.astype(np.float64))
+    dist = np.sqrt(np.maximum(sq_i[:, None] - 2 * cross + sq_j[None, :], 0.0))
+    if i == j:
+        np.fill_diagonal(dist, 0.0)
+    onehot_i = np.zeros((len(xi), k))
+    onehot_i[np.arange(len(xi)), l_all[i : i + rows]] = 1.0
+    onehot_j = np.zeros((len(xj), k))
+    onehot_j[np.arange(len(xj)), l_all[j : j + rows]] = 1.0
+    return dist @ onehot_j, dist.T @ onehot_i
+
+
+def _silhouette_from_sums(sums: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """s(i) from each row's summed distances to every cluster [m, k], as _silhouette_rows."""
+    own = labels.astype(np.int64)
     own_size = sizes[own]
-    a = sums[np.arange(len(xb)), own] / np.maximum(own_size - 1, 1)
+    rows = np.arange(len(own))
+    a = sums[rows, own] / np.maximum(own_size - 1, 1)
     mean_other = sums / np.where(sizes > 0, sizes, np.nan)
-    mean_other[np.arange(len(xb)), own] = np.inf
+    mean_other[rows, own] = np.inf
     mean_other = np.where(np.isnan(mean_other), np.inf, mean_other)
     b = mean_other.min(axis=1)
     s = (b - a) / np.maximum(a, b)
     return np.where(own_size > 1, np.nan_to_num(s), 0.0)
 
 
-def silhouette(X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: int, block_rows: int = 1000) -> float:
-    """Mean silhouette of a seeded random sample of rows, computed on the workers.
+def _pca_2d(Xs: np.ndarray, scale: float) -> np.ndarray:
+    Xs = Xs.astype(np.float64) * scale
+    centered = Xs - Xs.mean(axis=0)
+    # The two leading eigenvectors of the covariance (784 x 784): the same directions as an SVD of the
+    # centered sample, up to sign, fixed here as scikit-learn's svd_flip does (largest loading positive).
+    _, vectors = np.linalg.eigh(centered.T @ centered)
+    top = vectors[:, ::-1][:, :2]
+    top *= np.sign(top[np.abs(top).argmax(axis=0), range(2)])
+    return centered @ top
 
-    Only the indices of the sample live in the client; the sample's rows are gathered on the cluster and
-    each task scores `block_rows` of them against the whole sample.
+
+def pca_2d(Xs: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The sample [s, p] times `scale` projected on its first two principal components, in one task on
+    the cluster (the rows travel as they are: uint8 pixels are 8x smaller than float64).
+
+    A 784 x 784 eigenproblem in one task instead of dask-ml's PCA on a one-chunk array: 3.5 s there for
+    a 10,000-row sample (2 cores), most of it graph overhead and dask-ml's import.
     """
-    idx = sample_indices(X.shape[0], size, seed)
-    if len(idx) < 2 or k < 2:
-        return float("nan")
-    return sample_silhouette(*gather_sample(X, cluster_labels, idx), k, block_rows)
-
-
-def gather_sample(X: da.Array, cluster_labels: da.Array, idx: np.ndarray) -> tuple[da.Array, da.Array]:
-    """The rows `idx` of X and of the labels as single-chunk dask arrays (still on the cluster)."""
-    return X[idx].rechunk((len(idx), X.shape[1])), cluster_labels[idx].rechunk(len(idx))
-
-
-def sample_silhouette(Xs: da.Array, ls: da.Array, k: int, block_rows: int = 1000) -> float:
-    """Mean silhouette of the sample (Xs, ls), each task scoring block_rows rows against all of it."""
-    n = Xs.shape[0]
-    if n < 2 or k < 2:
-        return float("nan")
-    X_all, l_all = Xs.to_delayed().ravel()[0], ls.to_delayed().ravel()[0]
-    parts = [
-        da.from_delayed(
-            delayed(_silhouette_rows)(X_all[s : s + block_rows], l_all[s : s + block_rows], X_all, l_all, k),
-            shape=(min(block_rows, n - s),), dtype=np.float64,
-        )
-        for s in range(0, n, block_rows)
-    ]
-    (score,) = dask.compute(da.concatenate(parts).mean())
-    return float(score)
-
-
-def pca_2d(Xs: da.Array) -> np.ndarray:
-    """The sample projected on its first two principal components (dask-ml's PCA, on the cluster)."""
-    from dask_ml.decomposition import PCA
-
-    return np.asarray(PCA(n_components=2, svd_solver="full", random_state=0).fit_transform(Xs).compute())
+    return np.asarray(delayed(_pca_2d)(np.asarray(Xs), scale).compute())
 
 
 # --- internal criteria: Calinski-Harabasz and Davies-Bouldin, by two reductions over X -----------------
 
-def _pairs(X: da.Array, cluster_labels: da.Array, func, *args) -> list:
-    """[Delayed(func(X chunk, label chunk, *args))] per chunk, fused with X's chain (see job.blockwise)."""
-    args = tuple(delayed(a) if isinstance(a, np.ndarray) else a for a in args)
-    arg_pairs = [a for arg in args for a in (arg, None)]
-    boxed = da.blockwise(
-        _boxed_pair, "i", X, "ij", cluster_labels, "i", *arg_pairs, kernel=func, concatenate=True, dtype=object,
-        meta=np.empty((0,), dtype=object), adjust_chunks={"i": 1},
-    )
-    return list(boxed.to_delayed().ravel())
-
-
-def _boxed_pair(xb, lb, *args, kernel):
-    out = np.empty((1,), dtype=object)
-    out[0] = kernel(xb, lb, *args)
-    return out
+def _chunk_sums(xb, lb, k):
+    return scoring.cluster_sums(xb, lb, k)
 
 
 def _add(*parts):
-    parts = [p[0] if isinstance(p, np.ndarray) and p.dtype == object else p for p in parts]
     return tuple(sum(values) for values in zip(*parts))
-
-
-def _cluster_sums(xb, lb, k):
-    """Per-cluster counts and coordinate sums, and the total of squared norms, in float64."""
-    xb = xb.astype(np.float64)
-    onehot = np.zeros((len(lb), k))
-    onehot[np.arange(len(lb)), lb.astype(np.int64)] = 1.0
-    return onehot.sum(0), onehot.T @ xb, float(np.einsum("ij,ij->", xb, xb))
-
-
-def _distance_sums(xb, lb, means):
-    """Per-cluster sums of the (unsquared) distances of the points to their cluster's mean."""
-    xb = xb.astype(np.float64)
-    lb = lb.astype(np.int64)
-    dist = np.sqrt(np.maximum(((xb - means[lb]) ** 2).sum(axis=1), 0.0))
-    return (np.bincount(lb, weights=dist, minlength=len(means)),)
 
 
 def internal_criteria(X: da.Array, cluster_labels: da.Array, k: int) -> dict:
     """Calinski-Harabasz and Davies-Bouldin indices of a labelling of all of X, as scikit-learn defines
-    them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums."""
-    from .model import tree_reduce
+    them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums.
+    The job gets the first pass's sums from its scoring pass (job.scoring) and makes only the second."""
+    counts, sums, sq_total = reduce_boxes(boxed_pairs(X, cluster_labels, _chunk_sums, k), _add)
+    return criteria_from_sums(X, cluster_labels, counts, sums, sq_total)
 
-    # _add once more on the result: with a single chunk the tree has no node, and its part is still boxed.
-    (total,) = dask.compute(tree_reduce(_pairs(X, cluster_labels, _cluster_sums, k), _add))
-    counts, sums, sq_total = _add(total)
-    n, present = counts.sum(), counts > 0
-    means = sums[present] / counts[present][:, None]
-    kk = int(present.sum())
-    overall = sums.sum(axis=0) / n
-    between = float((counts[present] * ((means - overall) ** 2).sum(axis=1)).sum())
-    within = float(sq_total - (counts[present] * (means**2).sum(axis=1)).sum())
-    if kk < 2:
-        ch = float("nan")
-    elif within <= 1e-12 * sq_total:  # every point on its cluster's mean (up to rounding): scikit-learn says 1.0
-        ch = 1.0
-    else:
-        ch = between * (n - kk) / (within * (kk - 1))
 
-    full_means = np.zeros_like(sums)
-    full_means[present] = means
-    (total,) = dask.compute(tree_reduce(_pairs(X, cluster_labels, _distance_sums, full_means), _add))
-    (dist_sums,) = _add(total)
-    spread = dist_sums[present] / counts[present]
-    centroid_dist = np.sqrt(np.maximum(((means[:, None, :] - means[None, :, :]) ** 2).sum(-1), 0.0))
-    if kk < 2 or np.allclose(spread, 0) or np.allclose(centroid_dist, 0):
-        db = 0.0 if kk >= 2 else float("nan")
-    else:  # as sklearn.metrics.davies_bouldin_score: coinciding centroids (the diagonal too) count as far
-        centroid_dist[centroid_dist == 0] = np.inf
-        db = float(np.max((spread[:, None] + spread[None, :]) / centroid_dist, axis=1).mean())
-    return {"calinski_harabasz": float(ch), "davies_bouldin": db}
+def criteria_from_sums(X: da.Array, cluster_labels: da.Array, counts, sums, sq_total) -> dict:
+    """Both indices from pass-1 sums (per-cluster counts and sums, total squared norm) and pass 2."""
+    ch, means = scoring.calinski_harabasz(np.asarray(counts), np.asarray(sums), float(sq_total))
+    distance_sums = scoring.distance_to_means(X, cluster_labels, means)
+    return {"calinski_harabasz": float(ch), "davies_bouldin": scoring.davies_bouldin(np.asarray(counts), means,
+                                                                                     distance_sums)}

@@ -86,6 +86,19 @@ def assign(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, dist
 
 
+def center_distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Euclidean distances [m, k] of the rows to every center, block by block."""
+    centers = centers.astype(compute_dtype(X.dtype), copy=False)
+    centers_sq = squared_norms(centers)
+    out = np.empty((len(X), len(centers)), dtype=centers.dtype)
+    buffer = _buffer(X)
+    for start in range(0, len(X), BLOCK_ROWS):
+        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
+        d = _block_distances(xb, centers, centers_sq) + squared_norms(xb)[:, None]
+        out[start : start + len(xb)] = np.sqrt(np.maximum(d, 0))
+    return out
+
+
 def labels_of(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return assign(X, centers)[0]
 
@@ -141,6 +154,59 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
         d = _block_distances(xb, centers, centers_sq, dbuf)
         inertia += _accumulate(xb, d, sums, counts)
     return sums, counts, inertia
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _label_block(xb, d, means, labels, dist, spread):  # pragma: no cover - compiled
+    """For each row: the nearest center (argmin of d) and its squared distance (clipped at 0) into labels
+    [b] and dist [b], and the row's (unsquared) distance to the mean of that cluster added to spread [k].
+    Returns the block's total of squared norms (exact for integer pixels)."""
+    b, p = xb.shape
+    k = d.shape[1]
+    sq_total = 0.0
+    for i in range(b):
+        best = 0
+        best_d = d[i, 0]
+        for j in range(1, k):
+            if d[i, j] < best_d:
+                best_d = d[i, j]
+                best = j
+        norm = 0.0
+        to_mean = 0.0
+        for f in range(p):
+            v = xb[i, f]
+            norm += v * v
+            diff = v - means[best, f]
+            to_mean += diff * diff
+        labels[i] = best
+        dist[i] = max(best_d + norm, 0.0)
+        spread[best] += np.sqrt(to_mean)
+        sq_total += norm
+    return sq_total
+
+
+def assign_with_means(X: np.ndarray, centers: np.ndarray, means: np.ndarray):
+    """assign() plus, for the same labelling, each cluster's sum of the distances of its rows to its
+    mean `means` [k, p] (float64; the Davies-Bouldin spread) and the total of the rows' squared norms.
+
+    Returns labels int32 [m], squared distances float64 [m], spread float64 [k], squared-norm total.
+    """
+    k, p = centers.shape
+    centers = centers.astype(compute_dtype(X.dtype), copy=False)
+    centers_sq = squared_norms(centers)
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    labels = np.empty(len(X), dtype=np.int32)
+    dist = np.empty(len(X), dtype=np.float64)
+    spread = np.zeros(k, dtype=np.float64)
+    sq_total = 0.0
+    buffer = _buffer(X)
+    dbuf = np.empty((min(BLOCK_ROWS, len(X)), k), dtype=centers.dtype)
+    for start in range(0, len(X), BLOCK_ROWS):
+        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
+        d = _block_distances(xb, centers, centers_sq, dbuf)
+        stop = start + len(xb)
+        sq_total += _label_block(xb, d, means, labels[start:stop], dist[start:stop], spread)
+    return labels, dist, spread, sq_total
 
 
 def over_chunks(kernel, combine, args: tuple, *chunks: np.ndarray):

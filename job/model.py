@@ -23,16 +23,14 @@ import dask
 import dask.array as da
 import numpy as np
 from dask import delayed
-from dask_ml.cluster import KMeans as DaskMLKMeans
-from dask_ml.cluster.k_means import k_init
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 
 from . import kernels
-from .blockwise import combine_boxed, per_chunk, unbox
+from .blockwise import TREE_FAN_IN, combine_boxed, per_chunk, tree_reduce, unbox
 from .kmeans_parallel import kmeans_parallel
 
 log = logging.getLogger(__name__)
 
-TREE_FAN_IN = 8
 DEFAULT_INIT_ROUNDS = 5
 
 
@@ -46,13 +44,6 @@ def _as_dask(X) -> da.Array:
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})  # a chunk must hold whole samples
     return X
-
-
-def tree_reduce(parts: list, combine, fan_in: int = TREE_FAN_IN):
-    """Combine delayed parts in a tree of `fan_in`-way nodes, so no single task receives all of them."""
-    while len(parts) > 1:
-        parts = [delayed(combine, pure=False)(*parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
-    return parts[0]
 
 
 def _chunk_futures(X: da.Array):
@@ -165,12 +156,13 @@ def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray)
     return float(tol * var.mean())
 
 
-class FusedKMeans(DaskMLKMeans):
+class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     """dask-ml's scalable KMeans with our k-means||, a fused single-pass Lloyd loop, and a sampled fit.
 
     Same learned attributes as `dask_ml.cluster.KMeans`: `cluster_centers_` [k, p], `labels_` (lazy dask
     array, int32 [n]), `inertia_` (the true sum of squared distances to the nearest center), `n_iter_`
-    (Lloyd passes over all rows). Also `counts_` (cluster sizes), `init_centers_`, `init_info_`
+    (Lloyd passes over all rows). Also `counts_` (cluster sizes) and `cluster_sums_` (float64 [k, p]: the
+    coordinate sums of the points nearest each center; with counts_, the clusters' means), `init_centers_`, `init_info_`
     (k-means|| passes, candidates), `starts_` (one record per start), `init_time_`, `lloyd_time_`, and
     for the sampled fit `sample_` (its record: rows, iterations, inertia after each phase, seconds) and
     `passes_over_all_rows_`.
@@ -224,13 +216,13 @@ class FusedKMeans(DaskMLKMeans):
         plan = plan_tasks(X)
         size = self._sample_rows(n)
         self.init_time_ = self.lloyd_time_ = 0.0
-        if size < n:
-            best = self._fit_sampled(X, plan, seeds, size, start, on_iteration)
-        else:
+        if self.sample_size is None:
             best = self._fit_full(X, plan, seeds, start, on_iteration)
+        else:
+            best = self._fit_sampled(X, plan, seeds, size, start, on_iteration)
 
         self.init_centers_, self.init_info_ = best["init_centers"], best["init_info"]
-        self.inertia_, self.counts_ = best["inertia"], best["counts"]
+        self.inertia_, self.counts_, self.cluster_sums_ = best["inertia"], best["counts"], best["sums"]
         self.cluster_centers_ = best["centers"].astype(np.result_type(X.dtype, np.float32))
         self.labels_ = predict_labels(X, self.cluster_centers_)
         self.n_iter_ = best["n_iter"]
@@ -262,18 +254,25 @@ class FusedKMeans(DaskMLKMeans):
         return best
 
     def _fit_sampled(self, X, plan, seeds, size, start, on_iteration) -> dict:
-        """k-means|| and Lloyd on a seeded sample in the workers' memory, then Lloyd over all rows."""
+        """The default strategy. Starts as single tasks on a subsample of a seeded sample, the best one
+        continued by Lloyd on the sample in the workers' memory, then Lloyd over all rows. When the sample
+        is all of X (size >= n: MNIST's 70,000 images), the Lloyd after the starts is the main loop."""
         from .sampling import sample_rows
 
+        n = int(X.shape[0])
+        sampled = size < n
         started = time.perf_counter()
-        sample = sample_rows(X, size, seeds[0])
-        if plan is not None:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
-            from .persist import balanced_chunks, persist_balanced
+        if sampled:
+            sample = sample_rows(X, size, seeds[0])
+            if plan is not None:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
+                from .persist import balanced_chunks, persist_balanced
 
-            threads = sum(plan[0].nthreads().values())
-            rows = balanced_chunks(int(sample.shape[0]), sample.dtype.itemsize * sample.shape[1], threads)
-            sample = persist_balanced(plan[0], sample, rows)
-        sample_plan = plan_tasks(sample)
+                threads = sum(plan[0].nthreads().values())
+                rows = balanced_chunks(int(sample.shape[0]), sample.dtype.itemsize * sample.shape[1], threads)
+                sample = persist_balanced(plan[0], sample, rows)
+            sample_plan = plan_tasks(sample)
+        else:
+            sample, sample_plan = X, plan
         m, col_sum, col_sumsq, finite = moments(sample, sample_plan)
         if not finite:
             raise ValueError("Input contains NaN or infinity.")
@@ -283,25 +282,29 @@ class FusedKMeans(DaskMLKMeans):
         # tol relative to the feature variance, estimated on the sample (the same for a resumed run).
         tol = relative_tol(self.tol, m, col_sum, col_sumsq)
         draw_seconds = time.perf_counter() - started
-        log.info("sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{X.shape[0]:,}", seeds[0],
-                 draw_seconds)
+        if sampled:
+            log.info("sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds)
+        sample_record = {"rows": int(m), "draw_seconds": draw_seconds}
         if start is None:
-            best = self._best_of_starts(sample, sample_plan, seeds, tol, None, None)
-            centers, sample_iter = best["centers"], best["n_iter"]
-            sample_record = {"rows": int(m), "n_iter": int(sample_iter), "inertia": float(best["inertia"]),
-                             "draw_seconds": draw_seconds, "fit_seconds": time.perf_counter() - started - draw_seconds}
-            init_centers, init_info = best["init_centers"], best["init_info"]
+            centers, init_info = self._run_starts(sample, seeds, tol)
+            init_centers = init_info.pop("centers")
+            if sampled:
+                centers, sample_iter = self._lloyd(sample, centers, tol, sample_plan)
+                sample_inertia, _ = inertia_and_counts(sample, centers, sample_plan)
+                sample_record.update(n_iter=int(sample_iter), inertia=float(sample_inertia),
+                                     fit_seconds=time.perf_counter() - started - draw_seconds, **init_info)
+                log.info("sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
+                         sample_iter, sample_inertia, f"{n:,}")
             done_before = 0
-            log.info("sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
-                     sample_iter, best["inertia"], f"{X.shape[0]:,}")
         else:
             self.starts_ = []
             centers = np.asarray(start["centers"], dtype=np.float64)
             init_centers, init_info = centers.copy(), {"resumed_after_iteration": int(start["n_iter"])}
-            sample_record = {"rows": int(m), "resumed": True, "draw_seconds": draw_seconds}
+            sample_record["resumed"] = True
             done_before = int(start["n_iter"])
             log.info("resuming after Lloyd iteration %d over all rows", done_before)
-        del sample
+        if sampled:
+            del sample
         self.init_time_ = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -314,24 +317,64 @@ class FusedKMeans(DaskMLKMeans):
 
         if start is not None and start.get("converged"):
             n_iter = done_before
-        else:
+        elif sampled:
             # Polishing: from a sample's converged centers the shift falls below tol only after a hundred
             # passes or more (8.1M deformed digits: still 10x tol after 60), while the inertia stops
             # improving after a few: stop when a pass gains less than tol, relative (docs/benchmarks.md).
             previous = None if start is None else start.get("inertia")
             centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, notify, min_gain=self.tol,
                                           previous_inertia=previous)
+        else:  # the sample is X: plain Lloyd from the best start, scikit-learn's rule
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, notify)
         self.lloyd_time_ = time.perf_counter() - started
-        inertia, counts = inertia_and_counts(X, centers, plan)
-        if inertias and start is None:
-            sample_record["inertia_all_rows_after_sample"] = float(inertias[0])
-        sample_record["inertia_all_rows_final"] = float(inertia)
-        sample_record["full_passes"] = int(n_iter - done_before)
-        self.sample_ = sample_record
-        self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # draw, Lloyd, final inertia
-        log.info("fit: %d Lloyd passes over all rows after the sample, inertia %.6g", n_iter - done_before, inertia)
-        return {"seed": seeds[0], "centers": centers, "inertia": inertia, "counts": counts, "n_iter": n_iter,
-                "init_centers": init_centers, "init_info": init_info}
+        sums, counts, inertia = lloyd_step(X, centers, plan)
+        if sampled:
+            if inertias and start is None:
+                sample_record["inertia_all_rows_after_sample"] = float(inertias[0])
+            sample_record["inertia_all_rows_final"] = float(inertia)
+            sample_record["full_passes"] = int(n_iter - done_before)
+            self.sample_ = sample_record
+            self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # draw, Lloyd, final inertia
+            log.info("fit: %d Lloyd passes over all rows after the sample, inertia %.6g", n_iter - done_before,
+                     inertia)
+        else:
+            self.sample_ = None
+            self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # moments, Lloyd, final inertia
+        return {"seed": seeds[0], "centers": centers, "inertia": inertia, "counts": counts, "sums": sums,
+                "n_iter": n_iter, "init_centers": init_centers, "init_info": init_info}
+
+    def _run_starts(self, sample, seeds, tol):
+        """The starts: each one task fitting a nested subsample of the sample in memory
+        (job.sampling.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
+        by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
+        array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
+        from .local_kmeans import local_fit
+        from .sampling import START_MAX_ITER, SUBSAMPLE_STREAM, auto_starts, sample_rows, subsample_size
+
+        started = time.perf_counter()
+        m = int(sample.shape[0])
+        if not isinstance(self.init, str):
+            self.starts_ = []
+            centers = np.asarray(self.init, dtype=np.float64)
+            return centers, {"centers": centers.copy()}
+        if self.n_init in (None, "auto"):
+            seeds = [seeds[0] + i for i in range(auto_starts(m, self.n_clusters))]
+        size = subsample_size(m, self.n_clusters)
+        sub = sample_rows(sample, size, seeds[0], stream=SUBSAMPLE_STREAM) if size < m else sample
+        rows = delayed(np.concatenate)(list(sub.to_delayed().ravel()))
+        results = dask.compute(*[delayed(local_fit, name=f"local_fit-{uuid.uuid4().hex}")(
+            rows, self.n_clusters, seed, tol, min(self.max_iter, START_MAX_ITER)) for seed in seeds])
+        best = min(results, key=lambda r: r["inertia"])
+        self.starts_ = [{"seed": r["seed"], "inertia": r["inertia"], "n_iter": r["n_iter"], "init_seconds": 0.0,
+                         "lloyd_seconds": r["seconds"], "init_info": {"init": "k-means++"}} for r in results]
+        for r in results:
+            log.info("start (seed %s) on a subsample of %s rows: inertia %.6g after %d iterations, %.2f s%s",
+                     r["seed"], f"{int(sub.shape[0]):,}", r["inertia"], r["n_iter"], r["seconds"],
+                     " (best)" if r is best else "")
+        log.info("%d start(s) in %.2f s", len(results), time.perf_counter() - started)
+        return best["centers"], {
+            "centers": best["centers"].copy(), "subsample_rows": int(sub.shape[0]),
+            "starts": [{key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results]}
 
     def _best_of_starts(self, X, plan, seeds, tol, start, on_iteration) -> dict:
         self.starts_, best = [], None
@@ -379,8 +422,8 @@ class FusedKMeans(DaskMLKMeans):
         else:
             centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration)
         lloyd_seconds = time.perf_counter() - started
-        inertia, counts = inertia_and_counts(X, centers, plan)
-        return {"seed": seed, "centers": centers, "inertia": inertia, "counts": counts, "n_iter": n_iter,
+        sums, counts, inertia = lloyd_step(X, centers, plan)
+        return {"seed": seed, "centers": centers, "inertia": inertia, "counts": counts, "sums": sums, "n_iter": n_iter,
                 "init_centers": init_centers, "init_info": init_info, "init_seconds": init_seconds,
                 "lloyd_seconds": lloyd_seconds}
 
@@ -390,6 +433,8 @@ class FusedKMeans(DaskMLKMeans):
         if isinstance(self.init, str) and self.init == "k-means||":
             rounds = self.init_max_iter or DEFAULT_INIT_ROUNDS
             return kmeans_parallel(X, self.n_clusters, seed=seed, rounds=rounds, oversampling=self.oversampling_factor)
+        from dask_ml.cluster.k_means import k_init  # imported only here: dask_ml takes 1.4 s to import
+
         centers = k_init(X, self.n_clusters, init=self.init, random_state=seed, max_iter=self.init_max_iter,
                          oversampling_factor=self.oversampling_factor, n_init="auto")
         return np.asarray(centers, dtype=np.float64), {}
@@ -434,8 +479,17 @@ class FusedKMeans(DaskMLKMeans):
         return centers, n_iter
 
     def predict(self, X):
+        """Lazy int32 [n] labels of X: the nearest center of each row."""
         self._check_fitted()
         return predict_labels(_as_dask(X), self.cluster_centers_)
+
+    def transform(self, X, y=None):
+        """Lazy [n, k] Euclidean distances of X's rows to the centers."""
+        self._check_fitted()
+        X = _as_dask(X)
+        centers = self.cluster_centers_
+        return X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)),
+                            dtype=np.result_type(X.dtype, np.float32) if X.dtype.kind == "f" else np.float32)
 
     def _check_fitted(self):
         from sklearn.utils.validation import check_is_fitted
@@ -472,5 +526,8 @@ def _reseed_empty(X, centers, sums, counts, plan) -> tuple[np.ndarray, np.ndarra
 
 def make_estimator(engine: str, **params):
     """The estimator for `engine` ("fused" or "dask-ml") with dask-ml's parameters."""
-    cls = FusedKMeans if engine == "fused" else DaskMLKMeans
-    return cls(**params)
+    if engine == "fused":
+        return FusedKMeans(**params)
+    from dask_ml.cluster import KMeans as DaskMLKMeans
+
+    return DaskMLKMeans(**params)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 # Every name a run or sweep folder of ours may hold (predictions.csv is job.predict's default output).
 RUN_FILES = {"metrics.json", "summary.txt", "centers.png", "examples_closest.png", "examples_random.png",
              "confusion.png", "sizes.png", "pca.png", "labels.zarr", "model.npz", "centers.npy", "report.html",

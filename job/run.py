@@ -24,12 +24,13 @@ from filelock import FileLock, Timeout
 from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory, check_replaceable, lock_path
 from data_prep.redact import redact_text
 
-from . import checkpoint, evaluate, examples, kernels, plots, report, report_html
+from . import checkpoint, evaluate, examples, plots, report, report_html, scoring
+from .blockwise import take_rows
 from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
 from .config import JobConfig
 from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
 from .errors import ClusterError, DataError, JobError
-from .model import inertia_and_counts, make_estimator, predict_labels
+from .model import lloyd_step, make_estimator, predict_labels
 from .persist import decide_persist, persist_balanced
 from .phases import PhaseRecorder, peak_memory_per_process
 
@@ -49,14 +50,15 @@ def default_run_dir(root: Path = Path("runs")) -> Path:
 
 
 def versions() -> dict:
-    import dask_ml
+    from importlib.metadata import version
+
     import distributed
     import sklearn
     import zarr
 
     return {
         "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
-        "distributed": distributed.__version__, "dask_ml": dask_ml.__version__,
+        "distributed": distributed.__version__, "dask_ml": version("dask-ml"),  # not imported: it takes 1.4 s
         "scikit_learn": sklearn.__version__, "zarr": zarr.__version__,
     }
 
@@ -88,9 +90,9 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
         # dask-ml's inertia_ is the sum of *unsquared* distances whenever its last shift is above 1e-7
         # (dask_ml/cluster/k_means.py, _kmeans_single_lloyd): keep it for reference, report ours.
         record["dask_ml_reported_inertia"] = float(model.inertia_)
-        inertia, _ = inertia_and_counts(X, centers)
+        sums, counts, inertia = lloyd_step(X, centers)
     else:
-        inertia = model.inertia_
+        inertia, counts, sums = model.inertia_, model.counts_, model.cluster_sums_
         record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_,
                       starts=[{**s, "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_])
         record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
@@ -100,6 +102,7 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
             record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
                                 for key, value in model.sample_.items()}
     record["inertia"] = float(inertia) * PIXEL_SCALE**2
+    record["cluster_counts_and_sums"] = (counts, sums)  # for the evaluation; not recorded
     return model, centers, record
 
 
@@ -235,33 +238,17 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])
 
     with recorder.phase("evaluate"):
-        # One assignment pass: labels and squared distances (12 bytes a row) serve the metrics, the labels
-        # store, the silhouette and the choice of examples; dask computes both outputs of assign together.
-        labels, distances = assignment(X, raw_centers)
-        # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
-        regular = labels.rechunk(max(labels.chunks[0]))
-        table, _ = dask.compute(
-            evaluate.contingency(labels, data.labels, config.k),
-            da.to_zarr(regular, str(out / "labels.zarr"), compute=False),
-        )
-        ev = evaluate.label_metrics(table)
-        ev["contingency"] = table.tolist()
-        ev["silhouette_sample"] = min(config.silhouette_sample, data.n)
-        # One seeded sample, gathered once on the cluster, serves the silhouette and the PCA view.
         idx = evaluate.sample_indices(data.n, config.silhouette_sample, config.seed)
-        sample = None
-        if len(idx) >= 2:
-            Xs, ls = (a.persist() for a in evaluate.gather_sample(X, labels, idx))
-            sample = (Xs, ls, idx)
-        ev["silhouette"] = evaluate.sample_silhouette(Xs, ls, config.k) if sample else float("nan")
-        ev.update(evaluate.internal_criteria(X, labels, config.k))
+        counts, sums = fit_record.pop("cluster_counts_and_sums")
+        labels, ev, closest, random, sample = evaluate_at(X, data.labels, raw_centers, counts, sums, idx,
+                                                          config.examples_per_cluster, config.seed)
+        # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
+        labels.rechunk(max(labels.chunks[0])).to_zarr(str(out / "labels.zarr"))
         held_out = _held_out(config, raw_centers, ev) if config.split == "train" else None
 
     with recorder.phase("pick examples"):
-        closest, random = examples.example_indices(labels, distances, config.k, config.examples_per_cluster,
-                                                   config.seed)
-        closest_images = examples.gather_images(data.images, closest)
-        random_images = examples.gather_images(data.images, random)
+        closest_images = examples.gather_images(X, closest, data.image_shape)
+        random_images = examples.gather_images(X, random, data.image_shape)
 
     with recorder.phase("plot and save"):
         digits = ev["mapping_hungarian"]
@@ -269,15 +256,13 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
                            majority=ev["mapping_majority"])
         plots.plot_examples(closest_images, closest, digits, "Images closest to each center", out / "examples_closest.png")
         plots.plot_examples(random_images, random, digits, "Random images of each cluster", out / "examples_random.png")
-        plots.plot_confusion(table, digits, out / "confusion.png")
+        plots.plot_confusion(np.asarray(ev["contingency"]), digits, out / "confusion.png")
         plots.plot_sizes(ev["cluster_sizes"], digits, out / "sizes.png")
         report.write_model(out / "model.npz", centers, data.image_shape, digits, ev["mapping_majority"])
         np.save(out / "centers.npy", centers.astype(np.float32))
-        if sample is not None and len(sample[2]) >= 3:
-            Xs, ls, idx = sample
-            points = evaluate.pca_2d((Xs * PIXEL_SCALE).astype(np.float32))  # as before: float32 [0, 1]
-            truth = data.labels[idx].compute()
-            plots.plot_pca(points, ls.compute(), truth, out / "pca.png")
+        if len(sample.rows) >= 3:
+            points = evaluate.pca_2d(sample.rows, PIXEL_SCALE)
+            plots.plot_pca(points, sample.labels, sample.truth, out / "pca.png")
         strips = {c: _strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
 
     return {
@@ -296,15 +281,43 @@ def _strip(images: np.ndarray) -> np.ndarray:
     return strip
 
 
-def assignment(X: da.Array, centers: np.ndarray) -> tuple[da.Array, da.Array]:
-    """Persisted int32 labels and float64 squared distances of X to `centers`, from one pass over X."""
-    pairs = X.map_blocks(_label_distance_pairs, centers, chunks=(X.chunks[0], (2,)), dtype=np.float64).persist()
-    return pairs[:, 0].astype(np.int32), pairs[:, 1]
+@dataclass(frozen=True)
+class Sample:
+    """The silhouette's seeded sample: its rows (X's units), cluster labels and true digits."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    truth: np.ndarray
 
 
-def _label_distance_pairs(block: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    labels, dist = kernels.assign(block, centers)
-    return np.stack([labels.astype(np.float64), dist], axis=1)
+def evaluate_at(X: da.Array, truth: da.Array, centers: np.ndarray, counts: np.ndarray, sums: np.ndarray,
+                sample_index: np.ndarray, examples_per_cluster: int, seed: int):
+    """Score the clustering of X at `centers` (X's units) in one pass over X (job.scoring); counts [k] and
+    sums [k, p] are the fit's per-cluster counts and coordinate sums at those centers.
+
+    Returns (labels: int32 [n] persisted on the workers, the evaluation dict (label metrics, contingency,
+    silhouette, internal criteria), closest and random example indices [k, m], the silhouette's Sample).
+    """
+    k = len(centers)
+    counts, sums = np.asarray(counts), np.asarray(sums, dtype=np.float64)
+    means = sums / np.maximum(counts, 1)[:, None]
+    started = time.perf_counter()
+    labels, small = scoring.score_pass(X, truth, centers, means, examples_per_cluster=examples_per_cluster,
+                                       seed=seed, sample_index=sample_index)
+    ev = evaluate.label_metrics(small.contingency)
+    ev["contingency"] = small.contingency.tolist()
+    ev["calinski_harabasz"] = float(scoring.calinski_harabasz(counts, sums, small.sq_total)[0])
+    ev["davies_bouldin"] = scoring.davies_bouldin(counts, means, small.spread)
+    log.info("evaluation pass (labels, contingency, Calinski-Harabasz %.1f, Davies-Bouldin %.3f, examples, the "
+             "silhouette's %s rows) in %.2f s", ev["calinski_harabasz"], ev["davies_bouldin"],
+             f"{len(sample_index):,}", time.perf_counter() - started)
+    ev["silhouette_sample"] = int(len(sample_index))
+    started = time.perf_counter()
+    ev["silhouette"] = evaluate.sample_silhouette(small.sample_rows, small.sample_labels, k)
+    log.info("silhouette %.4f on %s rows in %.2f s", ev["silhouette"], f"{len(sample_index):,}",
+             time.perf_counter() - started)
+    sample = Sample(small.sample_rows, small.sample_labels, take_rows(truth, sample_index))
+    return labels, ev, examples.indices(small.closest), examples.indices(small.random), sample
 
 
 def _held_out(config: JobConfig, centers: np.ndarray, ev: dict) -> dict:

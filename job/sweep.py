@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import dask
 import numpy as np
 
 from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory
@@ -29,7 +28,7 @@ from .errors import DataError, JobError
 from .model import make_estimator
 from .persist import decide_persist, persist_balanced
 from .phases import PhaseRecorder, peak_memory_per_process
-from .run import RunResult, assignment, check_output_folder, default_run_dir, exclusive, versions
+from .run import RunResult, check_output_folder, default_run_dir, evaluate_at, exclusive, versions
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +168,11 @@ def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> dict:
     fit_seconds = time.perf_counter() - started
     raw_centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     centers = raw_centers * PIXEL_SCALE
-    labels, _ = assignment(X, raw_centers)
-    (table,) = dask.compute(evaluate.contingency(labels, data.labels, k))
-    ev = evaluate.label_metrics(table)
-    silhouette = (evaluate.silhouette(X, labels, k, config.silhouette_sample, config.seed)
-                  if config.silhouette_sample >= 2 else float("nan"))
-    criteria = evaluate.internal_criteria(X, labels, k)
+    idx = evaluate.sample_indices(data.n, config.silhouette_sample, config.seed)  # the same rows for every k
+    _, ev, _, _, _ = evaluate_at(X, data.labels, raw_centers, model.counts_, model.cluster_sums_, idx,
+                                 config.examples_per_cluster, config.seed)
+    silhouette = ev["silhouette"] if config.silhouette_sample >= 2 else float("nan")
+    criteria = {name: ev[name] for name in ("calinski_harabasz", "davies_bouldin")}
     plots.plot_centers(centers, data.image_shape, ev["mapping_hungarian"], ev["cluster_sizes"],
                        out / f"centers_k{k:02d}.png", majority=ev["mapping_majority"])
     return {"k": k, "inertia": float(model.inertia_) * PIXEL_SCALE**2, "n_iter": int(model.n_iter_), "silhouette": silhouette,

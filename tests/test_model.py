@@ -8,7 +8,7 @@ from distributed import Client, LocalCluster
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from job.dataset import open_dataset, to_features
+from job.dataset import flat_pixels, open_dataset, to_features
 from job.model import FusedKMeans, inertia_and_counts, lloyd_step
 
 
@@ -102,13 +102,36 @@ def test_fit_rejects_nan_and_too_few_samples(client):
 
 
 def test_n_init_keeps_the_best_of_its_starts(client, mnist_store):
+    """Plain Lloyd (sample_size=None): n_init full fits, the lowest inertia kept."""
     X = to_features(open_dataset(mnist_store, "test").images).persist()
-    singles = [FusedKMeans(n_clusters=10, random_state=20 + i).fit(X).inertia_ for i in range(3)]
-    model = FusedKMeans(n_clusters=10, random_state=20, n_init=3).fit(X)
+    singles = [FusedKMeans(n_clusters=10, random_state=20 + i, sample_size=None).fit(X).inertia_ for i in range(3)]
+    model = FusedKMeans(n_clusters=10, random_state=20, n_init=3, sample_size=None).fit(X)
     assert [s["seed"] for s in model.starts_] == [20, 21, 22]
     assert [s["inertia"] for s in model.starts_] == pytest.approx(singles, rel=1e-9)
     assert model.inertia_ == pytest.approx(min(singles), rel=1e-9)
     assert model.inertia_ <= min(singles) * (1 + 1e-9)
+
+
+def test_the_default_fit_continues_the_best_of_its_starts(client, mnist_store):
+    """The default (sampled) strategy: n_init starts on a subsample, each a single task; the one with the
+    lowest subsample inertia is the one Lloyd continues: its centers, recomputed here from the same rows
+    and seed, are the fit's init_centers_."""
+    from job.local_kmeans import local_fit
+    from job.model import relative_tol
+    from job.sampling import START_MAX_ITER, sample_rows
+
+    X = flat_pixels(open_dataset(mnist_store, "test").images).persist()
+    model = FusedKMeans(n_clusters=10, random_state=20, n_init=3, sample_size=5_000).fit(X)
+    assert [s["seed"] for s in model.starts_] == [20, 21, 22]
+    best = min(model.starts_, key=lambda s: s["inertia"])
+    sample = sample_rows(X, 5_000, 20).compute()  # 5,000 rows < 50,000: the subsample is the sample
+    assert model.sample_["subsample_rows"] == model.sample_["rows"] == len(sample)
+    rows = sample.astype(np.float64)
+    tol = relative_tol(1e-4, len(rows), rows.sum(axis=0), (rows**2).sum(axis=0))
+    again = local_fit(sample, 10, best["seed"], tol, START_MAX_ITER)
+    assert again["inertia"] == pytest.approx(best["inertia"], rel=1e-12)
+    np.testing.assert_allclose(model.init_centers_, again["centers"], rtol=1e-12)
+    assert len(FusedKMeans(n_clusters=10, random_state=20, sample_size=5_000).fit(X).starts_) == 4  # auto
 
 
 def test_an_empty_cluster_takes_a_far_point_out_of_its_old_cluster(client):

@@ -1,0 +1,83 @@
+"""The evaluation's single pass (job.scoring) against scikit-learn on the same labels, and its parts:
+example candidates, row gathering, Hamerly's Lloyd."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from job import examples, kernels
+from job.blockwise import take_rows
+from job.dataset import flat_pixels, open_dataset
+from job.local_kmeans import hamerly
+from job.model import FusedKMeans
+from job.run import evaluate_at
+
+
+def test_one_pass_gives_scikit_learns_metrics_for_the_same_labels(client, mnist_store):
+    data = open_dataset(mnist_store, "test")
+    X = flat_pixels(data.images).persist()
+    model = FusedKMeans(n_clusters=10, random_state=3, sample_size=None).fit(X)
+    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
+    idx = np.sort(np.random.default_rng(0).choice(data.n, 2_000, replace=False))
+    labels, ev, closest, random, sample = evaluate_at(X, data.labels, centers, model.counts_, model.cluster_sums_,
+                                                      idx, 4, seed=1)
+    Xn, truth, ours = X.compute().astype(np.float64), data.labels.compute(), labels.compute()
+    np.testing.assert_array_equal(ours, kernels.labels_of(X.compute(), centers))
+    assert ev["ari"] == pytest.approx(metrics.adjusted_rand_score(truth, ours), rel=1e-9)
+    assert ev["calinski_harabasz"] == pytest.approx(metrics.calinski_harabasz_score(Xn, ours), rel=1e-9)
+    assert ev["davies_bouldin"] == pytest.approx(metrics.davies_bouldin_score(Xn, ours), rel=1e-9)
+    assert ev["silhouette"] == pytest.approx(metrics.silhouette_score(Xn[idx], ours[idx]), abs=1e-5)
+    np.testing.assert_array_equal(sample.rows, X.compute()[idx])
+    np.testing.assert_array_equal(sample.labels, ours[idx])
+    np.testing.assert_array_equal(sample.truth, truth[idx])
+    # Examples: the 4 rows of each cluster nearest its center, every one in its cluster.
+    _, dist = kernels.assign(X.compute(), centers)
+    for c in range(10):
+        members = np.flatnonzero(ours == c)
+        expected = members[np.lexsort((members, dist[members]))][:4]
+        np.testing.assert_array_equal(closest[c], expected)
+        assert set(random[c]) <= set(members) and len(set(random[c])) == 4
+
+
+def test_example_candidates_are_the_m_best_per_cluster_with_ties_by_index():
+    def reference(scores, index, labels, k, m):
+        out = np.full((k, m, 2), [np.inf, -1.0])
+        order = np.lexsort((index, scores))
+        for c in range(k):
+            chosen = order[labels[order] == c][:m]
+            out[c, : len(chosen), 0], out[c, : len(chosen), 1] = scores[chosen], index[chosen]
+        return out
+
+    for trial in range(30):
+        rng = np.random.default_rng(trial)
+        n, k, m = int(rng.integers(1, 300)), int(rng.integers(1, 8)), int(rng.integers(1, 6))
+        scores = rng.integers(0, 5, n).astype(float)  # many ties
+        index = rng.permutation(n) + 1000
+        labels = rng.integers(0, k, n).astype(np.int32)
+        np.testing.assert_array_equal(examples._best(scores, index, labels, k, m), reference(scores, index, labels, k, m))
+
+
+def test_take_rows_returns_the_rows_asked_for_in_their_order():
+    X = np.arange(1000 * 3).reshape(1000, 3)
+    dX = da.from_array(X, chunks=(130, 3))
+    index = np.array([999, 0, 131, 130, 129, 500, 0])
+    np.testing.assert_array_equal(take_rows(dX, index), X[index])
+    assert take_rows(dX, []).shape == (0, 3)
+
+
+def test_hamerly_reaches_plain_lloyds_centers(mnist_store):
+    X = flat_pixels(open_dataset(mnist_store, "test").images).compute()
+    init = X[np.random.default_rng(2).choice(len(X), 10, replace=False)].astype(np.float64)
+    tol = 1e-4 * X.astype(np.float64).var(axis=0).mean()
+    centers, n_iter = hamerly(X, init, tol, 300)
+    plain = init.copy()
+    for plain_iter in range(1, 301):
+        sums, counts, _ = kernels.lloyd_partial(X, plain)
+        new = sums / counts[:, None]
+        shift = ((new - plain) ** 2).sum()
+        plain = new
+        if shift <= tol:
+            break
+    assert n_iter == plain_iter > 5
+    np.testing.assert_allclose(centers, plain, rtol=1e-9, atol=1e-9)
