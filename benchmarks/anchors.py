@@ -9,8 +9,9 @@ Every anchor runs in a fresh process of its own, one after the other, on the sam
   sample M + KMeans   KMeans(10, k-means++, n_init=1) on a uniform random sample of M rows (M = 2,560:
                       faiss' default of 256 per center; 100,000; 500,000), then every row assigned
   dask-ml             stock dask_ml.cluster.KMeans on a 2-worker LocalCluster, X persisted as float32
-  job (full Lloyd)    python -m job --sample-size all (every pass on all rows)
-  job (default)       python -m job, default settings (the sampled fit when n > 100,000)
+  job (full Lloyd)    python -m job --sample-size all (k-means|| and every Lloyd pass on all rows)
+  job (default)       python -m job, default settings: 4 single-task starts on a subsample, the best one
+                      continued on the sample (200,000 rows; all of them at 70k), then polished on all rows
 
 Data: n = 70,000 is MNIST (train + test, the job's default); larger n are the first n training images of
 the generated store (python -m data_prep.generate --n 8100000, seed 0: the same bytes on every machine),

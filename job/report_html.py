@@ -130,7 +130,9 @@ def write_run_report(out: Path, metrics: dict, example_strips: dict[int, np.ndar
                   ("Davies-Bouldin (all points)", "davies_bouldin"),
                   ("Calinski-Harabasz (all points)", "calinski_harabasz")]], ["metric", "value"])]
     if fit.get("starts") and len(fit["starts"]) > 1:
-        parts += ["<h3>Restarts (--n-init)</h3>",
+        rows = (fit.get("init") or {}).get("subsample_rows")
+        where = f"on a subsample of {rows:,} rows; the best one continued" if rows else "each a whole fit"
+        parts += [f"<h3>Starts (--n-init): inertia {where}</h3>",
                   _table([[s["seed"], s["inertia"], s["n_iter"]] for s in fit["starts"]], ["seed", "inertia", "iterations"])]
 
     parts.append("<h2>Cluster centers</h2>")

@@ -25,7 +25,6 @@ from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory, 
 from data_prep.redact import redact_text
 
 from . import checkpoint, evaluate, examples, plots, report, report_html, scoring
-from .blockwise import take_rows
 from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
 from .config import JobConfig
 from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
@@ -96,7 +95,7 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
         record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_,
                       starts=[{**s, "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_])
         record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
-        record["strategy"] = "sampled" if model.sample_ else "full"
+        record["strategy"] = model.strategy_
         record["passes_over_all_rows"] = model.passes_over_all_rows_
         if model.sample_:
             record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
@@ -316,7 +315,7 @@ def evaluate_at(X: da.Array, truth: da.Array, centers: np.ndarray, counts: np.nd
     ev["silhouette"] = evaluate.sample_silhouette(small.sample_rows, small.sample_labels, k)
     log.info("silhouette %.4f on %s rows in %.2f s", ev["silhouette"], f"{len(sample_index):,}",
              time.perf_counter() - started)
-    sample = Sample(small.sample_rows, small.sample_labels, take_rows(truth, sample_index))
+    sample = Sample(small.sample_rows, small.sample_labels, small.sample_truth)
     return labels, ev, examples.indices(small.closest), examples.indices(small.random), sample
 
 

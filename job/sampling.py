@@ -56,6 +56,7 @@ def sample_rows(X: da.Array, size: int, seed: int, stream: int = SAMPLE_STREAM) 
 # The subsample the starts run on is drawn from the sample by position in it, with a stream of its own.
 SUBSAMPLE_STREAM = 2**32 + 11
 SUBSAMPLE_ROWS_PER_CENTER = 5_000
+SEEDING_FLOOR_PER_CENTER = 1_000
 # Starts when n_init is "auto". Measured on 8.1M deformed digits (docs/benchmarks.md): starts on a
 # 50,000-row subsample fall into a few basins, and the subsample's inertia ranks them as the inertia over
 # all rows does (3 of 4 seeds within 0.0002% of each other, one 0.006% worse); the best of 4 is rarely
@@ -72,5 +73,7 @@ def auto_starts(m: int, k: int) -> int:
 
 
 def subsample_size(m: int, k: int) -> int:
-    """Rows of the starts' subsample: 5,000 per center, at most the whole sample."""
-    return min(m, SUBSAMPLE_ROWS_PER_CENTER * k)
+    """Rows of the starts' subsample: 5,000 per center, but at most a quarter of the sample, so that
+    the starts together cost about one fit of the sample (whose Lloyd then starts from the best of them);
+    never below 1,000 per center (nor above the whole sample)."""
+    return min(m, max(SEEDING_FLOOR_PER_CENTER * k, min(SUBSAMPLE_ROWS_PER_CENTER * k, m // 4)))

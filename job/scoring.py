@@ -74,6 +74,7 @@ class PassOne:
     random: np.ndarray  # [k, m, 2] (random key, row index)
     sample_rows: np.ndarray  # X's dtype [s, p]: the silhouette's rows, in index order
     sample_labels: np.ndarray  # int32 [s]
+    sample_truth: np.ndarray  # the true digits of those rows [s]
 
 
 def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, offset):
@@ -84,7 +85,7 @@ def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, offs
     closest, random = examples.chunk_candidates(labels, dist, offset, k, m, seed)
     lo, hi = np.searchsorted(sample_index, [offset, offset + len(X)])
     picked = sample_index[lo:hi] - offset
-    return labels, PassOne(table, spread, sq, closest, random, X[picked], labels[picked])
+    return labels, PassOne(table, spread, sq, closest, random, X[picked], labels[picked], truth[picked])
 
 
 def _merge(*parts) -> PassOne:
@@ -94,7 +95,7 @@ def _merge(*parts) -> PassOne:
     return PassOne(
         sum(p.contingency for p in parts), sum(p.spread for p in parts), sum(p.sq_total for p in parts),
         closest, random,
-        np.concatenate([p.sample_rows for p in parts]), np.concatenate([p.sample_labels for p in parts]),
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("sample_rows", "sample_labels", "sample_truth")),
     )
 
 
