@@ -71,7 +71,7 @@ def whole_fits(X, X_np, y, seed):
     for name, make in (
         ("scikit-learn k-means++", lambda: KMeans(10, random_state=seed, n_init=1)),
         ("dask-ml KMeans (stock)", lambda: DaskMLKMeans(10, random_state=seed)),
-        ("fused (job default)", lambda: FusedKMeans(10, random_state=seed)),
+        ("fused (k-means||, plain Lloyd)", lambda: FusedKMeans(10, random_state=seed, sample_size=None)),
     ):
         model = make()
         started = time.perf_counter()

@@ -53,7 +53,7 @@ def main():
         reduce_batching_latency(client)
         X = persist_balanced(client, X_lazy)
         for seed in range(args.seeds):
-            model = FusedKMeans(10, random_state=seed).fit(X)
+            model = FusedKMeans(10, random_state=seed, sample_size=None).fit(X)  # k-means||, then plain Lloyd
             rows.append(_row("ours: k-means|| + fused", seed, X, y, model.init_centers_, model.init_time_, model,
                              model.lloyd_time_, model.init_info_["passes"]))
 
