@@ -20,7 +20,7 @@ import numpy as np
 
 # Rows per center that greedy k-means++ seeds from: scikit-learn's kmeans_plusplus on all 50,000 rows of a
 # subsample took 1.2-1.5 s in a worker, more than the Lloyd iterations after it; on 1,000 rows per center
-# it takes a fifth of that, and its centers are only a start for Lloyd on all the rows.
+# it costs a fifth of that, and its centers are only a start for Lloyd on all the rows.
 SEEDING_ROWS_PER_CENTER = 1_000
 
 
@@ -128,13 +128,42 @@ def hamerly(X, centers, tol, max_iter):  # pragma: no cover - compiled
     return C, n_iter
 
 
+def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k centers (float64 [k, p]) chosen among X's rows by greedy k-means++ (Arthur & Vassilvitskii 2007,
+    with scikit-learn's 2 + ln k candidates per step, keeping the one that lowers the potential most).
+
+    Ours rather than scikit-learn's kmeans_plusplus: importing sklearn.cluster cost a fresh worker ~0.8 s
+    before its first start, and these are a few matrix products on at most 1,000 rows per center.
+    """
+    Xf = X.astype(np.float64)
+    norms = np.einsum("ij,ij->i", Xf, Xf)
+    trials = 2 + int(np.log(k))
+
+    def sq_dist(rows):  # [len(rows), n]
+        return np.maximum(norms[rows][:, None] - 2 * Xf[rows] @ Xf.T + norms[None, :], 0.0)
+
+    chosen = [int(rng.integers(len(X)))]
+    closest = sq_dist(np.array(chosen))[0]
+    for _ in range(1, k):
+        potential = closest.sum()
+        if potential <= 0:  # every row is a chosen center already: take any row not chosen
+            chosen.append(next(i for i in range(len(X)) if i not in chosen))
+            continue
+        candidates = np.searchsorted(np.cumsum(closest), rng.random(trials) * potential)
+        candidates = np.minimum(candidates, len(X) - 1)
+        options = np.minimum(closest[None, :], sq_dist(candidates))
+        best = int(np.argmin(options.sum(axis=1)))
+        chosen.append(int(candidates[best]))
+        closest = options[best]
+    return Xf[chosen].copy()
+
+
 def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> dict:
     """One start on X (an in-memory array, uint8 pixels or floats) in a single task: greedy k-means++
-    (scikit-learn's kmeans_plusplus, as its KMeans seeds itself) on a seeded SEEDING_ROWS_PER_CENTER * k
-    of its rows, then Lloyd on all of them by Hamerly's bounds until the
+    (as scikit-learn's KMeans seeds itself) on a seeded SEEDING_ROWS_PER_CENTER * k of its rows, then
+    Lloyd on all of them by Hamerly's bounds until the
     squared center shift is <= tol (absolute) or max_iter. Returns centers float64 [k, p], inertia (by
     job.kernels.lloyd_partial, the distributed loop's kernel), n_iter and seconds."""
-    from sklearn.cluster import kmeans_plusplus
     from threadpoolctl import threadpool_limits
 
     from . import kernels
@@ -145,8 +174,8 @@ def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> di
     rows = min(len(X), SEEDING_ROWS_PER_CENTER * k)
     seeding = X[np.sort(rng.choice(len(X), size=rows, replace=False))] if rows < len(X) else X
     with threadpool_limits(1):
-        init, _ = kmeans_plusplus(seeding.astype(np.float32), k, random_state=seed % 2**32)
-        centers, n_iter = hamerly(X, init.astype(np.float64), float(tol), int(max_iter))
+        init = greedy_kmeans_plusplus(seeding, k, rng)
+        centers, n_iter = hamerly(X, init, float(tol), int(max_iter))
         _, _, inertia = kernels.lloyd_partial(X, centers)
     return {"seed": int(seed), "centers": centers, "inertia": float(inertia), "n_iter": int(n_iter),
             "seconds": time.perf_counter() - started}
