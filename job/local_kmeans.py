@@ -133,8 +133,9 @@ def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> n
     """k centers (float64 [k, p]) chosen among X's rows by greedy k-means++ (Arthur & Vassilvitskii 2007,
     with scikit-learn's 2 + ln k candidates per step, keeping the one that lowers the potential most).
 
-    Ours rather than scikit-learn's kmeans_plusplus: importing sklearn.cluster cost a fresh worker ~0.8 s
-    before its first start, and these are a few matrix products on at most 1,000 rows per center.
+    Ours rather than scikit-learn's kmeans_plusplus: importing scikit-learn costs a fresh worker ~0.8 s
+    (its import time here) before its first start, and these are a few matrix products on at most 1,000
+    rows per center.
     """
     Xf = X.astype(np.float64)
     norms = np.einsum("ij,ij->i", Xf, Xf)
