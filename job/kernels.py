@@ -103,6 +103,18 @@ def labels_of(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return assign(X, centers)[0]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _nearest(d, i):  # pragma: no cover - compiled
+    """(index, value) of the smallest of d[i] (the first on ties, as np.argmin)."""
+    best = 0
+    best_d = d[i, 0]
+    for j in range(1, d.shape[1]):
+        if d[i, j] < best_d:
+            best_d = d[i, j]
+            best = j
+    return best, best_d
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _accumulate(xb, d, sums, counts):  # pragma: no cover - compiled
     """For each row: argmin of its distances, then add the row to that cluster's sum (float64).
@@ -110,15 +122,9 @@ def _accumulate(xb, d, sums, counts):  # pragma: no cover - compiled
     Returns the block's inertia: sum of min(d) + ||x||^2, each clipped at 0.
     """
     b, p = xb.shape
-    k = d.shape[1]
     inertia = 0.0
     for i in range(b):
-        best = 0
-        best_d = d[i, 0]
-        for j in range(1, k):
-            if d[i, j] < best_d:
-                best_d = d[i, j]
-                best = j
+        best, best_d = _nearest(d, i)
         counts[best] += 1
         norm = 0.0
         for f in range(p):
@@ -162,15 +168,9 @@ def _label_block(xb, d, means, labels, dist, spread):  # pragma: no cover - comp
     [b] and dist [b], and the row's (unsquared) distance to the mean of that cluster added to spread [k].
     Returns the block's total of squared norms (exact for integer pixels)."""
     b, p = xb.shape
-    k = d.shape[1]
     sq_total = 0.0
     for i in range(b):
-        best = 0
-        best_d = d[i, 0]
-        for j in range(1, k):
-            if d[i, j] < best_d:
-                best_d = d[i, j]
-                best = j
+        best, best_d = _nearest(d, i)
         norm = 0.0
         to_mean = 0.0
         for f in range(p):
