@@ -213,7 +213,9 @@ def plot(rows: list[dict], n: int, path: Path, cores: int | None = None) -> None
         is_job = r["anchor"].startswith("job")
         ax.scatter(r["fit s"], r["inertia"], s=60 if is_job else 35, marker="*" if is_job else "o",
                    color="crimson" if is_job else "steelblue", zorder=3)
-        ax.annotate(r["anchor"], (r["fit s"], r["inertia"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # The job's labels below their points, the anchors' above: they sit close together.
+        ax.annotate(r["anchor"], (r["fit s"], r["inertia"]), textcoords="offset points",
+                    xytext=(6, -12) if is_job else (6, 4), fontsize=8, color="crimson" if is_job else "black")
     ax.set_xscale("log")
     ax.set_xlabel("fit wall time, s (log scale)")
     ax.set_ylabel("inertia over all rows (lower is better)")
