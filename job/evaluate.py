@@ -124,27 +124,6 @@ def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def _silhouette_rows(xb, lb, X_all, l_all, k):
-    """Silhouette values s(i) of the rows xb against the whole sample (X_all, l_all), in float64.
-
-    s(i) = (b - a) / max(a, b), with a the mean distance to the other members of its cluster and b the
-    smallest mean distance to another cluster; 0 for a point alone in its cluster (as scikit-learn).
-
-    The [b, m] distance product runs in float32 (half the time of float64 BLAS: ~160 GFLOP for a
-    10,000-row sample of MNIST) with the norms in float64; the means over clusters are float64 sums. Its
-    result differs from a float64 computation by ~1e-6.
-    """
-    x32, all32 = xb.astype(np.float32), X_all.astype(np.float32)
-    cross = (x32 @ all32.T).astype(np.float64)
-    x_sq = np.einsum("ij,ij->i", xb.astype(np.float64), xb.astype(np.float64))
-    all_sq = np.einsum("ij,ij->i", X_all.astype(np.float64), X_all.astype(np.float64))
-    sq = x_sq[:, None] - 2 * cross + all_sq[None, :]
-    dist = np.sqrt(np.maximum(sq, 0.0))
-    onehot = np.zeros((len(l_all), k))
-    onehot[np.arange(len(l_all)), l_all] = 1.0
-    return _silhouette_from_sums(dist @ onehot, lb, onehot.sum(0))
-
-
 def silhouette(X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: int, block_rows: int = 1000) -> float:
     """Mean silhouette of a seeded random sample of rows, computed on the workers.
 
@@ -195,7 +174,10 @@ def _silhouette_pair(X_all, l_all, i, j, rows, k):
 
 
 def _silhouette_from_sums(sums: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """s(i) from each row's summed distances to every cluster [m, k], as _silhouette_rows."""
+    """s(i) = (b - a) / max(a, b) from each row's summed distances to every cluster [m, k]: a the mean
+    distance to the other members of its cluster, b the smallest mean distance to another cluster; 0 for
+    a point alone in its cluster (as scikit-learn). The distance products run in float32 (half the time
+    of float64 BLAS) with the norms and the sums in float64: ~1e-6 from a float64 computation."""
     own = labels.astype(np.int64)
     own_size = sizes[own]
     rows = np.arange(len(own))

@@ -79,6 +79,12 @@ def test_silhouette_on_the_cluster_matches_sklearn(client, mnist_store):
 
 
 def test_silhouette_of_a_single_point_cluster_is_zero():
-    X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]])
-    values = evaluate._silhouette_rows(X, np.array([0, 0, 1]), X, np.array([0, 0, 1]), 2)
-    np.testing.assert_allclose(values, metrics.silhouette_samples(X, [0, 0, 1]))
+    """A point alone in its cluster scores 0 (as scikit-learn), whichever blocks of the symmetric
+    distance matrix hold it."""
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.2, 0.1], [0.0, 0.3]])
+    labels = np.array([0, 0, 1, 0, 0])
+    reference = metrics.silhouette_samples(X, labels)
+    assert reference[2] == 0.0
+    for block_rows in (1, 2, 5):
+        ours = evaluate.sample_silhouette(X, labels, 2, block_rows=block_rows)
+        assert ours == pytest.approx(reference.mean(), abs=1e-6)
