@@ -64,7 +64,8 @@ def versions() -> dict:
 
 def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | None):
     """Fit on the uint8 pixels X; return (model, centers in raw 0-255 pixel units, the fit's record with
-    the inertia in [0, 1] units, as the figures and metrics report it)."""
+    the inertia in [0, 1] units, as the figures and metrics report it, and the per-cluster (counts, sums)
+    at those centers, raw units, for the evaluation)."""
     if config.engine == "dask-ml":
         X = X.astype(np.float32)  # stock dask-ml computes in X's dtype: give it floats (in raw units)
     model = make_estimator(
@@ -101,8 +102,7 @@ def _fit(config: JobConfig, X: da.Array, partial: Path, resume_state: dict | Non
             record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
                                 for key, value in model.sample_.items()}
     record["inertia"] = float(inertia) * PIXEL_SCALE**2
-    record["cluster_counts_and_sums"] = (counts, sums)  # for the evaluation; not recorded
-    return model, centers, record
+    return model, centers, record, (counts, sums)
 
 
 # What distributed raises when the scheduler disappears under a running computation.
@@ -231,14 +231,13 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         log.info("persist decision: %s", reason)
         if persist:
             X = persist_balanced(client, X)
-        model, raw_centers, fit_record = _fit(config, X, partial, resume_state)
+        model, raw_centers, fit_record, (counts, sums) = _fit(config, X, partial, resume_state)
         centers = raw_centers * PIXEL_SCALE  # [0, 1], what the figures, the model file and predict use
         fit_record.update(persisted=persist, persist_reason=reason)
         log.info("fit: %d iterations, inertia %.6g", fit_record["n_iter"], fit_record["inertia"])
 
     with recorder.phase("evaluate"):
         idx = evaluate.sample_indices(data.n, config.silhouette_sample, config.seed)
-        counts, sums = fit_record.pop("cluster_counts_and_sums")
         labels, ev, closest, random, sample = evaluate_at(X, data.labels, raw_centers, counts, sums, idx,
                                                           config.examples_per_cluster, config.seed)
         # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
