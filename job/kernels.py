@@ -65,20 +65,27 @@ def _block_distances(xb: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray
     return d
 
 
+def distance_blocks(X: np.ndarray, centers: np.ndarray):
+    """(start, block of rows as floats, its distances up to ||x||^2 [b, k]) for each block of
+    BLOCK_ROWS rows of X, against `centers` in X's compute type. The float block and the distance
+    block are reused buffers (see as_float): use them before asking for the next."""
+    centers = centers.astype(compute_dtype(X.dtype), copy=False)
+    centers_sq = squared_norms(centers)
+    buffer = _buffer(X)
+    dbuf = np.empty((min(BLOCK_ROWS, len(X)), len(centers)), dtype=centers.dtype)
+    for start in range(0, len(X), BLOCK_ROWS):
+        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
+        yield start, xb, _block_distances(xb, centers, centers_sq, dbuf)
+
+
 def assign(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest center of each row and its squared distance (float64, clipped at 0).
 
     Returns labels int32 [m] and min_sq_dist float64 [m].
     """
-    centers = centers.astype(compute_dtype(X.dtype), copy=False)
-    centers_sq = squared_norms(centers)
     labels = np.empty(len(X), dtype=np.int32)
     dist = np.empty(len(X), dtype=np.float64)
-    buffer = _buffer(X)
-    dbuf = np.empty((min(BLOCK_ROWS, len(X)), len(centers)), dtype=centers.dtype)
-    for start in range(0, len(X), BLOCK_ROWS):
-        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
-        d = _block_distances(xb, centers, centers_sq, dbuf)
+    for start, xb, d in distance_blocks(X, centers):
         lab = d.argmin(axis=1)
         labels[start : start + len(xb)] = lab
         dmin = d[np.arange(len(xb)), lab].astype(np.float64) + squared_norms(xb)
@@ -88,14 +95,9 @@ def assign(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def center_distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Euclidean distances [m, k] of the rows to every center, block by block."""
-    centers = centers.astype(compute_dtype(X.dtype), copy=False)
-    centers_sq = squared_norms(centers)
-    out = np.empty((len(X), len(centers)), dtype=centers.dtype)
-    buffer = _buffer(X)
-    for start in range(0, len(X), BLOCK_ROWS):
-        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
-        d = _block_distances(xb, centers, centers_sq) + squared_norms(xb)[:, None]
-        out[start : start + len(xb)] = np.sqrt(np.maximum(d, 0))
+    out = np.empty((len(X), len(centers)), dtype=compute_dtype(X.dtype))
+    for start, xb, d in distance_blocks(X, centers):
+        out[start : start + len(xb)] = np.sqrt(np.maximum(d + squared_norms(xb)[:, None], 0))
     return out
 
 
@@ -148,16 +150,10 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     took 27 ms per 35,000 MNIST rows on one core; this takes 16 ms (benchmarks/lloyd_kernel.py).
     """
     k, p = centers.shape
-    centers = centers.astype(compute_dtype(X.dtype), copy=False)
-    centers_sq = squared_norms(centers)
     sums = np.zeros((k, p), dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     inertia = 0.0
-    buffer = _buffer(X)
-    dbuf = np.empty((min(BLOCK_ROWS, len(X)), k), dtype=centers.dtype)
-    for start in range(0, len(X), BLOCK_ROWS):
-        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
-        d = _block_distances(xb, centers, centers_sq, dbuf)
+    for _, xb, d in distance_blocks(X, centers):
         inertia += _accumulate(xb, d, sums, counts)
     return sums, counts, inertia
 
@@ -191,19 +187,12 @@ def assign_with_means(X: np.ndarray, centers: np.ndarray, means: np.ndarray):
 
     Returns labels int32 [m], squared distances float64 [m], spread float64 [k], squared-norm total.
     """
-    k, p = centers.shape
-    centers = centers.astype(compute_dtype(X.dtype), copy=False)
-    centers_sq = squared_norms(centers)
     means = np.ascontiguousarray(means, dtype=np.float64)
     labels = np.empty(len(X), dtype=np.int32)
     dist = np.empty(len(X), dtype=np.float64)
-    spread = np.zeros(k, dtype=np.float64)
+    spread = np.zeros(len(centers), dtype=np.float64)
     sq_total = 0.0
-    buffer = _buffer(X)
-    dbuf = np.empty((min(BLOCK_ROWS, len(X)), k), dtype=centers.dtype)
-    for start in range(0, len(X), BLOCK_ROWS):
-        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
-        d = _block_distances(xb, centers, centers_sq, dbuf)
+    for start, xb, d in distance_blocks(X, centers):
         stop = start + len(xb)
         sq_total += _label_block(xb, d, means, labels[start:stop], dist[start:stop], spread)
     return labels, dist, spread, sq_total
