@@ -1,6 +1,4 @@
-import sys
-
-from .cli import main
+from .cli import console_main
 
 if __name__ == "__main__":  # workers start with spawn and re-import __main__
-    sys.exit(main())
+    console_main()

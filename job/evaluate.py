@@ -7,12 +7,14 @@ small [k, n_classes] table alone. The silhouette is computed on the workers over
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask
 import dask.array as da
 import numpy as np
 from dask import delayed
+from distributed import default_client
 from scipy.optimize import linear_sum_assignment
 from scipy.special import comb
 
@@ -137,23 +139,44 @@ def silhouette(X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: i
 
 
 def sample_silhouette(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> float:
-    """Mean silhouette of the sample (Xs [s, p], ls [s]), on the cluster: the sample is sent once, and
-    each task computes the distances between two blocks of rows, i <= j, and their sums per cluster for
-    the rows of both (the distance matrix is symmetric: half the ~160 GFLOP of a 10,000-row sample)."""
+    """Mean silhouette of the sample (Xs [s, p], ls [s]), on the cluster (see silhouette_later)."""
+    return silhouette_later(Xs, ls, k, block_rows)()
+
+
+def silhouette_later(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> Callable[[], float]:
+    """Start the mean silhouette of the sample (Xs [s, p], ls [s]) on the cluster and return a function
+    that waits for it, so that the client draws the figures meanwhile. The sample is sent once, and each
+    task computes the distances between two blocks of rows, i <= j, and their sums per cluster for the
+    rows of both (the distance matrix is symmetric: half the ~160 GFLOP of a 10,000-row sample)."""
     n = len(Xs)
     if n < 2 or k < 2:
-        return float("nan")
+        return lambda: float("nan")
     ls = np.asarray(ls, dtype=np.int64)
     X_all, l_all = delayed(np.asarray(Xs)), delayed(ls)
     starts = range(0, n, block_rows)
     pairs = [(i, j) for i in starts for j in starts if j >= i]
-    parts = dask.compute(*[delayed(_silhouette_pair)(X_all, l_all, i, j, block_rows, k) for i, j in pairs])
-    sums = np.zeros((n, k))
-    for (i, j), (to_j, to_i) in zip(pairs, parts):
-        sums[i : i + block_rows] += to_j
-        if j != i:
-            sums[j : j + block_rows] += to_i
-    return float(_silhouette_from_sums(sums, ls, np.bincount(ls, minlength=k)).mean())
+
+    def finish(parts) -> float:
+        sums = np.zeros((n, k))
+        for (i, j), (to_j, to_i) in zip(pairs, parts):
+            sums[i : i + block_rows] += to_j
+            if j != i:
+                sums[j : j + block_rows] += to_i
+        return float(_silhouette_from_sums(sums, ls, np.bincount(ls, minlength=k)).mean())
+
+    return _later([delayed(_silhouette_pair)(X_all, l_all, i, j, block_rows, k) for i, j in pairs], finish)
+
+
+def _later(tasks: list, finish: Callable):
+    """Start dask `tasks` on the default distributed client and return a function that waits for them
+    and returns finish(their results); with no distributed client they run now."""
+    try:
+        client = default_client()
+    except ValueError:
+        results = dask.compute(*tasks)
+        return lambda: finish(results)
+    futures = client.compute(tasks)
+    return lambda: finish(client.gather(futures))
 
 
 def _silhouette_pair(X_all, l_all, i, j, rows, k):
@@ -202,13 +225,18 @@ def _pca_2d(Xs: np.ndarray, scale: float) -> np.ndarray:
 
 
 def pca_2d(Xs: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """The sample [s, p] times `scale` projected on its first two principal components, in one task on
-    the cluster (the rows travel as they are: uint8 pixels are 8x smaller than float64).
+    """The sample [s, p] times `scale` projected on its first two principal components [s, 2]."""
+    return pca_2d_later(Xs, scale)()
+
+
+def pca_2d_later(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]:
+    """Start pca_2d in one task on the cluster (the rows travel as they are: uint8 pixels are 8x smaller
+    than float64) and return a function that waits for the projection.
 
     A 784 x 784 eigenproblem in one task instead of dask-ml's PCA on a one-chunk array, which took 3.5 s
     for a 10,000-row sample (2 cores).
     """
-    return np.asarray(delayed(_pca_2d)(np.asarray(Xs), scale).compute())
+    return _later([delayed(_pca_2d)(np.asarray(Xs), scale)], lambda results: np.asarray(results[0]))
 
 
 # --- internal criteria: Calinski-Harabasz and Davies-Bouldin, by two reductions over X -----------------

@@ -169,12 +169,13 @@ def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> dict:
     raw_centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     centers = raw_centers * PIXEL_SCALE
     idx = evaluate.sample_indices(data.n, config.silhouette_sample, config.seed)  # the same rows for every k
-    _, ev, _, _, _ = evaluate_at(X, data.labels, raw_centers, model.counts_, model.cluster_sums_, idx,
-                                 config.examples_per_cluster, config.seed)
-    silhouette = ev["silhouette"] if config.silhouette_sample >= 2 else float("nan")
+    _, ev, _, _, sample = evaluate_at(X, data.labels, raw_centers, model.counts_, model.cluster_sums_, idx,
+                                      config.examples_per_cluster, config.seed)
+    silhouette = evaluate.silhouette_later(sample.rows, sample.labels, k)  # on the workers while we draw
     criteria = {name: ev[name] for name in ("calinski_harabasz", "davies_bouldin")}
     plots.plot_centers(centers, data.image_shape, ev["mapping_hungarian"], ev["cluster_sizes"],
                        out / f"centers_k{k:02d}.png", majority=ev["mapping_majority"])
+    silhouette = silhouette() if config.silhouette_sample >= 2 else float("nan")
     return {"k": k, "inertia": float(model.inertia_) * PIXEL_SCALE**2, "n_iter": int(model.n_iter_), "silhouette": silhouette,
             "ari": ev["ari"], "nmi": ev["nmi"], "accuracy_hungarian": ev["accuracy_hungarian"],
             "accuracy_majority": ev["accuracy_majority"], **criteria, "fit_seconds": fit_seconds,
