@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     add_source_arguments(p)
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--cluster-config", type=Path, default=None, help="cluster_config/*.yaml (default local.yaml)")
+    p.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
+                   help="a cluster config YAML file or a shipped one's name (default local.yaml)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing cluster")
     p.add_argument("--n-workers", type=int, default=None)
     p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
@@ -222,9 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
 
     def body():
-        from job.cli import DEFAULT_CLUSTER_CONFIG
         from job.cluster import connect
-        from job.cluster_config import load_cluster_config
+        from job.cluster_config import DEFAULT_CLUSTER_CONFIG, load_cluster_config
         from job.errors import JobError
 
         if not args.mnist.exists():

@@ -15,12 +15,12 @@ from data_prep.convert import prepare_dataset
 from data_prep.errors import DataPrepError
 from data_prep.zarr_store import DEFAULT_CHUNK_SIZE, is_url
 
+from .cluster_config import DEFAULT_CLUSTER_CONFIG, shipped_configs
 from .config import ENGINES, SPLITS, JobConfig, load_cluster_config
 from .errors import JobError
 from .run import run_job
 from .sweep import parse_k, run_sweep
 
-DEFAULT_CLUSTER_CONFIG = Path(__file__).resolve().parent.parent / "cluster_config" / "local.yaml"
 log = logging.getLogger(__name__)
 
 
@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Lloyd iterations between checkpoints")
 
     cl = p.add_argument_group("cluster")
-    cl.add_argument("--cluster-config", type=Path, default=DEFAULT_CLUSTER_CONFIG,
-                    help="YAML file in cluster_config/ (default: local.yaml)")
+    cl.add_argument("--cluster-config", default=DEFAULT_CLUSTER_CONFIG, metavar="FILE|NAME",
+                    help="a cluster config YAML file, or the name of one shipped with the package: "
+                    f"{', '.join(shipped_configs())} (default {DEFAULT_CLUSTER_CONFIG})")
     cl.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)")
     cl.add_argument("--scheduler-file", default=None, metavar="FILE",

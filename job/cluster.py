@@ -137,6 +137,17 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
         yield client
 
 
+@contextmanager
+def use_or_connect(config: ClusterConfig, client: Client | None) -> Iterator[Client]:
+    """Yield `client` as it is when given (the caller's: nothing of it is closed or reconfigured here),
+    else a client connected to `config`, closed with what it started on the way out."""
+    if client is not None:
+        yield client
+        return
+    with connect(config) as connected:
+        yield connected
+
+
 # Exceptions that already carry the one sentence the user needs (our DataPrepError subclasses, e.g. a
 # damaged chunk found by a worker): the client re-raises them and the CLI prints that sentence.
 _OWN_ERRORS = ("DamagedChunkError", "StoreError")

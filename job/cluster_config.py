@@ -12,6 +12,7 @@ the chosen kind does not know, and fields it needs but lacks, are errors naming 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import ipaddress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -237,17 +238,40 @@ def _security_from(mapping) -> SecurityConfig:
     return SecurityConfig(**mapping)
 
 
+# The package the shipped cluster_config/*.yaml files are installed as (pyproject.toml maps the folder).
+PRESETS_PACKAGE = "job.presets"
+DEFAULT_CLUSTER_CONFIG = "local.yaml"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the cluster configs shipped with the package (local.yaml, scheduler.yaml, ...)."""
+    return sorted(f.name for f in importlib.resources.files(PRESETS_PACKAGE).iterdir() if f.name.endswith(".yaml"))
+
+
+def resolve_config_path(value: str | Path) -> Path:
+    """A cluster config's file: `value` itself when it exists, else, for a bare name such as
+    "local.yaml", the one shipped with the package (installed or in a checkout), else `value` (so that
+    reading it says what is missing)."""
+    path = Path(value)
+    if path.exists() or path.name != str(value):
+        return path
+    shipped = importlib.resources.files(PRESETS_PACKAGE) / path.name
+    return Path(str(shipped)) if shipped.is_file() else path
+
+
 def load_cluster_config(path: str | Path, **overrides) -> ClusterConfig:
-    """Read a cluster_config/*.yaml file; `overrides` whose value is not None win over the file.
+    """Read a cluster config YAML file, or a shipped one by name (resolve_config_path); `overrides`
+    whose value is not None win over the file.
 
     `address` or `scheduler_file` among the overrides switch to kind scheduler (keeping the file's
     security section); other overrides must be keys the file's kind knows.
     """
-    path = Path(path)
+    path = resolve_config_path(path)
     try:
         mapping = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: cluster config not found") from None
+        raise ConfigError(f"{path}: cluster config not found (shipped ones, by name: "
+                          f"{', '.join(shipped_configs())})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(mapping, dict):

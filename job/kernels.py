@@ -159,6 +159,40 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
+def _accumulate_weighted(xb, wb, d, sums, counts):  # pragma: no cover - compiled
+    """_accumulate with a weight per row: each row adds w * row to its cluster's sum, w to its weight
+    (counts, float64) and w * its squared distance to the inertia."""
+    b, p = xb.shape
+    inertia = 0.0
+    for i in range(b):
+        best, best_d = _nearest(d, i)
+        w = wb[i]
+        counts[best] += w
+        norm = 0.0
+        for f in range(p):
+            v = xb[i, f]
+            sums[best, f] += w * v
+            norm += v * v
+        dist = best_d + norm
+        if dist > 0.0:
+            inertia += w * dist
+    return inertia
+
+
+def lloyd_partial_weighted(X: np.ndarray, w: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """lloyd_partial with sample weights w [m]: (weighted sums float64 [k, p], total weight per cluster
+    float64 [k], weighted inertia), as scikit-learn's Lloyd step with sample_weight."""
+    k, p = centers.shape
+    sums = np.zeros((k, p), dtype=np.float64)
+    counts = np.zeros(k, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    inertia = 0.0
+    for start, xb, d in distance_blocks(X, centers):
+        inertia += _accumulate_weighted(xb, w[start : start + len(xb)], d, sums, counts)
+    return sums, counts, inertia
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
 def _label_block(xb, d, means, labels, dist, spread):  # pragma: no cover - compiled
     """For each row: the nearest center (argmin of d) and its squared distance (clipped at 0) into labels
     [b] and dist [b], and the row's (unsquared) distance to the mean of that cluster added to spread [k].
@@ -214,19 +248,27 @@ def add_partials(*partials):
     return sums, counts, inertia
 
 
-def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The m rows farthest from their nearest center: (squared distances [m'], rows float64 [m', p],
-    their nearest centers int64 [m']), m' <= m, farthest first."""
+def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int, w: np.ndarray | None = None):
+    """The m rows farthest from their nearest center (rows of weight 0 excluded): (squared distances
+    [m'], rows float64 [m', p], their nearest centers int64 [m'], their weights float64 [m']), m' <= m,
+    farthest first."""
     labels, dist = assign(X, centers)
-    far = np.argsort(-dist, kind="stable")[:m]
-    return dist[far], X[far].astype(np.float64), labels[far].astype(np.int64)
+    w = np.ones(len(X)) if w is None else np.asarray(w, dtype=np.float64)
+    eligible = np.flatnonzero(w > 0)
+    far = eligible[np.argsort(-dist[eligible], kind="stable")[:m]]
+    return dist[far], X[far].astype(np.float64), labels[far].astype(np.int64), w[far]
+
+
+def farthest_rows_weighted(X: np.ndarray, w: np.ndarray, centers: np.ndarray, m: int):
+    """farthest_rows for a chunk of X and its weights (job.blockwise.boxed_pairs' argument order)."""
+    return farthest_rows(X, centers, m, w)
 
 
 def merge_farthest(*parts):
-    dist, rows, owners = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    dist, rows, owners, weights = (np.concatenate([p[i] for p in parts]) for i in range(4))
     m = max(len(p[0]) for p in parts)
     keep = np.argsort(-dist, kind="stable")[:m]
-    return dist[keep], rows[keep], owners[keep]
+    return dist[keep], rows[keep], owners[keep], weights[keep]
 
 
 def chunk_moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, bool]:

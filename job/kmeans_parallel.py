@@ -29,8 +29,9 @@ import dask.array as da
 import numpy as np
 from dask import delayed
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 
-from .blockwise import per_chunk, unbox
+from .blockwise import boxed_pairs, per_chunk, unbox
 from .rng import uniforms
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,36 @@ def _chunk_weights(X, candidates, n_far, offset):
     return counts, dist[far], offset + far
 
 
+def _chunk_costs_weighted(X, w, C):
+    return w * _min_sq_dist(X, C)
+
+
+def _chunk_update_weighted(X, w, costs, new_points):
+    return np.minimum(costs, w * _min_sq_dist(X, new_points))
+
+
+def _chunk_weights_weighted(X, w, candidates, n_far, offset):
+    """_chunk_weights with sample weights: each candidate weighs the total weight of the rows nearest
+    to it; rows of weight 0 are never among the farthest."""
+    dist, nearest = _min_sq_dist(X, candidates, with_argmin=True)
+    counts = np.bincount(nearest, weights=w, minlength=len(candidates))
+    dist = np.where(w > 0, dist, 0.0)
+    far = np.argsort(-dist, kind="stable")[:n_far]
+    return counts, dist[far], offset + far
+
+
+def _first_index(n: int, seed: int, weights) -> int:
+    """The first center's row: uniform over the rows, or drawn with probability proportional to its
+    weight (weighted k-means++'s first draw), from the same seeded uniform."""
+    u = float(uniforms([0], seed, 0)[0])
+    if weights is None:
+        return int(u * n)
+    cumulative = np.cumsum(np.asarray(weights.compute(), dtype=np.float64))
+    if not cumulative[-1] > 0:
+        raise ValueError("sample_weight sums to zero: there is nothing to cluster")
+    return int(min(np.searchsorted(cumulative, u * cumulative[-1], side="right"), n - 1))
+
+
 def _sum(values):
     return float(np.sum(values))
 
@@ -96,8 +127,13 @@ def _rows(X: da.Array, index, reads: list) -> np.ndarray:
     return X[index].compute().astype(np.float64)
 
 
-def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversampling: float = 2.0):
+def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversampling: float = 2.0, weights=None):
     """k initial centers for X [n, p] by k-means||; returns (centers float64 [k, p], info dict).
+
+    weights: sample weights, a float64 dask array [n] chunked like X, or None. With weights, a row's cost
+    is its weight times its squared distance (the objective scikit-learn's weighted k-means++ samples
+    by), the first center is drawn in proportion to the weights, and each candidate weighs the total
+    weight of the rows nearest to it.
 
     info: first_index, rounds, candidates, passes (full passes over X), chunk_reads (every chunk read of
     X: the full passes and the row gathers), phi per round, seconds.
@@ -108,13 +144,17 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
         raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
     ell = oversampling * k
 
-    first = int(uniforms([0], seed, 0)[0] * n)
+    first = _first_index(n, seed, weights)
     chosen = {first}
     gathers: list[int] = []
     candidates = [_rows(X, [first], gathers)]
     # Per-point costs stay on the cluster as a persisted dask array chunked like X; each pass over X runs
     # in the tasks that read X's chunks (job.blockwise: fused, so streamed chunks never travel).
-    costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
+    if weights is None:
+        costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
+    else:
+        costs = da.blockwise(_chunk_costs_weighted, "i", X, "ij", weights, "i", delayed(candidates[0]), None,
+                             concatenate=True, dtype=np.float64).persist()
     phi = float(costs.sum().compute())
     passes, phis = 1, [phi]
     log.info("k-means|| seed %d: first center row %d, cost %.6g", seed, first, phi)
@@ -128,8 +168,12 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
         new = _rows(X, picked, gathers)
         candidates.append(new)
         if round_ < rounds and len(new):
-            costs = da.blockwise(_chunk_update, "i", X, "ij", costs, "i", delayed(new), None,
-                                 concatenate=True, dtype=np.float64).persist()
+            if weights is None:
+                costs = da.blockwise(_chunk_update, "i", X, "ij", costs, "i", delayed(new), None,
+                                     concatenate=True, dtype=np.float64).persist()
+            else:
+                costs = da.blockwise(_chunk_update_weighted, "i", X, "ij", weights, "i", costs, "i",
+                                     delayed(new), None, concatenate=True, dtype=np.float64).persist()
             phi = float(costs.sum().compute())
             passes += 1
             phis.append(phi)
@@ -138,7 +182,11 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     del costs
 
     cand = np.vstack(candidates)
-    parts = [unbox(p) for p in dask.compute(*per_chunk(X, _chunk_weights, cand, k, with_offset=True))]
+    if weights is None:
+        tasks = per_chunk(X, _chunk_weights, cand, k, with_offset=True)
+    else:
+        tasks = list(boxed_pairs(X, weights, _chunk_weights_weighted, cand, k, with_offset=True).to_delayed().ravel())
+    parts = [unbox(p) for p in dask.compute(*tasks)]
     passes += 1
     weights = np.sum([p[0] for p in parts], axis=0).astype(np.float64)
     cand, weights = _add_farthest(X, cand, weights, parts, k, gathers)
@@ -153,7 +201,8 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
 
 def _add_farthest(X, cand, weights, parts, k, gathers):
     """Top up to k distinct candidates with the points farthest from all candidates (rare: tiny or
-    highly duplicated data). Their weight is 1."""
+    highly duplicated data). Their weight is 1. With fewer than k distinct points in X, a
+    ConvergenceWarning and repeated candidates."""
     distinct = len(np.unique(cand, axis=0))
     if distinct >= k:
         return cand, weights
@@ -164,8 +213,14 @@ def _add_farthest(X, cand, weights, parts, k, gathers):
     if far:
         cand = np.vstack([cand, _rows(X, far, gathers)])
         weights = np.concatenate([weights, np.ones(len(far))])
-    if len(np.unique(cand, axis=0)) < k:
-        raise ValueError(f"X has fewer than n_clusters={k} distinct points")
+    distinct = len(np.unique(cand, axis=0))
+    if distinct < k:
+        # As scikit-learn's KMeans: a warning, and some centers coincide (their clusters stay empty).
+        warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+                      "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=3)
+        if len(cand) < k:
+            extra = np.resize(np.arange(len(cand)), k - len(cand))
+            cand, weights = np.vstack([cand, cand[extra]]), np.concatenate([weights, np.full(len(extra), 1e-12)])
     return cand, weights
 
 

@@ -20,32 +20,49 @@ import functools
 import logging
 import time
 import uuid
+from numbers import Integral, Real
 
 import dask
 import dask.array as da
 import numpy as np
 from dask import delayed
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import kernels
-from .blockwise import TREE_FAN_IN, combine_boxed, per_chunk, tree_reduce, unbox
+from .blockwise import TREE_FAN_IN, boxed_pairs, combine_boxed, per_chunk, reduce_boxes, tree_reduce, unbox
 from .kmeans_parallel import kmeans_parallel
+from .validation import check_features, check_sample_weight
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INIT_ROUNDS = 5
 
 
-def _as_dask(X) -> da.Array:
-    if isinstance(X, np.ndarray):
-        X = da.from_array(X, chunks=(max(1, len(X) // 4), X.shape[1]))
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D [n_samples, n_features], got shape {X.shape}")
-    if X.dtype.kind not in "fiub":
-        X = X.astype(np.float64)  # compact integers stay as they are: the kernels convert block by block
-    if X.numblocks[1] != 1:
-        X = X.rechunk({1: -1})  # a chunk must hold whole samples
-    return X
+def base_seed(random_state) -> int:
+    """The int every draw of a fit derives from: random_state itself when it is an int (the same result
+    for any chunking and number of workers), one draw from a RandomState or Generator, or fresh entropy
+    for None."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % 2**63)
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63 - 1))
+    raise ValueError(f"random_state must be an int, a RandomState, a Generator or None, not {random_state!r}")
+
+
+def _uniform_weights_as_none(weights):
+    """(None, w) when every sample weight is the same w > 0 (the unweighted fit, its inertia scaled by w:
+    scikit-learn's equivalence of sample_weight=None and ones), else (weights, 1)."""
+    if weights is None:
+        return None, 1.0
+    low, high, total = dask.compute(weights.min(), weights.max(), weights.sum())
+    if not total > 0:
+        raise ValueError("sample_weight sums to zero: there is nothing to cluster")
+    return (None, float(low)) if low == high else (weights, 1.0)
 
 
 def _chunk_futures(X: da.Array):
@@ -133,8 +150,12 @@ def moments(X: da.Array, plan=None) -> tuple[int, np.ndarray, np.ndarray, bool]:
     return map_reduce(X, kernels.chunk_moments, kernels.add_moments, plan=plan)
 
 
-def lloyd_step(X: da.Array, centers: np.ndarray, plan=None):
-    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster."""
+def lloyd_step(X: da.Array, centers: np.ndarray, plan=None, weights=None):
+    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster.
+    With sample weights (a dask array chunked like X): weighted sums, total weights (float64) and the
+    weighted inertia, by tasks that pair each chunk with its weights (job.blockwise.boxed_pairs)."""
+    if weights is not None:
+        return reduce_boxes(boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials)
     return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
 
 
@@ -159,35 +180,113 @@ def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray)
 
 
 class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
-    """dask-ml's scalable KMeans contract with a sampled fit, our k-means||, and a fused single-pass Lloyd loop.
+    """K-Means for data larger than memory: a sampled fit polished on all rows, on dask arrays.
 
-    Same learned attributes as `dask_ml.cluster.KMeans`: `cluster_centers_` [k, p], `labels_` (lazy dask
-    array, int32 [n]), `inertia_` (the true sum of squared distances to the nearest center), `n_iter_`
-    (Lloyd passes over all rows). Also `strategy_` ("sampled", "starts on a subsample" when the sample is
-    all of X, or "plain Lloyd"), `counts_` (cluster sizes) and `cluster_sums_` (float64 [k, p]: the
-    coordinate sums of the points nearest each center; with counts_, the clusters' means), `init_centers_`, `init_info_`
-    (k-means|| passes, candidates), `starts_` (one record per start), `init_time_`, `lloyd_time_`, and
-    for the sampled fit `sample_` (its record: rows, iterations, inertia after each phase, seconds) and
-    `passes_over_all_rows_`.
+    A drop-in for ``dask_ml.cluster.KMeans`` (same parameters where they mean the same thing, the same
+    learned attributes, a lazy ``labels_``), with a default fit that reads the data a few times instead
+    of hundreds: ``n_init`` starts, each one task fitting a subsample in memory (greedy k-means++, then
+    Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then Lloyd passes
+    over all rows until a pass gains less than ``tol``. ``sample_size=None`` runs every pass on all rows
+    (k-means|| then plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
 
-    sample_size: "auto" (default: job.sampling.auto_sample_size: 200,000 rows or 20,000 per center,
-    all rows when there are fewer), a number of rows, or None.
-    - A size (the default): n_init starts ("auto": 4) each fit a nested subsample of a seeded uniform
-      sample in one task (job.local_kmeans: greedy k-means++, then Hamerly's Lloyd, single-threaded), the
-      start with the lowest subsample inertia is continued by Lloyd on the sample in the workers' memory,
-      then by Lloyd passes over all rows until a pass lowers the inertia by less than tol (relative),
-      the shift rule holds, or max_iter. When the sample is all of X, that last loop is plain Lloyd from
-      the best start with scikit-learn's rule. The data is read a few times instead of hundreds, and on
-      8.1M deformed digits the best of the starts lands below every scikit-learn anchor but a 500,000-row
-      sample (docs/benchmarks.md).
-    - None: every pass on all rows. init="k-means||" runs our k-means|| (job.kmeans_parallel: seeded by
-      random_state, about oversampling_factor * k points per round for init_max_iter rounds, default 5,
-      weighted candidates); "k-means++" or "random" goes to dask-ml's k_init; n_init whole fits, seeded
-      random_state + i ("auto": 1), the lowest inertia kept.
-    An array as init skips the starts (and k-means||): Lloyd runs from those centers.
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters (k).
+    init : {"k-means||", "k-means++", "random"} or array-like of shape (n_clusters, n_features), \
+            default="k-means||"
+        How the plain-Lloyd fit (``sample_size=None``) starts: our seeded k-means|| (job.kmeans_parallel),
+        or dask-ml's k-means++ / random. The sampled fit always starts by k-means++ on its subsample.
+        An array gives the initial centers and skips both (one start).
+    oversampling_factor : float, default=2
+        k-means||: about ``oversampling_factor * n_clusters`` candidates drawn per round.
+    max_iter : int, default=300
+        Most Lloyd iterations over all rows (and on the sample).
+    tol : float, default=1e-4
+        Relative tolerance, as scikit-learn's: Lloyd stops when the summed squared center shift is at
+        most ``tol`` times the mean per-feature variance of X; the polishing passes of the sampled fit
+        also stop once a pass lowers the inertia by less than ``tol`` (relative).
+    random_state : int, numpy.random.RandomState, numpy.random.Generator or None, default=None
+        Seeds every draw (sample, subsample, starts, k-means||). An int gives the same result for any
+        chunking and number of workers; a RandomState or Generator is drawn from once per fit; None
+        draws fresh entropy.
+    init_max_iter : int or None, default=None
+        k-means|| rounds (None: 5).
+    n_init : "auto" or int, default="auto"
+        Starts, seeded ``random_state + i``; the lowest inertia wins. "auto": 4 starts on a subsample
+        for the sampled fit, 1 for plain Lloyd.
+    sample_size : "auto", int or None, default="auto"
+        Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 20,000 per cluster,
+        all rows when there are fewer). None: every pass on all rows.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        The centers, float64 (float32 for float32 or compact integer input).
+    labels_ : dask.array.Array of shape (n_samples,), int32
+        Lazy: the nearest center of each training row, computed when asked for.
+    inertia_ : float
+        Sum of (weighted) squared distances of the training rows to their nearest center, over all rows.
+    n_iter_ : int
+        Lloyd iterations over all rows.
+    n_features_in_ : int
+        Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of a (pandas or dask) DataFrame X, when they are all strings.
+    counts_ : ndarray of shape (n_clusters,)
+        Rows (with sample_weight: total weight) nearest each center.
+    cluster_sums_ : ndarray of shape (n_clusters, n_features)
+        Their (weighted) coordinate sums, float64: ``cluster_sums_ / counts_[:, None]`` are the clusters' means.
+    strategy_ : str
+        "sampled", "starts on a subsample" (the sample is all of X), "plain Lloyd" or "weighted plain Lloyd".
+    starts_ : list of dict
+        One record per start (seed, inertia, iterations, seconds).
+    sample_ : dict or None
+        The sampled fit's record (rows, iterations, inertia after each phase).
+    passes_over_all_rows_ : float
+        How many times the fit read all of X.
+
+    See Also
+    --------
+    dask_ml.cluster.KMeans : the stock estimator (``python -m job --engine dask-ml``).
+    sklearn.cluster.KMeans : the in-memory estimator.
+
+    Notes
+    -----
+    X may be a dask array, a dask DataFrame, a numpy array or a pandas DataFrame; in-memory input is
+    checked by scikit-learn's ``validate_data``. Compact integers (uint8 pixels) stay compact in the
+    workers' memory: each cache-sized block is converted to float32 as a kernel uses it. With
+    ``sample_weight`` the fit runs weighted k-means|| and weighted Lloyd over all rows (the sampled
+    strategy is unweighted); uniform weights take the unweighted path and scale the inertia.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from job import FusedKMeans
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+    >>> model = FusedKMeans(n_clusters=2, random_state=0).fit(X)
+    >>> sorted(model.cluster_centers_.tolist())
+    [[1.0, 2.0], [10.0, 2.0]]
+    >>> labels = model.predict(np.array([[0.0, 0.0], [12.0, 3.0]]))  # lazy, a dask array
+    >>> bool(labels[0].compute() != labels[1].compute())
+    True
+    >>> round(model.inertia_, 6)
+    16.0
     """
 
-    def __init__(self, n_clusters=8, init="k-means||", oversampling_factor=2, max_iter=300, tol=1e-4,
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means||", "k-means++", "random"}), "array-like"],
+        "oversampling_factor": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state", HasMethods("integers")],
+        "init_max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "sample_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, n_clusters=8, *, init="k-means||", oversampling_factor=2, max_iter=300, tol=1e-4,
                  random_state=None, init_max_iter=None, n_init="auto", sample_size="auto"):
         self.n_clusters = n_clusters
         self.init = init
@@ -199,39 +298,80 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.n_init = n_init
         self.sample_size = sample_size
 
-    def fit(self, X, y=None, on_iteration=None, start=None):
-        """Fit on X [n, p] (a dask or numpy array of numbers; compact integers stay compact).
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
-        on_iteration: called after every Lloyd iteration over all rows with a dict (start, n_iter,
-            centers, inertia, shift, converged); the job writes its checkpoints from it.
-        start: resume from a checkpoint, a dict with "centers" [k, p] and "n_iter" (iterations over all
-            rows done) and "converged"; the initialisation (and the sample's stage) is skipped and the
-            loop continues where it stopped, so the result is the one an uninterrupted fit would have
-            reached. Only with a single start.
+    def fit(self, X, y=None, sample_weight=None, *, on_iteration=None, start=None):
+        """Compute the clustering of X.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+            The rows to cluster (numbers; compact integers stay compact).
+        y : ignored
+        sample_weight : array-like or dask array of shape (n_samples,), or None, default=None
+            Non-negative weight of each row in the centers, the inertia and the k-means|| draws.
+        on_iteration : callable or None
+            Called after every Lloyd iteration over all rows with a dict (start, n_iter, centers, inertia,
+            shift, converged); the job writes its checkpoints from it.
+        start : dict or None
+            Resume from a checkpoint: "centers" [k, p], "n_iter" (iterations over all rows done),
+            "converged"; the initialisation (and the sample's stage) is skipped and the loop continues
+            where it stopped, so the result is the one an uninterrupted fit would have reached. Only
+            with a single start.
+
+        Returns
+        -------
+        self : FusedKMeans
         """
-        X = _as_dask(X)
+        self._validate_params()
+        X = check_features(self, X, reset=True)
+        weights = check_sample_weight(sample_weight, X)
+        weights, scale = _uniform_weights_as_none(weights)
         seeds = self._start_seeds()
         if start is not None and len(seeds) > 1:
             raise ValueError("resuming from a checkpoint needs n_init=1")
         n = int(X.shape[0])
         if n < self.n_clusters:
             raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
+        self._check_init(X.shape[1], weights)
         plan = plan_tasks(X)
         size = self._sample_rows(n)
         self.init_time_ = self.lloyd_time_ = 0.0
-        if self.sample_size is None:
+        if weights is not None:
+            self.strategy_ = "weighted plain Lloyd"
+            if self.sample_size is not None:
+                log.info("sample_weight: the sampled strategy is unweighted, so every pass runs on all rows")
+            best = self._fit_full(X, plan, seeds, start, on_iteration, weights)
+        elif self.sample_size is None:
             self.strategy_ = "plain Lloyd"
             best = self._fit_full(X, plan, seeds, start, on_iteration)
         else:
             best = self._fit_sampled(X, plan, seeds, size, start, on_iteration)
 
         self.init_centers_, self.init_info_ = best["init_centers"], best["init_info"]
-        self.inertia_, self.counts_, self.cluster_sums_ = best["inertia"], best["counts"], best["sums"]
+        self.inertia_ = float(best["inertia"]) * scale
+        self.counts_ = best["counts"] * scale if scale != 1 else best["counts"]
+        self.cluster_sums_ = best["sums"] * scale
         self.cluster_centers_ = best["centers"].astype(np.result_type(X.dtype, np.float32))
         self.labels_ = predict_labels(X, self.cluster_centers_)
         self.n_iter_ = best["n_iter"]
-        self.n_features_in_ = X.shape[1]
         return self
+
+    def _check_init(self, n_features: int, weights) -> None:
+        if isinstance(self.init, str):
+            if weights is not None and self.init != "k-means||":
+                raise ValueError(f"sample_weight needs init='k-means||' or an array of centers, not {self.init!r}")
+            return
+        init = np.asarray(self.init)
+        if init.ndim != 2 or init.shape[0] != self.n_clusters:
+            raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
+                             f"clusters {self.n_clusters}.")
+        if init.shape[1] != n_features:
+            raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
+                             f"features of the data {n_features}.")
 
     def _sample_rows(self, n: int) -> int:
         from .sampling import auto_sample_size
@@ -245,14 +385,15 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             raise ValueError(f"sample_size={size} should be >= n_clusters={self.n_clusters}")
         return min(size, n)
 
-    def _fit_full(self, X, plan, seeds, start, on_iteration) -> dict:
-        """Every stage on all rows: a moments pass (tol, finiteness), k-means||, Lloyd, a final pass."""
+    def _fit_full(self, X, plan, seeds, start, on_iteration, weights=None) -> dict:
+        """Every stage on all rows: a moments pass (tol, finiteness), k-means||, Lloyd, a final pass.
+        The tolerance comes from the unweighted variance, as scikit-learn's does."""
         n, col_sum, col_sumsq, finite = moments(X, plan)
         if not finite:
             raise ValueError("Input contains NaN or infinity.")
         tol = relative_tol(self.tol, n, col_sum, col_sumsq)
         self.sample_ = None
-        best = self._best_of_starts(X, plan, seeds, tol, start, on_iteration)
+        best = self._best_of_starts(X, plan, seeds, tol, start, on_iteration, weights)
         init_passes = sum(s["init_info"].get("chunk_reads", 0) for s in self.starts_) / max(1, X.numblocks[0])
         self.passes_over_all_rows_ = 1 + init_passes + sum(s["n_iter"] + 1 for s in self.starts_)
         return best
@@ -381,11 +522,11 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             "centers": best["centers"].copy(), "subsample_rows": int(sub.shape[0]),
             "starts": [{key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results]}
 
-    def _best_of_starts(self, X, plan, seeds, tol, start, on_iteration) -> dict:
+    def _best_of_starts(self, X, plan, seeds, tol, start, on_iteration, weights=None) -> dict:
         self.starts_, best = [], None
         for index, seed in enumerate(seeds):
             notify = None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
-            result = self._one_start(X, seed, tol, plan, start, notify)
+            result = self._one_start(X, seed, tol, plan, start, notify, weights)
             self.starts_.append({key: result[key] for key in ("seed", "inertia", "n_iter", "init_seconds",
                                                                  "lloyd_seconds", "init_info")})
             if len(seeds) > 1:
@@ -401,17 +542,13 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         starts = 1 if self.n_init in (None, "auto") else int(self.n_init)
         if starts < 1:
             raise ValueError(f"n_init must be at least 1, got {self.n_init}")
-        seed = self.random_state
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**63)
-        elif not isinstance(seed, (int, np.integer)):
-            raise ValueError("random_state must be an int or None")
-        return [int(seed) + i for i in range(starts)]
+        seed = base_seed(self.random_state)
+        return [seed + i for i in range(starts)]
 
-    def _one_start(self, X, seed, tol, plan, start, on_iteration) -> dict:
+    def _one_start(self, X, seed, tol, plan, start, on_iteration, weights=None) -> dict:
         started = time.perf_counter()
         if start is None:
-            centers, init_info = self._init_centers(X, seed)
+            centers, init_info = self._init_centers(X, seed, weights)
             log.info("init (%s): %d centers in %.2f s", self.init if isinstance(self.init, str) else "given",
                      len(centers), time.perf_counter() - started)
         else:
@@ -425,19 +562,22 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if start is not None and start.get("converged"):
             n_iter = done_before
         else:
-            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration)
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration, weights=weights)
         lloyd_seconds = time.perf_counter() - started
-        sums, counts, inertia = lloyd_step(X, centers, plan)
+        sums, counts, inertia = lloyd_step(X, centers, plan, weights)
         return {"seed": seed, "centers": centers, "inertia": inertia, "counts": counts, "sums": sums, "n_iter": n_iter,
                 "init_centers": init_centers, "init_info": init_info, "init_seconds": init_seconds,
                 "lloyd_seconds": lloyd_seconds}
 
-    def _init_centers(self, X: da.Array, seed: int) -> tuple[np.ndarray, dict]:
-        """Ours for "k-means||" (job.kmeans_parallel: seeded, weighted, chunking-independent);
-        dask-ml's for an array, "k-means++" or "random"."""
-        if isinstance(self.init, str) and self.init == "k-means||":
+    def _init_centers(self, X: da.Array, seed: int, weights=None) -> tuple[np.ndarray, dict]:
+        """The given centers for an array; ours for "k-means||" (job.kmeans_parallel: seeded, weighted
+        candidates, optional sample weights, chunking-independent); dask-ml's for "k-means++" or "random"."""
+        if not isinstance(self.init, str):
+            return np.asarray(self.init, dtype=np.float64).copy(), {"init": "given"}
+        if self.init == "k-means||":
             rounds = self.init_max_iter or DEFAULT_INIT_ROUNDS
-            return kmeans_parallel(X, self.n_clusters, seed=seed, rounds=rounds, oversampling=self.oversampling_factor)
+            return kmeans_parallel(X, self.n_clusters, seed=seed, rounds=rounds, oversampling=self.oversampling_factor,
+                                   weights=weights)
         from dask_ml.cluster.k_means import k_init  # imported only here: dask_ml takes 1.4 s to import
 
         centers = k_init(X, self.n_clusters, init=self.init, random_state=seed, max_iter=self.init_max_iter,
@@ -445,17 +585,17 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return np.asarray(centers, dtype=np.float64), {}
 
     def _lloyd(self, X, centers, tol, plan, done_before=0, on_iteration=None, min_gain=0.0,
-               previous_inertia=None) -> tuple[np.ndarray, int]:
+               previous_inertia=None, weights=None) -> tuple[np.ndarray, int]:
         """Lloyd iterations from `centers` until the squared center shift is <= tol (scikit-learn's rule),
         or, with min_gain > 0, until a pass lowers the inertia by less than min_gain (relative; the
         polishing stage of the sampled fit), or max_iter. previous_inertia: the inertia of the pass
         before `done_before` (a resumed run's checkpoint), so that a resumed loop stops where an
-        uninterrupted one would."""
+        uninterrupted one would. weights: sample weights (a dask array chunked like X) or None."""
         n_iter = done_before
         last_report = time.perf_counter()
         previous = previous_inertia
         for n_iter in range(done_before + 1, self.max_iter + 1):
-            sums, counts, inertia = lloyd_step(X, centers, plan)
+            sums, counts, inertia = lloyd_step(X, centers, plan, weights)
             if not np.isfinite(inertia):
                 raise ValueError("Input contains NaN or infinity.")
             gain = None if previous is None or previous <= 0 else (previous - inertia) / previous
@@ -463,8 +603,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             if not counts.all():
                 # dask-ml collapses an empty cluster to the origin; like scikit-learn, we move it to
                 # the points farthest from their centers.
-                sums, counts = _reseed_empty(X, centers, sums, counts, plan)
-            new = sums / np.maximum(counts, 1)[:, None]
+                sums, counts = _reseed_empty(X, centers, sums, counts, plan, weights)
+            # A cluster still empty (X has fewer distinct points than clusters) keeps its center.
+            new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
             shift = float(((new - centers) ** 2).sum())
             centers = new
             done = shift <= tol or (min_gain > 0 and gain is not None and gain < min_gain)
@@ -484,17 +625,61 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return centers, n_iter
 
     def predict(self, X):
-        """Lazy int32 [n] labels of X: the nearest center of each row."""
+        """The nearest center of each row of X.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : dask.array.Array of shape (n_samples,), int32
+            Lazy, as dask-ml's.
+        """
         self._check_fitted()
-        return predict_labels(_as_dask(X), self.cluster_centers_)
+        return predict_labels(check_features(self, X, reset=False), self.cluster_centers_)
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Opposite of the (weighted) sum of squared distances of X's rows to their nearest center, as
+        scikit-learn's KMeans.score: higher is better.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like or dask array of shape (n_samples,), or None
+
+        Returns
+        -------
+        score : float
+        """
+        self._check_fitted()
+        X = check_features(self, X, reset=False)
+        weights = check_sample_weight(sample_weight, X)
+        return -float(lloyd_step(X, np.asarray(self.cluster_centers_, dtype=np.float64), plan_tasks(X), weights)[2])
 
     def transform(self, X, y=None):
-        """Lazy [n, k] Euclidean distances of X's rows to the centers."""
+        """Euclidean distances of X's rows to the centers.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        distances : dask.array.Array of shape (n_samples, n_clusters)
+            Lazy; X's float type (float32 for compact integers).
+        """
         self._check_fitted()
-        X = _as_dask(X)
+        X = check_features(self, X, reset=False)
         centers = self.cluster_centers_
-        return X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)),
-                            dtype=np.result_type(X.dtype, np.float32) if X.dtype.kind == "f" else np.float32)
+        # As scikit-learn's euclidean_distances: float64 when X or the centers are; float32 otherwise
+        # (compact integers and float32 centers included), float32 X upcast block by block if need be.
+        dtype = np.result_type(kernels.compute_dtype(X.dtype), centers.dtype)
+        if kernels.compute_dtype(X.dtype) != dtype:
+            X = X.astype(dtype)
+        return X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)), dtype=dtype)
 
     def _check_fitted(self):
         from sklearn.utils.validation import check_is_fitted
@@ -502,27 +687,34 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         check_is_fitted(self, "cluster_centers_")
 
 
-def _reseed_empty(X, centers, sums, counts, plan) -> tuple[np.ndarray, np.ndarray]:
+def _reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarray, np.ndarray]:
     """Move each empty cluster to one of the points farthest from their centers, as scikit-learn does
     (sklearn/cluster/_k_means_common.pyx, _relocate_empty_clusters): the point leaves its old cluster's
     sum and count, and no two empty clusters get the same point, nor two points of equal value (they
     would split one cluster and leave the other empty again). A point is never taken from a cluster of
-    one. Returns the adjusted (sums, counts)."""
+    one. With sample weights, a moved point carries its weight (rows of weight 0 are never moved).
+    Returns the adjusted (sums, counts)."""
     empty = np.flatnonzero(counts == 0)
     # Twice as many candidates as empty clusters, so that duplicates and singletons can be skipped.
-    _, rows, owners = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers, 2 * len(empty),
-                                 plan=plan)
-    sums, counts = sums.copy(), counts.copy()
+    if weights is None:
+        _, rows, owners, row_weights = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers,
+                                                  2 * len(empty), plan=plan)
+    else:
+        _, rows, owners, row_weights = reduce_boxes(
+            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)), kernels.merge_farthest)
+    sums, counts = sums.copy(), counts.copy() if weights is None else counts.astype(np.float64)
+    if weights is None:
+        row_weights = np.ones(len(rows), dtype=counts.dtype)  # counts stay integers
     taken: list[np.ndarray] = []
-    for row, owner in zip(rows, owners):
+    for row, owner, weight in zip(rows, owners, row_weights):
         if len(taken) == len(empty):
             break
-        if counts[owner] <= 1 or any(np.array_equal(row, t) for t in taken):
+        if counts[owner] <= weight or any(np.array_equal(row, t) for t in taken):
             continue
         target = empty[len(taken)]
-        sums[owner] -= row
-        counts[owner] -= 1
-        sums[target], counts[target] = row, 1
+        sums[owner] -= weight * row
+        counts[owner] -= weight
+        sums[target], counts[target] = weight * row, weight
         taken.append(row)
     log.info("re-seeded %d of %d empty cluster(s) with the points farthest from their centers",
              len(taken), len(empty))

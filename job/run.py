@@ -10,7 +10,7 @@ import platform
 import shutil
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory, 
 from data_prep.redact import redact_text
 
 from . import checkpoint, evaluate, examples, plots, report, report_html, scoring
-from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
+from .cluster import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
 from .config import JobConfig
 from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
 from .errors import ClusterError, DataError, JobError
@@ -39,9 +39,22 @@ PHASES = 6
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a run or a sweep left: its folder, its metrics (metrics.json or sweep.json), the printed
+    summary, and the fitted estimators by k. Their lazy labels_ compute while the cluster is up (with
+    the caller's own client, after the call too), and hold X's persisted chunks on it until the result
+    is dropped (`del result`)."""
+
     run_dir: Path
     metrics: dict
     summary: str
+    models: dict = field(default_factory=dict)
+
+    @property
+    def model(self):
+        """The fitted estimator: the run's, or for a sweep the suggested k's."""
+        if len(self.models) == 1:
+            return next(iter(self.models.values()))
+        return self.models[self.metrics["suggested_k"]]
 
 
 def default_run_dir(root: Path = Path("runs")) -> Path:
@@ -110,13 +123,17 @@ _LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommC
 _DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
 
 
-def run_job(config: JobConfig) -> RunResult:
-    """Run every phase and write the run folder atomically; return where it is and what it holds."""
+def run_job(config: JobConfig, client=None) -> RunResult:
+    """Run every phase and write the run folder atomically; return where it is and what it holds.
+
+    client: a distributed Client to run on (a notebook's, say: its dashboard shows the job), left open;
+    None connects to config.cluster and closes what it started.
+    """
     run_dir = Path(config.out) if config.out else default_run_dir()
     check_output_folder(run_dir, config.overwrite, config.resume)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with exclusive(run_dir):
-        return _run_locked(config, run_dir, started_at)
+        return _run_locked(config, run_dir, started_at, client)
 
 
 def check_output_folder(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
@@ -156,10 +173,10 @@ def exclusive(run_dir: Path):
         lock.release()
 
 
-def _run_locked(config: JobConfig, run_dir: Path, started_at: str) -> RunResult:
+def _run_locked(config: JobConfig, run_dir: Path, started_at: str, client) -> RunResult:
     try:
         with atomic_directory(run_dir, overwrite=config.overwrite, why_not_ours=report.why_not_a_run_folder) as tmp:
-            metrics = _run_phases(config, tmp, started_at, run_dir)
+            metrics, model = _run_phases(config, tmp, started_at, run_dir, client)
             summary = report.summary_text(metrics, run_dir)
             (tmp / "summary.txt").write_text(summary + "\n")
     except NotOursError as exc:
@@ -171,10 +188,10 @@ def _run_locked(config: JobConfig, run_dir: Path, started_at: str) -> RunResult:
             raise
         raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
     checkpoint.remove_partial(run_dir)  # complete: no resume needed
-    return RunResult(run_dir, metrics, summary)
+    return RunResult(run_dir, metrics, summary, {config.k: model})
 
 
-def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) -> dict:
+def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path, given_client=None):
     recorder = PhaseRecorder(total=PHASES)
     with recorder.phase("open data"):
         data = open_dataset(config.data, config.split)
@@ -193,18 +210,18 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
 
     with ExitStack() as stack:  # the cluster (if we started it) closes however the phases end
         with recorder.phase("start cluster"):
-            client = stack.enter_context(connect(config.cluster))
+            client = stack.enter_context(use_or_connect(config.cluster, given_client))
         recorder.client = client
-        cluster_info = describe_cluster(client, config.cluster)
+        cluster_info = describe_cluster(client, None if given_client else config.cluster)
         live = partial / "report.html"
         recorder.on_change = lambda current: report_html.write_live_page(
             live, f"K-Means on {config.data}: k={config.k} (running)", client.dashboard_link, recorder.seconds,
             current, recorder.total)
         recorder.on_change(None)
         log.info("live progress page: %s", live.resolve().as_uri())
-        reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
+        reduce_batching_latency(client, cluster_side=config.cluster.kind == "local" and given_client is None)
         try:
-            metrics, strips = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
+            metrics, strips, model = _cluster_phases(config, client, recorder, data, X, out, partial, resume_state)
         except Exception as exc:
             if client.status == "running" or not isinstance(exc, _LOST_SCHEDULER_ERRORS):
                 raise
@@ -221,7 +238,7 @@ def _run_phases(config: JobConfig, out: Path, started_at: str, run_dir: Path) ->
     )
     report.write_metrics(out / "metrics.json", metrics)
     report_html.write_run_report(out, json.loads((out / "metrics.json").read_text()), strips)
-    return metrics
+    return metrics, model
 
 
 def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path, resume_state) -> dict:
@@ -274,7 +291,7 @@ def _cluster_phases(config, client, recorder, data, X, out: Path, partial: Path,
         "dataset": {"store": redact_text(str(config.data)), "splits": list(data.splits), "n": data.n,
                     "image_shape": list(data.image_shape), "chunks": list(X.chunks[0])},
         "fit": fit_record, "evaluation": ev, "held_out": held_out,
-    }, strips
+    }, strips, model
 
 
 def _strip(images: np.ndarray) -> np.ndarray:

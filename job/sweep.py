@@ -21,7 +21,7 @@ from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory
 from data_prep.redact import redact_text
 
 from . import evaluate, plots, report, report_html
-from .cluster import cluster_memory, connect, describe_cluster, reduce_batching_latency
+from .cluster import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
 from .config import JobConfig
 from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
 from .errors import DataError, JobError
@@ -92,8 +92,9 @@ def suggest_k(rows: list[dict]) -> Suggestion:
     return Suggestion(k, f"{agree} ({picked})", votes)
 
 
-def run_sweep(config: JobConfig, ks: tuple[int, ...]) -> RunResult:
-    """Fit and score every k in `ks`; write the sweep folder atomically (sweep.json, plots, report.html)."""
+def run_sweep(config: JobConfig, ks: tuple[int, ...], client=None) -> RunResult:
+    """Fit and score every k in `ks`; write the sweep folder atomically (sweep.json, plots, report.html).
+    client: as run_job's (the caller's own Client, left open), or None to connect to config.cluster."""
     if config.resume or config.engine != "fused":
         raise JobError("a k sweep runs with the fused engine, and cannot be resumed")
     run_dir = Path(config.out) if config.out else default_run_dir()
@@ -102,17 +103,17 @@ def run_sweep(config: JobConfig, ks: tuple[int, ...]) -> RunResult:
     with exclusive(run_dir):
         try:
             with atomic_directory(run_dir, overwrite=config.overwrite, why_not_ours=report.why_not_a_run_folder) as tmp:
-                metrics = _sweep_phases(config, ks, tmp, started_at)
+                metrics, models = _sweep_phases(config, ks, tmp, started_at, client)
                 summary = summary_text(metrics, run_dir)
                 (tmp / "summary.txt").write_text(summary + "\n")
         except NotOursError as exc:
             raise JobError(str(exc)) from None
         except TargetExistsError:
             raise JobError(f"{run_dir}: another run wrote this folder meanwhile; nothing was replaced") from None
-    return RunResult(run_dir, metrics, summary)
+    return RunResult(run_dir, metrics, summary, models)
 
 
-def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at: str) -> dict:
+def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at: str, given_client=None):
     recorder = PhaseRecorder(total=3 + len(ks))
     with recorder.phase("open data"):
         data = open_dataset(config.data, config.split)
@@ -121,19 +122,21 @@ def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at:
         X = flat_pixels(data.images)
     with ExitStack() as stack:
         with recorder.phase("start cluster"):
-            client = stack.enter_context(connect(config.cluster))
-            reduce_batching_latency(client, cluster_side=config.cluster.kind == "local")
+            client = stack.enter_context(use_or_connect(config.cluster, given_client))
+            reduce_batching_latency(client, cluster_side=config.cluster.kind == "local" and given_client is None)
             check_workers_can_read(client, config.data, data.splits)
             persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
             log.info("persist decision: %s", reason)
             if persist:
                 X = persist_balanced(client, X)
         recorder.client = client
-        cluster_info, dashboard = describe_cluster(client, config.cluster), client.dashboard_link
-        rows = []
+        cluster_info = describe_cluster(client, None if given_client else config.cluster)
+        dashboard = client.dashboard_link
+        rows, models = [], {}
         for k in ks:
             with recorder.phase(f"k={k}"):
-                rows.append(_score_one_k(config, k, X, data, out))
+                models[k], row = _score_one_k(config, k, X, data, out)
+                rows.append(row)
                 r = rows[-1]
                 log.info("k=%d: inertia %.6g, silhouette %.4f, ARI %.3f, NMI %.3f, Davies-Bouldin %.3f, "
                          "Calinski-Harabasz %.0f", k, r["inertia"], r["silhouette"], r["ari"], r["nmi"],
@@ -156,10 +159,10 @@ def _sweep_phases(config: JobConfig, ks: tuple[int, ...], out: Path, started_at:
     }
     report.write_metrics(out / "sweep.json", metrics)
     report_html.write_sweep_report(out, metrics)
-    return metrics
+    return metrics, models
 
 
-def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> dict:
+def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> tuple:
     model = make_estimator("fused", n_clusters=k, init="k-means||", random_state=config.seed,
                            max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
                            init_max_iter=config.init_max_iter, n_init=config.n_init, sample_size=config.sample_size)
@@ -176,7 +179,7 @@ def _score_one_k(config: JobConfig, k: int, X, data, out: Path) -> dict:
     plots.plot_centers(centers, data.image_shape, ev["mapping_hungarian"], ev["cluster_sizes"],
                        out / f"centers_k{k:02d}.png", majority=ev["mapping_majority"])
     silhouette = silhouette() if config.silhouette_sample >= 2 else float("nan")
-    return {"k": k, "inertia": float(model.inertia_) * PIXEL_SCALE**2, "n_iter": int(model.n_iter_), "silhouette": silhouette,
+    return model, {"k": k, "inertia": float(model.inertia_) * PIXEL_SCALE**2, "n_iter": int(model.n_iter_), "silhouette": silhouette,
             "ari": ev["ari"], "nmi": ev["nmi"], "accuracy_hungarian": ev["accuracy_hungarian"],
             "accuracy_majority": ev["accuracy_majority"], **criteria, "fit_seconds": fit_seconds,
             "starts": [{"seed": s["seed"], "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_],

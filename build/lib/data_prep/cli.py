@@ -1,0 +1,148 @@
+"""Command line: python -m data_prep --source DIR|download --out data/mnist.zarr"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .convert import PrepConfig, prepare_dataset
+from .errors import DataPrepError
+from .redact import RedactingFilter, redact_text
+from .registry import MNIST_MIRRORS
+from .zarr_store import DEFAULT_CHUNK_SIZE
+
+
+def _not_an_interrupted_gather(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" about distributed's AllExit.
+
+    When Ctrl-C interrupts `Client.gather`, distributed leaves its internal wait() tasks failed with
+    AllExit and asyncio logs each one with a traceback (distributed/client.py, Client._gather), after our
+    clean shutdown. They say nothing the user needs.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    return type(exc).__name__ != "AllExit"
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """distributed's own log lines, one line each: drop the traceback and the empty "ERROR -" records it
+    writes when, say, it fails to reconnect to a lost scheduler (the CLI says what happened)."""
+    if record.exc_info and not record.getMessage().strip():
+        return False
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+def setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s" if debug else "%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:  # secrets in URLs never reach the log
+        handler.addFilter(RedactingFilter())
+    if not debug:  # the libraries' own INFO chatter drowns ours
+        for noisy in ("distributed", "pooch", "numba", "matplotlib", "bokeh", "tornado"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
+        for handler in logging.getLogger("distributed").handlers:  # distributed configures its own
+            handler.addFilter(_without_traceback)
+            handler.addFilter(RedactingFilter())
+        # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
+        logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
+
+
+def run_cli(body: Callable[[], int | None], debug: bool, errors: tuple[type[Exception], ...]) -> int:
+    """Run a CLI body: our errors become one line on stderr and exit 1, Ctrl-C exit 130."""
+    try:
+        return body() or 0
+    except errors as exc:
+        if debug:
+            raise
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source", default=os.environ.get("MNIST_SOURCE", "download"),
+        help="folder with the four IDX files (gzipped or not), or 'download' "
+        "(default: $MNIST_SOURCE, else download)",
+    )
+    parser.add_argument("--name", default="mnist", help="dataset name; only 'mnist' has known checksums")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="download cache (default: $MNIST_CACHE or the user cache folder)")
+    parser.add_argument("--mirror", action="append", dest="mirrors", metavar="URL",
+                        help="base URL to download from, tried in the order given (repeatable)")
+
+
+def prep_config_from_args(args: argparse.Namespace, out: Path) -> PrepConfig:
+    return PrepConfig(
+        out=out, source=args.source, name=args.name, chunk_size=args.chunk_size,
+        cache_dir=args.cache_dir, mirrors=tuple(args.mirrors or MNIST_MIRRORS),
+        overwrite=getattr(args, "overwrite_data", False) or getattr(args, "overwrite", False),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep", description="Convert MNIST-style IDX files into a Zarr v3 store.",
+        epilog="python -m data_prep verify STORE checks every chunk of an existing store.",
+    )
+    add_source_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("data/mnist.zarr"), help="store to write")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+    return parser
+
+
+def verify_main(argv: list[str]) -> int:
+    """python -m data_prep verify STORE: decode every chunk; exit 1 and one line per damaged chunk."""
+    from .zarr_store import verify_store
+
+    parser = argparse.ArgumentParser(prog="python -m data_prep verify",
+                                     description="Check every chunk of a dataset store (layout, CRC32C, decoding).")
+    parser.add_argument("store", help="the store to check (a path or an fsspec URL)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    log = logging.getLogger(__name__)
+
+    def progress(done: int, total: int) -> None:
+        if done % 100 == 0 or done == total:
+            log.info("verified %d/%d chunks", done, total)
+
+    def body():
+        problems = verify_store(args.store, progress)
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        if problems:
+            print(f"{args.store}: {len(problems)} problem(s) found; re-create the store "
+                  "(python -m data_prep --overwrite ...)", file=sys.stderr)
+            return 1
+        print(f"{args.store}: every chunk is present and decodes; checksums match")
+        return 0
+
+    return run_cli(body, args.debug, (DataPrepError,))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+
+    def body():
+        out = prepare_dataset(prep_config_from_args(args, args.out))
+        print(out)
+
+    return run_cli(body, args.debug, (DataPrepError,))

@@ -1,0 +1,177 @@
+"""Turn a dataset's four IDX files into one Zarr v3 store: the library entry point of data_prep."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from . import __version__
+from .errors import DataPrepError, IdxFormatError, StoreError
+from .idx import IdxReader
+from .registry import MNIST_MIRRORS, SPLITS, files_for
+from .sources import DOWNLOAD, SourceFile, download, from_folder
+from .atomic import LockTimeout, store_lock
+from .zarr_store import (
+    DEFAULT_CHUNK_SIZE,
+    building_store,
+    check_store_replaceable,
+    default_compressors,
+    existing_store_problem,
+    store_attrs,
+    validate_store,
+    why_store_not_ours,
+    write_split,
+)
+
+log = logging.getLogger(__name__)
+N_CLASSES = 10
+LOCK_WAIT_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """What to convert and where.
+
+    source: a folder holding the four IDX files (gzipped or not), or "download".
+    """
+
+    out: Path
+    source: str = DOWNLOAD
+    name: str = "mnist"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    cache_dir: Path | None = None
+    mirrors: tuple[str, ...] = field(default=MNIST_MIRRORS)
+    overwrite: bool = False
+    zstd_level: int = 5
+
+    def __post_init__(self):
+        if self.chunk_size < 1:
+            raise DataPrepError(f"chunk size must be at least 1, got {self.chunk_size}")
+
+
+def locate_sources(config: PrepConfig) -> dict[tuple[str, str], SourceFile]:
+    specs = files_for(config.name)
+    if config.source == DOWNLOAD:
+        files = download(specs, cache_dir=config.cache_dir, mirrors=config.mirrors)
+    else:
+        files = from_folder(config.source, specs)
+    return {(f.spec.split, f.spec.kind): f for f in files}
+
+
+def _check_headers(files: dict[tuple[str, str], SourceFile]) -> dict[str, tuple[int, tuple[int, int]]]:
+    """Validate the four headers against each other; return (n, image shape) per split."""
+    layout = {}
+    for split in SPLITS:
+        img_file, lab_file = files[(split, "images")].path, files[(split, "labels")].path
+        with IdxReader(img_file) as images, IdxReader(lab_file) as labels:
+            if images.dtype != np.uint8 or len(images.shape) != 3:
+                raise IdxFormatError(
+                    f"{img_file}: expected uint8 images [n, h, w], header declares "
+                    f"{images.dtype} {images.shape}"
+                )
+            if labels.dtype != np.uint8 or len(labels.shape) != 1:
+                raise IdxFormatError(
+                    f"{lab_file}: expected uint8 labels [n], header declares {labels.dtype} {labels.shape}"
+                )
+            if images.shape[0] != labels.shape[0]:
+                raise IdxFormatError(
+                    f"{img_file}: {images.shape[0]} images but {lab_file.name} holds {labels.shape[0]} labels"
+                )
+            if images.shape[0] == 0:
+                raise IdxFormatError(f"{img_file}: the dataset is empty (0 images)")
+            layout[split] = (images.shape[0], tuple(images.shape[1:]))
+    shapes = {shape for _, shape in layout.values()}
+    if len(shapes) > 1:
+        raise IdxFormatError(f"train and test images differ in size: {sorted(shapes)}")
+    return layout
+
+
+def _checked_labels(blocks, path: Path):
+    for block in blocks:
+        if block.size and block.max() >= N_CLASSES:
+            raise IdxFormatError(f"{path}: label {int(block.max())} is outside 0-{N_CLASSES - 1}")
+        yield block
+
+
+def _provenance(config: PrepConfig, files: dict[tuple[str, str], SourceFile]) -> dict:
+    return {
+        "dataset": config.name,
+        "source": config.source if config.source == DOWNLOAD else str(Path(config.source).resolve()),
+        "files": {
+            f.spec.stem: {"origin": f.origin, "sha256": f.sha256, "verified": f.verified}
+            for f in files.values()
+        },
+        "codec": f"zstd(level={config.zstd_level}) + crc32c",
+        "chunk_size": config.chunk_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "data_prep": __version__,
+            "zarr": zarr.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _reuse_existing(out: Path, files: dict[tuple[str, str], SourceFile]) -> bool:
+    """True when `out` is a complete store made from these very files."""
+    if why_store_not_ours(out):
+        raise StoreError(existing_store_problem(out))
+    try:
+        validate_store(out)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; pass --overwrite to replace it") from None
+    recorded = store_attrs(out).get("provenance", {}).get("files", {})
+    wanted = {f.spec.stem: f.sha256 for f in files.values()}
+    if {stem: meta.get("sha256") for stem, meta in recorded.items()} != wanted:
+        raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
+    return True
+
+
+def prepare_dataset(config: PrepConfig) -> Path:
+    """Locate, verify and convert the dataset; return the path of the complete store.
+
+    Idempotent: a complete store made from the same files is reused as it is.
+    """
+    out = Path(config.out)
+    files = locate_sources(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with store_lock(out, "conversion", LOCK_WAIT_SECONDS):
+            return _convert_locked(config, out, files)
+    except LockTimeout as exc:
+        raise StoreError(str(exc)) from None
+
+
+def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
+    if out.exists() and not config.overwrite and _reuse_existing(out, files):
+        log.info("%s is complete and made from the same files: reusing it", out)
+        return out
+    if config.overwrite:
+        check_store_replaceable(out)
+    layout = _check_headers(files)
+    compressors = default_compressors(config.zstd_level)
+    started = time.perf_counter()
+    with building_store(out, config.overwrite, "conversion") as tmp:
+        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        for split in SPLITS:
+            n, image_shape = layout[split]
+            img_path, lab_path = files[(split, "images")].path, files[(split, "labels")].path
+            with IdxReader(img_path) as images, IdxReader(lab_path) as labels:
+                write_split(
+                    root, split, n, image_shape,
+                    images.iter_blocks(config.chunk_size),
+                    _checked_labels(labels.iter_blocks(config.chunk_size), lab_path),
+                    config.chunk_size, compressors,
+                    on_progress=lambda done, n=n, s=split: log.info("%s: %d/%d images", s, done, n),
+                )
+        root.attrs.update({"provenance": _provenance(config, files), "complete": True})
+    log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
+    return out

@@ -1,0 +1,248 @@
+"""A large MNIST-derived dataset, generated chunk by chunk on a Dask cluster straight into the Zarr layout
+the job reads (like MNIST8M: row r is training image r mod 60,000 under a random deformation, with its
+label; the test split is MNIST's own test set, for held-out accuracy on real digits).
+
+Each chunk is one task that reads its source images from the MNIST store, deforms them
+(data_prep.augment) and writes its own chunk of the output: nothing passes through the client, memory
+does not grow with n, and the bytes depend only on the seed (never on the number of workers or the
+chunking). The store is built under a hidden name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from . import __version__
+from .atomic import LockTimeout, store_lock
+from .augment import Deformation, deform, uniforms
+from .errors import DataPrepError, StoreError
+from .zarr_store import (
+    DEFAULT_CHUNK_SIZE,
+    IMAGE_DIMS,
+    LABEL_DIMS,
+    building_store,
+    check_store_replaceable,
+    default_compressors,
+    existing_store_problem,
+    store_attrs,
+    validate_store,
+    why_store_not_ours,
+)
+
+log = logging.getLogger(__name__)
+BATCH = 4096  # images deformed at a time inside a chunk: bounds a task's memory whatever the chunk size
+LOCK_WAIT_SECONDS = 600
+# zarr skips chunks equal to the fill value; validate_store counts written chunks, so write them all.
+WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    out: Path
+    source: Path  # a complete MNIST store (python -m data_prep)
+    n: int
+    seed: int = 0
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    deformation: Deformation = field(default_factory=Deformation)
+    zstd_level: int = 5
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise DataPrepError(f"--n must be at least 1, got {self.n}")
+        if self.chunk_size < 1:
+            raise DataPrepError(f"chunk size must be at least 1, got {self.chunk_size}")
+        if self.seed < 0:
+            raise DataPrepError(f"--seed must be >= 0, got {self.seed}")
+
+    def recipe(self) -> dict:
+        """Everything the bytes depend on (chunk_size only lays them out)."""
+        files = store_attrs(self.source).get("provenance", {}).get("files", {})
+        return _as_json({"n": self.n, "seed": self.seed, "deformation": self.deformation.to_dict(),
+                "source_sha256": {stem: meta.get("sha256") for stem, meta in sorted(files.items())}})
+
+
+def _as_json(value):
+    """As it reads back from the store's attributes (tuples become lists), so that recipes compare."""
+    return json.loads(json.dumps(value))
+
+
+def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformation: dict) -> np.ndarray:
+    """Generate rows start..stop-1 into `out` (a task on a worker); return their label counts."""
+    params = Deformation(**{**deformation, "scale_range": tuple(deformation["scale_range"])})
+    src = zarr.open_group(store=source, mode="r", zarr_format=3)
+    src_images, src_labels = src["train/images"], src["train/labels"]
+    n_src, shape = src_images.shape[0], tuple(src_images.shape[1:])
+    dst = zarr.open_group(store=out, mode="r+", zarr_format=3)
+    images, labels = dst["train/images"], dst["train/labels"]
+    counts = np.zeros(10, dtype=np.int64)
+    block = np.empty((stop - start, *shape), dtype=np.uint8)
+    rows = np.arange(start, stop) % n_src
+    label_block = src_labels.get_orthogonal_selection(rows)
+    for lo in range(0, stop - start, BATCH):
+        hi = min(lo + BATCH, stop - start)
+        originals = src_images.get_orthogonal_selection((rows[lo:hi], slice(None), slice(None)))
+        block[lo:hi] = deform(originals, uniforms(seed, start + lo, hi - lo, shape), params)
+    images[start:stop] = block
+    labels[start:stop] = label_block
+    counts += np.bincount(label_block, minlength=10)[:10]
+    return counts
+
+
+def generate_dataset(config: GenerateConfig, client) -> Path:
+    """Generate the store on `client`'s cluster (its workers must see config.out's folder); return it.
+
+    Idempotent: a complete store of the same recipe is reused as it is.
+    """
+    out, source = Path(config.out).resolve(), Path(config.source).resolve()
+    info = validate_store(source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with store_lock(out, "generation", LOCK_WAIT_SECONDS):
+            return _reuse_or_generate(config, out, source, info, client)
+    except LockTimeout as exc:
+        raise StoreError(str(exc)) from None
+
+
+def _reuse_or_generate(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:
+    if config.overwrite:
+        check_store_replaceable(out)
+    if out.exists() and not config.overwrite:
+        if why_store_not_ours(out):
+            raise StoreError(existing_store_problem(out))
+        try:
+            validate_store(out)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; pass --overwrite to replace it") from None
+        if store_attrs(out).get("provenance", {}).get("recipe") != config.recipe():
+            raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
+        log.info("%s is complete and made with the same recipe: reusing it", out)
+        return out
+    return _generate_locked(config, out, source, info, client)
+
+
+
+def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:
+    from distributed import as_completed
+
+    shape = info["train"].image_shape
+    compressors = default_compressors(config.zstd_level)
+    started = time.perf_counter()
+    with building_store(out, config.overwrite, "generation") as tmp:
+        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        train = root.create_group("train")
+        train.create_array("images", shape=(config.n, *shape), chunks=(config.chunk_size, *shape),
+                           dtype="uint8", compressors=compressors, dimension_names=IMAGE_DIMS, fill_value=0,
+                           config=WRITE_EVERY_CHUNK)
+        train.create_array("labels", shape=(config.n,), chunks=(config.chunk_size,), dtype="uint8",
+                           compressors=compressors, dimension_names=LABEL_DIMS, fill_value=0,
+                           config=WRITE_EVERY_CHUNK)
+        _copy_test_split(source, root, config.chunk_size, compressors)
+        deformation = dataclasses.asdict(config.deformation)
+        futures = [
+            client.submit(make_chunk, str(tmp), str(source), start, min(start + config.chunk_size, config.n),
+                          config.seed, deformation, key=f"generate_chunk-{start // config.chunk_size}-{tmp.name}")
+            for start in range(0, config.n, config.chunk_size)
+        ]
+        counts, done, last_report = np.zeros(10, dtype=np.int64), 0, 0.0
+        for future in as_completed(futures):
+            counts += future.result()
+            done += 1
+            now = time.perf_counter() - started
+            if now - last_report >= 5 or done == len(futures):
+                rows = min(done * config.chunk_size, config.n)
+                eta = now / done * (len(futures) - done)
+                log.info("generated %d/%d chunks (~%s images), %.0f s, about %.0f s left",
+                         done, len(futures), f"{rows:,}", now, eta)
+                last_report = now
+        root.attrs.update({"provenance": _provenance(config, source, counts), "complete": True})
+        validate_store(tmp)
+    log.info("wrote %s: %s images in %.1f s", out, f"{config.n:,}", time.perf_counter() - started)
+    return out
+
+
+def _copy_test_split(source: Path, root: zarr.Group, chunk_size: int, compressors) -> None:
+    src = zarr.open_group(store=str(source), mode="r", zarr_format=3)
+    test = root.create_group("test")
+    for name, dims in (("images", IMAGE_DIMS), ("labels", LABEL_DIMS)):
+        data = src[f"test/{name}"][:]
+        array = test.create_array(name, shape=data.shape, chunks=(chunk_size, *data.shape[1:]), dtype="uint8",
+                                  compressors=compressors, dimension_names=dims, fill_value=0,
+                                  config=WRITE_EVERY_CHUNK)
+        array[:] = data
+
+
+def _provenance(config: GenerateConfig, source: Path, counts: np.ndarray) -> dict:
+    return {
+        "dataset": "mnist-deformed",
+        "generator": "data_prep.generate (row r = train image r mod n_train, randomly deformed; test = MNIST test)",
+        "recipe": config.recipe(),
+        "source": str(source),
+        "label_counts": [int(c) for c in counts],
+        "codec": f"zstd(level={config.zstd_level}) + crc32c",
+        "chunk_size": config.chunk_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"data_prep": __version__, "zarr": zarr.__version__, "numpy": np.__version__},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m data_prep.generate --n 8100000 [--seed 0] [--out data/mnist8m.zarr] [cluster flags]"""
+    import argparse
+
+    from .cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
+    from .convert import prepare_dataset
+
+    p = argparse.ArgumentParser(prog="python -m data_prep.generate", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="default data/mnist-<n>.zarr")
+    p.add_argument("--mnist", type=Path, default=Path("data/mnist.zarr"),
+                   help="the MNIST store to deform (made from --source first if missing)")
+    add_source_arguments(p)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
+                   help="a cluster config YAML file or a shipped one's name (default local.yaml)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing cluster")
+    p.add_argument("--n-workers", type=int, default=None)
+    p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    import distributed  # noqa: F401  (it configures its loggers on import; ours must come after)
+
+    setup_logging(args.debug)
+
+    def body():
+        from job.cluster import connect
+        from job.cluster_config import DEFAULT_CLUSTER_CONFIG, load_cluster_config
+        from job.errors import JobError
+
+        if not args.mnist.exists():
+            args.name, args.overwrite_data = "mnist", False
+            prepare_dataset(prep_config_from_args(args, args.mnist))
+        out = args.out or Path("data") / f"mnist-{args.n}.zarr"
+        config = GenerateConfig(out=out, source=args.mnist, n=args.n, seed=args.seed, chunk_size=args.chunk_size,
+                                overwrite=args.overwrite)
+        try:
+            cluster = load_cluster_config(args.cluster_config or DEFAULT_CLUSTER_CONFIG, address=args.scheduler,
+                                          n_workers=args.n_workers, memory_limit=args.memory_limit)
+            with connect(cluster) as client:
+                print(generate_dataset(config, client))
+        except JobError as exc:
+            raise DataPrepError(str(exc)) from None
+
+    return run_cli(body, args.debug, (DataPrepError,))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Checkpoints of a run in progress, so that a killed run can be resumed with the same result.
+
+While a run is in progress its folder does not exist yet (it appears atomically at the end); its state
+lives beside it in `<run>.partial/`: `job.json` (what the result depends on: the config's hash and the
+data's fingerprint) and `checkpoint.npz` (centers after the last completed Lloyd iteration, replaced
+atomically and durably). The partial folder is removed when the run completes. A checkpoint is never
+deleted silently: a new run on the same folder is refused until the user resumes or discards it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.atomic import durable_replace
+from data_prep.errors import StoreError
+from data_prep.redact import redact_text
+from data_prep.zarr_store import store_attrs, validate_store
+
+from .config import JobConfig
+from .dataset import splits_for
+from .errors import JobError
+
+JOB_FILE = "job.json"
+CHECKPOINT_FILE = "checkpoint.npz"
+# The settings a clustering's result depends on; the cluster, output and evaluation options do not.
+# Everything the job may write into a partial folder; nothing else in it is ever deleted.
+PARTIAL_FILES = (JOB_FILE, CHECKPOINT_FILE, "report.html", f".{CHECKPOINT_FILE}.tmp", f".{JOB_FILE}.tmp")
+# Provenance fields that describe how or when a store was written, not what it holds.
+_NOT_CONTENT = ("created", "versions", "source", "chunk_size", "codec")
+RESULT_FIELDS = ("split", "k", "seed", "n_init", "engine", "max_iter", "tol", "init_max_iter", "oversampling_factor",
+                 "sample_size")
+
+
+def partial_dir(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + ".partial")
+
+
+def result_settings(config: JobConfig) -> dict:
+    return {name: getattr(config, name) for name in RESULT_FIELDS}
+
+
+def data_fingerprint(store: Path, split: str) -> str:
+    """SHA-256 over what the clustering's result depends on: the store's provenance without the fields
+    that say how or when it was written (so a copy, or the same data in other chunks, matches), and the
+    size and image shape of each split used. A converted store's provenance holds its source files'
+    checksums; a generated one's holds its recipe (n, seed, deformation, source checksums)."""
+    try:
+        provenance = dict(store_attrs(store).get("provenance", {}))
+        layout = {name: [info.n, list(info.image_shape)] for name, info in validate_store(store, splits_for(split)).items()}
+    except StoreError as exc:
+        raise JobError(str(exc)) from None
+    content = {key: value for key, value in provenance.items() if key not in _NOT_CONTENT}
+    payload = json.dumps({"provenance": content, "layout": layout, "split": split}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def remove_partial(run_dir: Path) -> None:
+    """Remove the files this job writes into the partial folder, then the folder if that empties it."""
+    partial = partial_dir(run_dir)
+    for name in PARTIAL_FILES:
+        (partial / name).unlink(missing_ok=True)
+    try:
+        partial.rmdir()
+    except OSError:
+        pass  # missing, or holds something that is not ours: left as it is
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (partial_dir(run_dir) / CHECKPOINT_FILE).exists()
+
+
+def start(config: JobConfig, run_dir: Path) -> Path:
+    """Create the partial folder of a new run and record what its result depends on.
+
+    An earlier run's checkpoint in it is never dropped silently: without config.overwrite this is refused
+    with how to resume or discard it. A partial folder holding anything else is refused untouched.
+    """
+    partial = partial_dir(run_dir)
+    if has_checkpoint(run_dir):
+        if not config.overwrite:
+            raise JobError(f"{partial} holds the checkpoint of an earlier run of {run_dir} that was stopped: "
+                           f"continue it with --resume {run_dir}, or pass --overwrite to discard it")
+        remove_partial(run_dir)
+    if partial.exists():
+        foreign = sorted(p.name for p in partial.iterdir() if p.name not in PARTIAL_FILES)
+        if foreign:
+            raise JobError(f"{partial}: exists and holds files this job did not write ({', '.join(foreign[:5])}); "
+                           "it was left untouched (choose another output path)")
+    partial.mkdir(parents=True, exist_ok=True)
+    record = {"settings": result_settings(config), "data": data_fingerprint(config.data, config.split),
+              "store": redact_text(str(config.data))}
+    tmp = partial / f".{JOB_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    durable_replace(tmp, partial / JOB_FILE)
+    return partial
+
+
+def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict | None:
+    """The last checkpoint of the run to resume, after checking it was made with this config and data,
+    and that its centers are [k, n_features].
+
+    Returns None when the run stopped before its first checkpoint (it then starts from the beginning).
+    A damaged job.json or checkpoint is a JobError naming the file, never a traceback.
+    """
+    partial = partial_dir(run_dir)
+    if run_dir.exists():
+        raise JobError(f"{run_dir}: this run is already complete; nothing to resume")
+    try:
+        record = json.loads((partial / JOB_FILE).read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("settings"), dict) or "data" not in record:
+            raise ValueError("not a job record")
+    except FileNotFoundError:
+        raise JobError(f"{run_dir}: no run in progress to resume ({partial / JOB_FILE} not found)") from None
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{partial / JOB_FILE}: damaged ({type(exc).__name__}); this run cannot be resumed: "
+                       f"run it again with --out {run_dir} --overwrite") from None
+    settings = result_settings(config)
+    differ = [f"{k} ({settings[k]!r} now, {record['settings'].get(k)!r} in the run)"
+              for k in RESULT_FIELDS if record["settings"].get(k) != settings[k]]
+    if differ:
+        raise JobError(f"{run_dir}: cannot resume with other settings: {', '.join(differ)}")
+    if record["data"] != data_fingerprint(config.data, config.split):
+        raise JobError(f"{run_dir}: cannot resume on other data: {config.data} is not the store the run used")
+    path = partial / CHECKPOINT_FILE
+    try:
+        with np.load(path) as saved:
+            state = {"centers": np.asarray(saved["centers"], dtype=np.float64), "n_iter": int(saved["n_iter"]),
+                     "converged": bool(saved["converged"]), "inertia": float(saved["inertia"])}
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+        raise JobError(f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
+                       f"run it again with --out {run_dir} --overwrite") from None
+    expected = (config.k, n_features)
+    if state["centers"].shape != expected or not np.isfinite(state["centers"]).all() or state["n_iter"] < 0:
+        raise JobError(f"{path}: the checkpoint holds centers of shape {state['centers'].shape}, not the "
+                       f"{expected} this run needs (or non-finite values); it cannot be resumed")
+    return state
+
+
+def save(partial: Path, state: dict) -> None:
+    """Write the state after an iteration: a temporary file renamed over the previous checkpoint."""
+    tmp = partial / f".{CHECKPOINT_FILE}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, centers=state["centers"], n_iter=state["n_iter"], inertia=state["inertia"],
+                 converged=state["converged"])
+    durable_replace(tmp, partial / CHECKPOINT_FILE)

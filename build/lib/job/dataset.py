@@ -1,0 +1,125 @@
+"""Open a dataset store lazily and turn its images into features, without computing anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from data_prep.errors import StoreError
+from data_prep.zarr_store import open_root, read_chunk, validate_store
+
+from .errors import DataError
+
+PIXEL_MAX = 255.0
+PIXEL_SCALE = 1.0 / PIXEL_MAX  # raw uint8 pixels -> [0, 1]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Lazy views of one or more splits of a store.
+
+    images: uint8 [n, h, w]; labels: uint8 [n]; both chunked along samples only.
+    """
+
+    images: da.Array
+    labels: da.Array
+    image_shape: tuple[int, int]
+    splits: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+
+def splits_for(split: str) -> tuple[str, ...]:
+    return ("train", "test") if split == "all" else (split,)
+
+
+def open_dataset(store: str | Path, split: str = "all") -> Dataset:
+    """Check the store is complete, then open the chosen splits as lazy dask arrays."""
+    names = splits_for(split)
+    try:
+        info = validate_store(store, names)
+    except StoreError as exc:
+        raise DataError(str(exc)) from None
+    url = _absolute(store)
+    root = open_root(url)
+    images = [lazy_array(root, url, f"{s}/images") for s in names]
+    labels = [lazy_array(root, url, f"{s}/labels") for s in names]
+    cat = (lambda xs: xs[0]) if len(names) == 1 else da.concatenate
+    return Dataset(cat(images), cat(labels), info[names[0]].image_shape, names)
+
+
+def lazy_array(root, location: str, component: str) -> da.Array:
+    """A Zarr array as a dask array with one task per stored chunk, each read by data_prep's read_chunk.
+
+    Instead of da.from_zarr: zarr turns a damaged chunk into a bare ValueError ("Stored and computed
+    checksum do not match") and a deleted one into silent zeros; read_chunk names the store, the array
+    and the chunk in both cases. The zarr array object is one key of the graph, shared by every task.
+    """
+    from dask import delayed
+
+    array = root[component]
+    rows = int(array.chunks[0])
+    n = int(array.shape[0])
+    chunks = (tuple(min(rows, n - s) for s in range(0, n, rows)),) + tuple((d,) for d in array.shape[1:])
+    return da.map_blocks(
+        _read_block, delayed(array, pure=True), location, component, chunks=chunks, dtype=array.dtype,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+        name=f"read-{component.replace('/', '-')}-" + _token(location, component, array),
+    )
+
+
+def _token(location, component, array) -> str:
+    from dask.base import tokenize
+
+    return tokenize(location, component, array.shape, array.chunks, str(array.metadata.to_dict()))
+
+
+def _read_block(array, location, component, block_info=None):
+    return read_chunk(array, location, component, block_info[None]["chunk-location"][0])
+
+
+def _absolute(store: str | Path) -> str:
+    """Workers may run in another folder (or on another machine): give them an absolute path."""
+    text = str(store)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def _probe_store(path: str, splits: tuple[str, ...]) -> str | None:
+    try:
+        validate_store(path, splits)
+    except Exception as exc:  # whatever stops this worker, it is reported with the worker's name
+        return str(exc)
+    return None
+
+
+def check_workers_can_read(client, store: str | Path, splits: tuple[str, ...]) -> None:
+    """Before the fit, every worker opens the store as the job will; raise DataError naming the workers
+    that cannot (a path not shared with them, missing permissions, a different copy)."""
+    results = client.run(_probe_store, _absolute(store), tuple(splits))
+    failed = {worker: reason for worker, reason in results.items() if reason}
+    if failed:
+        detail = "; ".join(f"{worker}: {reason}" for worker, reason in sorted(failed.items()))
+        raise DataError(f"{len(failed)} of {len(results)} worker(s) cannot read {store}: {detail}")
+
+
+def flat_pixels(images: da.Array) -> da.Array:
+    """uint8 [n, h, w] -> uint8 [n, h*w], lazily: the job's X. One byte a pixel in the workers' memory
+    (4x less than float32); the kernels convert each cache-sized block to float32 as they use it, and
+    the job scales the centers by PIXEL_SCALE to [0, 1] (K-Means is scale-equivariant)."""
+    n = images.shape[0]
+    return images.reshape(n, int(np.prod(images.shape[1:])))
+
+
+def to_features(images: da.Array, dtype=np.float32) -> da.Array:
+    """uint8 [n, h, w] -> `dtype` [n, h*w] in [0, 1], lazily and chunk by chunk.
+
+    The reshape merges only the unchunked trailing axes, so it never rechunks along samples.
+    """
+    n = images.shape[0]
+    flat = images.reshape(n, int(np.prod(images.shape[1:])))
+    return flat.astype(dtype) / dtype(PIXEL_MAX)

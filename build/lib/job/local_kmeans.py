@@ -1,0 +1,183 @@
+"""K-Means on one in-memory array inside a single task: greedy k-means++ then Hamerly's Lloyd.
+
+The sampled fit's starts (job.sampling) each fit a subsample that fits one task. There, Lloyd's
+iterations need no round trip, and Hamerly's bounds (G. Hamerly, "Making k-means even faster", SDM 2010)
+skip the distance computations of every row whose nearest center cannot have changed: per row an upper
+bound on the distance to its center and a lower bound on the distance to any other, moved by how far the
+centers moved. The assignments are those of plain Lloyd (exact float64 distances); only the work differs.
+Measured on 50,000 MNIST images, k=10, one thread, to convergence (65 iterations, the same centers to
+the last bit): Lloyd with our BLAS kernel 1.8 s, with Hamerly's bounds 0.9 s (docs/benchmarks.md,
+section 9). MNIST's clusters overlap, so many rows fail the bounds' test in every iteration.
+
+Single-threaded and seeded: a start's result depends on its seed and rows alone, never on the worker.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+
+# Rows per center that greedy k-means++ seeds from: scikit-learn's kmeans_plusplus on all 50,000 rows of a
+# subsample took 1.2-1.5 s in a worker, more than the Lloyd iterations after it; on 1,000 rows per center
+# it costs a fifth of that, and its centers are only a start for Lloyd on all the rows.
+SEEDING_ROWS_PER_CENTER = 1_000
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _distance(x, c):  # pragma: no cover - compiled
+    s = 0.0
+    for f in range(x.shape[0]):
+        d = np.float64(x[f]) - c[f]
+        s += d * d
+    return np.sqrt(s)
+
+
+@numba.njit(nogil=True, cache=True)
+def _nearest_two(x, centers):  # pragma: no cover - compiled
+    best, second, arg = np.inf, np.inf, 0
+    for j in range(centers.shape[0]):
+        d = _distance(x, centers[j])
+        if d < best:
+            second, best, arg = best, d, j
+        elif d < second:
+            second = d
+    return arg, best, second
+
+
+@numba.njit(nogil=True, cache=True)
+def hamerly(X, centers, tol, max_iter):  # pragma: no cover - compiled
+    """Lloyd from `centers` (float64 [k, p]) until the summed squared center shift is <= tol (absolute,
+    scikit-learn's rule) or max_iter center updates. Returns (centers float64 [k, p], iterations)."""
+    n, p = X.shape
+    k = centers.shape[0]
+    C = centers.copy()
+    labels = np.empty(n, dtype=np.int64)
+    upper = np.empty(n)
+    lower = np.empty(n)
+    sums = np.zeros((k, p))
+    counts = np.zeros(k, dtype=np.int64)
+    for i in range(n):
+        a, b, b2 = _nearest_two(X[i], C)
+        labels[i], upper[i], lower[i] = a, b, b2
+        counts[a] += 1
+        for f in range(p):
+            sums[a, f] += X[i, f]
+    shift = np.zeros(k)
+    half_gap = np.empty(k)
+    n_iter = 0
+    for it in range(max_iter):
+        n_iter = it + 1
+        for j in range(k):
+            if counts[j] == 0:  # empty: take the row that may be farthest from its center
+                far = int(np.argmax(upper))
+                old = labels[far]
+                if counts[old] > 1:
+                    counts[old] -= 1
+                    for f in range(p):
+                        sums[old, f] -= X[far, f]
+                        sums[j, f] = X[far, f]
+                    counts[j] = 1
+                    labels[far] = j
+                    upper[far] = 0.0
+                    lower[far] = 0.0
+        total = 0.0
+        for j in range(k):
+            moved = 0.0
+            if counts[j] > 0:
+                for f in range(p):
+                    value = sums[j, f] / counts[j]
+                    d = value - C[j, f]
+                    moved += d * d
+                    C[j, f] = value
+            shift[j] = np.sqrt(moved)
+            total += moved
+        if total <= tol:
+            break
+        first, second, arg = 0.0, 0.0, 0
+        for j in range(k):
+            if shift[j] > first:
+                second, first, arg = first, shift[j], j
+            elif shift[j] > second:
+                second = shift[j]
+        for j in range(k):
+            gap = np.inf
+            for j2 in range(k):
+                if j2 != j:
+                    gap = min(gap, _distance(C[j], C[j2]))
+            half_gap[j] = 0.5 * gap
+        for i in range(n):
+            a = labels[i]
+            upper[i] += shift[a]
+            lower[i] -= second if a == arg else first
+            bound = max(half_gap[a], lower[i])
+            if upper[i] <= bound:
+                continue
+            upper[i] = _distance(X[i], C[a])
+            if upper[i] <= bound:
+                continue
+            new, b, b2 = _nearest_two(X[i], C)
+            if new != a:
+                counts[a] -= 1
+                counts[new] += 1
+                for f in range(p):
+                    sums[a, f] -= X[i, f]
+                    sums[new, f] += X[i, f]
+                labels[i] = new
+            upper[i], lower[i] = b, b2
+    return C, n_iter
+
+
+def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k centers (float64 [k, p]) chosen among X's rows by greedy k-means++ (Arthur & Vassilvitskii 2007,
+    with scikit-learn's 2 + ln k candidates per step, keeping the one that lowers the potential most).
+
+    Ours rather than scikit-learn's kmeans_plusplus: importing scikit-learn costs a fresh worker ~0.8 s
+    (its import time here) before its first start, and these are a few matrix products on at most 1,000
+    rows per center.
+    """
+    Xf = X.astype(np.float64)
+    norms = np.einsum("ij,ij->i", Xf, Xf)
+    trials = 2 + int(np.log(k))
+
+    def sq_dist(rows):  # [len(rows), n]
+        return np.maximum(norms[rows][:, None] - 2 * Xf[rows] @ Xf.T + norms[None, :], 0.0)
+
+    chosen = [int(rng.integers(len(X)))]
+    closest = sq_dist(np.array(chosen))[0]
+    for _ in range(1, k):
+        potential = closest.sum()
+        if potential <= 0:  # every row is a chosen center already: take any row not chosen
+            chosen.append(next(i for i in range(len(X)) if i not in chosen))
+            continue
+        candidates = np.searchsorted(np.cumsum(closest), rng.random(trials) * potential)
+        candidates = np.minimum(candidates, len(X) - 1)
+        options = np.minimum(closest[None, :], sq_dist(candidates))
+        best = int(np.argmin(options.sum(axis=1)))
+        chosen.append(int(candidates[best]))
+        closest = options[best]
+    return Xf[chosen].copy()
+
+
+def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> dict:
+    """One start on X (an in-memory array, uint8 pixels or floats) in a single task: greedy k-means++
+    (as scikit-learn's KMeans seeds itself) on a seeded SEEDING_ROWS_PER_CENTER * k of its rows, then
+    Lloyd on all of them by Hamerly's bounds until the
+    squared center shift is <= tol (absolute) or max_iter. Returns centers float64 [k, p], inertia (by
+    job.kernels.lloyd_partial, the distributed loop's kernel), n_iter and seconds."""
+    from threadpoolctl import threadpool_limits
+
+    from . import kernels
+
+    started = time.perf_counter()
+    X = np.ascontiguousarray(X)
+    rng = np.random.default_rng(seed % 2**32)
+    rows = min(len(X), SEEDING_ROWS_PER_CENTER * k)
+    seeding = X[np.sort(rng.choice(len(X), size=rows, replace=False))] if rows < len(X) else X
+    with threadpool_limits(1):
+        init = greedy_kmeans_plusplus(seeding, k, rng)
+        centers, n_iter = hamerly(X, init, float(tol), int(max_iter))
+        _, _, inertia = kernels.lloyd_partial(X, centers)
+    return {"seed": int(seed), "centers": centers, "inertia": float(inertia), "n_iter": int(n_iter),
+            "seconds": time.perf_counter() - started}

@@ -1,0 +1,730 @@
+"""K-Means on dask arrays: our estimator with dask-ml's contract (stock dask-ml's for --engine dask-ml).
+
+`FusedKMeans` keeps dask-ml's estimator contract (parameters, `cluster_centers_`, lazy `labels_`,
+`inertia_`, `n_iter_`, `predict`, `transform`) and replaces its slow parts. By default it fits a sample
+first, from the best of several single-task starts on a subsample (job.sampling, job.local_kmeans), and
+reads all rows only for a few polishing passes. Its k-means|| (for plain Lloyd) is ours
+(job.kmeans_parallel: seeded, weighted, independent of chunking). Its Lloyd loop is one task per worker
+thread and iteration, pinned to the worker holding the chunks, that runs job.kernels.lloyd_partial
+(distances, argmin, per-cluster sums, counts and inertia in a single pass per chunk); only a [k, p] result
+comes back to the client. Stock dask-ml builds and schedules a graph of ~100 tasks per iteration and makes
+several passes over each chunk: ~200 ms per iteration on MNIST against ~32 ms here (docs/benchmarks.md).
+
+Convergence follows scikit-learn: `tol` is relative to the mean per-feature variance of X, and the loop
+stops when the squared shift of the centers (summed over all centers) is <= tol * mean(var(X)).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from numbers import Integral, Real
+
+import dask
+import dask.array as da
+import numpy as np
+from dask import delayed
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from . import kernels
+from .blockwise import TREE_FAN_IN, boxed_pairs, combine_boxed, per_chunk, reduce_boxes, tree_reduce, unbox
+from .kmeans_parallel import kmeans_parallel
+from .validation import check_features, check_sample_weight
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INIT_ROUNDS = 5
+
+
+def base_seed(random_state) -> int:
+    """The int every draw of a fit derives from: random_state itself when it is an int (the same result
+    for any chunking and number of workers), one draw from a RandomState or Generator, or fresh entropy
+    for None."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % 2**63)
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63 - 1))
+    raise ValueError(f"random_state must be an int, a RandomState, a Generator or None, not {random_state!r}")
+
+
+def _uniform_weights_as_none(weights):
+    """(None, w) when every sample weight is the same w > 0 (the unweighted fit, its inertia scaled by w:
+    scikit-learn's equivalence of sample_weight=None and ones), else (weights, 1)."""
+    if weights is None:
+        return None, 1.0
+    low, high, total = dask.compute(weights.min(), weights.max(), weights.sum())
+    if not total > 0:
+        raise ValueError("sample_weight sums to zero: there is nothing to cluster")
+    return (None, float(low)) if low == high else (weights, 1.0)
+
+
+def _chunk_futures(X: da.Array):
+    """The futures of X's chunks in order when X is persisted on a distributed client, else None."""
+    from distributed import Future
+
+    graph = X.__dask_graph__()
+    futures = [graph.get(key) for key in dask.core.flatten(X.__dask_keys__())]
+    if not futures or not all(isinstance(f, Future) for f in futures):
+        return None
+    return futures
+
+
+def _group_by_worker_thread(client, futures: list) -> list[tuple[str, list]]:
+    """Split the chunk futures into one group per worker thread, each on a worker holding its chunks.
+
+    One task per thread and iteration, instead of one per chunk: each task costs a few milliseconds of
+    scheduling, (de)serialisation and GIL hand-offs on the worker, which on MNIST was as much as the
+    arithmetic (42 ms per iteration with 8 chunks as 8 tasks, 28 ms as 2). Pinning the task to the
+    holder matters too: left to itself the scheduler sometimes ran a task on the other worker, copying
+    the chunk there every iteration (the active memory manager drops the replica again within seconds).
+    """
+    holders = client.who_has(futures)
+    nthreads = client.nthreads()
+    by_worker: dict[str, list] = {}
+    for future in futures:
+        # Among the workers holding this chunk (replicas happen), the one with the least work so far.
+        candidates = sorted(holders.get(future.key, ()) or nthreads)
+        worker = min(candidates, key=lambda w: len(by_worker.get(w, ())) / nthreads.get(w, 1))
+        by_worker.setdefault(worker, []).append(future)
+    groups = []
+    for worker, chunk_futures in by_worker.items():
+        slots = max(1, min(nthreads.get(worker, 1), len(chunk_futures)))
+        groups.extend((worker, chunk_futures[i::slots]) for i in range(slots))
+    return groups
+
+
+def _reduce_on_cluster(client, parts: list, combine, fan_in: int = TREE_FAN_IN):
+    """Tree-reduce futures on the workers down to at most `fan_in`, then combine those in the client."""
+    while len(parts) > fan_in:
+        parts = [
+            client.submit(combine, *parts[i : i + fan_in], pure=False) for i in range(0, len(parts), fan_in)
+        ]
+    return combine(*client.gather(parts))
+
+
+def plan_tasks(X: da.Array):
+    """How to send a Lloyd step over X: (client, [(worker, chunk futures)]) when X is persisted on a
+    distributed cluster, else None (X is then streamed through its graph). Built once per fit: asking
+    the scheduler where chunks live costs a round trip."""
+    futures = _chunk_futures(X)
+    if futures is None:
+        return None
+    client = futures[0].client
+    return client, _group_by_worker_thread(client, futures)
+
+
+def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
+    """combine(kernel(chunk, *args) for every chunk of X), computed on the cluster.
+
+    When X is persisted, one task per worker thread runs `kernel` over the chunks that worker holds and
+    combines them there (see plan_tasks): no graph to build or optimise, one round trip. Otherwise (X
+    streamed from storage, or no distributed client) the kernel runs on each chunk of X's graph and the
+    results are combined in a tree.
+    """
+    plan = plan if plan is not None else plan_tasks(X)
+    if plan is not None:
+        client, groups = plan
+        # Keys named after the kernel, so the dashboard's task stream and progress bars say
+        # "lloyd_partial" rather than "over_chunks".
+        parts = [
+            client.submit(kernels.over_chunks, kernel, combine, args, *group, workers=[worker],
+                          allow_other_workers=True, key=f"{kernel.__name__}-{uuid.uuid4().hex}")
+            for worker, group in groups
+        ]
+        return _reduce_on_cluster(client, parts, combine)
+    # Streamed: each chunk's kernel runs in the task that reads and scales the chunk (job.blockwise).
+    parts = per_chunk(X, kernel, *args)
+    (result,) = dask.compute(tree_reduce(parts, functools.partial(combine_boxed, combine)))
+    return unbox(result)
+
+
+def moments(X: da.Array, plan=None) -> tuple[int, np.ndarray, np.ndarray, bool]:
+    """(n, column sums, column sums of squares, all finite) in one pass over X."""
+    return map_reduce(X, kernels.chunk_moments, kernels.add_moments, plan=plan)
+
+
+def lloyd_step(X: da.Array, centers: np.ndarray, plan=None, weights=None):
+    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster.
+    With sample weights (a dask array chunked like X): weighted sums, total weights (float64) and the
+    weighted inertia, by tasks that pair each chunk with its weights (job.blockwise.boxed_pairs)."""
+    if weights is not None:
+        return reduce_boxes(boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials)
+    return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
+
+
+def inertia_and_counts(X: da.Array, centers: np.ndarray, plan=None) -> tuple[float, np.ndarray]:
+    """The true inertia (sum of squared distances to the nearest center) and the cluster sizes."""
+    _, counts, inertia = lloyd_step(X, centers, plan)
+    return float(inertia), counts
+
+
+def predict_labels(X: da.Array, centers: np.ndarray) -> da.Array:
+    """Lazy int32 [n] labels: the nearest center of each row."""
+    return X.map_blocks(kernels.labels_of, centers, drop_axis=1, dtype=np.int32)
+
+
+def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray) -> float:
+    """scikit-learn's absolute tolerance: tol * mean over features of the variance of X."""
+    if tol == 0 or n == 0:
+        return 0.0
+    mean = col_sum / n
+    var = np.maximum(col_sumsq / n - mean**2, 0.0)
+    return float(tol * var.mean())
+
+
+class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
+    """K-Means for data larger than memory: a sampled fit polished on all rows, on dask arrays.
+
+    A drop-in for ``dask_ml.cluster.KMeans`` (same parameters where they mean the same thing, the same
+    learned attributes, a lazy ``labels_``), with a default fit that reads the data a few times instead
+    of hundreds: ``n_init`` starts, each one task fitting a subsample in memory (greedy k-means++, then
+    Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then Lloyd passes
+    over all rows until a pass gains less than ``tol``. ``sample_size=None`` runs every pass on all rows
+    (k-means|| then plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters (k).
+    init : {"k-means||", "k-means++", "random"} or array-like of shape (n_clusters, n_features), \
+            default="k-means||"
+        How the plain-Lloyd fit (``sample_size=None``) starts: our seeded k-means|| (job.kmeans_parallel),
+        or dask-ml's k-means++ / random. The sampled fit always starts by k-means++ on its subsample.
+        An array gives the initial centers and skips both (one start).
+    oversampling_factor : float, default=2
+        k-means||: about ``oversampling_factor * n_clusters`` candidates drawn per round.
+    max_iter : int, default=300
+        Most Lloyd iterations over all rows (and on the sample).
+    tol : float, default=1e-4
+        Relative tolerance, as scikit-learn's: Lloyd stops when the summed squared center shift is at
+        most ``tol`` times the mean per-feature variance of X; the polishing passes of the sampled fit
+        also stop once a pass lowers the inertia by less than ``tol`` (relative).
+    random_state : int, numpy.random.RandomState, numpy.random.Generator or None, default=None
+        Seeds every draw (sample, subsample, starts, k-means||). An int gives the same result for any
+        chunking and number of workers; a RandomState or Generator is drawn from once per fit; None
+        draws fresh entropy.
+    init_max_iter : int or None, default=None
+        k-means|| rounds (None: 5).
+    n_init : "auto" or int, default="auto"
+        Starts, seeded ``random_state + i``; the lowest inertia wins. "auto": 4 starts on a subsample
+        for the sampled fit, 1 for plain Lloyd.
+    sample_size : "auto", int or None, default="auto"
+        Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 20,000 per cluster,
+        all rows when there are fewer). None: every pass on all rows.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        The centers, float64 (float32 for float32 or compact integer input).
+    labels_ : dask.array.Array of shape (n_samples,), int32
+        Lazy: the nearest center of each training row, computed when asked for.
+    inertia_ : float
+        Sum of (weighted) squared distances of the training rows to their nearest center, over all rows.
+    n_iter_ : int
+        Lloyd iterations over all rows.
+    n_features_in_ : int
+        Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of a (pandas or dask) DataFrame X, when they are all strings.
+    counts_ : ndarray of shape (n_clusters,)
+        Rows (with sample_weight: total weight) nearest each center.
+    cluster_sums_ : ndarray of shape (n_clusters, n_features)
+        Their (weighted) coordinate sums, float64: ``cluster_sums_ / counts_[:, None]`` are the clusters' means.
+    strategy_ : str
+        "sampled", "starts on a subsample" (the sample is all of X), "plain Lloyd" or "weighted plain Lloyd".
+    starts_ : list of dict
+        One record per start (seed, inertia, iterations, seconds).
+    sample_ : dict or None
+        The sampled fit's record (rows, iterations, inertia after each phase).
+    passes_over_all_rows_ : float
+        How many times the fit read all of X.
+
+    See Also
+    --------
+    dask_ml.cluster.KMeans : the stock estimator (``python -m job --engine dask-ml``).
+    sklearn.cluster.KMeans : the in-memory estimator.
+
+    Notes
+    -----
+    X may be a dask array, a dask DataFrame, a numpy array or a pandas DataFrame; in-memory input is
+    checked by scikit-learn's ``validate_data``. Compact integers (uint8 pixels) stay compact in the
+    workers' memory: each cache-sized block is converted to float32 as a kernel uses it. With
+    ``sample_weight`` the fit runs weighted k-means|| and weighted Lloyd over all rows (the sampled
+    strategy is unweighted); uniform weights take the unweighted path and scale the inertia.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from job import FusedKMeans
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+    >>> model = FusedKMeans(n_clusters=2, random_state=0).fit(X)
+    >>> sorted(model.cluster_centers_.tolist())
+    [[1.0, 2.0], [10.0, 2.0]]
+    >>> labels = model.predict(np.array([[0.0, 0.0], [12.0, 3.0]]))  # lazy, a dask array
+    >>> bool(labels[0].compute() != labels[1].compute())
+    True
+    >>> round(model.inertia_, 6)
+    16.0
+    """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means||", "k-means++", "random"}), "array-like"],
+        "oversampling_factor": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state", HasMethods("integers")],
+        "init_max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "sample_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, n_clusters=8, *, init="k-means||", oversampling_factor=2, max_iter=300, tol=1e-4,
+                 random_state=None, init_max_iter=None, n_init="auto", sample_size="auto"):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.oversampling_factor = oversampling_factor
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.init_max_iter = init_max_iter
+        self.n_init = n_init
+        self.sample_size = sample_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def fit(self, X, y=None, sample_weight=None, *, on_iteration=None, start=None):
+        """Compute the clustering of X.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+            The rows to cluster (numbers; compact integers stay compact).
+        y : ignored
+        sample_weight : array-like or dask array of shape (n_samples,), or None, default=None
+            Non-negative weight of each row in the centers, the inertia and the k-means|| draws.
+        on_iteration : callable or None
+            Called after every Lloyd iteration over all rows with a dict (start, n_iter, centers, inertia,
+            shift, converged); the job writes its checkpoints from it.
+        start : dict or None
+            Resume from a checkpoint: "centers" [k, p], "n_iter" (iterations over all rows done),
+            "converged"; the initialisation (and the sample's stage) is skipped and the loop continues
+            where it stopped, so the result is the one an uninterrupted fit would have reached. Only
+            with a single start.
+
+        Returns
+        -------
+        self : FusedKMeans
+        """
+        self._validate_params()
+        X = check_features(self, X, reset=True)
+        weights = check_sample_weight(sample_weight, X)
+        weights, scale = _uniform_weights_as_none(weights)
+        seeds = self._start_seeds()
+        if start is not None and len(seeds) > 1:
+            raise ValueError("resuming from a checkpoint needs n_init=1")
+        n = int(X.shape[0])
+        if n < self.n_clusters:
+            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
+        self._check_init(X.shape[1], weights)
+        plan = plan_tasks(X)
+        size = self._sample_rows(n)
+        self.init_time_ = self.lloyd_time_ = 0.0
+        if weights is not None:
+            self.strategy_ = "weighted plain Lloyd"
+            if self.sample_size is not None:
+                log.info("sample_weight: the sampled strategy is unweighted, so every pass runs on all rows")
+            best = self._fit_full(X, plan, seeds, start, on_iteration, weights)
+        elif self.sample_size is None:
+            self.strategy_ = "plain Lloyd"
+            best = self._fit_full(X, plan, seeds, start, on_iteration)
+        else:
+            best = self._fit_sampled(X, plan, seeds, size, start, on_iteration)
+
+        self.init_centers_, self.init_info_ = best["init_centers"], best["init_info"]
+        self.inertia_ = float(best["inertia"]) * scale
+        self.counts_ = best["counts"] * scale if scale != 1 else best["counts"]
+        self.cluster_sums_ = best["sums"] * scale
+        self.cluster_centers_ = best["centers"].astype(np.result_type(X.dtype, np.float32))
+        self.labels_ = predict_labels(X, self.cluster_centers_)
+        self.n_iter_ = best["n_iter"]
+        return self
+
+    def _check_init(self, n_features: int, weights) -> None:
+        if isinstance(self.init, str):
+            if weights is not None and self.init != "k-means||":
+                raise ValueError(f"sample_weight needs init='k-means||' or an array of centers, not {self.init!r}")
+            return
+        init = np.asarray(self.init)
+        if init.ndim != 2 or init.shape[0] != self.n_clusters:
+            raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
+                             f"clusters {self.n_clusters}.")
+        if init.shape[1] != n_features:
+            raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
+                             f"features of the data {n_features}.")
+
+    def _sample_rows(self, n: int) -> int:
+        from .sampling import auto_sample_size
+
+        if self.sample_size is None:
+            return n
+        if self.sample_size == "auto":
+            return auto_sample_size(n, self.n_clusters)
+        size = int(self.sample_size)
+        if size < self.n_clusters:
+            raise ValueError(f"sample_size={size} should be >= n_clusters={self.n_clusters}")
+        return min(size, n)
+
+    def _fit_full(self, X, plan, seeds, start, on_iteration, weights=None) -> dict:
+        """Every stage on all rows: a moments pass (tol, finiteness), k-means||, Lloyd, a final pass.
+        The tolerance comes from the unweighted variance, as scikit-learn's does."""
+        n, col_sum, col_sumsq, finite = moments(X, plan)
+        if not finite:
+            raise ValueError("Input contains NaN or infinity.")
+        tol = relative_tol(self.tol, n, col_sum, col_sumsq)
+        self.sample_ = None
+        best = self._best_of_starts(X, plan, seeds, tol, start, on_iteration, weights)
+        init_passes = sum(s["init_info"].get("chunk_reads", 0) for s in self.starts_) / max(1, X.numblocks[0])
+        self.passes_over_all_rows_ = 1 + init_passes + sum(s["n_iter"] + 1 for s in self.starts_)
+        return best
+
+    def _fit_sampled(self, X, plan, seeds, size, start, on_iteration) -> dict:
+        """The default strategy. Starts as single tasks on a subsample of a seeded sample, the best one
+        continued by Lloyd on the sample in the workers' memory, then Lloyd over all rows. When the sample
+        is all of X (size >= n: MNIST's 70,000 images), the Lloyd after the starts is the main loop."""
+        from .sampling import sample_rows
+
+        n = int(X.shape[0])
+        sampled = size < n
+        self.strategy_ = "sampled" if sampled else "starts on a subsample"
+        started = time.perf_counter()
+        if sampled:
+            sample = sample_rows(X, size, seeds[0])
+            if plan is not None:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
+                from .persist import balanced_chunks, persist_balanced
+
+                threads = sum(plan[0].nthreads().values())
+                rows = balanced_chunks(int(sample.shape[0]), sample.dtype.itemsize * sample.shape[1], threads)
+                sample = persist_balanced(plan[0], sample, rows)
+            sample_plan = plan_tasks(sample)
+        else:
+            sample, sample_plan = X, plan
+        m, col_sum, col_sumsq, finite = moments(sample, sample_plan)
+        if not finite:
+            raise ValueError("Input contains NaN or infinity.")
+        if m < self.n_clusters:
+            raise ValueError(f"the sample of {m} rows has fewer than n_clusters={self.n_clusters}; "
+                             "raise sample_size")
+        # tol relative to the feature variance, estimated on the sample (the same for a resumed run).
+        tol = relative_tol(self.tol, m, col_sum, col_sumsq)
+        draw_seconds = time.perf_counter() - started
+        if sampled:
+            log.info("sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds)
+        sample_record = {"rows": int(m), "draw_seconds": draw_seconds}
+        if start is None:
+            centers, init_info = self._run_starts(sample, seeds, tol)
+            init_centers = init_info.pop("centers")
+            if sampled:
+                centers, sample_iter = self._lloyd(sample, centers, tol, sample_plan)
+                sample_inertia, _ = inertia_and_counts(sample, centers, sample_plan)
+                sample_record.update(n_iter=int(sample_iter), inertia=float(sample_inertia),
+                                     fit_seconds=time.perf_counter() - started - draw_seconds, **init_info)
+                log.info("sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
+                         sample_iter, sample_inertia, f"{n:,}")
+            done_before = 0
+        else:
+            self.starts_ = []
+            centers = np.asarray(start["centers"], dtype=np.float64)
+            init_centers, init_info = centers.copy(), {"resumed_after_iteration": int(start["n_iter"])}
+            sample_record["resumed"] = True
+            done_before = int(start["n_iter"])
+            log.info("resuming after Lloyd iteration %d over all rows", done_before)
+        if sampled:
+            del sample
+        self.init_time_ = time.perf_counter() - started
+
+        started = time.perf_counter()
+        inertias: list[float] = []
+
+        def notify(state):
+            inertias.append(state["inertia"])  # of the centers this pass started from
+            if on_iteration is not None:
+                on_iteration({"start": 0, **state})
+
+        if start is not None and start.get("converged"):
+            n_iter = done_before
+        elif sampled:
+            # Polishing: from a sample's converged centers the shift falls below tol only after a hundred
+            # passes or more (8.1M deformed digits: still 10x tol after 60), while the inertia stops
+            # improving after a few: stop when a pass gains less than tol, relative (docs/benchmarks.md).
+            previous = None if start is None else start.get("inertia")
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, notify, min_gain=self.tol,
+                                          previous_inertia=previous)
+        else:  # the sample is X: plain Lloyd from the best start, scikit-learn's rule
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, notify)
+        self.lloyd_time_ = time.perf_counter() - started
+        sums, counts, inertia = lloyd_step(X, centers, plan)
+        if sampled:
+            if inertias and start is None:
+                sample_record["inertia_all_rows_after_sample"] = float(inertias[0])
+            sample_record["inertia_all_rows_final"] = float(inertia)
+            sample_record["full_passes"] = int(n_iter - done_before)
+            self.sample_ = sample_record
+            self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # draw, Lloyd, final inertia
+            log.info("fit: %d Lloyd passes over all rows after the sample, inertia %.6g", n_iter - done_before,
+                     inertia)
+        else:
+            self.sample_ = None
+            self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # moments, Lloyd, final inertia
+        return {"seed": seeds[0], "centers": centers, "inertia": inertia, "counts": counts, "sums": sums,
+                "n_iter": n_iter, "init_centers": init_centers, "init_info": init_info}
+
+    def _run_starts(self, sample, seeds, tol):
+        """The starts: each one task fitting a nested subsample of the sample in memory
+        (job.sampling.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
+        by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
+        array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
+        from .local_kmeans import local_fit
+        from .sampling import START_MAX_ITER, SUBSAMPLE_STREAM, auto_starts, sample_rows, subsample_size
+
+        started = time.perf_counter()
+        m = int(sample.shape[0])
+        if not isinstance(self.init, str):
+            self.starts_ = []
+            centers = np.asarray(self.init, dtype=np.float64)
+            return centers, {"centers": centers.copy()}
+        if self.n_init in (None, "auto"):
+            seeds = [seeds[0] + i for i in range(auto_starts(m, self.n_clusters))]
+        size = subsample_size(m, self.n_clusters)
+        sub = sample_rows(sample, size, seeds[0], stream=SUBSAMPLE_STREAM) if size < m else sample
+        rows = delayed(np.concatenate)(list(sub.to_delayed().ravel()))
+        results = dask.compute(*[delayed(local_fit, name=f"local_fit-{uuid.uuid4().hex}")(
+            rows, self.n_clusters, seed, tol, min(self.max_iter, START_MAX_ITER)) for seed in seeds])
+        best = min(results, key=lambda r: r["inertia"])
+        self.starts_ = [{"seed": r["seed"], "inertia": r["inertia"], "n_iter": r["n_iter"], "init_seconds": 0.0,
+                         "lloyd_seconds": r["seconds"], "init_info": {"init": "k-means++"}} for r in results]
+        for r in results:
+            log.info("start (seed %s) on a subsample of %s rows: inertia %.6g after %d iterations, %.2f s%s",
+                     r["seed"], f"{int(sub.shape[0]):,}", r["inertia"], r["n_iter"], r["seconds"],
+                     " (best)" if r is best else "")
+        log.info("%d start(s) in %.2f s", len(results), time.perf_counter() - started)
+        return best["centers"], {
+            "centers": best["centers"].copy(), "subsample_rows": int(sub.shape[0]),
+            "starts": [{key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results]}
+
+    def _best_of_starts(self, X, plan, seeds, tol, start, on_iteration, weights=None) -> dict:
+        self.starts_, best = [], None
+        for index, seed in enumerate(seeds):
+            notify = None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
+            result = self._one_start(X, seed, tol, plan, start, notify, weights)
+            self.starts_.append({key: result[key] for key in ("seed", "inertia", "n_iter", "init_seconds",
+                                                                 "lloyd_seconds", "init_info")})
+            if len(seeds) > 1:
+                log.info("start %d/%d (seed %s): inertia %.6g after %d iterations", index + 1, len(seeds),
+                         seed, result["inertia"], result["n_iter"])
+            if best is None or result["inertia"] < best["inertia"]:
+                best = result
+            self.init_time_ += result["init_seconds"]
+            self.lloyd_time_ += result["lloyd_seconds"]
+        return best
+
+    def _start_seeds(self) -> list:
+        starts = 1 if self.n_init in (None, "auto") else int(self.n_init)
+        if starts < 1:
+            raise ValueError(f"n_init must be at least 1, got {self.n_init}")
+        seed = base_seed(self.random_state)
+        return [seed + i for i in range(starts)]
+
+    def _one_start(self, X, seed, tol, plan, start, on_iteration, weights=None) -> dict:
+        started = time.perf_counter()
+        if start is None:
+            centers, init_info = self._init_centers(X, seed, weights)
+            log.info("init (%s): %d centers in %.2f s", self.init if isinstance(self.init, str) else "given",
+                     len(centers), time.perf_counter() - started)
+        else:
+            centers = np.asarray(start["centers"], dtype=np.float64)
+            init_info = {"resumed_after_iteration": int(start["n_iter"])}
+            log.info("resuming after Lloyd iteration %d", start["n_iter"])
+        init_centers, init_seconds = centers.copy(), time.perf_counter() - started
+
+        started = time.perf_counter()
+        done_before = 0 if start is None else int(start["n_iter"])
+        if start is not None and start.get("converged"):
+            n_iter = done_before
+        else:
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration, weights=weights)
+        lloyd_seconds = time.perf_counter() - started
+        sums, counts, inertia = lloyd_step(X, centers, plan, weights)
+        return {"seed": seed, "centers": centers, "inertia": inertia, "counts": counts, "sums": sums, "n_iter": n_iter,
+                "init_centers": init_centers, "init_info": init_info, "init_seconds": init_seconds,
+                "lloyd_seconds": lloyd_seconds}
+
+    def _init_centers(self, X: da.Array, seed: int, weights=None) -> tuple[np.ndarray, dict]:
+        """The given centers for an array; ours for "k-means||" (job.kmeans_parallel: seeded, weighted
+        candidates, optional sample weights, chunking-independent); dask-ml's for "k-means++" or "random"."""
+        if not isinstance(self.init, str):
+            return np.asarray(self.init, dtype=np.float64).copy(), {"init": "given"}
+        if self.init == "k-means||":
+            rounds = self.init_max_iter or DEFAULT_INIT_ROUNDS
+            return kmeans_parallel(X, self.n_clusters, seed=seed, rounds=rounds, oversampling=self.oversampling_factor,
+                                   weights=weights)
+        from dask_ml.cluster.k_means import k_init  # imported only here: dask_ml takes 1.4 s to import
+
+        centers = k_init(X, self.n_clusters, init=self.init, random_state=seed, max_iter=self.init_max_iter,
+                         oversampling_factor=self.oversampling_factor, n_init="auto")
+        return np.asarray(centers, dtype=np.float64), {}
+
+    def _lloyd(self, X, centers, tol, plan, done_before=0, on_iteration=None, min_gain=0.0,
+               previous_inertia=None, weights=None) -> tuple[np.ndarray, int]:
+        """Lloyd iterations from `centers` until the squared center shift is <= tol (scikit-learn's rule),
+        or, with min_gain > 0, until a pass lowers the inertia by less than min_gain (relative; the
+        polishing stage of the sampled fit), or max_iter. previous_inertia: the inertia of the pass
+        before `done_before` (a resumed run's checkpoint), so that a resumed loop stops where an
+        uninterrupted one would. weights: sample weights (a dask array chunked like X) or None."""
+        n_iter = done_before
+        last_report = time.perf_counter()
+        previous = previous_inertia
+        for n_iter in range(done_before + 1, self.max_iter + 1):
+            sums, counts, inertia = lloyd_step(X, centers, plan, weights)
+            if not np.isfinite(inertia):
+                raise ValueError("Input contains NaN or infinity.")
+            gain = None if previous is None or previous <= 0 else (previous - inertia) / previous
+            previous = inertia
+            if not counts.all():
+                # dask-ml collapses an empty cluster to the origin; like scikit-learn, we move it to
+                # the points farthest from their centers.
+                sums, counts = _reseed_empty(X, centers, sums, counts, plan, weights)
+            # A cluster still empty (X has fewer distinct points than clusters) keeps its center.
+            new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
+            shift = float(((new - centers) ** 2).sum())
+            centers = new
+            done = shift <= tol or (min_gain > 0 and gain is not None and gain < min_gain)
+            # Progress once a second (every iteration at DEBUG): ~100 iterations would flood the log.
+            now = time.perf_counter()
+            level = logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
+            if level == logging.INFO:
+                last_report = now
+            log.log(level, "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s)",
+                    n_iter, self.max_iter, " over all rows" if min_gain else "", inertia, shift, tol,
+                    f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "")
+            if on_iteration is not None:
+                on_iteration({"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift,
+                              "converged": done})
+            if done:
+                break
+        return centers, n_iter
+
+    def predict(self, X):
+        """The nearest center of each row of X.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : dask.array.Array of shape (n_samples,), int32
+            Lazy, as dask-ml's.
+        """
+        self._check_fitted()
+        return predict_labels(check_features(self, X, reset=False), self.cluster_centers_)
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Opposite of the (weighted) sum of squared distances of X's rows to their nearest center, as
+        scikit-learn's KMeans.score: higher is better.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like or dask array of shape (n_samples,), or None
+
+        Returns
+        -------
+        score : float
+        """
+        self._check_fitted()
+        X = check_features(self, X, reset=False)
+        weights = check_sample_weight(sample_weight, X)
+        return -float(lloyd_step(X, np.asarray(self.cluster_centers_, dtype=np.float64), plan_tasks(X), weights)[2])
+
+    def transform(self, X, y=None):
+        """Euclidean distances of X's rows to the centers.
+
+        Parameters
+        ----------
+        X : dask array, dask DataFrame, array-like or pandas DataFrame of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        distances : dask.array.Array of shape (n_samples, n_clusters)
+            Lazy; X's float type (float32 for compact integers).
+        """
+        self._check_fitted()
+        X = check_features(self, X, reset=False)
+        centers = self.cluster_centers_
+        # As scikit-learn's euclidean_distances: float64 when X or the centers are; float32 otherwise
+        # (compact integers and float32 centers included), float32 X upcast block by block if need be.
+        dtype = np.result_type(kernels.compute_dtype(X.dtype), centers.dtype)
+        if kernels.compute_dtype(X.dtype) != dtype:
+            X = X.astype(dtype)
+        return X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)), dtype=dtype)
+
+    def _check_fitted(self):
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "cluster_centers_")
+
+
+def _reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Move each empty cluster to one of the points farthest from their centers, as scikit-learn does
+    (sklearn/cluster/_k_means_common.pyx, _relocate_empty_clusters): the point leaves its old cluster's
+    sum and count, and no two empty clusters get the same point, nor two points of equal value (they
+    would split one cluster and leave the other empty again). A point is never taken from a cluster of
+    one. With sample weights, a moved point carries its weight (rows of weight 0 are never moved).
+    Returns the adjusted (sums, counts)."""
+    empty = np.flatnonzero(counts == 0)
+    # Twice as many candidates as empty clusters, so that duplicates and singletons can be skipped.
+    if weights is None:
+        _, rows, owners, row_weights = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers,
+                                                  2 * len(empty), plan=plan)
+    else:
+        _, rows, owners, row_weights = reduce_boxes(
+            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)), kernels.merge_farthest)
+    sums, counts = sums.copy(), counts.copy() if weights is None else counts.astype(np.float64)
+    if weights is None:
+        row_weights = np.ones(len(rows), dtype=counts.dtype)  # counts stay integers
+    taken: list[np.ndarray] = []
+    for row, owner, weight in zip(rows, owners, row_weights):
+        if len(taken) == len(empty):
+            break
+        if counts[owner] <= weight or any(np.array_equal(row, t) for t in taken):
+            continue
+        target = empty[len(taken)]
+        sums[owner] -= weight * row
+        counts[owner] -= weight
+        sums[target], counts[target] = weight * row, weight
+        taken.append(row)
+    log.info("re-seeded %d of %d empty cluster(s) with the points farthest from their centers",
+             len(taken), len(empty))
+    return sums, counts
+
+
+def make_estimator(engine: str, **params):
+    """The estimator for `engine` ("fused" or "dask-ml") with dask-ml's parameters."""
+    if engine == "fused":
+        return FusedKMeans(**params)
+    from dask_ml.cluster import KMeans as DaskMLKMeans
+
+    return DaskMLKMeans(**params)

@@ -1,0 +1,120 @@
+"""Whether to keep X in the workers' memory, and how to lay it out there when we do."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import Client, wait
+
+log = logging.getLogger(__name__)
+
+# Chunks of at most this many bytes when X is persisted: tens of MB keep per-task overhead small
+# against the arithmetic, and several chunks per thread keep the load even (benchmarks/fit_speed.py).
+TARGET_CHUNK_BYTES = 32 * 2**20
+# With at least this many chunks per thread, uneven counts cost little: the chunks are kept as stored.
+CHUNKS_PER_THREAD_KEPT = 8
+
+
+def decide_persist(nbytes: int, cluster_bytes: int, policy: str, fraction: float) -> tuple[bool, str]:
+    """Whether to keep X in the workers' memory, and the figures that decided it."""
+    if policy != "auto":
+        return policy == "always", f"--persist {policy}"
+    if cluster_bytes == 0:
+        return False, "the workers declare no memory limit, so X is streamed from the store"
+    budget = fraction * cluster_bytes
+    fits = nbytes <= budget
+    return fits, (
+        f"X is {nbytes / 2**20:,.0f} MiB; {fraction:.0%} of the cluster's {cluster_bytes / 2**30:,.1f} GiB "
+        f"is {budget / 2**20:,.0f} MiB, so X is {'persisted' if fits else 'streamed from the store'}"
+    )
+
+
+def balanced_chunks(n_rows: int, row_bytes: int, n_threads: int) -> int:
+    """Rows per chunk: a multiple of the thread count of equal chunks, each <= TARGET_CHUNK_BYTES."""
+    per_thread = max(1, math.ceil(n_rows * row_bytes / (n_threads * TARGET_CHUNK_BYTES)))
+    return max(1, math.ceil(n_rows / (n_threads * per_thread)))
+
+
+def _settle(chunk):
+    """A fresh, aligned, writeable copy of a chunk that arrived over the network.
+
+    A received array can live in an unaligned, read-only receive buffer; BLAS then copies every block
+    it reads into a temporary, and (with distributed's MALLOC_TRIM_THRESHOLD_) each temporary is fresh
+    pages from the kernel: 6,700 page faults and ~10 ms per iteration for one 27 MB chunk, measured.
+    """
+    return np.array(chunk, order="C", copy=True)
+
+
+def _targets(holders: list[tuple[str, ...]], nthreads: dict[str, int]) -> list[str]:
+    """A worker for each chunk: chunks stay where they are up to each worker's share (by threads);
+    the rest go to the workers below their share."""
+    total = sum(nthreads.values())
+    quota = {w: math.ceil(len(holders) * n / total) for w, n in nthreads.items()}
+    load = dict.fromkeys(nthreads, 0)
+    targets: list[str | None] = []
+    for held in holders:
+        keep = [w for w in held if w in load and load[w] < quota[w]]
+        worker = min(keep, key=load.get) if keep else None
+        if worker is not None:
+            load[worker] += 1
+        targets.append(worker)
+    for i, worker in enumerate(targets):
+        if worker is None:
+            worker = min(load, key=lambda w: load[w] / nthreads[w])
+            load[worker] += 1
+            targets[i] = worker
+    return targets
+
+
+def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da.Array:
+    """Persist X in equal chunks spread evenly over the workers' threads.
+
+    The scheduler leaves persisted chunks where their inputs were computed, which can give one worker
+    most of them (seen here: 6 of 8); every Lloyd iteration then waits for that worker. distributed's
+    `rebalance` does not help: it only moves data off workers above 30% of their memory limit. So the
+    chunks that sit on an over-full worker are copied once to an under-full one, pinned there, and the
+    returned array is built from the resulting futures.
+    """
+    from dask.highlevelgraph import HighLevelGraph
+
+    # Client.nthreads() asks the scheduler; scheduler_info() answered with no workers at all once, right
+    # after a large persist on 8.1M images (a cached identity), and the placement below then failed.
+    nthreads = dict(client.nthreads())
+    if not nthreads:
+        raise RuntimeError("the cluster has no workers left to hold X")
+    threads = sum(nthreads.values())
+    row_bytes = X.dtype.itemsize * X.shape[1]
+    stored = max(X.chunks[0])
+    keep = (rows is None and X.numblocks[0] >= CHUNKS_PER_THREAD_KEPT * threads
+            and stored * row_bytes <= TARGET_CHUNK_BYTES)
+    merge = max(1, TARGET_CHUNK_BYTES // (stored * row_bytes))
+    if keep and merge > 1 and X.numblocks[0] // merge >= CHUNKS_PER_THREAD_KEPT * threads:
+        # Many small stored chunks (8,192 MNIST images are 6.4 MB): whole ones are merged, so that every
+        # later pass has fewer tasks. Each task costs ~1.5 ms of scheduling here: a pass over 989 chunks
+        # of 8.1M images spent more time on that than on arithmetic (docs/benchmarks.md).
+        X = X.rechunk((stored * merge, X.shape[1]))
+    elif not keep:  # many chunks of at most the target size are balanced as they are: no rechunk pass
+        X = X.rechunk((rows or balanced_chunks(X.shape[0], row_bytes, threads), X.shape[1]))
+    X = X.persist()
+    wait(X)
+    graph = X.__dask_graph__()
+    futures = [graph[key] for key in dask.core.flatten(X.__dask_keys__())]
+    holders = client.who_has(futures)
+    targets = _targets([tuple(holders.get(f.key, ())) for f in futures], nthreads)
+    placed = [
+        f if target in holders.get(f.key, ()) else
+        client.submit(_settle, f, workers=[target], allow_other_workers=True, pure=False)
+        for f, target in zip(futures, targets)
+    ]
+    wait(placed)
+    moved = sum(p is not f for p, f in zip(placed, futures))
+    name = "balanced-" + X.name
+    layer = {(name, i, 0): future for i, future in enumerate(placed)}
+    balanced = da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, X.chunks, meta=X._meta)
+    log.info("X persisted in %d chunks of up to %d rows over %d threads (%d chunk(s) moved to even the load)",
+             X.numblocks[0], max(X.chunks[0]), threads, moved)
+    return balanced

@@ -1,0 +1,315 @@
+"""Assign new images to the clusters of a saved run, and read each cluster as the digit it stands for.
+
+    python -m job.predict RUN_DIR INPUT [INPUT ...] [--labels IDX] [--out predictions.csv]
+
+INPUT: an IDX images file (gzipped or not; its labels file beside it is used when present), a Zarr array
+or group (a dataset store's split, e.g. data/mnist.zarr/test, whose labels are used), or PNG files and
+folders of them (grey or colour, the model's image size; dark digits on a light background are inverted
+to MNIST's light-on-dark). Writes a CSV (row, source, cluster, digit, distance) and prints a summary; with
+known labels, the accuracy of the cluster -> digit mapping, which on the MNIST test split reproduces the
+held-out accuracy the run reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.atomic import NotOursError, check_replaceable, durable_replace
+from data_prep.errors import DataPrepError
+
+from .dataset import PIXEL_MAX
+from .errors import DataError, JobError
+from .kernels import assign
+
+log = logging.getLogger(__name__)
+BLOCK = 8192  # images assigned at a time: memory stays flat however many there are
+
+
+@dataclass(frozen=True)
+class Model:
+    centers: np.ndarray  # [k, p] float32
+    image_shape: tuple[int, int]
+    digits: np.ndarray  # cluster -> digit (Hungarian, -1 = none)
+    digits_majority: np.ndarray
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Model:
+        path = Path(run_dir) / "model.npz"
+        try:
+            with np.load(path) as saved:
+                model = cls(saved["centers"].astype(np.float32), tuple(int(v) for v in saved["image_shape"]),
+                            saved["mapping_hungarian"].astype(np.int64), saved["mapping_majority"].astype(np.int64))
+        except FileNotFoundError:
+            raise DataError(f"{path}: no saved model (is {run_dir} a finished run folder?)") from None
+        except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+            raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from None
+        k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
+        if len(model.image_shape) != 2 or width != int(np.prod(model.image_shape)):
+            raise DataError(f"{path}: its centers are {width} values wide but its images are "
+                            f"{'x'.join(map(str, model.image_shape))} pixels: the model is damaged")
+        if model.digits.shape != (k,) or model.digits_majority.shape != (k,) or not np.isfinite(model.centers).all():
+            raise DataError(f"{path}: its cluster-to-digit mappings do not have one entry per center: damaged")
+        return model
+
+
+@dataclass
+class Images:
+    """A source of images: blocks of uint8 [b, h, w] with a name per row, and labels where known.
+
+    Every kind is read block by block (BLOCK images at a time): memory stays flat however many there are.
+    """
+
+    blocks: object  # callable () -> iterator of (names, uint8 [b, h, w])
+    n: int
+    labels: np.ndarray | None  # uint8 [n]: one byte per image, small next to the images
+    description: str
+
+
+def _idx(path: Path, labels_path: Path | None) -> Images:
+    from data_prep.idx import IdxReader, read_idx
+
+    def header(p):
+        try:
+            with IdxReader(p) as reader:
+                return reader.shape, reader.dtype
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
+
+    shape, dtype = header(path)
+    if len(shape) != 3 or dtype != np.uint8:
+        raise DataError(f"{path}: expected uint8 images [n, h, w], found {dtype} {shape}")
+    n = shape[0]
+    if labels_path is None:
+        guess = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
+        labels_path = guess if guess != path and guess.exists() else None
+    labels = None
+    if labels_path is not None:
+        try:
+            labels = read_idx(labels_path)
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
+        if labels.shape != (n,):
+            raise DataError(f"{labels_path}: {labels.shape[0]} labels for {n} images in {path.name}")
+
+    def blocks():
+        try:
+            with IdxReader(path) as reader:
+                start = 0
+                for block in reader.iter_blocks(BLOCK):
+                    yield [f"{path.name}[{i}]" for i in range(start, start + len(block))], block
+                    start += len(block)
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
+
+    return Images(blocks, n, labels, f"{n:,} images from {path}"
+                  + (f" (labels from {labels_path.name})" if labels_path else ""))
+
+
+def _zarr(path: Path) -> Images:
+    import zarr
+
+    from data_prep.zarr_store import read_chunk
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as exc:
+        raise DataError(f"{path}: not a Zarr array or group ({type(exc).__name__})") from None
+    labels = None
+    if isinstance(node, zarr.Group):
+        if "images" not in node:
+            raise DataError(f"{path}: a Zarr group without an 'images' array (give a split, e.g. {path}/test)")
+        array, name = node["images"], "images"
+    else:
+        array, name = node, ""
+    if array.ndim != 3 or array.dtype != np.uint8:
+        raise DataError(f"{path}: expected uint8 images [n, h, w], found {array.dtype} {array.shape}")
+    n = int(array.shape[0])
+
+    def chunks(arr, component):
+        try:
+            for index in range(arr.cdata_shape[0]):
+                yield read_chunk(arr, str(path), component, index)
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
+
+    if isinstance(node, zarr.Group) and "labels" in node:
+        stored = node["labels"]
+        if stored.ndim != 1 or stored.shape[0] != n:
+            raise DataError(f"{path}/labels: {stored.shape} labels for the {n:,} images of {path}/images")
+        labels = np.concatenate(list(chunks(stored, "labels")))
+        if labels.size and labels.max() > 9:
+            raise DataError(f"{path}/labels: label {int(labels.max())} is outside 0-9")
+
+    def blocks():
+        start = 0
+        for chunk in chunks(array, name):
+            for lo in range(0, len(chunk), BLOCK):
+                block = chunk[lo : lo + BLOCK]
+                yield [f"{path.name}[{i}]" for i in range(start, start + len(block))], block
+                start += len(block)
+
+    return Images(blocks, n, labels, f"{n:,} images from {path}")
+
+
+def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
+    from PIL import Image, UnidentifiedImageError
+
+    files = []
+    for path in paths:
+        files.extend(sorted(path.glob("*.png")) if path.is_dir() else [path])
+    if not files:
+        raise DataError(f"no PNG files in {', '.join(map(str, paths))}")
+    inverted = [0]
+
+    def load(file: Path) -> np.ndarray:
+        try:
+            with Image.open(file) as img:
+                grey = np.asarray(img.convert("L"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{file}: not a readable PNG ({exc})") from None
+        if grey.shape != image_shape:
+            raise DataError(f"{file}: image is {grey.shape[1]}x{grey.shape[0]}, the model expects "
+                            f"{image_shape[1]}x{image_shape[0]}")
+        if grey.mean() > 127:  # dark ink on a light background: MNIST is light on dark
+            grey, inverted[0] = 255 - grey, inverted[0] + 1
+        return grey
+
+    def blocks():
+        for start in range(0, len(files), BLOCK):
+            batch = files[start : start + BLOCK]
+            yield [str(f) for f in batch], np.stack([load(f) for f in batch])
+        if inverted[0]:
+            log.info("%d PNG images: %d inverted (dark digits on a light background)", len(files), inverted[0])
+
+    return Images(blocks, len(files), None, f"{len(files):,} PNG images")
+
+
+def open_images(inputs: list[Path], image_shape: tuple[int, int], labels: Path | None = None) -> Images:
+    for path in inputs:
+        if not path.exists():
+            raise DataError(f"{path}: not found")
+    first = inputs[0]
+    if all(p.suffix.lower() == ".png" or p.is_dir() and not (p / "zarr.json").exists() for p in inputs):
+        return _pngs(inputs, image_shape)
+    if len(inputs) > 1:
+        raise DataError("give one IDX file or one Zarr array, or any number of PNG files and folders")
+    if (first / "zarr.json").exists():
+        return _zarr(first)
+    return _idx(first, labels)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    n: int
+    clusters: np.ndarray
+    digits: np.ndarray
+    labels: np.ndarray | None
+    accuracy: float | None
+    accuracy_majority: float | None
+    out: Path
+
+
+CSV_HEADER = ["row", "source", "cluster", "digit", "squared_distance"]
+
+
+def _why_not_predictions(path: Path) -> str | None:
+    """None when `path` is a predictions CSV this command wrote (its header is ours), else why not."""
+    try:
+        with open(path, newline="") as f:
+            first = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        first = None
+    return None if first == CSV_HEADER else "exists and is not a predictions file written by job.predict"
+
+
+def _check_output(out: Path) -> None:
+    """An existing output file is replaced only if it is a predictions CSV of ours."""
+    if out.is_dir() and not out.is_symlink():
+        raise DataError(f"{out}: is a folder; give the CSV file to write (e.g. {out / 'predictions.csv'})")
+    if out.exists() or out.is_symlink():
+        try:
+            check_replaceable(out, _why_not_predictions)
+        except NotOursError as exc:
+            raise DataError(str(exc)) from None
+
+
+def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: Path | None = None) -> Prediction:
+    """Assign every input image to its nearest center; write the CSV atomically; return the result."""
+    model = Model.load(run_dir)
+    images = open_images([Path(p) for p in inputs], model.image_shape, labels)
+    log.info("%s; model: %d clusters from %s", images.description, len(model.centers), run_dir)
+    out = Path(out) if out else Path(run_dir) / "predictions.csv"
+    _check_output(out)
+    clusters = np.empty(images.n, dtype=np.int64)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_HEADER)
+            row = 0
+            for names, block in images.blocks():
+                if block.shape[1:] != model.image_shape:
+                    raise DataError(f"images are {block.shape[1]}x{block.shape[2]}, the model expects "
+                                    f"{model.image_shape[0]}x{model.image_shape[1]}")
+                X = block.reshape(len(block), -1).astype(np.float32) / np.float32(PIXEL_MAX)
+                labels_b, dist = assign(X, model.centers)
+                clusters[row : row + len(block)] = labels_b
+                for name, c, d in zip(names, labels_b, dist):
+                    writer.writerow([row, name, int(c), int(model.digits[c]), f"{d:.6g}"])
+                    row += 1
+        _check_output(out)  # again: the file may have appeared while we worked
+        durable_replace(Path(tmp), out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    digits = model.digits[clusters]
+    accuracy = majority = None
+    if images.labels is not None:
+        accuracy = float((digits == images.labels).mean())
+        majority = float((model.digits_majority[clusters] == images.labels).mean())
+    return Prediction(images.n, clusters, digits, images.labels, accuracy, majority, out)
+
+
+def summary(result: Prediction, k: int) -> str:
+    counts = np.bincount(result.clusters, minlength=k)
+    digit_counts = np.bincount(result.digits[result.digits >= 0], minlength=10)
+    lines = [f"{result.n:,} images assigned; predictions in {result.out}",
+             "  per cluster: " + " ".join(f"{c}:{n}" for c, n in enumerate(counts)),
+             "  per digit:   " + " ".join(f"{d}:{n}" for d, n in enumerate(digit_counts))]
+    if result.accuracy is not None:
+        lines.append(f"  accuracy against the given labels: {result.accuracy:.4f} (Hungarian mapping), "
+                     f"{result.accuracy_majority:.4f} (majority)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_prep.cli import run_cli, setup_logging
+
+    p = argparse.ArgumentParser(prog="python -m job.predict", description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a run folder (holds model.npz)")
+    p.add_argument("inputs", type=Path, nargs="+", help="IDX file, Zarr array/group, or PNG files/folders")
+    p.add_argument("--labels", type=Path, default=None, help="IDX labels for an IDX input (default: beside it)")
+    p.add_argument("--out", type=Path, default=None, help="CSV to write (default RUN/predictions.csv)")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging(args.debug)
+
+    def body():
+        result = predict(args.run, args.inputs, args.out, args.labels)
+        print(summary(result, len(Model.load(args.run).centers)))
+
+    return run_cli(body, args.debug, (JobError, DataPrepError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
