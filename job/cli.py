@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = p.add_argument_group("model")
     model.add_argument("--k", default=str(defaults.k),
-                       help="number of clusters; a range (5..15) or a list (5,8,10) runs a k sweep: every k on "
+                       help="number of clusters; a range (5..15, 10..50+10 with a step, 16..256x2 with a factor) or a "
+                       "list (5,8,10) runs a k sweep: every k on "
                        "data loaded once, scored, plotted, and a k suggested")
     model.add_argument("--seed", type=int, default=defaults.seed)
     model.add_argument("--n-init", default=str(defaults.n_init), metavar="N|auto",

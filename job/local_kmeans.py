@@ -23,6 +23,10 @@ import numpy as np
 # subsample took 1.2-1.5 s in a worker, more than the Lloyd iterations after it; on 1,000 rows per center
 # it costs a fifth of that, and its centers are only a start for Lloyd on all the rows.
 SEEDING_ROWS_PER_CENTER = 1_000
+# ... and at most this many rows: greedy k-means++ costs rows x k x (2 + ln k) distance evaluations, 21 s
+# on 60,000 MNIST rows at k=256 (one thread, another job running), 9.6 s on 25,600 (benchmarks/classifier.py
+# measures the accuracy this keeps). Below 25 centers the per-center rule is the smaller one.
+SEEDING_MAX_ROWS = 25_000
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -162,7 +166,8 @@ def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> n
 
 def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> dict:
     """One start on X (an in-memory array, uint8 pixels or floats) in a single task: greedy k-means++
-    (as scikit-learn's KMeans seeds itself) on a seeded SEEDING_ROWS_PER_CENTER * k of its rows, then
+    (as scikit-learn's KMeans seeds itself) on a seeded SEEDING_ROWS_PER_CENTER * k of its rows (at most
+    SEEDING_MAX_ROWS), then
     Lloyd on all of them by Hamerly's bounds until the
     squared center shift is <= tol (absolute) or max_iter. Returns centers float64 [k, p], inertia (by
     job.kernels.lloyd_partial, the distributed loop's kernel), n_iter and seconds."""
@@ -173,11 +178,11 @@ def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> di
     started = time.perf_counter()
     X = np.ascontiguousarray(X)
     rng = np.random.default_rng(seed % 2**32)
-    rows = min(len(X), SEEDING_ROWS_PER_CENTER * k)
+    rows = min(len(X), SEEDING_ROWS_PER_CENTER * k, SEEDING_MAX_ROWS)
     seeding = X[np.sort(rng.choice(len(X), size=rows, replace=False))] if rows < len(X) else X
     with threadpool_limits(1):
         init = greedy_kmeans_plusplus(seeding, k, rng)
-        centers, n_iter = hamerly(X, init, float(tol), int(max_iter))
+        centers, n_iter = hamerly(X, init, float(tol), int(max_iter)) if max_iter > 0 else (init, 0)
         _, _, inertia = kernels.lloyd_partial(X, centers)
     return {"seed": int(seed), "centers": centers, "inertia": float(inertia), "n_iter": int(n_iter),
             "seconds": time.perf_counter() - started}

@@ -508,8 +508,11 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         size = subsample_size(m, self.n_clusters)
         sub = sample_rows(sample, size, seeds[0], stream=SUBSAMPLE_STREAM) if size < m else sample
         rows = delayed(np.concatenate)(list(sub.to_delayed().ravel()))
+        # One start has nothing to be chosen against: it is only the seeding, and Lloyd runs on the
+        # sample over all the workers rather than single-threaded on the subsample in one task.
+        local_iter = min(self.max_iter, START_MAX_ITER) if len(seeds) > 1 else 0
         results = dask.compute(*[delayed(local_fit, name=f"local_fit-{uuid.uuid4().hex}")(
-            rows, self.n_clusters, seed, tol, min(self.max_iter, START_MAX_ITER)) for seed in seeds])
+            rows, self.n_clusters, seed, tol, local_iter) for seed in seeds])
         best = min(results, key=lambda r: r["inertia"])
         self.starts_ = [{"seed": r["seed"], "inertia": r["inertia"], "n_iter": r["n_iter"], "init_seconds": 0.0,
                          "lloyd_seconds": r["seconds"], "init_info": {"init": "k-means++"}} for r in results]

@@ -29,6 +29,7 @@ from data_prep.errors import DataPrepError
 from .dataset import PIXEL_MAX
 from .errors import DataError, JobError
 from .kernels import assign
+from .scoring import N_CLASSES
 
 log = logging.getLogger(__name__)
 BLOCK = 8192  # images assigned at a time: memory stays flat however many there are
@@ -40,6 +41,12 @@ class Model:
     image_shape: tuple[int, int]
     digits: np.ndarray  # cluster -> digit (Hungarian, -1 = none)
     digits_majority: np.ndarray
+
+    @property
+    def predicted_digits(self) -> np.ndarray:
+        """cluster -> the digit predicted for its images: the one-to-one (Hungarian) mapping with at most
+        as many clusters as digits, else the majority mapping (one-to-one leaves all but ten at -1)."""
+        return self.digits if len(self.centers) <= N_CLASSES else self.digits_majority
 
     @classmethod
     def load(cls, run_dir: Path) -> Model:
@@ -265,17 +272,17 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
                 labels_b, dist = assign(X, model.centers)
                 clusters[row : row + len(block)] = labels_b
                 for name, c, d in zip(names, labels_b, dist):
-                    writer.writerow([row, name, int(c), int(model.digits[c]), f"{d:.6g}"])
+                    writer.writerow([row, name, int(c), int(model.predicted_digits[c]), f"{d:.6g}"])
                     row += 1
         _check_output(out)  # again: the file may have appeared while we worked
         durable_replace(Path(tmp), out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    digits = model.digits[clusters]
+    digits = model.predicted_digits[clusters]
     accuracy = majority = None
     if images.labels is not None:
-        accuracy = float((digits == images.labels).mean())
+        accuracy = float((model.digits[clusters] == images.labels).mean())
         majority = float((model.digits_majority[clusters] == images.labels).mean())
     return Prediction(images.n, clusters, digits, images.labels, accuracy, majority, out)
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .scoring import N_CLASSES
+
 # Every name a run or sweep folder of ours may hold (predictions.csv is job.predict's default output).
 RUN_FILES = {"metrics.json", "summary.txt", "centers.png", "examples_closest.png", "examples_random.png",
              "confusion.png", "sizes.png", "pca.png", "labels.zarr", "model.npz", "centers.npy", "report.html",
              "predictions.csv"}
 SWEEP_FILES = {"sweep.json", "summary.txt", "elbow.png", "silhouette.png", "criteria.png", "accuracy.png",
-               "report.html"}
-_SWEEP_CENTERS = re.compile(r"centers_k\d+\.png$")
+               "per_digit.png", "confusion_test.png", "misclassified.png", "report.html"}
+_SWEEP_CENTERS = re.compile(r"(centers_k\d+\.png|model_k\d+\.npz)$")
 
 
 def why_not_a_run_folder(path: Path) -> str | None:
@@ -79,6 +81,17 @@ def write_model(path: Path, centers: np.ndarray, image_shape, mapping_hungarian,
     return path
 
 
+def mapping_line(hungarian: list[int], majority: list[int]) -> str:
+    """The summary's cluster -> digit line. With as many clusters as digits, the one-to-one mapping,
+    cluster by cluster; otherwise (where the one-to-one mapping leaves all but ten clusters at -1) the
+    majority mapping grouped by digit: "digit 0: clusters 3, 17, 40; digit 1: ..."."""
+    if len(hungarian) <= N_CLASSES:
+        return f"  cluster -> digit: {' '.join(f'{c}:{d}' for c, d in enumerate(hungarian))}"
+    groups = {d: [c for c, m in enumerate(majority) if m == d] for d in sorted(set(majority))}
+    return "  clusters by majority digit: " + "; ".join(
+        f"{d}: {', '.join(map(str, clusters))}" for d, clusters in groups.items())
+
+
 def summary_text(metrics: dict, run_dir: Path) -> str:
     ev, fit, ds = metrics["evaluation"], metrics["fit"], metrics["dataset"]
     lines = [
@@ -89,7 +102,7 @@ def summary_text(metrics: dict, run_dir: Path) -> str:
         f"  silhouette {ev['silhouette']:.4f} on a sample of {ev['silhouette_sample']:,}"
         if ev.get("silhouette") is not None and not math.isnan(ev["silhouette"])
         else "  silhouette: not computed",
-        f"  cluster -> digit: {' '.join(f'{c}:{d}' for c, d in enumerate(ev['mapping_hungarian']))}",
+        mapping_line(ev["mapping_hungarian"], ev["mapping_majority"]),
     ]
     if metrics.get("held_out"):
         ho = metrics["held_out"]

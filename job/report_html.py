@@ -119,7 +119,8 @@ def write_run_report(out: Path, metrics: dict, example_strips: dict[int, np.ndar
              ("Davies-Bouldin", ev.get("davies_bouldin")), ("Calinski-Harabasz", ev.get("calinski_harabasz")),
              ("inertia", fit["inertia"]), ("iterations", fit["n_iter"])]
     if metrics.get("held_out"):
-        cards.append(("held-out accuracy", metrics["held_out"]["accuracy_hungarian"]))
+        mapping = "hungarian" if cfg["k"] <= len(ev["contingency"][0]) else "majority"  # one-to-one only for k <= 10
+        cards.append((f"held-out accuracy ({mapping})", metrics["held_out"][f"accuracy_{mapping}"]))
     parts += ["<h2>Metrics</h2>", _cards(cards),
               _table([[name, ev.get(key)] for name, key in [
                   ("adjusted Rand index", "ari"), ("normalized mutual information", "nmi"),
@@ -174,11 +175,15 @@ def write_sweep_report(out: Path, metrics: dict) -> Path:
              f"<h2>Suggested k = {k}</h2><p>{html.escape(metrics['suggestion_reason'])}</p>"]
     for name, alt in [("elbow.png", "elbow"), ("silhouette.png", "silhouette"), ("criteria.png", "criteria")]:
         parts.append(_img(out / name, alt))
+    if metrics.get("classifier"):
+        parts.append(_classifier_section(out, metrics["classifier"]))
+    held_out = bool(metrics.get("classifier"))
     parts += ["<h2>Every k</h2>", _table(
         [[r["k"], r["inertia"], r["n_iter"], r["silhouette"], r["ari"], r["nmi"], r["accuracy_hungarian"],
-          r["davies_bouldin"], r["calinski_harabasz"], r["fit_seconds"]] for r in rows],
-        ["k", "inertia", "iterations", "silhouette", "ARI", "NMI", "accuracy", "Davies-Bouldin", "Calinski-Harabasz",
-         "fit s"])]
+          r["accuracy_majority"], *([r["held_out_accuracy"]] if held_out else []), r["davies_bouldin"],
+          r["calinski_harabasz"], r["fit_seconds"]] for r in rows],
+        ["k", "inertia", "iterations", "silhouette", "ARI", "NMI", "accuracy (Hungarian)", "accuracy (majority)",
+         *(["held-out accuracy"] if held_out else []), "Davies-Bouldin", "Calinski-Harabasz", "fit s"])]
     parts.append(f"<h2>Centers at the suggested k = {k}</h2>")
     parts.append(_img(out / f"centers_k{k:02d}.png", f"centers for k={k}"))
     parts.append("<h2>Centers for every k</h2>")
@@ -190,6 +195,20 @@ def write_sweep_report(out: Path, metrics: dict) -> Path:
     path = out / "report.html"
     path.write_text(_page(f"Choosing k on {metrics['dataset']['store']}", "".join(parts)))
     return path
+
+
+def _classifier_section(out: Path, c: dict) -> str:
+    """The sweep as a classifier: the accuracy curve, the best k, its per-digit accuracy and confusion,
+    and the test images misclassified most often (pictures)."""
+    parts = [f'<h2 id="classifier">As a classifier</h2><p>Each cluster is read as the majority digit of its '
+             f'training images, and every test image as the digit of its nearest center. Best k = '
+             f'<b>{c["best_k"]}</b>: held-out accuracy <b>{c["held_out_accuracy"]:.3f}</b> on '
+             f'{_fmt(c["n_test"])} test images.</p>', _img(out / "accuracy.png", "held-out accuracy against k"),
+             _img(out / "per_digit.png", f"per-digit held-out accuracy at k={c['best_k']}"),
+             _img(out / "confusion_test.png", f"test split confusion at k={c['best_k']}")]
+    if (out / "misclassified.png").exists():
+        parts.append(_img(out / "misclassified.png", "the test images misclassified most often"))
+    return "".join(parts)
 
 
 def write_live_page(path: Path, title: str, dashboard: str | None, done: dict[str, float], current: str | None,

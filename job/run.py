@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 from data_prep.atomic import NotOursError, TargetExistsError, atomic_directory, check_replaceable, lock_path
 from data_prep.redact import redact_text
 
-from . import checkpoint, evaluate, examples, plots, report, report_html, scoring
+from . import checkpoint, classifier, evaluate, examples, plots, report, report_html, scoring
 from .cluster import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
 from .config import JobConfig
 from .dataset import PIXEL_SCALE, check_workers_can_read, flat_pixels, open_dataset
@@ -342,11 +342,6 @@ def evaluate_at(X: da.Array, truth: da.Array, centers: np.ndarray, counts: np.nd
 def _held_out(config: JobConfig, centers: np.ndarray, ev: dict) -> dict:
     """Read the test split with the cluster->digit mappings learned on train: the task's classification."""
     test = open_dataset(config.data, "test")
-    labels = predict_labels(flat_pixels(test.images), centers)
-    table = evaluate.contingency(labels, test.labels, config.k).compute()
-    return {
-        "n": test.n,
-        "accuracy_hungarian": evaluate.mapped_accuracy(table, ev["mapping_hungarian"]),
-        "accuracy_majority": evaluate.mapped_accuracy(table, ev["mapping_majority"]),
-        "contingency": table.tolist(),
-    }
+    clusters = predict_labels(flat_pixels(test.images), centers).compute()
+    return classifier.held_out_scores(clusters, test.labels.compute(), config.k, ev["mapping_majority"],
+                                      ev["mapping_hungarian"])

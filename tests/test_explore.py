@@ -27,7 +27,10 @@ def test_parse_k():
     assert parse_k("10") == (10,)
     assert parse_k("5..8") == (5, 6, 7, 8)
     assert parse_k("12,5,8,5") == (5, 8, 12)
-    for bad in ("five", "8..5", "1..3"):
+    assert parse_k("16..256x2") == (16, 32, 64, 128, 256)  # a factor
+    assert parse_k("10..50+10") == (10, 20, 30, 40, 50)  # a step
+    assert parse_k("10, 16..100x2") == (10, 16, 32, 64)
+    for bad in ("five", "8..5", "1..3", "4..64x1", "4..64x", "4..64+0", "0..64x2"):
         with pytest.raises(JobError, match="--k|every k"):
             parse_k(bad)
 
@@ -220,3 +223,82 @@ def test_run_report_opens_offline_with_every_image(browser, train_run):
     for text in ("Worst-matched clusters", "Cluster to digit", "Timings", "Configuration", "held-out accuracy",
                  f"{metrics['evaluation']['ari']:.4g}"):
         assert text in state["text"], text
+
+
+def test_the_summary_maps_many_clusters_by_majority_digit():
+    from job.report import mapping_line
+
+    assert mapping_line([7, 3, 9], [7, 3, 9]) == "  cluster -> digit: 0:7 1:3 2:9"
+    hungarian = [-1] * 12
+    majority = [0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    assert mapping_line(hungarian, majority) == (
+        "  clusters by majority digit: 0: 0, 11; 1: 1, 2; 2: 3; 3: 4; 4: 5; 5: 6; 6: 7; 7: 8; 8: 9; 9: 10")
+
+
+def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist_store, tmp_path):
+    """A k=64 model of 6,000 training images: job.predict's digits on the test split are the majority
+    digit of each image's nearest center, computed here independently (scikit-learn's argmin)."""
+    from sklearn.metrics import pairwise_distances_argmin
+
+    from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
+    from job.model import FusedKMeans
+    from job.report import write_model
+
+    train, test = open_dataset(mnist_store, "train"), open_dataset(mnist_store, "test")
+    X = flat_pixels(train.images)[:6000].compute()
+    y = train.labels[:6000].compute()
+    model = FusedKMeans(n_clusters=64, random_state=0, n_init=1).fit(X)
+    centers = np.asarray(model.cluster_centers_, dtype=np.float64) * PIXEL_SCALE
+    members = model.labels_.compute()
+    majority = [int(np.bincount(y[members == c], minlength=10).argmax()) if (members == c).any() else -1
+                for c in range(64)]
+    run = tmp_path / "run"
+    run.mkdir()
+    write_model(run / "model.npz", centers, (28, 28), [-1] * 64, majority)  # one-to-one: -1 but for ten
+    out = tmp_path / "p.csv"
+    proc = _cli("job.predict", str(run), str(mnist_store / "test"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        digits = np.array([int(r["digit"]) for r in csv.DictReader(f)])
+    X_test = flat_pixels(test.images).compute().astype(np.float32) * np.float32(PIXEL_SCALE)
+    expected = np.asarray(majority)[pairwise_distances_argmin(X_test, centers.astype(np.float32))]
+    assert (digits == expected).mean() > 0.999  # float32 ties aside
+    accuracy = (digits == test.labels.compute()).mean()
+    assert accuracy > 0.8 and f"{accuracy:.4f} (majority)" in proc.stdout
+
+
+def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, browser):
+    """--split train with a k list: the held-out accuracy the sweep reports for every k equals one
+    computed here from its saved model_kNN.npz and the test split (scikit-learn's argmin), and the
+    classifier figures and report section are there and load."""
+    from sklearn.metrics import pairwise_distances_argmin
+
+    from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
+
+    out = tmp_path / "sweep"
+    proc = _cli("job", "--data", str(mnist_store), "--split", "train", "--k", "10,16", "--out", str(out),
+                "--silhouette-sample", "2000", "--dashboard-address", "127.0.0.1:0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "sweep.json").read_text())
+    test = open_dataset(mnist_store, "test")
+    X_test = flat_pixels(test.images).compute().astype(np.float32) * np.float32(PIXEL_SCALE)
+    truth = test.labels.compute()
+    for row in metrics["sweep"]:
+        with np.load(out / f"model_k{row['k']:02d}.npz") as saved:
+            centers, majority = saved["centers"], saved["mapping_majority"]
+        predicted = majority[pairwise_distances_argmin(X_test, centers)]
+        assert abs((predicted == truth).mean() - row["held_out_accuracy"]) <= 3e-4  # float32 ties aside
+        per_digit = [(predicted[truth == d] == d).mean() for d in range(10)]
+        np.testing.assert_allclose(row["held_out"]["per_digit_accuracy"], per_digit, atol=2e-3)
+    c = metrics["classifier"]
+    best = max(metrics["sweep"], key=lambda r: r["held_out_accuracy"])
+    assert c["best_k"] == best["k"] and c["held_out_accuracy"] == best["held_out_accuracy"] > 0.55
+    assert np.asarray(c["confusion"]).sum() == 10_000 and len(c["most_misclassified"]) == 32
+    assert all(m["true"] != m["predicted"] or m["times_wrong"] < 2 for m in c["most_misclassified"])
+    assert "held-out accuracy" in proc.stdout and f"best k = {c['best_k']}" in proc.stdout
+    for name in ("accuracy.png", "per_digit.png", "confusion_test.png", "misclassified.png"):
+        assert (out / name).stat().st_size > 5000, name
+    state = check_page(browser, out / "report.html", "sweep-classifier-report.png")
+    assert "As a classifier" in state["text"] and f"Best k = {c['best_k']}" in state["text"]
+    alts = [i["alt"] for i in state["images"]]
+    assert "held-out accuracy against k" in alts and "the test images misclassified most often" in alts
