@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--seed", type=int, default=defaults.seed)
     model.add_argument("--n-init", default=str(defaults.n_init), metavar="N|auto",
                        help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto "
-                       "(default): 4 starts on a subsample when the fit is sampled, else 1")
+                       "(default): 4 starts on a subsample when the fit is sampled (1 with many clusters), else 1")
     model.add_argument("--sample-size", default=str(defaults.sample_size), metavar="ROWS|auto|all",
                        help="fused: fit a seeded sample of this many rows first (the best of --n-init starts on a "
                        "subsample of it, then Lloyd on the sample, in memory), then run Lloyd over all rows from "

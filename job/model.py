@@ -214,7 +214,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         k-means|| rounds (None: 5).
     n_init : "auto" or int, default="auto"
         Starts, seeded ``random_state + i``; the lowest inertia wins. "auto": 4 starts on a subsample
-        for the sampled fit, 1 for plain Lloyd.
+        for the sampled fit (1 with many clusters: job.sampling.auto_starts),
+        1 for plain Lloyd. A single start of the sampled fit is only its seeding (greedy k-means++).
     sample_size : "auto", int or None, default="auto"
         Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 20,000 per cluster,
         all rows when there are fewer). None: every pass on all rows.

@@ -14,7 +14,7 @@ from distributed import Client, LocalCluster
 from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset, to_features
 from job.model import FusedKMeans
 from job.persist import persist_balanced
-from job.sampling import auto_sample_size, sample_rows
+from job.sampling import auto_sample_size, auto_starts, sample_rows
 from job.sizing import cgroup_cpu_quota, cgroup_memory_limit, local_sizing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,3 +120,13 @@ def test_explicit_sizes_win_over_the_machine():
     sizing = local_sizing(n_workers=3, threads_per_worker=2, memory_limit=2**30)
     assert (sizing.n_workers, sizing.threads_per_worker, sizing.memory_limit) == (3, 2, 2**30)
     assert sizing.reason == "as configured"
+
+
+def test_many_clusters_get_one_start_that_only_seeds():
+    """n_init="auto" with many clusters: one start, its greedy k-means++ only (Lloyd then runs over the
+    workers, not single-threaded in the start's task); few clusters keep the 4 starts."""
+    assert auto_starts(60_000, 10) == auto_starts(60_000, 32) == 4 and auto_starts(60_000, 64) == 1
+    X = np.random.default_rng(0).normal(size=(8_000, 8))
+    model = FusedKMeans(n_clusters=150, random_state=0).fit(X)
+    assert len(model.starts_) == 1 and model.starts_[0]["n_iter"] == 0
+    assert model.n_iter_ > 1 and model.strategy_ == "starts on a subsample"
