@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body():
         from job.cluster import connect
-        from job.cluster_config import DEFAULT_CLUSTER_CONFIG, load_cluster_config
+        from job.cluster_config import load_cluster_config
         from job.errors import JobError
 
         if not args.mnist.exists():
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         config = GenerateConfig(out=out, source=args.mnist, n=args.n, seed=args.seed, chunk_size=args.chunk_size,
                                 overwrite=args.overwrite)
         try:
-            cluster = load_cluster_config(args.cluster_config or DEFAULT_CLUSTER_CONFIG, address=args.scheduler,
+            cluster = load_cluster_config(args.cluster_config, address=args.scheduler,
                                           n_workers=args.n_workers, memory_limit=args.memory_limit)
             with connect(cluster) as client:
                 print(generate_dataset(config, client))

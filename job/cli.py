@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Lloyd iterations between checkpoints")
 
     cl = p.add_argument_group("cluster")
-    cl.add_argument("--cluster-config", default=DEFAULT_CLUSTER_CONFIG, metavar="FILE|NAME",
+    cl.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
                     help="a cluster config YAML file, or the name of one shipped with the package: "
-                    f"{', '.join(shipped_configs())} (default {DEFAULT_CLUSTER_CONFIG})")
+                    f"{', '.join(shipped_configs())} (default: the shipped {DEFAULT_CLUSTER_CONFIG})")
     cl.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)")
     cl.add_argument("--scheduler-file", default=None, metavar="FILE",

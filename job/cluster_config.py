@@ -248,10 +248,17 @@ def shipped_configs() -> list[str]:
     return sorted(f.name for f in importlib.resources.files(PRESETS_PACKAGE).iterdir() if f.name.endswith(".yaml"))
 
 
-def resolve_config_path(value: str | Path) -> Path:
+def shipped_config(name: str = DEFAULT_CLUSTER_CONFIG) -> Path:
+    """The file of a cluster config shipped with the package, by name (the default: local.yaml)."""
+    return Path(str(importlib.resources.files(PRESETS_PACKAGE) / name))
+
+
+def resolve_config_path(value: str | Path | None) -> Path:
     """A cluster config's file: `value` itself when it exists, else, for a bare name such as
     "local.yaml", the one shipped with the package (installed or in a checkout), else `value` (so that
-    reading it says what is missing)."""
+    reading it says what is missing). None is the shipped default, whatever files the working folder has."""
+    if value is None:
+        return shipped_config()
     path = Path(value)
     if path.exists() or path.name != str(value):
         return path
@@ -259,7 +266,7 @@ def resolve_config_path(value: str | Path) -> Path:
     return Path(str(shipped)) if shipped.is_file() else path
 
 
-def load_cluster_config(path: str | Path, **overrides) -> ClusterConfig:
+def load_cluster_config(path: str | Path | None, **overrides) -> ClusterConfig:
     """Read a cluster config YAML file, or a shipped one by name (resolve_config_path); `overrides`
     whose value is not None win over the file.
 

@@ -98,3 +98,16 @@ def test_slurm_config_becomes_the_batch_script_it_describes(tmp_path):
     for line in ("#SBATCH -p gpu-short", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH -t 01:00:00",
                  "#SBATCH --constraint=skylake", "--nworkers 4", "--nthreads 2"):
         assert line in script, (line, script)
+
+
+def test_shipped_configs_are_found_by_name_and_the_default_ignores_the_working_folder(tmp_path, monkeypatch):
+    from job.cluster_config import resolve_config_path, shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local.yaml").write_text("kind: nonsense\n")  # a file of the user's that happens to be here
+    assert shipped_configs() == ["local.yaml", "scheduler.yaml", "slurm.yaml", "ssh.yaml"]
+    assert load_cluster_config(None).kind == "local"  # the default is the shipped file, not ./local.yaml
+    assert resolve_config_path("ssh.yaml").read_text() == (CONFIGS / "ssh.yaml").read_text()
+    assert resolve_config_path("local.yaml") == Path("local.yaml")  # a name that is a file here: that file
+    with pytest.raises(ConfigError, match="cluster config not found .*local.yaml, scheduler.yaml"):
+        load_cluster_config("nosuch.yaml")
