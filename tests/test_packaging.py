@@ -3,6 +3,7 @@ environment, run from a folder that has nothing of the repository in it."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -19,11 +20,23 @@ def _run(cmd, cwd, timeout=900, env=None):
     return proc
 
 
+def _tracked_copy(dest: Path) -> Path:
+    """The checkout's tracked files, copied: the wheel is built from what git holds (nothing ignored or
+    left over), and the build's own build/ folder lands in the copy, not in the checkout."""
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, names.decode().split("\0")):
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(the fresh venv's bin folder, an unrelated working folder, the wheel build's output)."""
     root = tmp_path_factory.mktemp("packaging")
-    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", root / "dist", REPO], cwd=root)
+    source = _tracked_copy(root / "source")
+    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", root / "dist", source], cwd=root)
     (wheel,) = (root / "dist").glob("mnist_kmeans-*.whl")
     venv.create(root / "venv", with_pip=True)
     bin_dir = root / "venv" / "bin"
@@ -51,6 +64,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
                 cwd=elsewhere, env=_clean_env())
     for line in proc.stdout.split():
         assert str(bin_dir.parent) in line and str(REPO) not in line
+    assert not (REPO / "build").exists()  # the build ran in a copy
 
 
 def test_console_scripts_answer_help(installed):

@@ -1,4 +1,0 @@
-from .cli import console_main
-
-if __name__ == "__main__":  # workers start with spawn and re-import __main__
-    console_main()
