@@ -42,7 +42,9 @@ _EXPORTS = {
     "flat_pixels": "job.dataset",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = ["FusedKMeans", "JobConfig", "JobError", "LocalConfig", "RunResult", "SSHConfig", "SchedulerConfig",
+           "SlurmConfig", "__version__", "flat_pixels", "load_cluster_config", "open_dataset", "parse_k", "run_job",
+           "run_sweep"]
 
 
 def __getattr__(name: str):

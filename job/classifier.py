@@ -33,7 +33,7 @@ def held_out_scores(clusters: np.ndarray, truth: np.ndarray, k: int, mapping_maj
                             minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
     per_digit = np.diag(confusion) / np.maximum(np.bincount(truth, minlength=N_CLASSES), 1)
     return {
-        "n": int(len(truth)),
+        "n": len(truth),
         "accuracy_majority": float((predicted == truth).mean()) if len(truth) else float("nan"),
         "accuracy_hungarian": float((hungarian[clusters] == truth).mean()) if len(truth) else float("nan"),
         "per_digit_accuracy": [float(v) for v in per_digit],

@@ -100,18 +100,23 @@ def plot_confusion(table: np.ndarray, digits, path: Path) -> Path:
     k, n_classes = table.shape
     fig = Figure(figsize=(0.6 * n_classes + 2, 0.45 * k + 1.5), layout="constrained")
     ax = fig.add_subplot()
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    _share_heatmap(fig, ax, share, min_shown=0.05, aspect="auto")
     ax.set_xticks(range(n_classes))
     ax.set_yticks(range(k), [f"#{c}→{_digit(digits[c])}" for c in range(k)])
     ax.set_xlabel("true digit")
     ax.set_ylabel("cluster → mapped digit")
     ax.set_title("Share of each cluster per true digit")
-    for (c, d), value in np.ndenumerate(share):
-        if value >= 0.05:
-            ax.text(d, c, f"{value:.2f}", ha="center", va="center", fontsize=7,
+    return _save(fig, path)
+
+
+def _share_heatmap(fig: Figure, ax, share: np.ndarray, min_shown: float, aspect: str = "equal") -> None:
+    """Shares in [0, 1] as a blue heatmap, each one of at least `min_shown` written in its cell."""
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect=aspect)
+    for (row, col), value in np.ndenumerate(share):
+        if value >= min_shown:
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if value > 0.6 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    return _save(fig, path)
 
 
 def plot_sizes(sizes, digits, path: Path) -> Path:
@@ -222,17 +227,12 @@ def plot_digit_confusion(confusion, k: int, path: Path) -> Path:
     share = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.add_subplot()
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    _share_heatmap(fig, ax, share, min_shown=0.01)
     ax.set_xticks(range(table.shape[1]))
     ax.set_yticks(range(table.shape[0]))
     ax.set_xlabel("predicted digit (majority of the nearest cluster)")
     ax.set_ylabel("true digit")
     ax.set_title(f"Test split confusion, k={k}")
-    for (t, p), value in np.ndenumerate(share):
-        if value >= 0.01:
-            ax.text(p, t, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.6 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.04)
     return _save(fig, path)
 
 

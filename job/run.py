@@ -321,7 +321,6 @@ def evaluate_at(X: da.Array, truth: da.Array, centers: np.ndarray, counts: np.nd
     internal criteria), closest and random example indices [k, m], the silhouette's Sample: its score is
     the caller's to start, evaluate.silhouette_later, so that it can overlap other work).
     """
-    k = len(centers)
     counts, sums = np.asarray(counts), np.asarray(sums, dtype=np.float64)
     means = sums / np.maximum(counts, 1)[:, None]
     started = time.perf_counter()

@@ -277,10 +277,11 @@ def _score_one_k(config: JobConfig, k: int, X, data, out: Path, test: TestSplit 
 
 
 def summary_text(metrics: dict, run_dir: Path) -> str:
-    lines = [f"k sweep on {metrics['dataset']['n']:,} images: "
-             f"{', '.join(str(r['k']) for r in metrics['sweep'])}",
-             "    k    inertia  silhouette    ARI    NMI  Davies-Bouldin  Calinski-Harabasz"
-             + ("  held-out accuracy" if metrics.get("classifier") else "")]
+    header = "    k    inertia  silhouette    ARI    NMI  Davies-Bouldin  Calinski-Harabasz"
+    if metrics.get("classifier"):
+        header += "  held-out accuracy"
+    lines = [f"k sweep on {metrics['dataset']['n']:,} images: {', '.join(str(r['k']) for r in metrics['sweep'])}",
+             header]
     for r in metrics["sweep"]:
         lines.append(f"  {r['k']:3d} {r['inertia']:10,.0f} {r['silhouette']:11.4f} {r['ari']:6.3f} {r['nmi']:6.3f}"
                      f" {r['davies_bouldin']:15.3f} {r['calinski_harabasz']:18,.0f}"
