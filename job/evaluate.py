@@ -224,14 +224,10 @@ def _pca_2d(Xs: np.ndarray, scale: float) -> np.ndarray:
     return centered @ top
 
 
-def pca_2d(Xs: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """The sample [s, p] times `scale` projected on its first two principal components [s, 2]."""
-    return pca_2d_later(Xs, scale)()
-
-
 def pca_2d_later(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]:
-    """Start pca_2d in one task on the cluster (the rows travel as they are: uint8 pixels are 8x smaller
-    than float64) and return a function that waits for the projection.
+    """Start projecting the sample [s, p] times `scale` on its first two principal components, in one
+    task on the cluster (the rows travel as they are: uint8 pixels are 8x smaller than float64), and
+    return a function that waits for the projection [s, 2].
 
     A 784 x 784 eigenproblem in one task instead of dask-ml's PCA on a one-chunk array, which took 3.5 s
     for a 10,000-row sample (2 cores).
