@@ -14,7 +14,7 @@ Every anchor runs in a fresh process of its own, one after the other, on the sam
                       continued on the sample (200,000 rows; all of them at 70k), then polished on all rows
 
 Data: n = 70,000 is MNIST (train + test, the job's default); larger n are the first n training images of
-the generated store (python -m data_prep.generate --n 8100000, seed 0: the same bytes on every machine),
+the generated store (python -m job.generate --n 8100000, seed 0: the same bytes on every machine),
 and the job runs with --split train on data/mnist-<n>.zarr generated with the same seed. Inertia is always
 the sum of squared distances over all n rows, pixels in [0, 1]. "fit s" is the wall time from opening the
 data to the final centers (for the job: its "fit" phase, which includes persisting X); "passes" counts
@@ -82,7 +82,7 @@ def _all_chunks(pieces):
 def _inertia(pieces, centers: np.ndarray) -> float:
     """Sum of squared distances of all rows (scaled to [0, 1]) to their nearest center: one pass."""
     sys.path.insert(0, str(REPO))
-    from job.kernels import assign
+    from job.engine.kernels import assign
 
     total = 0.0
     for block in _all_chunks(pieces):
@@ -186,7 +186,7 @@ def _store_for_job(n: int) -> Path:
         return mnist_store()
     store = REPO / "data" / f"mnist-{n}.zarr"
     if not store.exists():
-        subprocess.run([sys.executable, "-m", "data_prep.generate", "--n", str(n), "--out", str(store)], cwd=REPO,
+        subprocess.run([sys.executable, "-m", "job.generate", "--n", str(n), "--out", str(store)], cwd=REPO,
                        check=True)
     return store
 

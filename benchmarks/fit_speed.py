@@ -28,10 +28,11 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from _common import REPO, mnist_store, print_table, save, timed
-from job.cluster import reduce_batching_latency
 from job.dataset import open_dataset, to_features
-from job.model import FusedKMeans, inertia_and_counts
-from job.persist import persist_balanced
+from job.deploy.lifecycle import reduce_batching_latency
+from job.engine.persist import persist_balanced
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.passes import inertia_and_counts
 
 CLUSTER = dict(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                memory_limit="4GiB")

@@ -22,10 +22,11 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from _common import mnist_store, print_table, save
-from job.cluster import reduce_batching_latency
 from job.dataset import open_dataset, to_features
-from job.model import FusedKMeans, inertia_and_counts
-from job.persist import persist_balanced
+from job.deploy.lifecycle import reduce_batching_latency
+from job.engine.persist import persist_balanced
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.passes import inertia_and_counts
 
 
 def _row(method, seed, X, y, init, init_s, model, fit_s, passes=None):

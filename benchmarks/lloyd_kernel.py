@@ -3,7 +3,7 @@
     python benchmarks/lloyd_kernel.py
 
 Times, per 35,000 MNIST-sized rows (half of MNIST, what one of two workers holds): a one-hot matrix
-product for the sums (blocked and not), and job.kernels.lloyd_partial (BLAS distances + compiled
+product for the sums (blocked and not), and job.engine.kernels.lloyd_partial (BLAS distances + compiled
 accumulation) for several inner block sizes.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from _common import print_table, save, timed
-from job import kernels
+from job.engine import kernels
 
 
 def onehot_step(X, centers, block):

@@ -8,11 +8,11 @@ processes: `dask scheduler` and 2 `dask worker --nthreads 1 --memory-limit 2GiB 
 the kernel's VmHWM, read just before it is stopped). On it, in this process (the client):
 
   read      one pass that reads and decompresses every chunk of the n images and does nothing else
-  arith     one iteration's arithmetic (uint8 -> float32 / 255 and job.kernels.lloyd_partial) on the same
+  arith     one iteration's arithmetic (uint8 -> float32 / 255 and job.engine.kernels.lloyd_partial) on the same
             chunks, each read first and then timed from memory on its worker: the sum over chunks divided
             by the 2 worker threads
   floor     read + arith: what a streaming iteration cannot beat without overlapping the two
-  iter      one Lloyd iteration on X streamed from Zarr (never persisted): job.model.lloyd_step, which
+  iter      one Lloyd iteration on X streamed from Zarr (never persisted): job.kmeans.passes.lloyd_step, which
             is what every iteration of FusedKMeans's loop runs; the median of --iters
   bytes     bytes the workers read per iteration (/proc/<pid>/io rchar, summed over workers)
   RSS       peak RSS of the client (this process, measured from before the first n), the scheduler and
@@ -101,7 +101,7 @@ def _read_only(block: np.ndarray) -> np.ndarray:
 
 
 def _timed_arithmetic(block: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    from job.kernels import lloyd_partial
+    from job.engine.kernels import lloyd_partial
 
     started = time.perf_counter()
     X = block.reshape(len(block), -1).astype(np.float32) / np.float32(255)
@@ -112,10 +112,9 @@ def _timed_arithmetic(block: np.ndarray, centers: np.ndarray) -> np.ndarray:
 def measure(address: str, store: Path, n: int, centers: np.ndarray, iters: int) -> dict:
     from distributed import Client
 
-    from job.cluster import reduce_batching_latency
     from job.dataset import open_dataset, to_features
-    from job.model import lloyd_step
-
+    from job.deploy.lifecycle import reduce_batching_latency
+    from job.kmeans.passes import lloyd_step
     with Client(address) as client:
         client.wait_for_workers(WORKERS)
         reduce_batching_latency(client)
@@ -152,7 +151,7 @@ def start_centers(store: Path) -> np.ndarray:
     from distributed import Client
 
     from job.dataset import open_dataset, to_features
-    from job.kmeans_parallel import kmeans_parallel
+    from job.kmeans.kmeans_parallel import kmeans_parallel
 
     cluster = Cluster()
     try:

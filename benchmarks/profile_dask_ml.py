@@ -28,10 +28,10 @@ from sklearn.metrics import pairwise_distances_argmin_min as sk_argmin_min
 from threadpoolctl import threadpool_limits
 
 from _common import mnist_store, print_table, save, timed
-from job import kernels
-from job.cluster import reduce_batching_latency
 from job.dataset import open_dataset, to_features
-from job.persist import persist_balanced
+from job.deploy.lifecycle import reduce_batching_latency
+from job.engine import kernels
+from job.engine.persist import persist_balanced
 
 
 def dask_ml_iteration_graph(X, centers, k):

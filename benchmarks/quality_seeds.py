@@ -31,11 +31,11 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from job import evaluate
-    from job.cluster import reduce_batching_latency
     from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
-    from job.model import FusedKMeans
-    from job.persist import persist_balanced
+    from job.deploy.lifecycle import reduce_batching_latency
+    from job.engine.persist import persist_balanced
+    from job.evaluation import metrics as evaluate
+    from job.kmeans.estimator import FusedKMeans
 
     data = open_dataset(mnist_store(), "all")
     truth = data.labels.compute()

@@ -1,5 +1,5 @@
 """Latency of one task round trip on a 2-worker LocalCluster, with distributed's default message
-batching and with job.cluster.reduce_batching_latency.
+batching and with job.deploy.lifecycle.reduce_batching_latency.
 
     python benchmarks/round_trip.py
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from distributed import Client, LocalCluster
 
 from _common import print_table, save, timed
-from job.cluster import reduce_batching_latency
+from job.deploy.lifecycle import reduce_batching_latency
 
 
 def main():

@@ -22,11 +22,11 @@ import dask.array as da
 from distributed import Client, LocalCluster
 
 from _common import mnist_store, print_table, save
-from job.cluster import reduce_batching_latency
 from job.dataset import open_dataset, to_features
-from job.kmeans_parallel import kmeans_parallel
-from job.model import FusedKMeans
-from job.persist import persist_balanced
+from job.deploy.lifecycle import reduce_batching_latency
+from job.engine.persist import persist_balanced
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.kmeans_parallel import kmeans_parallel
 
 
 def measure(client: Client, X_lazy: da.Array, iters: int, repeats: int) -> dict:

@@ -8,6 +8,7 @@ fsyncs, ext4 and xfs may show the new name with empty files after a power loss).
 Nothing is ever replaced unless the caller's `why_not_ours(target)` says it is something this project
 wrote (a run folder, a sweep folder, a dataset store, a predictions file); an empty folder counts as
 ours, since replacing it loses nothing. Anything else is refused with NotOursError, untouched.
+May use: the standard library (and filelock for the locks); nothing else of data_prep.
 """
 
 from __future__ import annotations
@@ -115,6 +116,26 @@ def atomic_directory(target: Path, overwrite: bool = False, why_not_ours: Owners
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_directory(target: Path, *, overwrite: bool, why_not_ours: OwnershipCheck, error: type[Exception],
+                     rival: str, unwritable: Callable[[OSError], str | None]) -> Iterator[Path]:
+    """atomic_directory, with what can go wrong said as one `error` sentence naming `target`: a target
+    that is not ours, a rival writer that finished first (`rival`: what to tell the user), and an OSError
+    that `unwritable` turns into a reason (a full or read-only disk; None re-raises it as it is)."""
+    try:
+        with atomic_directory(target, overwrite=overwrite, why_not_ours=why_not_ours) as tmp:
+            yield tmp
+    except NotOursError as exc:
+        raise error(str(exc)) from None
+    except TargetExistsError:
+        raise error(f"{target}: {rival}") from None
+    except OSError as exc:
+        reason = unwritable(exc)
+        if reason is None:
+            raise
+        raise error(f"{target}: {reason}") from None
 
 
 class LockTimeout(TimeoutError):

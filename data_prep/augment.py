@@ -8,6 +8,7 @@ Reproducibility: the random numbers of output row r are the r-th block of DRAWS_
 Philox stream keyed by the seed (counter-based: any block is reached directly). So an image depends only
 on (seed, r, its source image, the parameters): never on chunk sizes, batch sizes, workers or the order
 in which chunks are made.
+May use: numpy and numba only.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def draws_per_image(image_shape: tuple[int, int]) -> int:
     return AFFINE_DRAWS + 2 * h * w  # a multiple of 4 (a Philox block holds four 64-bit words)
 
 
-def uniforms(seed: int, start: int, count: int, image_shape: tuple[int, int]) -> np.ndarray:
+def deformation_draws(seed: int, start: int, count: int, image_shape: tuple[int, int]) -> np.ndarray:
     """float64 [count, draws_per_image] in [0, 1): the draws of rows start .. start+count-1 for `seed`."""
     per_image = draws_per_image(image_shape)
     bit_generator = np.random.Philox(key=seed)

@@ -1,4 +1,7 @@
-"""Command line: python -m data_prep --source DIR|download --out data/mnist.zarr"""
+"""Command line: python -m data_prep --source DIR|download --out data/mnist.zarr
+
+May use: every data_prep module; job's commands use its runtime (run_cli, setup_logging).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Turn a dataset's four IDX files into one Zarr v3 store: the library entry point of data_prep."""
+"""Turn a dataset's four IDX files into one Zarr v3 store: the library entry point of data_prep.
+
+May use: data_prep's sources, registry, idx, zarr_store, atomic, digits, errors.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +16,22 @@ import numpy as np
 import zarr
 
 from . import __version__
+from .atomic import LockTimeout, store_lock
+from .digits import N_CLASSES
 from .errors import DataPrepError, IdxFormatError, StoreError
 from .idx import IdxReader
 from .registry import MNIST_MIRRORS, SPLITS, files_for
 from .sources import DOWNLOAD, SourceFile, download, from_folder
-from .atomic import LockTimeout, store_lock
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
     building_store,
     check_store_replaceable,
     default_compressors,
-    existing_store_problem,
-    store_attrs,
-    validate_store,
-    why_store_not_ours,
+    reuse_if_same,
     write_split,
 )
 
 log = logging.getLogger(__name__)
-N_CLASSES = 10
 LOCK_WAIT_SECONDS = 600
 
 
@@ -120,19 +120,10 @@ def _provenance(config: PrepConfig, files: dict[tuple[str, str], SourceFile]) ->
     }
 
 
-def _reuse_existing(out: Path, files: dict[tuple[str, str], SourceFile]) -> bool:
-    """True when `out` is a complete store made from these very files."""
-    if why_store_not_ours(out):
-        raise StoreError(existing_store_problem(out))
-    try:
-        validate_store(out)
-    except StoreError as exc:
-        raise StoreError(f"{exc}; pass --overwrite to replace it") from None
-    recorded = store_attrs(out).get("provenance", {}).get("files", {})
+def _same_files(files: dict[tuple[str, str], SourceFile]):
+    """Whether a store's provenance records these very source files (by SHA-256)."""
     wanted = {f.spec.stem: f.sha256 for f in files.values()}
-    if {stem: meta.get("sha256") for stem, meta in recorded.items()} != wanted:
-        raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
-    return True
+    return lambda provenance: {stem: meta.get("sha256") for stem, meta in provenance.get("files", {}).items()} == wanted
 
 
 def prepare_dataset(config: PrepConfig) -> Path:
@@ -151,7 +142,7 @@ def prepare_dataset(config: PrepConfig) -> Path:
 
 
 def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
-    if out.exists() and not config.overwrite and _reuse_existing(out, files):
+    if out.exists() and not config.overwrite and reuse_if_same(out, _same_files(files)):
         log.info("%s is complete and made from the same files: reusing it", out)
         return out
     if config.overwrite:

@@ -1,4 +1,7 @@
-"""Errors a user can cause while preparing data: each carries one sentence that names the culprit."""
+"""Errors a user can cause while preparing data: each carries one sentence that names the culprit.
+
+May use: nothing.
+"""
 
 
 class DataPrepError(Exception):

@@ -6,6 +6,9 @@ Each chunk is one task that reads its source images from the MNIST store, deform
 (data_prep.augment) and writes its own chunk of the output: nothing passes through the client, memory
 does not grow with n, and the bytes depend only on the seed (never on the number of workers or the
 chunking). The store is built under a hidden name and renamed into place when complete.
+
+generate_dataset takes any distributed Client; `python -m job.generate` is the command that starts one
+(any cluster kind of job.deploy) and calls it. May use: data_prep only (never job).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import zarr
 
 from . import __version__
 from .atomic import LockTimeout, store_lock
-from .augment import Deformation, deform, uniforms
+from .augment import Deformation, deform, deformation_draws
+from .digits import N_CLASSES
 from .errors import DataPrepError, StoreError
 from .zarr_store import (
     DEFAULT_CHUNK_SIZE,
@@ -32,10 +36,9 @@ from .zarr_store import (
     building_store,
     check_store_replaceable,
     default_compressors,
-    existing_store_problem,
+    reuse_if_same,
     store_attrs,
     validate_store,
-    why_store_not_ours,
 )
 
 log = logging.getLogger(__name__)
@@ -91,10 +94,10 @@ def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformat
     for lo in range(0, stop - start, BATCH):
         hi = min(lo + BATCH, stop - start)
         originals = src_images.get_orthogonal_selection((rows[lo:hi], slice(None), slice(None)))
-        block[lo:hi] = deform(originals, uniforms(seed, start + lo, hi - lo, shape), params)
+        block[lo:hi] = deform(originals, deformation_draws(seed, start + lo, hi - lo, shape), params)
     images[start:stop] = block
     labels[start:stop] = label_block
-    counts += np.bincount(label_block, minlength=10)[:10]
+    counts += np.bincount(label_block, minlength=N_CLASSES)[:N_CLASSES]
     return counts
 
 
@@ -117,14 +120,7 @@ def _reuse_or_generate(config: GenerateConfig, out: Path, source: Path, info, cl
     if config.overwrite:
         check_store_replaceable(out)
     if out.exists() and not config.overwrite:
-        if why_store_not_ours(out):
-            raise StoreError(existing_store_problem(out))
-        try:
-            validate_store(out)
-        except StoreError as exc:
-            raise StoreError(f"{exc}; pass --overwrite to replace it") from None
-        if store_attrs(out).get("provenance", {}).get("recipe") != config.recipe():
-            raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
+        reuse_if_same(out, lambda provenance: provenance.get("recipe") == config.recipe())
         log.info("%s is complete and made with the same recipe: reusing it", out)
         return out
     return _generate_locked(config, out, source, info, client)
@@ -193,56 +189,3 @@ def _provenance(config: GenerateConfig, source: Path, counts: np.ndarray) -> dic
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"data_prep": __version__, "zarr": zarr.__version__, "numpy": np.__version__},
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m data_prep.generate --n 8100000 [--seed 0] [--out data/mnist8m.zarr] [cluster flags]"""
-    import argparse
-
-    from .cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
-    from .convert import prepare_dataset
-
-    p = argparse.ArgumentParser(prog="python -m data_prep.generate", description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="default data/mnist-<n>.zarr")
-    p.add_argument("--mnist", type=Path, default=Path("data/mnist.zarr"),
-                   help="the MNIST store to deform (made from --source first if missing)")
-    add_source_arguments(p)
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
-                   help="a cluster config YAML file or a shipped one's name (default local.yaml)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing cluster")
-    p.add_argument("--n-workers", type=int, default=None)
-    p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    import distributed  # noqa: F401  (it configures its loggers on import; ours must come after)
-
-    setup_logging(args.debug)
-
-    def body():
-        from job.cluster import connect
-        from job.cluster_config import load_cluster_config
-        from job.errors import JobError
-
-        if not args.mnist.exists():
-            args.name, args.overwrite_data = "mnist", False
-            prepare_dataset(prep_config_from_args(args, args.mnist))
-        out = args.out or Path("data") / f"mnist-{args.n}.zarr"
-        config = GenerateConfig(out=out, source=args.mnist, n=args.n, seed=args.seed, chunk_size=args.chunk_size,
-                                overwrite=args.overwrite)
-        try:
-            cluster = load_cluster_config(args.cluster_config, address=args.scheduler,
-                                          n_workers=args.n_workers, memory_limit=args.memory_limit)
-            with connect(cluster) as client:
-                print(generate_dataset(config, client))
-        except JobError as exc:
-            raise DataPrepError(str(exc)) from None
-
-    return run_cli(body, args.debug, (DataPrepError,))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,6 +4,7 @@ An IDX file is a 4-byte magic number (two zero bytes, a dtype code, the number o
 big-endian uint32 per dimension, then the values in C order, big-endian. The reader checks every part of
 that against the file and streams the records in bounded pieces, so a bad header can neither make it
 allocate more than it actually read nor make it hang.
+May use: data_prep.errors only.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Two kinds of secret reach us: credentials inside URLs (`s3://KEY:SECRET@host/...
 pre-signed `X-Amz-Signature=...`), and configuration values under secret-looking keys (an SSH config's
 `connect_options: {password: ...}`, `passphrase`, tokens). Both are replaced by `***`; the rest of the
 value stays, so that a log line still says which store or host it is about.
+May use: the standard library only.
 """
 
 from __future__ import annotations

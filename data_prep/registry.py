@@ -2,6 +2,7 @@
 
 The SHA-256 values are of the *decompressed* IDX files (a local copy may be re-gzipped, so its .gz
 bytes differ); the MD5 values are of the .gz files exactly as the public mirrors serve them.
+May use: nothing.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Either way the result is one verified path per (split, kind). A local copy is checked by the SHA-256 of
 its decompressed content (re-gzipping changes the .gz bytes, not the data); a download is checked by
 pooch against the published MD5 of the .gz, then by the same SHA-256.
+May use: data_prep's registry, idx and errors.
 """
 
 from __future__ import annotations

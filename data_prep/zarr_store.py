@@ -8,6 +8,7 @@
 Chunks hold whole images and are written one at a time, aligned to chunk boundaries, so memory does not
 grow with n and no two writes share a chunk. The store is built in a hidden sibling folder and renamed into
 place only when complete: a half-written store never carries the name.
+May use: data_prep's atomic and errors (and zarr).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .atomic import NotOursError, TargetExistsError, atomic_directory
+from .atomic import NotOursError, staged_directory
 from .errors import DamagedChunkError, StoreError
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,15 @@ def _describe(array) -> str:
 def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
     """Yield the hidden folder a store is built in (data_prep.atomic); it takes `out`'s name only when
     complete. A full disk, an unwritable place or a rival writer become one StoreError naming `out`."""
-    try:
-        with atomic_directory(out, overwrite=overwrite, why_not_ours=why_store_not_ours) as tmp:
-            yield tmp
-    except NotOursError as exc:
-        raise StoreError(str(exc)) from None
-    except TargetExistsError:
-        raise StoreError(f"{out}: another {what} created it meanwhile; pass --overwrite to replace it") from None
-    except OSError as exc:
+    def unwritable(exc: OSError) -> str:
         if exc.errno == errno.ENOSPC:
-            raise StoreError(f"{out}: disk full while writing the store; nothing was kept") from None
-        raise StoreError(f"{out}: cannot write the store ({exc.strerror or exc})") from None
+            return "disk full while writing the store; nothing was kept"
+        return f"cannot write the store ({exc.strerror or exc})"
+
+    with staged_directory(out, overwrite=overwrite, why_not_ours=why_store_not_ours, error=StoreError,
+                          rival=f"another {what} created it meanwhile; pass --overwrite to replace it",
+                          unwritable=unwritable) as tmp:
+        yield tmp
 
 
 def is_url(location) -> bool:
@@ -295,6 +294,20 @@ def check_store_replaceable(out: Path) -> None:
             check_replaceable(Path(out), why_store_not_ours)
         except NotOursError as exc:
             raise StoreError(str(exc)) from None
+
+
+def reuse_if_same(out: Path, same_data: Callable[[Mapping], bool]) -> Path:
+    """`out` when it is a complete store of ours whose provenance `same_data` accepts (made from the same
+    files, or the same recipe); else a StoreError that says why it cannot be reused and what to do."""
+    if why_store_not_ours(out):
+        raise StoreError(existing_store_problem(out))
+    try:
+        validate_store(out)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; pass --overwrite to replace it") from None
+    if not same_data(store_attrs(out).get("provenance", {})):
+        raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
+    return out
 
 
 def existing_store_problem(out: Path) -> str:

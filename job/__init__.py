@@ -11,32 +11,33 @@ The library API, for notebooks and programs (the CLI, `python -m job`, is a thin
 
 - `FusedKMeans`: the estimator (scikit-learn / dask-ml contract) on any dask or numpy array;
 - `JobConfig`, `run_job`, `run_sweep`, `RunResult`: the whole job, or a sweep over k, with an existing
-  Client or a cluster started from a `ClusterConfig` (`load_cluster_config`, `LocalConfig`, ...);
+  Client or a cluster started from a cluster config (`load_cluster_config`, `LocalConfig`, ...);
 - `open_dataset`, `flat_pixels`: a store's split as lazy dask arrays (uint8 images [n, h, w] and labels;
   the images as [n, h*w] rows);
 - `JobError`: what the job raises for a problem the user can fix (one sentence).
 
-Names are imported on first use, so that a worker importing job.kernels does not import the pipeline.
+Names are imported on first use, so that a worker importing job.engine.kernels does not import the
+pipeline.
+May use: its names' modules, imported lazily on first use.
 """
 
 from __future__ import annotations
 
-import importlib
-
-__version__ = "0.1.0"
+from data_prep import __version__  # one version for the distribution
+from data_prep.lazy import lazy_exports
 
 _EXPORTS = {
-    "FusedKMeans": "job.model",
+    "FusedKMeans": "job.kmeans.estimator",
     "JobConfig": "job.config",
-    "load_cluster_config": "job.cluster_config",
-    "LocalConfig": "job.cluster_config",
-    "SchedulerConfig": "job.cluster_config",
-    "SSHConfig": "job.cluster_config",
-    "SlurmConfig": "job.cluster_config",
-    "run_job": "job.run",
-    "RunResult": "job.run",
-    "run_sweep": "job.sweep",
-    "parse_k": "job.sweep",
+    "load_cluster_config": "job.deploy.files",
+    "LocalConfig": "job.deploy.local",
+    "SchedulerConfig": "job.deploy.scheduler",
+    "SSHConfig": "job.deploy.ssh",
+    "SlurmConfig": "job.deploy.slurm",
+    "run_job": "job.pipeline",
+    "RunResult": "job.pipeline",
+    "run_sweep": "job.pipeline",
+    "parse_k": "job.config",
     "JobError": "job.errors",
     "open_dataset": "job.dataset",
     "flat_pixels": "job.dataset",
@@ -47,13 +48,4 @@ __all__ = ["FusedKMeans", "JobConfig", "JobError", "LocalConfig", "RunResult", "
            "run_sweep"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'job' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

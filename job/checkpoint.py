@@ -5,6 +5,7 @@ lives beside it in `<run>.partial/`: `job.json` (what the result depends on: the
 data's fingerprint) and `checkpoint.npz` (centers after the last completed Lloyd iteration, replaced
 atomically and durably). The partial folder is removed when the run completes. A checkpoint is never
 deleted silently: a new run on the same folder is refused until the user resumes or discards it.
+May use: job.config, job.dataset, job.errors, data_prep (atomic writes, store provenance).
 """
 
 from __future__ import annotations
@@ -19,20 +20,16 @@ from data_prep.atomic import durable_replace
 from data_prep.errors import StoreError
 from data_prep.redact import redact_text
 from data_prep.zarr_store import store_attrs, validate_store
-
-from .config import JobConfig
-from .dataset import splits_for
-from .errors import JobError
+from job.config import JobConfig
+from job.dataset import splits_for
+from job.errors import JobError
 
 JOB_FILE = "job.json"
 CHECKPOINT_FILE = "checkpoint.npz"
-# The settings a clustering's result depends on; the cluster, output and evaluation options do not.
 # Everything the job may write into a partial folder; nothing else in it is ever deleted.
 PARTIAL_FILES = (JOB_FILE, CHECKPOINT_FILE, "report.html", f".{CHECKPOINT_FILE}.tmp", f".{JOB_FILE}.tmp")
 # Provenance fields that describe how or when a store was written, not what it holds.
 _NOT_CONTENT = ("created", "versions", "source", "chunk_size", "codec")
-RESULT_FIELDS = ("split", "k", "seed", "n_init", "engine", "max_iter", "tol", "init_max_iter", "oversampling_factor",
-                 "sample_size")
 
 
 def partial_dir(run_dir: Path) -> Path:
@@ -40,7 +37,7 @@ def partial_dir(run_dir: Path) -> Path:
 
 
 def result_settings(config: JobConfig) -> dict:
-    return {name: getattr(config, name) for name in RESULT_FIELDS}
+    return {name: getattr(config, name) for name in config.result_fields()}
 
 
 def data_fingerprint(store: Path, split: str) -> str:
@@ -120,7 +117,7 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
                        f"run it again with --out {run_dir} --overwrite") from None
     settings = result_settings(config)
     differ = [f"{k} ({settings[k]!r} now, {record['settings'].get(k)!r} in the run)"
-              for k in RESULT_FIELDS if record["settings"].get(k) != settings[k]]
+              for k in config.result_fields() if record["settings"].get(k) != settings[k]]
     if differ:
         raise JobError(f"{run_dir}: cannot resume with other settings: {', '.join(differ)}")
     if record["data"] != data_fingerprint(config.data, config.split):

@@ -1,4 +1,7 @@
-"""Command line: python -m job [--data STORE] [--source DIR|download] [--k 10] ... (see --help)."""
+"""Command line: python -m job [--data STORE] [--source DIR|download] [--k 10] ... (see --help).
+
+May use: job.pipeline, job.config, job.deploy.files, data_prep (conversion, the CLI runtime).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +17,10 @@ from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, 
 from data_prep.convert import prepare_dataset
 from data_prep.errors import DataPrepError
 from data_prep.zarr_store import DEFAULT_CHUNK_SIZE, is_url
-
-from .cluster_config import DEFAULT_CLUSTER_CONFIG, shipped_configs
-from .config import ENGINES, SPLITS, JobConfig, load_cluster_config
-from .errors import JobError
-from .run import run_job
-from .sweep import parse_k, run_sweep
+from job.config import ENGINES, PERSIST_POLICIES, SPLITS, JobConfig, parse_k
+from job.deploy.files import DEFAULT_CLUSTER_CONFIG, load_cluster_config, shipped_configs
+from job.errors import JobError
+from job.pipeline import run_job, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "default 2); dask-ml reads it its own way (~2 points per round)")
     model.add_argument("--init-max-iter", type=int, default=defaults.init_max_iter,
                        help="k-means|| rounds (fused: default 5; dask-ml: round(ln(cost)) by default)")
-    model.add_argument("--persist", choices=("auto", "always", "never"), default=defaults.persist,
+    model.add_argument("--persist", choices=PERSIST_POLICIES, default=defaults.persist,
                        help="keep X in the workers' memory (auto: when it fits the cluster's memory)")
 
     ev = p.add_argument_group("evaluation and output")
@@ -110,18 +111,28 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     return JobConfig(cluster=cluster, **values)
 
 
+def flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each setting's command-line flag, by the JobConfig field (or argparse dest) it sets."""
+    named = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    return {**named, "resume": "--resume", "out": "--out"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging(args.debug)
 
     def body():
-        config = config_from_args(args)
-        if not is_url(config.data) and not config.data.exists():
-            log.info("%s does not exist yet: converting from %s", config.data, args.source)
-            args.overwrite_data = False
-            prepare_dataset(prep_config_from_args(args, config.data))
-        ks = parse_k(args.k)
-        result = run_sweep(config, ks) if len(ks) > 1 else run_job(config)
+        try:
+            config = config_from_args(args)
+            if not is_url(config.data) and not config.data.exists():
+                log.info("%s does not exist yet: converting from %s", config.data, args.source)
+                args.overwrite_data = False
+                prepare_dataset(prep_config_from_args(args, config.data))
+            ks = parse_k(args.k)
+            result = run_sweep(config, ks) if len(ks) > 1 else run_job(config)
+        except JobError as exc:  # the library names its settings; the user typed flags
+            raise exc.for_flags(flags(parser)) from None
         print(result.summary)
 
     return run_cli(body, args.debug, (JobError, DataPrepError))

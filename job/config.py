@@ -1,6 +1,10 @@
-"""Configuration objects: frozen dataclasses built from YAML, then overridden by CLI flags.
+"""The job's settings: one frozen dataclass, every field's rule declared beside it, checked in one place.
 
-Unknown keys are errors, never silently ignored.
+A field's metadata says what values it takes (`check`, with the `problem` a user reads, and `convert`
+for the forms it accepts, e.g. "all" for sample_size) and whether the clustering's result depends on it
+(`result`: what a checkpoint must match to be resumed). Errors name the field (`k must be at least 1`);
+the CLI renames it to its flag (`--k must be ...`, job.cli). Unknown keys are errors, never ignored.
+May use: job.deploy (the cluster's config), job.errors, data_prep (paths and redaction).
 """
 
 from __future__ import annotations
@@ -12,82 +16,95 @@ from typing import Any
 
 from data_prep.redact import redact
 from data_prep.zarr_store import is_url
-
-from .cluster_config import ClusterConfig, LocalConfig
-from .cluster_config import load_cluster_config as load_cluster_config  # re-exported
-from .errors import ConfigError
+from job.deploy.base import ClusterSpec
+from job.deploy.local import LocalConfig
+from job.errors import ConfigError
 
 ENGINES = ("fused", "dask-ml")
 SPLITS = ("all", "train", "test")
+PERSIST_POLICIES = ("auto", "always", "never")
+
+
+def _setting(default, check=None, problem: str = "", convert=None, result: bool = False, **kwargs):
+    """A JobConfig field: its default, the rule its value must meet, and whether the result depends on it."""
+    return field(default=default, metadata={"check": check, "problem": problem, "convert": convert,
+                                            "result": result}, **kwargs)
+
+
+def _count_or_auto(value):
+    return value if value == "auto" else int(value)
+
+
+def _rows_or_auto(value):
+    return None if value in ("all", "none", None) else _count_or_auto(value)
+
+
+def _one_of(options) -> tuple:
+    return (lambda value: value in options), f"must be one of {', '.join(options)}"
 
 
 @dataclass(frozen=True)
 class JobConfig:
     """Everything one run of the job depends on (recorded in metrics.json)."""
 
-    data: Path | str = Path("data/mnist.zarr")  # a path, or an fsspec URL (s3://bucket/mnist.zarr)
-    split: str = "all"
-    k: int = 10
-    seed: int = 0
-    n_init: int | str = "auto"  # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a
-    # subsample when the fit is sampled, else 1 (job.sampling.SAMPLED_STARTS)
-    sample_size: int | str | None = "auto"  # rows of the sampled fit's first stage; None: every pass on all rows
-    engine: str = "fused"
-    max_iter: int = 300
-    tol: float = 1e-4
-    init_max_iter: int | None = None
-    oversampling_factor: float = 2.0
-    silhouette_sample: int = 10_000
+    data: Path | str = _setting(Path("data/mnist.zarr"), convert=lambda v: v if is_url(v) else Path(v))
+    # a path, or an fsspec URL (s3://bucket/mnist.zarr)
+    split: str = _setting("all", *_one_of(SPLITS), result=True)
+    k: int = _setting(10, lambda v: v >= 1, "must be at least 1", result=True)
+    seed: int = _setting(0, result=True)
+    # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a subsample when the fit is
+    # sampled, else 1 (job.kmeans.sampling.SAMPLED_STARTS)
+    n_init: int | str = _setting("auto", lambda v: v == "auto" or v >= 1, "must be a number (at least 1) or auto",
+                                 convert=_count_or_auto, result=True)
+    # rows of the sampled fit's first stage; None (or "all"): every pass on all rows
+    sample_size: int | str | None = _setting("auto", lambda v: v in (None, "auto") or v >= 1,
+                                             "must be a number of rows, auto or all", convert=_rows_or_auto,
+                                             result=True)
+    engine: str = _setting("fused", *_one_of(ENGINES), result=True)
+    max_iter: int = _setting(300, lambda v: v >= 1, "must be at least 1", result=True)
+    tol: float = _setting(1e-4, lambda v: v >= 0, "must be >= 0", result=True)
+    init_max_iter: int | None = _setting(None, result=True)
+    oversampling_factor: float = _setting(2.0, result=True)
+    silhouette_sample: int = _setting(10_000, lambda v: v >= 0, "must be >= 0")
     examples_per_cluster: int = 8
     out: Path | None = None
     overwrite: bool = False
-    persist: str = "auto"  # "auto" | "always" | "never"
-    memory_fraction: float = 0.5  # of the cluster's memory X may take when persisted
-    checkpoint_every: int = 1  # Lloyd iterations between checkpoints (fused engine)
+    persist: str = _setting("auto", *_one_of(PERSIST_POLICIES))
+    memory_fraction: float = _setting(0.5, lambda v: 0 < v <= 1, "must be in (0, 1]")  # of the cluster's
+    # memory X may take when persisted
+    checkpoint_every: int = _setting(1, lambda v: v >= 1, "must be at least 1")  # Lloyd iterations between
+    # checkpoints (fused engine)
     resume: bool = False  # continue the run in `out` from its last checkpoint
-    cluster: ClusterConfig = field(default_factory=LocalConfig)
+    cluster: ClusterSpec = field(default_factory=LocalConfig)
 
     def __post_init__(self):
-        if not is_url(self.data):
-            object.__setattr__(self, "data", Path(self.data))
-        if self.split not in SPLITS:
-            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.k < 1:
-            raise ConfigError(f"--k must be at least 1, got {self.k}")
-        if self.max_iter < 1:
-            raise ConfigError(f"--max-iter must be at least 1, got {self.max_iter}")
-        if self.tol < 0:
-            raise ConfigError(f"--tol must be >= 0, got {self.tol}")
-        if self.silhouette_sample < 0:
-            raise ConfigError(f"--silhouette-sample must be >= 0, got {self.silhouette_sample}")
-        if self.persist not in ("auto", "always", "never"):
-            raise ConfigError(f"--persist must be auto, always or never, got {self.persist!r}")
-        if self.sample_size in ("all", "none"):
-            object.__setattr__(self, "sample_size", None)
-        if self.sample_size not in (None, "auto"):
+        for f in fields(self):
+            rule, value = f.metadata, getattr(self, f.name)
+            if rule.get("convert") is not None:
+                try:
+                    value = rule["convert"](value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{f.name} {rule['problem']}; got {value!r}", option=f.name) from None
+                object.__setattr__(self, f.name, value)
             try:
-                object.__setattr__(self, "sample_size", int(self.sample_size))
-            except (TypeError, ValueError):
-                raise ConfigError(f"--sample-size must be a number of rows, auto or all; got {self.sample_size!r}") from None
-            if self.sample_size < self.k:
-                raise ConfigError(f"--sample-size must be at least k ({self.k}), got {self.sample_size}")
-        if self.n_init != "auto":
-            try:
-                object.__setattr__(self, "n_init", int(self.n_init))
-            except (TypeError, ValueError):
-                raise ConfigError(f"--n-init must be a number or auto, got {self.n_init!r}") from None
-            if self.n_init < 1:
-                raise ConfigError(f"--n-init must be at least 1, got {self.n_init}")
+                ok = rule.get("check") is None or rule["check"](value)
+            except TypeError:  # a value of another type altogether ("ten" for k)
+                ok = False
+            if not ok:
+                raise ConfigError(f"{f.name} {rule['problem']}, got {value!r}", option=f.name)
+        # Rules between fields.
+        if isinstance(self.sample_size, int) and self.sample_size < self.k:
+            raise ConfigError(f"sample_size must be at least k ({self.k}), got {self.sample_size}", option="sample_size")
         if self.n_init != "auto" and self.n_init > 1 and (self.resume or self.engine != "fused"):
-            raise ConfigError("--n-init above 1 works with the fused engine, and not with --resume")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+            raise ConfigError("n_init above 1 works with the fused engine, and not with resume", option="n_init")
         if self.resume and (self.out is None or self.engine != "fused"):
-            raise ConfigError("--resume needs the run folder, and works with the fused engine only")
-        if not 0 < self.memory_fraction <= 1:
-            raise ConfigError(f"memory_fraction must be in (0, 1], got {self.memory_fraction}")
+            raise ConfigError("resume needs the run folder (out), and works with the fused engine only",
+                              option="resume")
+
+    @classmethod
+    def result_fields(cls) -> tuple[str, ...]:
+        """The settings a clustering's result depends on; the cluster, output and evaluation options do not."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("result"))
 
     def replace(self, **changes) -> JobConfig:
         return dataclasses.replace(self, **changes)
@@ -106,3 +123,43 @@ class JobConfig:
             return value
 
         return redact(plain(self))
+
+
+def parse_k(text: str) -> tuple[int, ...]:
+    """'10' -> (10,); '5..15' -> (5, 6, ..., 15); '10..50+10' -> (10, 20, ..., 50) (a step);
+    '16..256x2' -> (16, 32, 64, 128, 256) (a factor); '5,8,10' -> (5, 8, 10); parts combine with commas
+    ('10,16..256x2'); sorted, without repeats."""
+    try:
+        values: set[int] = set()
+        for part in str(text).replace(" ", "").split(","):
+            if ".." in part:
+                values.update(_k_range(part))
+            else:
+                values.add(int(part))
+    except ValueError:
+        raise ConfigError(f"k must be a number, a range like 5..15, 10..50+10 (a step) or 16..256x2 (a factor), "
+                       f"or a list like 5,8,10; got {text!r}", option="k") from None
+    if min(values) < 2 and len(values) > 1:
+        raise ConfigError(f"a k sweep needs every k >= 2; got {text!r}")
+    return tuple(sorted(values))
+
+
+def _k_range(part: str) -> list[int]:
+    lo, rest = part.split("..")
+    step, factor = "1", None
+    if "x" in rest:
+        rest, factor = rest.split("x")
+    elif "+" in rest:
+        rest, step = rest.split("+")
+    lo, hi, step = int(lo), int(rest), int(step)
+    if hi < lo or step < 1:
+        raise ValueError
+    if factor is None:
+        return list(range(lo, hi + 1, step))
+    factor = int(factor)
+    if factor < 2 or lo < 1:
+        raise ValueError
+    values = [lo]
+    while values[-1] * factor <= hi:
+        values.append(values[-1] * factor)
+    return values

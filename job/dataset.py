@@ -1,4 +1,7 @@
-"""Open a dataset store lazily and turn its images into features, without computing anything."""
+"""Open a dataset store lazily and turn its images into features, without computing anything.
+
+May use: job.errors and data_prep (the store layout, the pixel range).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,11 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from data_prep.digits import PIXEL_MAX
 from data_prep.errors import StoreError
 from data_prep.zarr_store import open_root, read_chunk, validate_store
+from job.errors import DataError
 
-from .errors import DataError
-
-PIXEL_MAX = 255.0
 PIXEL_SCALE = 1.0 / PIXEL_MAX  # raw uint8 pixels -> [0, 1]
 
 

@@ -1,8 +1,29 @@
-"""Errors a user can cause while running the job: each carries one sentence that names the culprit."""
+"""Errors a user can cause while running the job: each carries one sentence that names the culprit.
+
+May use: nothing (every room of job may raise these).
+"""
+
+from __future__ import annotations
 
 
 class JobError(Exception):
-    """Base class for every error the job reports to the user."""
+    """Base class for every error the job reports to the user.
+
+    `option`: the JobConfig field (or other setting) the message begins with, so that the CLI can say
+    the flag instead (`k must be at least 1` -> `--k must be at least 1`); None when it names none."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+    def for_flags(self, flags: dict[str, str]) -> JobError:
+        """The same error with its leading setting written as its command-line flag (`k=101 ...` as
+        `--k 101 ...`)."""
+        message, flag = str(self), flags.get(self.option or "")
+        if flag is None or not message.startswith(self.option):
+            return self
+        rest = message[len(self.option):]
+        return type(self)(flag + (" " + rest[1:] if rest.startswith("=") else rest), self.option)
 
 
 class ConfigError(JobError):

@@ -1,4 +1,7 @@
-"""Announce each phase of the job, time it, and record peak memory of the client and of the cluster."""
+"""Announce each phase of the job, time it, and record peak memory of the client and of the cluster.
+
+May use: psutil and distributed only.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ folders of them (grey or colour, the model's image size; dark digits on a light 
 to MNIST's light-on-dark). Writes a CSV (row, source, cluster, digit, distance) and prints a summary; with
 known labels, the accuracy of the cluster -> digit mapping, which on the MNIST test split reproduces the
 held-out accuracy the run reported.
+May use: job.dataset (the feature scaling), job.engine.kernels (assignment), data_prep (readers, atomic writes).
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.atomic import NotOursError, check_replaceable, durable_replace
+from data_prep.digits import N_CLASSES, PIXEL_MAX
 from data_prep.errors import DataPrepError
-
-from .dataset import PIXEL_MAX
-from .errors import DataError, JobError
-from .kernels import assign
-from .scoring import N_CLASSES
+from job.dataset import to_features
+from job.engine.kernels import assign
+from job.errors import DataError, JobError
 
 log = logging.getLogger(__name__)
 BLOCK = 8192  # images assigned at a time: memory stays flat however many there are
@@ -187,7 +187,7 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
             raise DataError(f"{file}: image is {grey.shape[1]}x{grey.shape[0]}, the model expects "
                             f"{image_shape[1]}x{image_shape[0]}")
         if grey.mean() > 127:  # dark ink on a light background: MNIST is light on dark
-            grey, inverted[0] = 255 - grey, inverted[0] + 1
+            grey, inverted[0] = PIXEL_MAX - grey, inverted[0] + 1
         return grey
 
     def blocks():
@@ -268,7 +268,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
                 if block.shape[1:] != model.image_shape:
                     raise DataError(f"images are {block.shape[1]}x{block.shape[2]}, the model expects "
                                     f"{model.image_shape[0]}x{model.image_shape[1]}")
-                X = block.reshape(len(block), -1).astype(np.float32) / np.float32(PIXEL_MAX)
+                X = to_features(block)
                 labels_b, dist = assign(X, model.centers)
                 clusters[row : row + len(block)] = labels_b
                 for name, c, d in zip(names, labels_b, dist):
@@ -289,7 +289,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
 
 def summary(result: Prediction, k: int) -> str:
     counts = np.bincount(result.clusters, minlength=k)
-    digit_counts = np.bincount(result.digits[result.digits >= 0], minlength=10)
+    digit_counts = np.bincount(result.digits[result.digits >= 0], minlength=N_CLASSES)
     lines = [f"{result.n:,} images assigned; predictions in {result.out}",
              "  per cluster: " + " ".join(f"{c}:{n}" for c, n in enumerate(counts)),
              "  per digit:   " + " ".join(f"{d}:{n}" for d, n in enumerate(digit_counts))]

@@ -7,8 +7,9 @@ import urllib.request
 
 import pytest
 
-from job.cluster import cluster_memory, connect, reduce_batching_latency
-from job.cluster_config import LocalConfig, SchedulerConfig
+from job.deploy.lifecycle import cluster_memory, connect, reduce_batching_latency
+from job.deploy.local import LocalConfig
+from job.deploy.scheduler import SchedulerConfig
 from job.errors import ClusterError
 
 from .cluster_processes import LOOPBACK, listening

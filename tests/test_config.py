@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from job.cli import build_parser, config_from_args
-from job.cluster_config import KINDS, load_cluster_config
+from job.cli import build_parser, config_from_args, flags
 from job.config import JobConfig
+from job.deploy.base import kinds
+from job.deploy.files import load_cluster_config
 from job.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "cluster_config"
@@ -14,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "cluster_config"
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    assert isinstance(load_cluster_config(path), tuple(KINDS.values()))
+    assert isinstance(load_cluster_config(path), tuple(kinds().values()))
 
 
 def test_local_defaults_keep_the_dashboard_on_loopback():
@@ -47,12 +48,24 @@ def test_cli_flags_override_the_file():
     assert config_from_args(args).cluster.kind == "scheduler"
 
 
-def test_job_config_validates_in_one_place():
-    with pytest.raises(ConfigError, match="--split"):
-        JobConfig(split="validation")
-    with pytest.raises(ConfigError, match="--engine"):
-        JobConfig(engine="gpu")
+def test_job_config_validates_in_one_place_and_the_cli_names_the_flags():
+    """The library's errors name the field; the CLI's the flag it was given as (derived from the parser)."""
+    flag_of = flags(build_parser())
+    for changes, field, flag in [({"split": "validation"}, "split", "--split"), ({"engine": "gpu"}, "engine", "--engine"),
+                                 ({"k": 0}, "k", "--k"), ({"k": "ten"}, "k", "--k"),
+                                 ({"examples_per_cluster": 8, "sample_size": "lots"}, "sample_size", "--sample-size"),
+                                 ({"n_init": 0}, "n_init", "--n-init")]:
+        with pytest.raises(ConfigError, match=f"^{field} ") as caught:
+            JobConfig(**changes)
+        assert caught.value.option == field
+        assert str(caught.value.for_flags(flag_of)).startswith(flag + " ")
+    assert JobConfig(sample_size="all").sample_size is None and JobConfig(n_init="3").n_init == 3
     assert JobConfig().to_dict()["cluster"]["kind"] == "local"
+
+
+def test_the_result_determining_settings_are_declared_on_the_fields():
+    assert JobConfig.result_fields() == ("split", "k", "seed", "n_init", "sample_size", "engine", "max_iter", "tol",
+                                         "init_max_iter", "oversampling_factor")
 
 
 def test_each_kind_checks_its_own_keys_and_fields(tmp_path):
@@ -63,7 +76,7 @@ def test_each_kind_checks_its_own_keys_and_fields(tmp_path):
         "kind: slurm\njobs: 2\n": "needs cores and memory",
         "kind: slurm\ncores: 4\nmemory: 8GiB\nhosts: [a, b]\n": r"unknown key\(s\) hosts for kind slurm",
         "kind: scheduler\naddress: tcp://h:8786\nn_workers: 3\n": r"unknown key\(s\) n_workers for kind scheduler",
-        "kind: kubernetes\n": "kind must be one of local, scheduler, ssh, slurm",
+        "kind: kubernetes\n": "kind must be one of local, scheduler, slurm, ssh",
         "kind: local\nsecurity: yes\n": "security must be a mapping",
     }
     for text, message in cases.items():
@@ -84,7 +97,7 @@ def test_flags_that_do_not_apply_to_the_kind_are_errors():
 
 def test_slurm_config_becomes_the_batch_script_it_describes(tmp_path):
     """No SLURM controller runs here: what can be checked is the script sbatch would receive."""
-    from job.cluster import slurm_cluster
+    from job.deploy.slurm import slurm_cluster
 
     path = tmp_path / "slurm.yaml"
     path.write_text((CONFIGS / "slurm.yaml").read_text().replace("# queue: normal", "queue: gpu-short")
@@ -101,7 +114,7 @@ def test_slurm_config_becomes_the_batch_script_it_describes(tmp_path):
 
 
 def test_shipped_configs_are_found_by_name_and_the_default_ignores_the_working_folder(tmp_path, monkeypatch):
-    from job.cluster_config import resolve_config_path, shipped_configs
+    from job.deploy.files import resolve_config_path, shipped_configs
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "local.yaml").write_text("kind: nonsense\n")  # a file of the user's that happens to be here

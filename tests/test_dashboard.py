@@ -86,7 +86,7 @@ def test_dashboard_is_on_loopback_unless_exposed(caplog):
     import urllib.parse
 
     from job.cli import build_parser, config_from_args
-    from job.cluster import connect
+    from job.deploy.lifecycle import connect
 
     for flags, expected in (([], LOOPBACK), (["--dashboard-address", "0.0.0.0:0"], {"0.0.0.0", "::"})):
         config = config_from_args(build_parser().parse_args(flags)).cluster

@@ -2,6 +2,7 @@
 that can replace something, damaged stores, and secrets kept out of what we write."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,24 @@ def test_sweep_overwrite_refuses_a_folder_that_is_not_a_run(tiny_store, users_fo
     _untouched(users_folder)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)")
+@pytest.mark.parametrize("k", ["3", "2,3"], ids=["run", "sweep"])
+def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_no_half_folder(tiny_store, tmp_path, k):
+    """A run and a sweep share the session's atomic write: either way a full disk is one sentence."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        line = _one_line_error(_cli("job", "--data", str(tiny_store), "--k", k, "--out", str(disk / "run"),
+                                    "--dashboard-address", "127.0.0.1:0", "--silhouette-sample", "50"))
+        assert "cannot write the run folder (No space left on device); nothing was kept" in line
+        left = sorted(p.name for p in disk.iterdir())
+        assert "run" not in left and not [name for name in left if ".tmp-" in name], left
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 def test_data_prep_overwrite_refuses_a_folder_that_is_not_a_store(tiny_source, users_folder):
     line = _one_line_error(_cli("data_prep", "--source", str(tiny_source), "--name", "tiny", "--out",
                                 str(users_folder), "--overwrite"))
@@ -97,7 +116,7 @@ def test_data_prep_overwrite_refuses_a_folder_that_is_not_a_store(tiny_source, u
 
 
 def test_generate_overwrite_refuses_a_folder_that_is_not_a_store(tiny_store, users_folder):
-    line = _one_line_error(_cli("data_prep.generate", "--n", "100", "--mnist", str(tiny_store), "--out",
+    line = _one_line_error(_cli("job.generate", "--n", "100", "--mnist", str(tiny_store), "--out",
                                 str(users_folder), "--overwrite", "--n-workers", "1", "--memory-limit", "1GiB"))
     assert "not part of a dataset store" in line
     _untouched(users_folder)

@@ -12,8 +12,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.utils.estimator_checks import estimator_checks_generator
 
-from job.kmeans_parallel import kmeans_parallel
-from job.model import FusedKMeans
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.kmeans_parallel import kmeans_parallel
 
 # Each check scikit-learn runs that FusedKMeans does not pass, and why. Every other check passes.
 EXPECTED_FAILED_CHECKS = {

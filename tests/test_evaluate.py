@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from job import evaluate
 from job.dataset import open_dataset, to_features
-from job.model import FusedKMeans
+from job.evaluation import metrics as evaluate
+from job.kmeans.estimator import FusedKMeans
 
 
 @pytest.mark.parametrize("k", [3, 10, 14])

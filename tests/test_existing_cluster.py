@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from job.cluster import connect
-from job.cluster_config import SchedulerConfig
+from job.deploy.lifecycle import connect
+from job.deploy.scheduler import SchedulerConfig
 from job.errors import ClusterError
 
 from .cluster_processes import Processes, run_job, start_scheduler, start_worker, wait_for_workers
-
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
+from job.config import parse_k
 from job.errors import JobError
-from job.evaluate import internal_criteria
-from job.sweep import elbow, parse_k, suggest_k
+from job.evaluation.choose_k import elbow, suggest_k
+from job.evaluation.metrics import internal_criteria
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def test_parse_k():
     assert parse_k("10..50+10") == (10, 20, 30, 40, 50)  # a step
     assert parse_k("10, 16..100x2") == (10, 16, 32, 64)
     for bad in ("five", "8..5", "1..3", "4..64x1", "4..64x", "4..64+0", "0..64x2"):
-        with pytest.raises(JobError, match="--k|every k"):
+        with pytest.raises(JobError, match="^k must be|every k"):
             parse_k(bad)
 
 
@@ -39,24 +40,24 @@ def test_elbow_and_suggestion_rules():
     ks = list(range(2, 9))
     inertia = [100, 60, 30, 25, 22, 20, 19]  # bends at k=4
     assert elbow(ks, inertia) == 4
-    rows = [{"k": k, "inertia": i, "silhouette": s, "davies_bouldin": d}
-            for k, i, s, d in zip(ks, inertia, [0.1, 0.2, 0.3, 0.25, 0.2, 0.1, 0.1], [2, 1.8, 1.2, 1.5, 1.6, 1.7, 1.9])]
-    suggestion = suggest_k(rows)
+    silhouette, davies_bouldin = [0.1, 0.2, 0.3, 0.25, 0.2, 0.1, 0.1], [2, 1.8, 1.2, 1.5, 1.6, 1.7, 1.9]
+    suggestion = suggest_k(ks, inertia, silhouette, davies_bouldin)
     assert suggestion.k == 4 and suggestion.reason.startswith("3 of 3 criteria agree")
-    rows[3]["silhouette"] = 0.5  # silhouette now says 5, Davies-Bouldin and the elbow still say 4
-    assert suggest_k(rows).k == 4 and "2 of 3" in suggest_k(rows).reason
+    silhouette[3] = 0.5  # silhouette now says 5, Davies-Bouldin and the elbow still say 4
+    assert suggest_k(ks, inertia, silhouette, davies_bouldin).k == 4
+    assert "2 of 3" in suggest_k(ks, inertia, silhouette, davies_bouldin).reason
+    silhouette[3] = float("nan")  # a skipped silhouette never wins
+    assert suggest_k(ks, inertia, silhouette, davies_bouldin).votes["silhouette (highest)"] == 4
 
 
 def test_the_elbow_abstains_with_fewer_than_three_values_of_k():
     """With two values of k the "elbow" was always the first k: it must not count as a vote."""
-    rows = [{"k": 8, "inertia": 100, "silhouette": 0.1, "davies_bouldin": 1.0},  # Davies-Bouldin: 8
-            {"k": 10, "inertia": 90, "silhouette": 0.2, "davies_bouldin": 1.5}]  # silhouette: 10
-    suggestion = suggest_k(rows)
+    ks, inertia, silhouette, davies_bouldin = [8, 10], [100, 90], [0.1, 0.2], [1.0, 1.5]  # DB: 8, silhouette: 10
+    suggestion = suggest_k(ks, inertia, silhouette, davies_bouldin)
     assert "elbow of inertia" not in suggestion.votes
     assert suggestion.k == 10 and suggestion.reason.startswith("no two criteria agree")
     assert "elbow abstains" in suggestion.reason
-    rows[1]["davies_bouldin"] = 0.5
-    assert suggest_k(rows).reason.startswith("2 of 2 criteria agree")
+    assert suggest_k(ks, inertia, silhouette, [1.0, 0.5]).reason.startswith("2 of 2 criteria agree")
 
 
 def test_calinski_harabasz_of_a_perfect_clustering_is_sklearns_one(client):
@@ -226,7 +227,7 @@ def test_run_report_opens_offline_with_every_image(browser, train_run):
 
 
 def test_the_summary_maps_many_clusters_by_majority_digit():
-    from job.report import mapping_line
+    from job.report.summary import mapping_line
 
     assert mapping_line([7, 3, 9], [7, 3, 9]) == "  cluster -> digit: 0:7 1:3 2:9"
     hungarian = [-1] * 12
@@ -241,8 +242,8 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
     from sklearn.metrics import pairwise_distances_argmin
 
     from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
-    from job.model import FusedKMeans
-    from job.report import write_model
+    from job.kmeans.estimator import FusedKMeans
+    from job.report.summary import write_model
 
     train, test = open_dataset(mnist_store, "train"), open_dataset(mnist_store, "test")
     X = flat_pixels(train.images)[:6000].compute()

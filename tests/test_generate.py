@@ -9,12 +9,12 @@ import zarr
 from distributed import Client, LocalCluster
 
 from data_prep import validate_store
-from data_prep.augment import Deformation, deform, draws_per_image, uniforms
+from data_prep.augment import Deformation, deform, deformation_draws, draws_per_image
 from data_prep.errors import DataPrepError, StoreError
 from data_prep.generate import GenerateConfig, generate_dataset
-from job.cluster_config import SchedulerConfig
 from job.config import JobConfig
-from job.run import run_job
+from job.deploy.scheduler import SchedulerConfig
+from job.pipeline import run_job
 
 N = 61_000  # wraps past the 60,000 training images, so row 60,000 reuses image 0 with other draws
 
@@ -73,9 +73,9 @@ def test_images_are_deformed_training_images_with_their_labels(generated, mnist_
 
 def test_draws_depend_only_on_seed_and_row():
     shape = (28, 28)
-    whole = uniforms(9, 0, 10, shape)
-    np.testing.assert_array_equal(uniforms(9, 7, 3, shape), whole[7:])
-    assert not np.array_equal(uniforms(10, 0, 10, shape), whole)
+    whole = deformation_draws(9, 0, 10, shape)
+    np.testing.assert_array_equal(deformation_draws(9, 7, 3, shape), whole[7:])
+    assert not np.array_equal(deformation_draws(10, 0, 10, shape), whole)
     images = np.random.default_rng(0).integers(0, 256, (10, *shape), dtype=np.uint8)
     np.testing.assert_array_equal(deform(images, whole)[4:], deform(images[4:], whole[4:]))
     with pytest.raises(ValueError, match="draws must be"):

@@ -7,10 +7,10 @@ from distributed import Client, LocalCluster
 from sklearn.exceptions import ConvergenceWarning
 
 from job.dataset import open_dataset, to_features
-from job.kmeans_parallel import kmeans_parallel
-from job.model import FusedKMeans
-from job.persist import persist_balanced
-from job.rng import uniforms
+from job.engine.persist import persist_balanced
+from job.engine.rng import uniforms
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.kmeans_parallel import kmeans_parallel
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from job.dataset import flat_pixels, open_dataset, to_features
-from job.model import FusedKMeans, inertia_and_counts, lloyd_step
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.passes import inertia_and_counts, lloyd_step
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +117,9 @@ def test_the_default_fit_continues_the_best_of_its_starts(client, mnist_store):
     """The default (sampled) strategy: n_init starts on a subsample, each a single task; the one with the
     lowest subsample inertia is the one Lloyd continues: its centers, recomputed here from the same rows
     and seed, are the fit's init_centers_."""
-    from job.local_kmeans import local_fit
-    from job.model import relative_tol
-    from job.sampling import START_MAX_ITER, sample_rows
+    from job.kmeans.in_memory import local_fit
+    from job.kmeans.passes import relative_tol
+    from job.kmeans.sampling import START_MAX_ITER, sample_rows
 
     X = flat_pixels(open_dataset(mnist_store, "test").images).persist()
     model = FusedKMeans(n_clusters=10, random_state=20, n_init=3, sample_size=5_000).fit(X)

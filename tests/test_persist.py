@@ -5,8 +5,8 @@ from collections import Counter
 import dask.array as da
 import numpy as np
 
-from job.model import plan_tasks
-from job.persist import _targets, balanced_chunks, decide_persist, persist_balanced
+from job.engine.map_reduce import plan_tasks
+from job.engine.persist import _targets, balanced_chunks, decide_persist, persist_balanced
 
 
 def test_decision_follows_the_cluster_memory():

@@ -3,7 +3,7 @@
 import numpy as np
 from matplotlib.image import imread
 
-from job import plots
+from job.report import figures as plots
 
 
 def test_every_figure_is_written(tmp_path):

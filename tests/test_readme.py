@@ -29,12 +29,12 @@ def test_the_readme_library_example_runs_as_written(mnist_store, tmp_path):
 
 
 def test_every_public_name_resolves_and_workers_import_no_pipeline():
-    """job's public names all import; importing job alone (as each worker does before job.kernels)
+    """job's public names all import; importing job alone (as each worker does before job.engine.kernels)
     pulls in none of the pipeline (scikit-learn, matplotlib, the estimator)."""
     import job
 
     assert all(getattr(job, name) is not None for name in job.__all__)
-    proc = subprocess.run([sys.executable, "-c", "import sys, job, job.kernels; "
-                           "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.model', 'job.run') if m in sys.modules))"],
+    proc = subprocess.run([sys.executable, "-c", "import sys, job, job.engine.kernels; "
+                           "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.kmeans.estimator', 'job.pipeline') if m in sys.modules))"],
                           capture_output=True, text=True, check=True, cwd=REPO)
     assert proc.stdout.strip() == "[]"

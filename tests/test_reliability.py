@@ -20,8 +20,8 @@ from data_prep import PrepConfig, prepare_dataset, validate_store
 from data_prep.errors import StoreError
 from job.checkpoint import CHECKPOINT_FILE, partial_dir
 from job.dataset import open_dataset, to_features
-from job.model import FusedKMeans
-from job.persist import persist_balanced
+from job.engine.persist import persist_balanced
+from job.kmeans.estimator import FusedKMeans
 
 from .cluster_processes import free_port
 from .synthetic import write_dataset

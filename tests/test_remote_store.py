@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from data_prep.zarr_store import validate_store
 from data_prep.errors import StoreError
+from data_prep.zarr_store import validate_store
 
 from .cluster_processes import Processes, free_port, run_job, wait_for_port
 

@@ -12,10 +12,10 @@ import pytest
 from distributed import Client, LocalCluster
 
 from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset, to_features
-from job.model import FusedKMeans
-from job.persist import persist_balanced
-from job.sampling import auto_sample_size, auto_starts, sample_rows
-from job.sizing import cgroup_cpu_quota, cgroup_memory_limit, local_sizing
+from job.deploy.sizing import cgroup_cpu_quota, cgroup_memory_limit, local_sizing
+from job.engine.persist import persist_balanced
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.sampling import auto_sample_size, auto_starts, sample_rows
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The evaluation's single pass (job.scoring) against scikit-learn on the same labels, and its parts:
+"""The evaluation's single pass (job.evaluation.scoring) against scikit-learn on the same labels, and its parts:
 example candidates, row gathering, Hamerly's Lloyd."""
 
 import dask.array as da
@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from job import evaluate, examples, kernels
-from job.blockwise import take_rows
 from job.dataset import flat_pixels, open_dataset
-from job.local_kmeans import hamerly
-from job.model import FusedKMeans
-from job.run import evaluate_at
+from job.engine import kernels
+from job.engine.blockwise import take_rows
+from job.evaluation import examples
+from job.evaluation import metrics as evaluate
+from job.evaluation.evaluate import evaluate_at
+from job.kmeans.estimator import FusedKMeans
+from job.kmeans.in_memory import hamerly
 
 
 def test_one_pass_gives_scikit_learns_metrics_for_the_same_labels(client, mnist_store):
@@ -20,13 +22,13 @@ def test_one_pass_gives_scikit_learns_metrics_for_the_same_labels(client, mnist_
     model = FusedKMeans(n_clusters=10, random_state=3, sample_size=None).fit(X)
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     idx = np.sort(np.random.default_rng(0).choice(data.n, 2_000, replace=False))
-    labels, ev, closest, random, sample = evaluate_at(X, data.labels, centers, model.counts_, model.cluster_sums_,
-                                                      idx, 4, seed=1)
+    scored = evaluate_at(X, data.labels, centers, model.counts_, model.cluster_sums_, idx, 4, seed=1)
+    labels, ev, closest, random, sample = scored.labels, scored.evaluation, scored.closest, scored.random, scored.sample
     Xn, truth, ours = X.compute().astype(np.float64), data.labels.compute(), labels.compute()
     np.testing.assert_array_equal(ours, kernels.labels_of(X.compute(), centers))
-    assert ev["ari"] == pytest.approx(metrics.adjusted_rand_score(truth, ours), rel=1e-9)
-    assert ev["calinski_harabasz"] == pytest.approx(metrics.calinski_harabasz_score(Xn, ours), rel=1e-9)
-    assert ev["davies_bouldin"] == pytest.approx(metrics.davies_bouldin_score(Xn, ours), rel=1e-9)
+    assert ev.ari == pytest.approx(metrics.adjusted_rand_score(truth, ours), rel=1e-9)
+    assert ev.calinski_harabasz == pytest.approx(metrics.calinski_harabasz_score(Xn, ours), rel=1e-9)
+    assert ev.davies_bouldin == pytest.approx(metrics.davies_bouldin_score(Xn, ours), rel=1e-9)
     silhouette = evaluate.silhouette_later(sample.rows, sample.labels, 10)()  # as the job starts it
     assert silhouette == pytest.approx(metrics.silhouette_score(Xn[idx], ours[idx]), abs=1e-5)
     np.testing.assert_array_equal(sample.rows, X.compute()[idx])

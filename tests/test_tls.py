@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from job.cluster import connect
-from job.cluster_config import LocalConfig, SchedulerConfig, SecurityConfig, load_cluster_config
+from job.deploy.base import SecurityConfig
+from job.deploy.files import load_cluster_config
+from job.deploy.lifecycle import connect
+from job.deploy.local import LocalConfig
+from job.deploy.scheduler import SchedulerConfig
 from job.errors import ClusterError, ConfigError
 
 from .cluster_processes import Processes, run_job, start_scheduler, start_worker, wait_for_workers

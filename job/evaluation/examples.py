@@ -1,8 +1,9 @@
 """Pick example images per cluster on the cluster: the ones closest to each center and seeded random ones.
 
-Each chunk proposes its best `m` candidates per cluster (in the evaluation's pass, job.scoring);
+Each chunk proposes its best `m` candidates per cluster (in the evaluation's pass, job.evaluation.scoring);
 candidates are merged in a tree on the workers, so only k * m indices per kind reach the client, then
 just those images are read.
+May use: job.engine (blockwise, rng), numba.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import dask.array as da
 import numba
 import numpy as np
 
-from .blockwise import take_rows
-from .rng import hash64
+from job.engine.blockwise import take_rows
+from job.engine.rng import hash64
 
 EXAMPLES_STREAM = 1_000_003  # the rng stream of the random examples, apart from k-means||'s rounds
 
@@ -79,7 +80,7 @@ def indices(candidates: np.ndarray) -> np.ndarray:
 def gather_images(X: da.Array, indices: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     """The images at `indices` ([k, m], -1 = none) as [k, m, h, w] in X's dtype, zeros where missing.
 
-    Read from X's chunks where they are (job.blockwise.take_rows): from the workers' memory when X is
+    Read from X's chunks where they are (job.engine.blockwise.take_rows): from the workers' memory when X is
     persisted, else only the chunks of the store that hold them.
     """
     flat = indices.ravel()

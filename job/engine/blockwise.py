@@ -5,6 +5,7 @@ applied as a separate task (delayed(f) on X.to_delayed()) leaves the scheduler f
 on one worker and f on another, shipping 25 MB float32 chunks between them; applied with map_blocks, dask
 fuses f with the chain into one task per chunk. Measured on 1M streamed images: a Lloyd step took
 6.7-7.1 s unfused and 2.3-2.5 s fused (benchmarks/out_of_core.py, docs/benchmarks.md).
+May use: dask and numpy only (nothing else of job).
 """
 
 from __future__ import annotations

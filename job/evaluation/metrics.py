@@ -3,6 +3,7 @@
 Everything of size n stays on the cluster: the contingency table is one bincount reduction, and every
 label-agreement metric (ARI, NMI, homogeneity, completeness, V-measure, accuracies) is a function of that
 small [k, n_classes] table alone. The silhouette is computed on the workers over a seeded sample.
+May use: job.engine.blockwise, job.evaluation.scoring, data_prep.digits, scipy, distributed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from distributed import default_client
 from scipy.optimize import linear_sum_assignment
 from scipy.special import comb
 
-from . import scoring
-from .blockwise import boxed_pairs, reduce_boxes, take_rows
-from .scoring import N_CLASSES
+from data_prep.digits import N_CLASSES
+from job.engine.blockwise import boxed_pairs, reduce_boxes, take_rows
+from job.evaluation import scoring
 
 
 def contingency(cluster_labels: da.Array, true_labels: da.Array, k: int, n_classes: int = N_CLASSES) -> da.Array:
@@ -248,7 +249,7 @@ def _add(*parts):
 def internal_criteria(X: da.Array, cluster_labels: da.Array, k: int) -> dict:
     """Calinski-Harabasz and Davies-Bouldin indices of a labelling of all of X, as scikit-learn defines
     them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums.
-    The job gets the first pass's sums from its scoring pass (job.scoring) and makes only the second."""
+    The job gets the first pass's sums from its scoring pass (job.evaluation.scoring) and makes only the second."""
     counts, sums, sq_total = reduce_boxes(boxed_pairs(X, cluster_labels, _chunk_sums, k), _add)
     return criteria_from_sums(X, cluster_labels, counts, sums, sq_total)
 

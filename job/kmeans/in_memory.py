@@ -1,6 +1,6 @@
 """K-Means on one in-memory array inside a single task: greedy k-means++ then Hamerly's Lloyd.
 
-The sampled fit's starts (job.sampling) each fit a subsample that fits one task. There, Lloyd's
+The sampled fit's starts (job.kmeans.sampling) each fit a subsample that fits one task. There, Lloyd's
 iterations need no round trip, and Hamerly's bounds (G. Hamerly, "Making k-means even faster", SDM 2010)
 skip the distance computations of every row whose nearest center cannot have changed: per row an upper
 bound on the distance to its center and a lower bound on the distance to any other, moved by how far the
@@ -10,6 +10,7 @@ the last bit): Lloyd with our BLAS kernel 1.8 s, with Hamerly's bounds 0.9 s (do
 section 9). MNIST's clusters overlap, so many rows fail the bounds' test in every iteration.
 
 Single-threaded and seeded: a start's result depends on its seed and rows alone, never on the worker.
+May use: job.engine.kernels, numba, numpy.
 """
 
 from __future__ import annotations
@@ -170,10 +171,10 @@ def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> di
     SEEDING_MAX_ROWS), then
     Lloyd on all of them by Hamerly's bounds until the
     squared center shift is <= tol (absolute) or max_iter. Returns centers float64 [k, p], inertia (by
-    job.kernels.lloyd_partial, the distributed loop's kernel), n_iter and seconds."""
+    job.engine.kernels.lloyd_partial, the distributed loop's kernel), n_iter and seconds."""
     from threadpoolctl import threadpool_limits
 
-    from . import kernels
+    from job.engine import kernels
 
     started = time.perf_counter()
     X = np.ascontiguousarray(X)

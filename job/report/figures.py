@@ -1,6 +1,8 @@
-"""Figures people look at (matplotlib, Agg backend, PNG). Each function takes small numpy arrays.
+"""Figures people look at (matplotlib, Agg backend, PNG). Each function takes small numpy arrays, or a
+sweep's per-k scores (rows with attributes k, inertia, silhouette, ...: job.evaluation.choose_k.KScore).
 
 No pyplot: figures are `matplotlib.figure.Figure` objects, so no global state is shared between runs.
+May use: data_prep.digits, numpy, matplotlib.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .scoring import N_CLASSES
+from data_prep.digits import N_CLASSES, PIXEL_MAX
 
 
 def _grid(n: int, max_cols: int = 10) -> tuple[int, int]:
@@ -83,7 +85,7 @@ def plot_examples(images: np.ndarray, indices: np.ndarray, digits, title: str, p
     fig = Figure(figsize=(0.75 * m + 1.2, 0.75 * k + 0.8), layout="constrained")
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
-    ax.imshow(mosaic, cmap=cmap, interpolation="nearest", vmin=0, vmax=255)
+    ax.imshow(mosaic, cmap=cmap, interpolation="nearest", vmin=0, vmax=PIXEL_MAX)
     ax.set_yticks([c * (h + gap) + h / 2 for c in range(k)], [f"#{c}→{_digit(digits[c])}" for c in range(k)])
     ax.set_xticks([])
     ax.tick_params(length=0)
@@ -130,9 +132,9 @@ def plot_sizes(sizes, digits, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _curve_against_k(rows: list[dict], key: str, suggested: int, ylabel: str, title: str, color: str):
-    """(figure, axes, ks, values): one metric against k, the suggested k circled."""
-    ks, values = [r["k"] for r in rows], [r[key] for r in rows]
+def _curve_against_k(rows: list, key: str, suggested: int, ylabel: str, title: str, color: str):
+    """(figure, axes, ks, values): one score (an attribute of each row) against k, the suggested k circled."""
+    ks, values = [r.k for r in rows], [getattr(r, key) for r in rows]
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(ks, values, "o-", color=color)
@@ -154,7 +156,7 @@ def _k_axis(ax, ks: list[int]) -> None:
     ax.set_xlabel("k (log scale)" if ax.get_xscale() == "log" else "k")
 
 
-def plot_sweep_elbow(rows: list[dict], suggested: int, elbow_k: int, path: Path) -> Path:
+def plot_sweep_elbow(rows: list, suggested: int, elbow_k: int, path: Path) -> Path:
     """Inertia against k, with the elbow and the suggested k marked."""
     fig, ax, ks, inertia = _curve_against_k(rows, "inertia", suggested, "inertia (sum of squared distances)",
                                             "Elbow: inertia against k", "steelblue")
@@ -165,16 +167,16 @@ def plot_sweep_elbow(rows: list[dict], suggested: int, elbow_k: int, path: Path)
     return _save(fig, path)
 
 
-def plot_sweep_silhouette(rows: list[dict], suggested: int, path: Path) -> Path:
+def plot_sweep_silhouette(rows: list, suggested: int, path: Path) -> Path:
     fig, ax, _, _ = _curve_against_k(rows, "silhouette", suggested, "mean silhouette (sample)",
                                      "Silhouette against k (higher is better)", "seagreen")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def plot_sweep_criteria(rows: list[dict], suggested: int, path: Path) -> Path:
+def plot_sweep_criteria(rows: list, suggested: int, path: Path) -> Path:
     """ARI and NMI against the digits, Davies-Bouldin and Calinski-Harabasz, each against k."""
-    ks = [r["k"] for r in rows]
+    ks = [r.k for r in rows]
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     panels = [
         ("Agreement with the digits", [("ari", "ARI"), ("nmi", "NMI")], "score"),
@@ -184,7 +186,7 @@ def plot_sweep_criteria(rows: list[dict], suggested: int, path: Path) -> Path:
     for i, (title, series, ylabel) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
         for key, label in series:
-            ax.plot(ks, [r[key] for r in rows], "o-", label=label)
+            ax.plot(ks, [getattr(r, key) for r in rows], "o-", label=label)
         ax.axvline(suggested, color="crimson", alpha=0.4, label=f"suggested k={suggested}")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("k")
@@ -194,13 +196,13 @@ def plot_sweep_criteria(rows: list[dict], suggested: int, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_sweep_accuracy(rows: list[dict], best: int, path: Path) -> Path:
+def plot_sweep_accuracy(rows: list, best: int, path: Path) -> Path:
     """Held-out accuracy against k (each cluster read as its majority training digit), the in-sample
     accuracy beside it, the best k circled."""
     fig, ax, ks, held_out = _curve_against_k(rows, "held_out_accuracy", best, "accuracy",
                                              "Held-out accuracy against k (clusters read as their majority digit)", "crimson")
     ax.lines[0].set_label("held-out (test split)")
-    ax.plot(ks, [r["accuracy_majority"] for r in rows], "s--", color="grey", label="in-sample (train)")
+    ax.plot(ks, [r.accuracy_majority for r in rows], "s--", color="grey", label="in-sample (train)")
     ax.collections[0].set_label(f"best k={best}: {held_out[ks.index(best)]:.3f}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -245,7 +247,7 @@ def plot_misclassified(images: np.ndarray, truth, predicted, times_wrong, n_k: i
     fig = Figure(figsize=(1.1 * columns, 1.25 * rows + 0.5), layout="constrained")
     for i in range(m):
         ax = fig.add_subplot(rows, columns, i + 1)
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
         ax.set_title(f"{truth[i]}→{_digit(predicted[i])} ({times_wrong[i]}/{n_k})", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"Test images misclassified most often (true→predicted at k={k}, wrong for x of {n_k} k)",
@@ -270,3 +272,16 @@ def plot_pca(points: np.ndarray, clusters: np.ndarray, digits: np.ndarray, path:
         ax.legend(markerscale=4, fontsize=7, ncol=1 if len(np.unique(values)) <= 10 else 2, loc="upper left",
                   bbox_to_anchor=(1.0, 1.0), title="cluster" if i == 0 else "digit")
     return _save(fig, path)
+
+
+def plot_sweep_classifier(rows: list, as_classifier, n_k: int, out: Path) -> None:
+    """The sweep as a classifier (job.evaluation.classifier.SweepClassifier): the accuracy curve, the best
+    k's per-digit accuracy and confusion, and the test images misclassified most often."""
+    best = as_classifier.best_k
+    plot_sweep_accuracy(rows, best, out / "accuracy.png")
+    plot_per_digit_accuracy(as_classifier.per_digit_accuracy, best, out / "per_digit.png")
+    plot_digit_confusion(as_classifier.confusion, best, out / "confusion_test.png")
+    shown = as_classifier.most_misclassified
+    if shown:
+        plot_misclassified(as_classifier.images, [m["true"] for m in shown], [m["predicted"] for m in shown],
+                           [m["times_wrong"] for m in shown], n_k, best, out / "misclassified.png")

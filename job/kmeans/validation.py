@@ -7,6 +7,7 @@ array is checked the same way through a small in-memory stand-in of its shape an
 over the data is spent on validation (the fit's first pass finds NaN and infinity, as dask-ml's does).
 The result is always a dask array chunked along rows only, with no empty chunks; compact integers
 (uint8 pixels) stay compact and the kernels convert them block by block.
+May use: scikit-learn's validation, dask; nothing else of job.
 """
 
 from __future__ import annotations
@@ -99,3 +100,9 @@ def check_sample_weight(sample_weight, X: da.Array) -> da.Array | None:
     if (w < 0).any():
         raise ValueError("Negative values in data passed to `sample_weight`")
     return da.from_array(w, chunks=(X.chunks[0],))
+
+
+def check_rows_and_weights(estimator, X, sample_weight, *, reset: bool) -> tuple[da.Array, da.Array | None]:
+    """check_features, then check_sample_weight against the checked X: (X, weights or None)."""
+    X = check_features(estimator, X, reset=reset)
+    return X, check_sample_weight(sample_weight, X)

@@ -1,9 +1,10 @@
 """A seeded uniform sample of X's rows, drawn on the cluster: the first stage of the sampled fit.
 
-Row r is in the sample when u(seed, SAMPLE_STREAM, r) < size / n (job.rng: counter-based, by global row
+Row r is in the sample when u(seed, SAMPLE_STREAM, r) < size / n (job.engine.rng: counter-based, by global row
 index), so the sample is the same rows whatever the chunking or the number of workers, in the order of
 X. Each chunk's rows are picked by the task that holds (or reads) the chunk; the sample stays on the
 workers, persisted and spread evenly, and only its size reaches the client.
+May use: job.engine.rng, dask.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import dask.array as da
 import numpy as np
 
-from .rng import uniforms
+from job.engine.rng import uniforms
 
 # A random-number stream of its own: k-means|| uses streams 0..rounds under the same seed.
 SAMPLE_STREAM = 2**32 + 7

@@ -4,7 +4,7 @@ One task per chunk of X (fused with the chunk's read when X is streamed) compute
 every row (kept on the workers, 4 bytes a row, for the labels store), and per chunk only small things:
 the contingency table against the true digits, each cluster's sum of distances to its mean and the total
 of squared norms (with the fit's per-cluster counts and sums: Davies-Bouldin and Calinski-Harabasz), the
-example candidates per cluster (the closest to the center and seeded random ones, job.examples), and the
+example candidates per cluster (the closest to the center and seeded random ones, job.evaluation.examples), and the
 rows of the silhouette's sample with their labels. Those are combined in a tree on the workers.
 
 The cluster means come from the fit's last pass at the same centers (FusedKMeans.cluster_sums_): the
@@ -15,6 +15,7 @@ internal-criteria passes that converted every chunk to float64, a gather of the 
 fancy indexing, and a tree over per-chunk example candidates): 79 s on 8.1M persisted images, 2 cores,
 of which the float64 criteria passes were 54 s. The per-row work here is compiled (numba), reads the
 uint8 pixels as they are, and shares the distance product with the labels.
+May use: job.engine (kernels, blockwise), job.evaluation.examples, data_prep.digits, numba.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import dask.array as da
 import numba
 import numpy as np
 
-from . import examples, kernels
-from .blockwise import boxed_pairs, reduce_boxes
-
-N_CLASSES = 10
+from data_prep.digits import N_CLASSES
+from job.engine import kernels
+from job.engine.blockwise import boxed_pairs, reduce_boxes
+from job.evaluation import examples
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -70,7 +71,7 @@ class PassOne:
     contingency: np.ndarray  # int64 [k, n_classes]
     spread: np.ndarray  # float64 [k]: per cluster, the sum of its rows' distances to its mean
     sq_total: float  # sum of the squared norms of all rows
-    closest: np.ndarray  # [k, m, 2] (squared distance, row index), job.examples
+    closest: np.ndarray  # [k, m, 2] (squared distance, row index), job.evaluation.examples
     random: np.ndarray  # [k, m, 2] (random key, row index)
     sample_rows: np.ndarray  # X's dtype [s, p]: the silhouette's rows, in index order
     sample_labels: np.ndarray  # int32 [s]

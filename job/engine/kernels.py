@@ -9,6 +9,7 @@ X may be compact integers (the job keeps MNIST's pixels as uint8: 1 byte a pixel
 and on the wire, 4x less than float32): each block is converted to float32 as it is used, so no chunk is
 ever held as floats. K-Means is equivariant to scaling, so clustering raw 0-255 pixels and dividing the
 centers by 255 gives the clustering of pixels scaled to [0, 1] (up to rounding; tested).
+May use: numpy and numba only: it runs inside worker tasks.
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int, w: np.ndarray | No
 
 
 def farthest_rows_weighted(X: np.ndarray, w: np.ndarray, centers: np.ndarray, m: int):
-    """farthest_rows for a chunk of X and its weights (job.blockwise.boxed_pairs' argument order)."""
+    """farthest_rows for a chunk of X and its weights (job.engine.blockwise.boxed_pairs' argument order)."""
     return farthest_rows(X, centers, m, w)
 
 

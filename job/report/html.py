@@ -2,6 +2,7 @@
 
 Built from metrics.json / sweep.json and the PNGs already in the folder: the page shows the same numbers
 the files hold. Plain HTML and inline CSS, no scripts.
+May use: numpy and the standard library; it reads metrics.json and the figures.
 """
 
 from __future__ import annotations

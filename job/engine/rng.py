@@ -3,6 +3,7 @@
 splitmix64 (Steele, Lea & Flood 2014) hashes the counter; a stream separates independent uses (the
 rounds of k-means||, the choice of example images) under one seed. Because each row's number depends on
 its global index only, any chunking of the same rows, on any number of workers, draws the same numbers.
+May use: numpy only.
 """
 
 from __future__ import annotations

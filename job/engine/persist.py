@@ -1,4 +1,7 @@
-"""Whether to keep X in the workers' memory, and how to lay it out there when we do."""
+"""Whether to keep X in the workers' memory, and how to lay it out there when we do.
+
+May use: dask and distributed only.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ use, cgroup limits included (a container or a batch job often sees a whole host'
 
 Used when a local cluster config leaves n_workers or memory_limit as "auto" (the default): the job then
 uses the whole machine, as a plain scikit-learn script would, and says how it decided.
+May use: the standard library only.
 """
 
 from __future__ import annotations

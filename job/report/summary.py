@@ -1,47 +1,17 @@
-"""What a run leaves behind: metrics.json, the model, labels in Zarr, and a short text summary."""
+"""What a run leaves behind: metrics.json, the model, labels in Zarr, and a short text summary.
+
+May use: data_prep.digits, numpy.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
-from .scoring import N_CLASSES
-
-# Every name a run or sweep folder of ours may hold (predictions.csv is job.predict's default output).
-RUN_FILES = {"metrics.json", "summary.txt", "centers.png", "examples_closest.png", "examples_random.png",
-             "confusion.png", "sizes.png", "pca.png", "labels.zarr", "model.npz", "centers.npy", "report.html",
-             "predictions.csv"}
-SWEEP_FILES = {"sweep.json", "summary.txt", "elbow.png", "silhouette.png", "criteria.png", "accuracy.png",
-               "per_digit.png", "confusion_test.png", "misclassified.png", "report.html"}
-_SWEEP_CENTERS = re.compile(r"(centers_k\d+\.png|model_k\d+\.npz)$")
-
-
-def why_not_a_run_folder(path: Path) -> str | None:
-    """None when `path` is a run or sweep folder this job wrote (so --overwrite may replace it), else why
-    not. Ours means: its metrics.json (or sweep.json) is one we wrote, and it holds nothing else than the
-    files a run writes, so that replacing it cannot take a file of the user's with it."""
-    path = Path(path)
-    if not path.is_dir():
-        return "exists and is not a folder"
-    names = {p.name for p in path.iterdir()}
-    is_sweep = "sweep.json" in names
-    record = path / ("sweep.json" if is_sweep else "metrics.json")
-    try:
-        metrics = json.loads(record.read_text())
-        ours = isinstance(metrics, dict) and "versions" in metrics and "config" in metrics
-    except (OSError, ValueError):
-        ours = False
-    if not ours:
-        return "exists and is not a run folder of this job (no metrics.json or sweep.json of ours in it)"
-    allowed = SWEEP_FILES if is_sweep else RUN_FILES
-    foreign = sorted(n for n in names if n not in allowed and not (is_sweep and _SWEEP_CENTERS.match(n)))
-    if foreign:
-        return f"is a run folder that also holds files the job did not write ({', '.join(foreign[:5])})"
-    return None
+from data_prep.digits import N_CLASSES
 
 
 def _json_default(value):
@@ -112,4 +82,23 @@ def summary_text(metrics: dict, run_dir: Path) -> str:
         )
     total = sum(metrics["timings"].values())
     lines.append(f"  total {total:.1f} s; results in {run_dir}/ (open report.html)")
+    return "\n".join(lines)
+
+
+def sweep_summary_text(metrics: dict, run_dir: Path) -> str:
+    header = "    k    inertia  silhouette    ARI    NMI  Davies-Bouldin  Calinski-Harabasz"
+    if metrics.get("classifier"):
+        header += "  held-out accuracy"
+    lines = [f"k sweep on {metrics['dataset']['n']:,} images: {', '.join(str(r['k']) for r in metrics['sweep'])}",
+             header]
+    for r in metrics["sweep"]:
+        lines.append(f"  {r['k']:3d} {r['inertia']:10,.0f} {r['silhouette']:11.4f} {r['ari']:6.3f} {r['nmi']:6.3f}"
+                     f" {r['davies_bouldin']:15.3f} {r['calinski_harabasz']:18,.0f}"
+                     + (f" {r['held_out_accuracy']:18.3f}" if "held_out_accuracy" in r else ""))
+    lines.append(f"  suggested k = {metrics['suggested_k']}: {metrics['suggestion_reason']}")
+    if metrics.get("classifier"):
+        c = metrics["classifier"]
+        lines.append(f"  as a classifier: best k = {c['best_k']}, held-out accuracy {c['held_out_accuracy']:.3f} on "
+                     f"{c['n_test']:,} test images (each cluster read as its majority training digit)")
+    lines.append(f"  total {sum(metrics['timings'].values()):.1f} s; results in {run_dir}/ (open report.html)")
     return "\n".join(lines)

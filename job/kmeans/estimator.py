@@ -2,21 +2,21 @@
 
 `FusedKMeans` keeps dask-ml's estimator contract (parameters, `cluster_centers_`, lazy `labels_`,
 `inertia_`, `n_iter_`, `predict`, `transform`) and replaces its slow parts. By default it fits a sample
-first, from the best of several single-task starts on a subsample (job.sampling, job.local_kmeans), and
+first, from the best of several single-task starts on a subsample (job.kmeans.sampling, job.kmeans.in_memory), and
 reads all rows only for a few polishing passes. Its k-means|| (for plain Lloyd) is ours
-(job.kmeans_parallel: seeded, weighted, independent of chunking). Its Lloyd loop is one task per worker
-thread and iteration, pinned to the worker holding the chunks, that runs job.kernels.lloyd_partial
+(job.kmeans.kmeans_parallel: seeded, weighted, independent of chunking). Its Lloyd loop is one task per worker
+thread and iteration, pinned to the worker holding the chunks, that runs job.engine.kernels.lloyd_partial
 (distances, argmin, per-cluster sums, counts and inertia in a single pass per chunk); only a [k, p] result
 comes back to the client. Stock dask-ml builds and schedules a graph of ~100 tasks per iteration and makes
 several passes over each chunk: ~200 ms per iteration on MNIST against ~32 ms here (docs/benchmarks.md).
 
 Convergence follows scikit-learn: `tol` is relative to the mean per-feature variance of X, and the loop
 stops when the squared shift of the centers (summed over all centers) is <= tol * mean(var(X)).
+May use: job.engine, the other job.kmeans modules, scikit-learn (the estimator contract).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
@@ -29,10 +29,11 @@ from dask import delayed
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from . import kernels
-from .blockwise import TREE_FAN_IN, boxed_pairs, combine_boxed, per_chunk, reduce_boxes, tree_reduce, unbox
-from .kmeans_parallel import kmeans_parallel
-from .validation import check_features, check_sample_weight
+from job.engine import kernels
+from job.engine.map_reduce import moments, plan_tasks
+from job.kmeans.kmeans_parallel import kmeans_parallel
+from job.kmeans.passes import inertia_and_counts, lloyd_step, predict_labels, relative_tol, reseed_empty
+from job.kmeans.validation import check_features, check_rows_and_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,120 +66,6 @@ def _uniform_weights_as_none(weights):
     return (None, float(low)) if low == high else (weights, 1.0)
 
 
-def _chunk_futures(X: da.Array):
-    """The futures of X's chunks in order when X is persisted on a distributed client, else None."""
-    from distributed import Future
-
-    graph = X.__dask_graph__()
-    futures = [graph.get(key) for key in dask.core.flatten(X.__dask_keys__())]
-    if not futures or not all(isinstance(f, Future) for f in futures):
-        return None
-    return futures
-
-
-def _group_by_worker_thread(client, futures: list) -> list[tuple[str, list]]:
-    """Split the chunk futures into one group per worker thread, each on a worker holding its chunks.
-
-    One task per thread and iteration, instead of one per chunk: each task costs a few milliseconds of
-    scheduling, (de)serialisation and GIL hand-offs on the worker, which on MNIST was as much as the
-    arithmetic (42 ms per iteration with 8 chunks as 8 tasks, 28 ms as 2). Pinning the task to the
-    holder matters too: left to itself the scheduler sometimes ran a task on the other worker, copying
-    the chunk there every iteration (the active memory manager drops the replica again within seconds).
-    """
-    holders = client.who_has(futures)
-    nthreads = client.nthreads()
-    by_worker: dict[str, list] = {}
-    for future in futures:
-        # Among the workers holding this chunk (replicas happen), the one with the least work so far.
-        candidates = sorted(holders.get(future.key, ()) or nthreads)
-        worker = min(candidates, key=lambda w: len(by_worker.get(w, ())) / nthreads.get(w, 1))
-        by_worker.setdefault(worker, []).append(future)
-    groups = []
-    for worker, chunk_futures in by_worker.items():
-        slots = max(1, min(nthreads.get(worker, 1), len(chunk_futures)))
-        groups.extend((worker, chunk_futures[i::slots]) for i in range(slots))
-    return groups
-
-
-def _reduce_on_cluster(client, parts: list, combine, fan_in: int = TREE_FAN_IN):
-    """Tree-reduce futures on the workers down to at most `fan_in`, then combine those in the client."""
-    while len(parts) > fan_in:
-        parts = [
-            client.submit(combine, *parts[i : i + fan_in], pure=False) for i in range(0, len(parts), fan_in)
-        ]
-    return combine(*client.gather(parts))
-
-
-def plan_tasks(X: da.Array):
-    """How to send a Lloyd step over X: (client, [(worker, chunk futures)]) when X is persisted on a
-    distributed cluster, else None (X is then streamed through its graph). Built once per fit: asking
-    the scheduler where chunks live costs a round trip."""
-    futures = _chunk_futures(X)
-    if futures is None:
-        return None
-    client = futures[0].client
-    return client, _group_by_worker_thread(client, futures)
-
-
-def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
-    """combine(kernel(chunk, *args) for every chunk of X), computed on the cluster.
-
-    When X is persisted, one task per worker thread runs `kernel` over the chunks that worker holds and
-    combines them there (see plan_tasks): no graph to build or optimise, one round trip. Otherwise (X
-    streamed from storage, or no distributed client) the kernel runs on each chunk of X's graph and the
-    results are combined in a tree.
-    """
-    plan = plan if plan is not None else plan_tasks(X)
-    if plan is not None:
-        client, groups = plan
-        # Keys named after the kernel, so the dashboard's task stream and progress bars say
-        # "lloyd_partial" rather than "over_chunks".
-        parts = [
-            client.submit(kernels.over_chunks, kernel, combine, args, *group, workers=[worker],
-                          allow_other_workers=True, key=f"{kernel.__name__}-{uuid.uuid4().hex}")
-            for worker, group in groups
-        ]
-        return _reduce_on_cluster(client, parts, combine)
-    # Streamed: each chunk's kernel runs in the task that reads and scales the chunk (job.blockwise).
-    parts = per_chunk(X, kernel, *args)
-    (result,) = dask.compute(tree_reduce(parts, functools.partial(combine_boxed, combine)))
-    return unbox(result)
-
-
-def moments(X: da.Array, plan=None) -> tuple[int, np.ndarray, np.ndarray, bool]:
-    """(n, column sums, column sums of squares, all finite) in one pass over X."""
-    return map_reduce(X, kernels.chunk_moments, kernels.add_moments, plan=plan)
-
-
-def lloyd_step(X: da.Array, centers: np.ndarray, plan=None, weights=None):
-    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster.
-    With sample weights (a dask array chunked like X): weighted sums, total weights (float64) and the
-    weighted inertia, by tasks that pair each chunk with its weights (job.blockwise.boxed_pairs)."""
-    if weights is not None:
-        return reduce_boxes(boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials)
-    return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
-
-
-def inertia_and_counts(X: da.Array, centers: np.ndarray, plan=None) -> tuple[float, np.ndarray]:
-    """The true inertia (sum of squared distances to the nearest center) and the cluster sizes."""
-    _, counts, inertia = lloyd_step(X, centers, plan)
-    return float(inertia), counts
-
-
-def predict_labels(X: da.Array, centers: np.ndarray) -> da.Array:
-    """Lazy int32 [n] labels: the nearest center of each row."""
-    return X.map_blocks(kernels.labels_of, centers, drop_axis=1, dtype=np.int32)
-
-
-def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray) -> float:
-    """scikit-learn's absolute tolerance: tol * mean over features of the variance of X."""
-    if tol == 0 or n == 0:
-        return 0.0
-    mean = col_sum / n
-    var = np.maximum(col_sumsq / n - mean**2, 0.0)
-    return float(tol * var.mean())
-
-
 class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     """K-Means for data larger than memory: a sampled fit polished on all rows, on dask arrays.
 
@@ -195,7 +82,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Number of clusters (k).
     init : {"k-means||", "k-means++", "random"} or array-like of shape (n_clusters, n_features), \
             default="k-means||"
-        How the plain-Lloyd fit (``sample_size=None``) starts: our seeded k-means|| (job.kmeans_parallel),
+        How the plain-Lloyd fit (``sample_size=None``) starts: our seeded k-means|| (job.kmeans.kmeans_parallel),
         or dask-ml's k-means++ / random. The sampled fit always starts by k-means++ on its subsample.
         An array gives the initial centers and skips both (one start).
     oversampling_factor : float, default=2
@@ -214,7 +101,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         k-means|| rounds (None: 5).
     n_init : "auto" or int, default="auto"
         Starts, seeded ``random_state + i``; the lowest inertia wins. "auto": 4 starts on a subsample
-        for the sampled fit (1 with many clusters: job.sampling.auto_starts),
+        for the sampled fit (1 with many clusters: job.kmeans.sampling.auto_starts),
         1 for plain Lloyd. A single start of the sampled fit is only its seeding (greedy k-means++).
     sample_size : "auto", int or None, default="auto"
         Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 20,000 per cluster,
@@ -328,8 +215,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self : FusedKMeans
         """
         self._validate_params()
-        X = check_features(self, X, reset=True)
-        weights = check_sample_weight(sample_weight, X)
+        X, weights = check_rows_and_weights(self, X, sample_weight, reset=True)
         weights, scale = _uniform_weights_as_none(weights)
         seeds = self._start_seeds()
         if start is not None and len(seeds) > 1:
@@ -375,7 +261,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                              f"features of the data {n_features}.")
 
     def _sample_rows(self, n: int) -> int:
-        from .sampling import auto_sample_size
+        from job.kmeans.sampling import auto_sample_size
 
         if self.sample_size is None:
             return n
@@ -403,7 +289,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         """The default strategy. Starts as single tasks on a subsample of a seeded sample, the best one
         continued by Lloyd on the sample in the workers' memory, then Lloyd over all rows. When the sample
         is all of X (size >= n: MNIST's 70,000 images), the Lloyd after the starts is the main loop."""
-        from .sampling import sample_rows
+        from job.kmeans.sampling import sample_rows
 
         n = int(X.shape[0])
         sampled = size < n
@@ -412,7 +298,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if sampled:
             sample = sample_rows(X, size, seeds[0])
             if plan is not None:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
-                from .persist import balanced_chunks, persist_balanced
+                from job.engine.persist import balanced_chunks, persist_balanced
 
                 threads = sum(plan[0].nthreads().values())
                 rows = balanced_chunks(int(sample.shape[0]), sample.dtype.itemsize * sample.shape[1], threads)
@@ -492,11 +378,17 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
     def _run_starts(self, sample, seeds, tol):
         """The starts: each one task fitting a nested subsample of the sample in memory
-        (job.sampling.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
+        (job.kmeans.sampling.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
         by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
         array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
-        from .local_kmeans import local_fit
-        from .sampling import START_MAX_ITER, SUBSAMPLE_STREAM, auto_starts, sample_rows, subsample_size
+        from job.kmeans.in_memory import local_fit
+        from job.kmeans.sampling import (
+            START_MAX_ITER,
+            SUBSAMPLE_STREAM,
+            auto_starts,
+            sample_rows,
+            subsample_size,
+        )
 
         started = time.perf_counter()
         m = int(sample.shape[0])
@@ -574,7 +466,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 "lloyd_seconds": lloyd_seconds}
 
     def _init_centers(self, X: da.Array, seed: int, weights=None) -> tuple[np.ndarray, dict]:
-        """The given centers for an array; ours for "k-means||" (job.kmeans_parallel: seeded, weighted
+        """The given centers for an array; ours for "k-means||" (job.kmeans.kmeans_parallel: seeded, weighted
         candidates, optional sample weights, chunking-independent); dask-ml's for "k-means++" or "random"."""
         if not isinstance(self.init, str):
             return np.asarray(self.init, dtype=np.float64).copy(), {"init": "given"}
@@ -607,7 +499,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             if not counts.all():
                 # dask-ml collapses an empty cluster to the origin; like scikit-learn, we move it to
                 # the points farthest from their centers.
-                sums, counts = _reseed_empty(X, centers, sums, counts, plan, weights)
+                sums, counts = reseed_empty(X, centers, sums, counts, plan, weights)
             # A cluster still empty (X has fewer distinct points than clusters) keeps its center.
             new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
             shift = float(((new - centers) ** 2).sum())
@@ -658,8 +550,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         score : float
         """
         self._check_fitted()
-        X = check_features(self, X, reset=False)
-        weights = check_sample_weight(sample_weight, X)
+        X, weights = check_rows_and_weights(self, X, sample_weight, reset=False)
         return -float(lloyd_step(X, np.asarray(self.cluster_centers_, dtype=np.float64), plan_tasks(X), weights)[2])
 
     def transform(self, X, y=None):
@@ -689,40 +580,6 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "cluster_centers_")
-
-
-def _reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarray, np.ndarray]:
-    """Move each empty cluster to one of the points farthest from their centers, as scikit-learn does
-    (sklearn/cluster/_k_means_common.pyx, _relocate_empty_clusters): the point leaves its old cluster's
-    sum and count, and no two empty clusters get the same point, nor two points of equal value (they
-    would split one cluster and leave the other empty again). A point is never taken from a cluster of
-    one. With sample weights, a moved point carries its weight (rows of weight 0 are never moved).
-    Returns the adjusted (sums, counts)."""
-    empty = np.flatnonzero(counts == 0)
-    # Twice as many candidates as empty clusters, so that duplicates and singletons can be skipped.
-    if weights is None:
-        _, rows, owners, row_weights = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers,
-                                                  2 * len(empty), plan=plan)
-    else:
-        _, rows, owners, row_weights = reduce_boxes(
-            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)), kernels.merge_farthest)
-    sums, counts = sums.copy(), counts.copy() if weights is None else counts.astype(np.float64)
-    if weights is None:
-        row_weights = np.ones(len(rows), dtype=counts.dtype)  # counts stay integers
-    taken: list[np.ndarray] = []
-    for row, owner, weight in zip(rows, owners, row_weights):
-        if len(taken) == len(empty):
-            break
-        if counts[owner] <= weight or any(np.array_equal(row, t) for t in taken):
-            continue
-        target = empty[len(taken)]
-        sums[owner] -= weight * row
-        counts[owner] -= weight
-        sums[target], counts[target] = weight * row, weight
-        taken.append(row)
-    log.info("re-seeded %d of %d empty cluster(s) with the points farthest from their centers",
-             len(taken), len(empty))
-    return sums, counts
 
 
 def make_estimator(engine: str, **params):

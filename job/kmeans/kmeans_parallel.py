@@ -8,7 +8,7 @@ What it fixes against dask-ml's `init_scalable` (measured, see docs/benchmarks.m
 - the candidates are weighted by the number of points nearest to each, counted in the last pass, and
   reduced to k centers by weighted k-means++ and weighted Lloyd steps (scikit-learn's KMeans with
   sample_weight, in the client: there are only ~l * rounds candidates);
-- every random draw is a function of (seed, round, global row index) (job.rng), so the centers do not
+- every random draw is a function of (seed, round, global row index) (job.engine.rng), so the centers do not
   depend on the chunking or the number of workers.
 
 Reads of X: one pass for the first cost, one per later round to update the costs, one for the weights
@@ -16,6 +16,7 @@ Reads of X: one pass for the first cost, one per later round to update the costs
 that is most chunks: about 2 x rounds + 1 passes in all). info["chunk_reads"] counts them exactly. The
 per-point costs live on the cluster (8 bytes a row); only the sampled rows, the candidate weights and a
 few farthest points reach the client.
+May use: job.engine (blockwise, rng), scikit-learn (the weighted reduction of the candidates).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from dask import delayed
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
-from .blockwise import boxed_pairs, per_chunk, unbox
-from .rng import uniforms
+from job.engine.blockwise import boxed_pairs, per_chunk, unbox
+from job.engine.rng import uniforms
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     gathers: list[int] = []
     candidates = [_rows(X, [first], gathers)]
     # Per-point costs stay on the cluster as a persisted dask array chunked like X; each pass over X runs
-    # in the tasks that read X's chunks (job.blockwise: fused, so streamed chunks never travel).
+    # in the tasks that read X's chunks (job.engine.blockwise: fused, so streamed chunks never travel).
     if weights is None:
         costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
     else:

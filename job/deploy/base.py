@@ -1,0 +1,116 @@
+"""What every cluster kind shares: the TLS section, the common fields, the registry of kinds, is_loopback.
+
+A kind is one module of job.deploy (local, scheduler, ssh, slurm) holding a frozen dataclass that derives
+from ClusterSpec: its fields are the keys its YAML file may hold, its __post_init__ checks them, its
+start() brings up (or joins) the cluster. Subclassing registers the kind by its `kind` name, and kinds()
+imports every module of the package, so that adding a kind is adding one file.
+May use: job.errors (and distributed, dask, yaml); nothing else of job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import ipaddress
+import pkgutil
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from job.errors import ConfigError
+
+_KINDS: dict[str, type[ClusterSpec]] = {}
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """TLS for every connection: one CA that signed the certificates, and this side's certificate and key.
+
+    The same files serve the client, the scheduler and the workers we start; a cluster started elsewhere
+    (`dask scheduler --tls-ca-file CA --tls-cert CERT --tls-key KEY`) needs its own files from the same CA.
+    With `require_encryption` (the default) nothing falls back to plain TCP.
+    """
+
+    ca_file: str
+    cert: str
+    key: str
+    require_encryption: bool = True
+
+    def __post_init__(self):
+        for name in ("ca_file", "cert", "key"):
+            if not Path(getattr(self, name)).is_file():
+                raise ConfigError(f"security.{name}: {getattr(self, name)} is not a readable file")
+
+    def to_security(self):
+        from distributed import Security
+
+        return Security(
+            tls_ca_file=self.ca_file, require_encryption=self.require_encryption,
+            **{f"tls_{role}_{part}": path for role in ("client", "scheduler", "worker")
+               for part, path in (("cert", self.cert), ("key", self.key))},
+        )
+
+    def to_dask_config(self) -> dict[str, Any]:
+        """The same settings as dask config, for processes we start on other hosts (they inherit it)."""
+        tls = {"ca-file": self.ca_file}
+        for role in ("client", "scheduler", "worker"):
+            tls[role] = {"cert": self.cert, "key": self.key}
+        return {"distributed.comm.tls": tls, "distributed.comm.require-encryption": self.require_encryption}
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """The fields every kind has; a subclass with a `kind` name is registered as that kind."""
+
+    kind: ClassVar[str]
+    security: SecurityConfig | None = None
+    timeout: float = 30.0  # seconds to wait for the scheduler and the first worker
+    min_workers: ClassVar[int] = 1  # kinds that may start fitting before every worker joins make it a field
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            _KINDS[cls.kind] = cls
+
+    def __post_init__(self):
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be positive, got {self.timeout}")
+
+    def start(self, stack: ExitStack):
+        """A distributed Client for this cluster, entered on `stack` with whatever was started for it."""
+        raise NotImplementedError
+
+    def sizing(self) -> dict | None:
+        """How the cluster's size was decided, for metrics.json (None: as the config says)."""
+        return None
+
+    def security_kwargs(self) -> dict:
+        """{"security": distributed.Security} for TLS, else nothing: the keyword clients and clusters take."""
+        return {} if self.security is None else {"security": self.security.to_security()}
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.security is not None:
+            values["security"] = dataclasses.asdict(self.security)
+        return {"kind": self.kind, **values}
+
+
+def kinds() -> dict[str, type[ClusterSpec]]:
+    """Every cluster kind, by name: the ClusterSpec subclasses of job.deploy's modules."""
+    import job.deploy
+
+    for module in pkgutil.iter_modules(job.deploy.__path__):
+        importlib.import_module(f"job.deploy.{module.name}")
+    return dict(sorted(_KINDS.items()))  # by name: the same order whatever was imported first
+
+
+def is_loopback(address: str) -> bool:
+    """True when a host:port (or :port) binds to loopback only."""
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

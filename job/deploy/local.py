@@ -1,0 +1,89 @@
+"""kind: local — a LocalCluster on this machine (the default), sized from the machine when left to auto.
+
+May use: job.deploy.base, job.deploy.sizing, job.errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import ClassVar
+
+from distributed import Client, LocalCluster
+
+from job.deploy.base import ClusterSpec
+from job.errors import ClusterError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalConfig(ClusterSpec):
+    """A LocalCluster: n_workers processes of threads_per_worker threads, memory_limit each.
+
+    n_workers and memory_limit may be "auto" (or left out, the default): then they come from the machine
+    the job runs on (job.deploy.sizing: the cores this process may use, the memory it may use, cgroups
+    included), and the job logs and records how it decided.
+    """
+
+    kind: ClassVar[str] = "local"
+    n_workers: int | None = None  # None: one per usable core
+    threads_per_worker: int = 1
+    memory_limit: str | None = None  # per worker; None: the usable memory less a reserve, split evenly
+    processes: bool = True
+    dashboard_address: str = "127.0.0.1:8787"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("n_workers", "memory_limit"):
+            if getattr(self, name) == "auto":
+                object.__setattr__(self, name, None)
+        if (self.n_workers is not None and (not isinstance(self.n_workers, int) or self.n_workers < 1)) \
+                or self.threads_per_worker < 1:
+            raise ConfigError("n_workers (a number or auto) and threads_per_worker must be at least 1")
+        if self.memory_limit is not None:
+            from dask.utils import parse_bytes
+
+            try:
+                parse_bytes(self.memory_limit)
+            except (ValueError, TypeError):
+                raise ConfigError(f"memory_limit must be a size such as 4GiB, or auto; got {self.memory_limit!r}") from None
+
+    def sized(self):
+        """(this config with n_workers and memory_limit filled in from the machine where they are auto,
+        the job.deploy.sizing.Sizing that says why)."""
+        from dask.utils import parse_bytes
+
+        from job.deploy.sizing import local_sizing
+
+        sizing = local_sizing(self.n_workers, self.threads_per_worker,
+                              None if self.memory_limit is None else parse_bytes(self.memory_limit))
+        return dataclasses.replace(self, n_workers=sizing.n_workers, memory_limit=str(sizing.memory_limit)), sizing
+
+    def sizing(self) -> dict:
+        return self.sized()[1].to_dict()
+
+    def start(self, stack: ExitStack) -> Client:
+        config, sizing = self.sized()
+        log.info("LocalCluster: %s", sizing.reason)
+        kwargs = dict(
+            n_workers=config.n_workers,
+            threads_per_worker=config.threads_per_worker,
+            memory_limit=int(config.memory_limit),
+            processes=config.processes,
+            dashboard_address=config.dashboard_address,
+            host="127.0.0.1",
+            silence_logs=logging.ERROR,
+            **self.security_kwargs(),
+        )
+        if self.security is not None:
+            kwargs["protocol"] = "tls://"
+        elif not config.processes:
+            kwargs["protocol"] = "tcp"  # an in-process cluster with host= needs an explicit protocol
+        try:
+            cluster = stack.enter_context(LocalCluster(**kwargs))
+        except Exception as exc:
+            raise ClusterError(f"could not start a LocalCluster: {exc}") from exc
+        return stack.enter_context(Client(cluster, **self.security_kwargs()))

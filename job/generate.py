@@ -1,0 +1,62 @@
+"""python -m job.generate: make the large MNIST-derived store (data_prep.generate) on a Dask cluster.
+
+The generation itself is data_prep's (data_prep.generate.generate_dataset, on any distributed Client);
+this command only brings the cluster: any kind job.deploy knows (--cluster-config, --scheduler, or a
+LocalCluster sized from the machine), as `python -m job` does. MNIST is converted first if missing.
+May use: data_prep, job.deploy, job.errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
+from data_prep.convert import prepare_dataset
+from data_prep.errors import DataPrepError
+from data_prep.generate import GenerateConfig, generate_dataset
+from data_prep.zarr_store import DEFAULT_CHUNK_SIZE
+from job.deploy.files import load_cluster_config
+from job.deploy.lifecycle import connect
+from job.errors import JobError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m job.generate --n 8100000 [--seed 0] [--out data/mnist-8100000.zarr] [cluster flags]"""
+    p = argparse.ArgumentParser(prog="python -m job.generate", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="default data/mnist-<n>.zarr")
+    p.add_argument("--mnist", type=Path, default=Path("data/mnist.zarr"),
+                   help="the MNIST store to deform (made from --source first if missing)")
+    add_source_arguments(p)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
+                   help="a cluster config YAML file or a shipped one's name (default local.yaml)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing cluster")
+    p.add_argument("--n-workers", type=int, default=None)
+    p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    import distributed  # noqa: F401  (it configures its loggers on import; ours must come after)
+
+    setup_logging(args.debug)
+
+    def body():
+        if not args.mnist.exists():
+            args.name, args.overwrite_data = "mnist", False
+            prepare_dataset(prep_config_from_args(args, args.mnist))
+        out = args.out or Path("data") / f"mnist-{args.n}.zarr"
+        config = GenerateConfig(out=out, source=args.mnist, n=args.n, seed=args.seed, chunk_size=args.chunk_size,
+                                overwrite=args.overwrite)
+        cluster = load_cluster_config(args.cluster_config, address=args.scheduler,
+                                      n_workers=args.n_workers, memory_limit=args.memory_limit)
+        with connect(cluster) as client:
+            print(generate_dataset(config, client))
+
+    return run_cli(body, args.debug, (DataPrepError, JobError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""K-Means passes over all rows of a dask array: a Lloyd step, the inertia, labels, empty-cluster re-seeding.
+
+Each is one kernel of job.engine.kernels mapped over the chunks and reduced on the cluster
+(job.engine.map_reduce); only [k, p]-sized results reach the client. The estimator (job.kmeans.estimator)
+and the pipeline's evaluation use them. May use: job.engine.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dask.array as da
+import numpy as np
+
+from job.engine import kernels
+from job.engine.blockwise import boxed_pairs, reduce_boxes
+from job.engine.map_reduce import map_reduce
+
+log = logging.getLogger(__name__)
+
+
+def lloyd_step(X: da.Array, centers: np.ndarray, plan=None, weights=None):
+    """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster.
+    With sample weights (a dask array chunked like X): weighted sums, total weights (float64) and the
+    weighted inertia, by tasks that pair each chunk with its weights (job.engine.blockwise.boxed_pairs)."""
+    if weights is not None:
+        return reduce_boxes(boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials)
+    return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
+
+
+def inertia_and_counts(X: da.Array, centers: np.ndarray, plan=None) -> tuple[float, np.ndarray]:
+    """The true inertia (sum of squared distances to the nearest center) and the cluster sizes."""
+    _, counts, inertia = lloyd_step(X, centers, plan)
+    return float(inertia), counts
+
+
+def predict_labels(X: da.Array, centers: np.ndarray) -> da.Array:
+    """Lazy int32 [n] labels: the nearest center of each row."""
+    return X.map_blocks(kernels.labels_of, centers, drop_axis=1, dtype=np.int32)
+
+
+def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray) -> float:
+    """scikit-learn's absolute tolerance: tol * mean over features of the variance of X."""
+    if tol == 0 or n == 0:
+        return 0.0
+    mean = col_sum / n
+    var = np.maximum(col_sumsq / n - mean**2, 0.0)
+    return float(tol * var.mean())
+
+
+def reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Move each empty cluster to one of the points farthest from their centers, as scikit-learn does
+    (sklearn/cluster/_k_means_common.pyx, _relocate_empty_clusters): the point leaves its old cluster's
+    sum and count, and no two empty clusters get the same point, nor two points of equal value (they
+    would split one cluster and leave the other empty again). A point is never taken from a cluster of
+    one. With sample weights, a moved point carries its weight (rows of weight 0 are never moved).
+    Returns the adjusted (sums, counts)."""
+    empty = np.flatnonzero(counts == 0)
+    # Twice as many candidates as empty clusters, so that duplicates and singletons can be skipped.
+    if weights is None:
+        _, rows, owners, row_weights = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers,
+                                                  2 * len(empty), plan=plan)
+    else:
+        _, rows, owners, row_weights = reduce_boxes(
+            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)), kernels.merge_farthest)
+    sums, counts = sums.copy(), counts.copy() if weights is None else counts.astype(np.float64)
+    if weights is None:
+        row_weights = np.ones(len(rows), dtype=counts.dtype)  # counts stay integers
+    taken: list[np.ndarray] = []
+    for row, owner, weight in zip(rows, owners, row_weights):
+        if len(taken) == len(empty):
+            break
+        if counts[owner] <= weight or any(np.array_equal(row, t) for t in taken):
+            continue
+        target = empty[len(taken)]
+        sums[owner] -= weight * row
+        counts[owner] -= weight
+        sums[target], counts[target] = weight * row, weight
+        taken.append(row)
+    log.info("re-seeded %d of %d empty cluster(s) with the points farthest from their centers",
+             len(taken), len(empty))
+    return sums, counts

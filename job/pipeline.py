@@ -1,0 +1,517 @@
+"""The whole job as one library call: a single k (run_job) or a sweep over k (run_sweep), as two plans
+over one session.
+
+The session is what both share, in this order: check the output folder and lock it; open the store
+lazily ("open data"); connect to the cluster ("start cluster"); check that the workers can read the
+store, decide whether X is persisted, open the held-out test split ("load data"); then the plan's own
+phases, recorded by job.phases; then metrics.json (or sweep.json) and report.html, written into a hidden
+folder that replaces the run folder in one rename (job.run_folder). A plan says what its phases do and
+what its record holds: SingleK fits one k with checkpoints, scores it, and draws its figures; Sweep
+fits and scores every k, suggests one and, with --split train, reads each k as a classifier.
+May use: every room below it (job.engine, job.kmeans, job.deploy, job.evaluation, job.report.summary) and
+job.checkpoint, job.config, job.dataset, job.phases, job.run_folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import platform
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import CancelledError
+from distributed.comm.core import CommClosedError
+
+from data_prep.redact import redact_text
+from job import checkpoint
+from job.config import JobConfig
+from job.dataset import PIXEL_SCALE, Dataset, check_workers_can_read, flat_pixels, open_dataset
+from job.deploy.lifecycle import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
+from job.engine.blockwise import take_rows
+from job.engine.persist import decide_persist, persist_balanced
+from job.errors import ClusterError, DataError, JobError
+from job.evaluation import classifier, examples
+from job.evaluation.choose_k import KScore, suggest_k
+from job.evaluation.evaluate import EvaluationPass, evaluate_at
+from job.evaluation.metrics import pca_2d_later, sample_indices, silhouette_later
+from job.kmeans.estimator import make_estimator
+from job.kmeans.passes import lloyd_step, predict_labels
+from job.phases import PhaseRecorder, peak_memory_per_process
+from job.report import figures, summary
+from job.report import html as report_html
+from job.run_folder import check_output_folder, default_run_dir, exclusive, written_atomically
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run or a sweep left: its folder, its metrics (metrics.json or sweep.json), the printed
+    summary, and the fitted estimators by k. Their lazy labels_ compute while the cluster is up (with
+    the caller's own client, after the call too), and hold X's persisted chunks on it until the result
+    is dropped (`del result`)."""
+
+    run_dir: Path
+    metrics: dict
+    summary: str
+    models: dict = field(default_factory=dict)
+
+    @property
+    def model(self):
+        """The fitted estimator: the run's, or for a sweep the suggested k's."""
+        if len(self.models) == 1:
+            return next(iter(self.models.values()))
+        return self.models[self.metrics["suggested_k"]]
+
+
+def run_job(config: JobConfig, client=None) -> RunResult:
+    """Fit config.k, evaluate, plot, and write the run folder atomically; return where it is and what it holds.
+
+    client: a distributed Client to run on (a notebook's, say: its dashboard shows the job), left open;
+    None connects to config.cluster and closes what it started.
+    """
+    return _run_session(config, SingleK(config), client)
+
+
+def run_sweep(config: JobConfig, ks: tuple[int, ...], client=None) -> RunResult:
+    """Fit and score every k in `ks`; write the sweep folder atomically (sweep.json, plots, report.html).
+    client: as run_job's (the caller's own Client, left open), or None to connect to config.cluster."""
+    if config.resume or config.engine != "fused":
+        raise JobError("a k sweep runs with the fused engine, and cannot be resumed")
+    return _run_session(config, Sweep(config, tuple(ks)), client)
+
+
+# --- the session both plans run in ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TestSplit:
+    """The held-out test split a --split train run classifies: its pixels and true digits."""
+
+    X: da.Array
+    truth: np.ndarray
+    n: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a plan's phases work with: the open data (X persisted or streamed), the cluster, the output."""
+
+    config: JobConfig
+    client: object
+    recorder: PhaseRecorder
+    data: Dataset
+    X: da.Array
+    test: TestSplit | None
+    out: Path  # the hidden folder being written
+    persisted: bool
+    persist_reason: str
+
+
+class Plan(Protocol):
+    """What a plan tells the session (SingleK and Sweep below)."""
+
+    phases: int  # its own phases, after "open data", "start cluster" and "load data"
+    largest_k: int  # refused when the data has fewer images
+    checkpoints: bool  # whether it keeps a resumable <run>.partial/ (removed once the run is complete)
+    reads_test_split_often: bool  # persist the held-out test split when it fits
+    record_file: str  # metrics.json or sweep.json
+    models: dict  # the fitted estimators by k, filled by run()
+
+    def open(self, run_dir: Path, X: da.Array) -> None: ...  # once the data is open (checkpoints, resume)
+    def connected(self, client, recorder: PhaseRecorder) -> None: ...  # once the cluster is up
+    def run(self, session: Session) -> dict: ...  # its phases; returns its part of the record
+    def config_record(self, config: JobConfig) -> dict: ...
+    def write_report(self, out: Path, metrics: dict) -> None: ...
+    def summary(self, metrics: dict, run_dir: Path) -> str: ...
+
+
+# What distributed raises when the scheduler disappears under a running computation.
+_LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommClosedError)
+
+
+def _run_session(config: JobConfig, plan: Plan, given_client) -> RunResult:
+    run_dir = Path(config.out) if config.out else default_run_dir()
+    check_output_folder(run_dir, config.overwrite, config.resume)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with exclusive(run_dir):
+        with written_atomically(run_dir, config.overwrite) as tmp:
+            metrics = _phases(config, plan, tmp, run_dir, started_at, given_client)
+            text = plan.summary(metrics, run_dir)
+            (tmp / "summary.txt").write_text(text + "\n")
+        if plan.checkpoints:
+            checkpoint.remove_partial(run_dir)  # complete: no resume needed
+    return RunResult(run_dir, metrics, text, plan.models)
+
+
+def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at: str, given_client) -> dict:
+    recorder = PhaseRecorder(total=3 + plan.phases)
+    with recorder.phase("open data"):
+        data = open_dataset(config.data, config.split)
+        if plan.largest_k > data.n:
+            raise DataError(f"k={plan.largest_k} is larger than the {data.n:,} images of {config.data}", option="k")
+        X = flat_pixels(data.images)
+        plan.open(run_dir, X)
+        log.info("%s: %s images of %dx%d, %d chunks, flattened lazily to uint8 [%d, %d]",
+                 redact_text(str(config.data)), f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
+
+    with ExitStack() as stack:  # the cluster (if we started it) closes however the phases end
+        with recorder.phase("start cluster"):
+            client = stack.enter_context(use_or_connect(config.cluster, given_client))
+        recorder.client = client
+        cluster_info = describe_cluster(client, None if given_client else config.cluster)
+        plan.connected(client, recorder)
+        reduce_batching_latency(client, cluster_side=config.cluster.kind == "local" and given_client is None)
+        with recorder.phase("load data"):
+            check_workers_can_read(client, config.data, data.splits)
+            persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
+            log.info("persist decision: %s", reason)
+            if persist:
+                X = persist_balanced(client, X)
+            test = _test_split(config, client, plan.reads_test_split_often)
+        session = Session(config, client, recorder, data, X, test, out, persist, reason)
+        try:
+            record = plan.run(session)
+        except Exception as exc:
+            if client.status == "running" or not isinstance(exc, _LOST_SCHEDULER_ERRORS):
+                raise
+            resumable = (checkpoint.partial_dir(run_dir) / checkpoint.CHECKPOINT_FILE).exists()
+            raise ClusterError(
+                f"lost the scheduler {client.scheduler.address} ({type(exc).__name__})"
+                + (f"; the checkpoint in {checkpoint.partial_dir(run_dir)} lets --resume {run_dir} continue on "
+                   "another cluster" if resumable else "")
+            ) from None
+        dashboard = client.dashboard_link
+        peaks = peak_memory_per_process(client)
+    recorder.client = None  # the cluster is closed: nothing left to sample
+    metrics = {
+        **record, "config": plan.config_record(config), "started": started_at, "versions": versions(),
+        "dashboard": dashboard, "cluster": cluster_info, "timings": recorder.seconds,
+        "memory": {**recorder.memory, "peak_rss_per_process": peaks},
+    }
+    summary.write_metrics(out / plan.record_file, metrics)
+    plan.write_report(out, metrics)
+    return metrics
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    import distributed
+    import sklearn
+    import zarr
+
+    return {
+        "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
+        "distributed": distributed.__version__, "dask_ml": version("dask-ml"),  # not imported: it takes 1.4 s
+        "scikit_learn": sklearn.__version__, "zarr": zarr.__version__,
+    }
+
+
+def _test_split(config: JobConfig, client, persist_if_fits: bool) -> TestSplit | None:
+    """The test split a --split train run reads as a classifier (None otherwise); persisted when it is
+    read for several k and fits the cluster's memory."""
+    if config.split != "train":
+        return None
+    test = open_dataset(config.data, "test")
+    X = flat_pixels(test.images)
+    if persist_if_fits and X.nbytes <= cluster_memory(client) * config.memory_fraction:
+        X = persist_balanced(client, X)
+    return TestSplit(X, np.asarray(test.labels.compute()), test.n)
+
+
+# --- what both plans do for one k ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fit:
+    """One fitted k: the estimator, its centers in raw 0-255 pixel units, the fit's record for
+    metrics.json (inertia in [0, 1] units, as the figures and metrics report it), and the per-cluster
+    counts and coordinate sums at those centers (raw units) that the evaluation starts from."""
+
+    model: object
+    raw_centers: np.ndarray
+    record: dict
+    counts: np.ndarray
+    sums: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:
+        """[0, 1] units: what the figures, the model file and predict use."""
+        return self.raw_centers * PIXEL_SCALE
+
+
+def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, resume_state: dict | None = None) -> Fit:
+    """Fit k clusters on the uint8 pixels X (checkpointing into `partial` when given)."""
+    if config.engine == "dask-ml":
+        X = X.astype(np.float32)  # stock dask-ml computes in X's dtype: give it floats (in raw units)
+    model = make_estimator(
+        config.engine, n_clusters=k, init="k-means||", random_state=config.seed,
+        max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
+        init_max_iter=config.init_max_iter,
+        **({"n_init": config.n_init, "sample_size": config.sample_size} if config.engine == "fused" else {}),
+    )
+    started = time.perf_counter()
+    if config.engine == "fused" and partial is not None:
+        def on_iteration(state):
+            if state["converged"] or state["n_iter"] % config.checkpoint_every == 0:
+                checkpoint.save(partial, state)
+
+        model.fit(X, on_iteration=on_iteration, start=resume_state)
+    else:
+        model.fit(X)
+    elapsed = time.perf_counter() - started
+    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
+    record = {"engine": config.engine, "n_iter": int(model.n_iter_), "fit_seconds": elapsed}
+    if config.engine == "dask-ml":
+        # dask-ml's inertia_ is the sum of *unsquared* distances whenever its last shift is above 1e-7
+        # (dask_ml/cluster/k_means.py, _kmeans_single_lloyd): keep it for reference, report ours.
+        record["dask_ml_reported_inertia"] = float(model.inertia_)
+        sums, counts, inertia = lloyd_step(X, centers)
+    else:
+        inertia, counts, sums = model.inertia_, model.counts_, model.cluster_sums_
+        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_,
+                      starts=[{**s, "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_])
+        record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
+        record["strategy"] = model.strategy_
+        record["passes_over_all_rows"] = model.passes_over_all_rows_
+        if model.sample_:
+            record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
+                                for key, value in model.sample_.items()}
+    record["inertia"] = float(inertia) * PIXEL_SCALE**2
+    return Fit(model, centers, record, np.asarray(counts), np.asarray(sums))
+
+
+def _evaluate(session: Session, fit: Fit) -> EvaluationPass:
+    """The one evaluation pass over X at the fit's centers; the silhouette's sample is the same seeded
+    rows for every k."""
+    config = session.config
+    index = sample_indices(session.data.n, config.silhouette_sample, config.seed)
+    return evaluate_at(session.X, session.data.labels, fit.raw_centers, fit.counts, fit.sums, index,
+                       config.examples_per_cluster, config.seed)
+
+
+def _save_model(out: Path, suffix: str, fit: Fit, image_shape, evaluation) -> None:
+    """The centers' figure and the model file predict reads (centers{suffix}.png, model{suffix}.npz)."""
+    figures.plot_centers(fit.centers, image_shape, evaluation.mapping_hungarian, evaluation.cluster_sizes,
+                         out / f"centers{suffix}.png", majority=evaluation.mapping_majority)
+    summary.write_model(out / f"model{suffix}.npz", fit.centers, image_shape, evaluation.mapping_hungarian,
+                        evaluation.mapping_majority)
+
+
+def _classify_test(test: TestSplit, fit: Fit, evaluation) -> tuple[classifier.HeldOut, np.ndarray]:
+    """The test images' clusters read through the mappings learned on train: (the scores, each test
+    image's predicted digit by the majority mapping)."""
+    clusters = predict_labels(test.X, fit.raw_centers).compute()
+    k = len(fit.raw_centers)
+    scores = classifier.held_out_scores(clusters, test.truth, k, evaluation.mapping_majority,
+                                        evaluation.mapping_hungarian)
+    return scores, np.asarray(evaluation.mapping_majority)[clusters]
+
+
+# --- the plans -----------------------------------------------------------------------------------
+
+class SingleK:
+    """One k: fit (checkpointed, resumable), evaluate, pick examples, plot and save (metrics.json)."""
+
+    phases = 4
+    checkpoints = True
+    record_file = "metrics.json"
+    reads_test_split_often = False
+
+    def __init__(self, config: JobConfig):
+        self.config, self.largest_k = config, config.k
+        self.models: dict = {}
+        self.partial: Path | None = None
+        self.resume_state: dict | None = None
+        self.strips: dict[int, np.ndarray] = {}
+
+    def open(self, run_dir: Path, X: da.Array) -> None:
+        config = self.config
+        if config.resume:
+            self.resume_state = checkpoint.load_for_resume(config, run_dir, X.shape[1])
+            self.partial = checkpoint.partial_dir(run_dir)
+            for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):  # our staging folders, left by a kill
+                shutil.rmtree(stale, ignore_errors=True)
+        else:
+            self.partial = checkpoint.start(config, run_dir)
+
+    def connected(self, client, recorder: PhaseRecorder) -> None:
+        """A live progress page in the partial folder, rewritten at each phase."""
+        live = self.partial / "report.html"
+        recorder.on_change = lambda current: report_html.write_live_page(
+            live, f"K-Means on {self.config.data}: k={self.config.k} (running)", client.dashboard_link,
+            recorder.seconds, current, recorder.total)
+        recorder.on_change(None)
+        log.info("live progress page: %s", live.resolve().as_uri())
+
+    def config_record(self, config: JobConfig) -> dict:
+        return config.to_dict()
+
+    def run(self, s: Session) -> dict:
+        config, data, X, out, recorder = s.config, s.data, s.X, s.out, s.recorder
+        with recorder.phase("fit"):
+            fit = _fit(config, config.k, X, self.partial, self.resume_state)
+            fit.record.update(persisted=s.persisted, persist_reason=s.persist_reason)
+            log.info("fit: %d iterations, inertia %.6g", fit.record["n_iter"], fit.record["inertia"])
+            self.models[config.k] = fit.model
+
+        with recorder.phase("evaluate"):
+            scored = _evaluate(s, fit)
+            ev = scored.evaluation
+            # Zarr needs regular chunks (train+test concatenated are not): rechunk the small labels only.
+            scored.labels.rechunk(max(scored.labels.chunks[0])).to_zarr(str(out / "labels.zarr"))
+            held_out = _classify_test(s.test, fit, ev)[0] if s.test is not None else None
+
+        with recorder.phase("pick examples"):
+            closest_images = examples.gather_images(X, scored.closest, data.image_shape)
+            random_images = examples.gather_images(X, scored.random, data.image_shape)
+            # The PCA and the silhouette (~2 s of the workers' time at 70k) run while the client draws: the
+            # figures are the client's work, and the cluster would otherwise sit idle for them.
+            started = time.perf_counter()
+            sample = scored.sample
+            pca_points = pca_2d_later(sample.rows, PIXEL_SCALE) if len(sample.rows) >= 3 else None
+            silhouette = silhouette_later(sample.rows, sample.labels, config.k)
+
+        with recorder.phase("plot and save"):
+            digits = ev.mapping_hungarian
+            _save_model(out, "", fit, data.image_shape, ev)
+            figures.plot_examples(closest_images, scored.closest, digits, "Images closest to each center",
+                                  out / "examples_closest.png")
+            figures.plot_examples(random_images, scored.random, digits, "Random images of each cluster",
+                                  out / "examples_random.png")
+            figures.plot_confusion(np.asarray(ev.contingency), digits, out / "confusion.png")
+            figures.plot_sizes(ev.cluster_sizes, digits, out / "sizes.png")
+            np.save(out / "centers.npy", fit.centers.astype(np.float32))
+            if pca_points is not None:
+                figures.plot_pca(pca_points(), sample.labels, sample.truth, out / "pca.png")
+            self.strips = {c: _strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
+            ev = ev.with_silhouette(silhouette())
+            log.info("silhouette %.4f on %s rows, beside the figures, in %.2f s", ev.silhouette,
+                     f"{len(sample.rows):,}", time.perf_counter() - started)
+
+        return {
+            "dataset": _dataset_record(config, data) | {"chunks": list(X.chunks[0])},
+            "fit": fit.record, "evaluation": ev.to_dict(),
+            "held_out": held_out.to_dict() if held_out is not None else None,
+        }
+
+    def write_report(self, out: Path, metrics: dict) -> None:
+        report_html.write_run_report(out, json.loads((out / self.record_file).read_text()), self.strips)
+
+    def summary(self, metrics: dict, run_dir: Path) -> str:
+        return summary.summary_text(metrics, run_dir)
+
+
+class Sweep:
+    """Every k of a list on data loaded once: fit and score each, plot the curves, suggest a k
+    (job.evaluation.choose_k, internal criteria only); with --split train each k also read as a
+    classifier of the test split, and the best k's per-digit accuracy, confusion and the test images
+    misclassified most often (sweep.json)."""
+
+    checkpoints = False
+    record_file = "sweep.json"
+    reads_test_split_often = True
+
+    def __init__(self, config: JobConfig, ks: tuple[int, ...]):
+        self.config, self.ks, self.largest_k = config, ks, max(ks)
+        self.phases = len(ks) + 1
+        self.models: dict = {}
+
+    def open(self, run_dir: Path, X: da.Array) -> None:
+        pass
+
+    def connected(self, client, recorder: PhaseRecorder) -> None:
+        pass
+
+    def config_record(self, config: JobConfig) -> dict:
+        return {**config.to_dict(), "k": list(self.ks)}
+
+    def run(self, s: Session) -> dict:
+        rows, predicted = [], {}
+        for k in self.ks:
+            with s.recorder.phase(f"k={k}"):
+                self.models[k], row, predicted[k] = self._score_one_k(s, k)
+                rows.append(row)
+                log.info("k=%d: inertia %.6g, silhouette %.4f, ARI %.3f, NMI %.3f, Davies-Bouldin %.3f, "
+                         "Calinski-Harabasz %.0f", k, row.inertia, row.silhouette, row.ari, row.nmi,
+                         row.davies_bouldin, row.calinski_harabasz)
+        as_classifier = None
+        if s.test is not None:
+            as_classifier = classifier.sweep_classifier(rows, predicted, s.test.truth)
+            as_classifier = dataclasses.replace(as_classifier, images=_rows_as_images(
+                s.test.X, [m["index"] for m in as_classifier.most_misclassified], s.data.image_shape))
+        with s.recorder.phase("plot and save"):
+            suggestion = suggest_k([r.k for r in rows], [r.inertia for r in rows], [r.silhouette for r in rows],
+                                   [r.davies_bouldin for r in rows])
+            figures.plot_sweep_elbow(rows, suggestion.k, suggestion.votes.get("elbow of inertia"), s.out / "elbow.png")
+            figures.plot_sweep_silhouette(rows, suggestion.k, s.out / "silhouette.png")
+            figures.plot_sweep_criteria(rows, suggestion.k, s.out / "criteria.png")
+            if as_classifier is not None:
+                figures.plot_sweep_classifier(rows, as_classifier, len(self.ks), s.out)
+        return {
+            "kind": "sweep", "dataset": _dataset_record(s.config, s.data),
+            "persisted": s.persisted, "persist_reason": s.persist_reason, "sweep": [r.to_dict() for r in rows],
+            "classifier": as_classifier.to_dict() if as_classifier is not None else None,
+            "suggested_k": suggestion.k, "suggestion_reason": suggestion.reason, "votes": suggestion.votes,
+        }
+
+    def _score_one_k(self, s: Session, k: int) -> tuple:
+        """Fit k and score it; returns (the model, its row of sweep.json, the test images' predicted
+        digits or None)."""
+        config = s.config
+        fit = _fit(config, k, s.X)
+        scored = _evaluate(s, fit)
+        ev = scored.evaluation
+        silhouette = silhouette_later(scored.sample.rows, scored.sample.labels, k)  # on the workers while we draw
+        _save_model(s.out, f"_k{k:02d}", fit, s.data.image_shape, ev)
+        held_out, predicted = _classify_test(s.test, fit, ev) if s.test is not None else (None, None)
+        silhouette = silhouette() if config.silhouette_sample >= 2 else float("nan")
+        extra = {} if held_out is None else {
+            "held_out_accuracy": held_out.accuracy_majority, "held_out": {
+                key: getattr(held_out, key) for key in ("n", "accuracy_majority", "per_digit_accuracy", "confusion")}}
+        if held_out is not None and k == classifier.N_CLASSES:
+            extra["held_out"]["accuracy_hungarian"] = held_out.accuracy_hungarian
+        row = KScore(k=k, inertia=fit.record["inertia"], n_iter=fit.record["n_iter"], silhouette=silhouette,
+                     ari=ev.ari, nmi=ev.nmi, accuracy_hungarian=ev.accuracy_hungarian,
+                     accuracy_majority=ev.accuracy_majority, calinski_harabasz=ev.calinski_harabasz,
+                     davies_bouldin=ev.davies_bouldin, fit_seconds=fit.record["fit_seconds"],
+                     starts=[{"seed": start["seed"], "inertia": start["inertia"]} for start in fit.record["starts"]],
+                     cluster_sizes=ev.cluster_sizes, mapping_hungarian=ev.mapping_hungarian,
+                     mapping_majority=ev.mapping_majority, **extra)
+        return fit.model, row, predicted
+
+    def write_report(self, out: Path, metrics: dict) -> None:
+        report_html.write_sweep_report(out, metrics)
+
+    def summary(self, metrics: dict, run_dir: Path) -> str:
+        return summary.sweep_summary_text(metrics, run_dir)
+
+
+def _dataset_record(config: JobConfig, data: Dataset) -> dict:
+    return {"store": redact_text(str(config.data)), "splits": list(data.splits), "n": data.n,
+            "image_shape": list(data.image_shape)}
+
+
+def _rows_as_images(X: da.Array, index: list[int], image_shape) -> np.ndarray:
+    """uint8 [m, h, w]: rows `index` of X (gathered from the chunks that hold them) as images."""
+    return take_rows(X, np.asarray(index, dtype=np.int64)).reshape(len(index), *image_shape) if index else \
+        np.empty((0, *image_shape), dtype=np.uint8)
+
+
+def _strip(images: np.ndarray) -> np.ndarray:
+    """uint8 [m, h, w] -> [h, m*w + gaps]: a row of example images with 2-pixel gaps."""
+    m, h, w = images.shape
+    strip = np.zeros((h, m * (w + 2)), dtype=np.uint8)
+    for i, image in enumerate(images):
+        strip[:, i * (w + 2) : i * (w + 2) + w] = image
+    return strip
