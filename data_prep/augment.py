@@ -8,7 +8,7 @@ Reproducibility: the random numbers of output row r are the r-th block of DRAWS_
 Philox stream keyed by the seed (counter-based: any block is reached directly). So an image depends only
 on (seed, r, its source image, the parameters): never on chunk sizes, batch sizes, workers or the order
 in which chunks are made.
-May use: numpy and numba only.
+May use: numpy, numba and data_prep.digits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numba
 import numpy as np
+
+from .digits import PIXEL_MAX
 
 AFFINE_DRAWS = 8  # 5 used (rotation, scale, shear, shift y, shift x), padded to a Philox block of 4
 
@@ -120,7 +122,7 @@ def _deform_one(image, u, max_rotation, scale_lo, scale_hi, max_shear, max_shift
                     if xi < 0 or xi >= w:
                         continue
                     value += wy * (fx if dx else 1.0 - fx) * image[yi, xi]
-            out[y, x] = min(255, max(0, int(value + 0.5)))
+            out[y, x] = min(PIXEL_MAX, max(0, int(value + 0.5)))
 
 
 @numba.njit(cache=True, nogil=True)

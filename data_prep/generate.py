@@ -87,7 +87,7 @@ def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformat
     n_src, shape = src_images.shape[0], tuple(src_images.shape[1:])
     dst = zarr.open_group(store=out, mode="r+", zarr_format=3)
     images, labels = dst["train/images"], dst["train/labels"]
-    counts = np.zeros(10, dtype=np.int64)
+    counts = np.zeros(N_CLASSES, dtype=np.int64)
     block = np.empty((stop - start, *shape), dtype=np.uint8)
     rows = np.arange(start, stop) % n_src
     label_block = src_labels.get_orthogonal_selection(rows)
@@ -149,7 +149,7 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
                           config.seed, deformation, key=f"generate_chunk-{start // config.chunk_size}-{tmp.name}")
             for start in range(0, config.n, config.chunk_size)
         ]
-        counts, done, last_report = np.zeros(10, dtype=np.int64), 0, 0.0
+        counts, done, last_report = np.zeros(N_CLASSES, dtype=np.int64), 0, 0.0
         for future in as_completed(futures):
             counts += future.result()
             done += 1

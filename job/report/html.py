@@ -2,7 +2,7 @@
 
 Built from metrics.json / sweep.json and the PNGs already in the folder: the page shows the same numbers
 the files hold. Plain HTML and inline CSS, no scripts.
-May use: numpy and the standard library; it reads metrics.json and the figures.
+May use: numpy, data_prep.digits and the standard library; it reads metrics.json and the figures.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.digits import PIXEL_MAX
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -41,7 +43,7 @@ def _png(array: np.ndarray, scale: int = 3) -> str:
 
     big = np.kron(array, np.ones((scale, scale), dtype=array.dtype))
     buf = io.BytesIO()
-    matplotlib.image.imsave(buf, big, cmap="gray_r", vmin=0, vmax=255, format="png")
+    matplotlib.image.imsave(buf, big, cmap="gray_r", vmin=0, vmax=PIXEL_MAX, format="png")
     return f'<img alt="examples" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
