@@ -8,7 +8,7 @@ phases, recorded by job.phases; then metrics.json (or sweep.json) and report.htm
 folder that replaces the run folder in one rename (job.run_folder). A plan says what its phases do and
 what its record holds: SingleK fits one k with checkpoints, scores it, and draws its figures; Sweep
 fits and scores every k, suggests one and, with --split train, reads each k as a classifier.
-May use: every room below it (job.engine, job.kmeans, job.deploy, job.evaluation, job.report.summary) and
+May use: every room below it (job.engine, job.kmeans, job.deploy, job.evaluation, job.report) and
 job.checkpoint, job.config, job.dataset, job.phases, job.run_folder.
 """
 
@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import platform
 import shutil
 import time
 from contextlib import ExitStack
@@ -27,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-import dask
 import dask.array as da
 import numpy as np
 from distributed import CancelledError
@@ -38,7 +36,6 @@ from job import checkpoint
 from job.config import JobConfig
 from job.dataset import PIXEL_SCALE, Dataset, check_workers_can_read, flat_pixels, open_dataset
 from job.deploy.lifecycle import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
-from job.engine.blockwise import take_rows
 from job.engine.persist import decide_persist, persist_balanced
 from job.errors import ClusterError, DataError, JobError
 from job.evaluation import classifier, examples
@@ -195,27 +192,13 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
         peaks = peak_memory_per_process(client)
     recorder.client = None  # the cluster is closed: nothing left to sample
     metrics = {
-        **record, "config": plan.config_record(config), "started": started_at, "versions": versions(),
+        **record, "config": plan.config_record(config), "started": started_at, "versions": summary.library_versions(),
         "dashboard": dashboard, "cluster": cluster_info, "timings": recorder.seconds,
         "memory": {**recorder.memory, "peak_rss_per_process": peaks},
     }
     summary.write_metrics(out / plan.record_file, metrics)
     plan.write_report(out, metrics)
     return metrics
-
-
-def versions() -> dict:
-    from importlib.metadata import version
-
-    import distributed
-    import sklearn
-    import zarr
-
-    return {
-        "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
-        "distributed": distributed.__version__, "dask_ml": version("dask-ml"),  # not imported: it takes 1.4 s
-        "scikit_learn": sklearn.__version__, "zarr": zarr.__version__,
-    }
 
 
 def _test_split(config: JobConfig, client, persist_if_fits: bool) -> TestSplit | None:
@@ -394,7 +377,7 @@ class SingleK:
             np.save(out / "centers.npy", fit.centers.astype(np.float32))
             if pca_points is not None:
                 figures.plot_pca(pca_points(), sample.labels, sample.truth, out / "pca.png")
-            self.strips = {c: _strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
+            self.strips = {c: report_html.example_strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
             ev = ev.with_silhouette(silhouette())
             log.info("silhouette %.4f on %s rows, beside the figures, in %.2f s", ev.silhouette,
                      f"{len(sample.rows):,}", time.perf_counter() - started)
@@ -448,8 +431,9 @@ class Sweep:
         as_classifier = None
         if s.test is not None:
             as_classifier = classifier.sweep_classifier(rows, predicted, s.test.truth)
-            as_classifier = dataclasses.replace(as_classifier, images=_rows_as_images(
-                s.test.X, [m["index"] for m in as_classifier.most_misclassified], s.data.image_shape))
+            shown = np.asarray([m["index"] for m in as_classifier.most_misclassified], dtype=np.int64)
+            as_classifier = dataclasses.replace(
+                as_classifier, images=examples.gather_images(s.test.X, shown[None, :], s.data.image_shape)[0])
         with s.recorder.phase("plot and save"):
             suggestion = suggest_k([r.k for r in rows], [r.inertia for r in rows], [r.silhouette for r in rows],
                                    [r.davies_bouldin for r in rows])
@@ -500,18 +484,3 @@ class Sweep:
 def _dataset_record(config: JobConfig, data: Dataset) -> dict:
     return {"store": redact_text(str(config.data)), "splits": list(data.splits), "n": data.n,
             "image_shape": list(data.image_shape)}
-
-
-def _rows_as_images(X: da.Array, index: list[int], image_shape) -> np.ndarray:
-    """uint8 [m, h, w]: rows `index` of X (gathered from the chunks that hold them) as images."""
-    return take_rows(X, np.asarray(index, dtype=np.int64)).reshape(len(index), *image_shape) if index else \
-        np.empty((0, *image_shape), dtype=np.uint8)
-
-
-def _strip(images: np.ndarray) -> np.ndarray:
-    """uint8 [m, h, w] -> [h, m*w + gaps]: a row of example images with 2-pixel gaps."""
-    m, h, w = images.shape
-    strip = np.zeros((h, m * (w + 2)), dtype=np.uint8)
-    for i, image in enumerate(images):
-        strip[:, i * (w + 2) : i * (w + 2) + w] = image
-    return strip

@@ -378,7 +378,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
     def _run_starts(self, sample, seeds, tol):
         """The starts: each one task fitting a nested subsample of the sample in memory
-        (job.kmeans.sampling.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
+        (job.kmeans.in_memory.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
         by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
         array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
         from job.kmeans.in_memory import local_fit

@@ -231,3 +231,12 @@ def write_live_page(path: Path, title: str, dashboard: str | None, done: dict[st
     tmp.write_text(page)
     tmp.replace(path)  # atomically: a reload never sees half a page
     return path
+
+
+def example_strip(images: np.ndarray) -> np.ndarray:
+    """uint8 [m, h, w] -> [h, m*w + gaps]: a row of example images with 2-pixel gaps."""
+    m, h, w = images.shape
+    strip = np.zeros((h, m * (w + 2)), dtype=np.uint8)
+    for i, image in enumerate(images):
+        strip[:, i * (w + 2) : i * (w + 2) + w] = image
+    return strip
