@@ -40,3 +40,31 @@ def test_unreachable_scheduler_fails_within_the_timeout():
         with connect(SchedulerConfig(address="tcp://127.0.0.1:9", timeout=2)):
             pass
     assert time.perf_counter() - started < 15
+
+
+def test_workers_drop_our_data_errors_and_keep_a_lost_heartbeat_to_one_line():
+    """The filter OneLineDataErrors installs on every worker's distributed.worker logger, on real records."""
+    import io
+    import logging
+
+    from job.deploy.lifecycle import worker_log_filter
+
+    stream = io.StringIO()
+    logger = logging.getLogger("test-worker-log-filter")
+    logger.propagate, logger.level = False, logging.INFO
+    logger.addHandler(logging.StreamHandler(stream))
+    logger.addFilter(worker_log_filter)
+    try:
+        try:
+            raise OSError("Stream is closed")
+        except OSError:
+            logger.exception("Failed to communicate with scheduler during heartbeat.")
+            logger.exception("Compute Failed\nKey: x\nException: DamagedChunkError('chunk 3 is damaged')")
+            logger.exception("Compute Failed\nKey: y\nException: ZeroDivisionError('boom')")
+    finally:
+        logger.removeFilter(worker_log_filter)
+    text = stream.getvalue()
+    assert "Failed to communicate with scheduler during heartbeat." in text
+    assert "DamagedChunkError" not in text  # ours: the client says it in one line
+    assert "ZeroDivisionError" in text and text.count("Traceback") == 1  # other failures keep theirs
+    assert text.startswith("Failed to communicate with scheduler during heartbeat.\nCompute Failed\nKey: y")
