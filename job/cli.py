@@ -113,8 +113,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 def flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Each setting's command-line flag, by the JobConfig field (or argparse dest) it sets."""
-    named = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
-    return {**named, "resume": "--resume", "out": "--out"}
+    return {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
 
 
 def main(argv: list[str] | None = None) -> int:
