@@ -182,11 +182,10 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
         except Exception as exc:
             if client.status == "running" or not isinstance(exc, _LOST_SCHEDULER_ERRORS):
                 raise
-            resumable = (checkpoint.partial_dir(run_dir) / checkpoint.CHECKPOINT_FILE).exists()
             raise ClusterError(
                 f"lost the scheduler {client.scheduler.address} ({type(exc).__name__})"
                 + (f"; the checkpoint in {checkpoint.partial_dir(run_dir)} lets --resume {run_dir} continue on "
-                   "another cluster" if resumable else "")
+                   "another cluster" if checkpoint.has_checkpoint(run_dir) else "")
             ) from None
         dashboard = client.dashboard_link
         peaks = peak_memory_per_process(client)
