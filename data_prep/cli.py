@@ -39,6 +39,15 @@ def _without_traceback(record: logging.LogRecord) -> bool:
     return True
 
 
+def _not_a_dead_worker_report(record: logging.LogRecord) -> bool:
+    """False for the scheduler's ERROR lines about workers that died under a computation ("broadcast to
+    tcp://... failed: CommClosedError", "Task ... marked as failed because 4 workers died"): the job then
+    says in one sentence why they died (job.deploy.faults)."""
+    message = record.getMessage()
+    return not ((message.startswith("broadcast to ") and "CommClosedError" in message)
+                or ("marked as failed because" in message and "workers died" in message))
+
+
 def setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -49,11 +58,12 @@ def setup_logging(debug: bool) -> None:
     for handler in logging.getLogger().handlers:  # secrets in URLs never reach the log
         handler.addFilter(RedactingFilter())
     if not debug:  # the libraries' own INFO chatter drowns ours
-        for noisy in ("distributed", "pooch", "numba", "matplotlib", "bokeh", "tornado"):
+        for noisy in ("distributed", "numba", "matplotlib", "bokeh", "tornado"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
         for handler in logging.getLogger("distributed").handlers:  # distributed configures its own
             handler.addFilter(_without_traceback)
+            handler.addFilter(_not_a_dead_worker_report)
             handler.addFilter(RedactingFilter())
         # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
         logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
@@ -124,14 +134,19 @@ def verify_main(argv: list[str]) -> int:
             log.info("verified %d/%d chunks", done, total)
 
     def body():
-        problems = verify_store(args.store, progress)
-        for line in problems:
+        result = verify_store(args.store, progress)
+        for line in result.problems:
             print(f"error: {line}", file=sys.stderr)
-        if problems:
-            print(f"{args.store}: {len(problems)} problem(s) found; re-create the store "
+        if result.problems:
+            print(f"{args.store}: {len(result.problems)} problem(s) found; re-create the store "
                   "(python -m data_prep --overwrite ...)", file=sys.stderr)
             return 1
-        print(f"{args.store}: every chunk is present and decodes; checksums match")
+        print(f"{args.store}: every chunk is present and decodes; checksums match; labels lie in 0-9")
+        for line in result.proven:
+            print(f"  {line}")
+        if not result.proven:
+            print("  (this store records no chunk digests or source checksums, so its rows cannot be proven to "
+                  "be the ones written: re-create it to record them)")
         return 0
 
     return run_cli(body, args.debug, (DataPrepError,))

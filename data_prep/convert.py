@@ -20,6 +20,7 @@ from .atomic import LockTimeout, store_lock
 from .digits import N_CLASSES
 from .errors import DataPrepError, IdxFormatError, StoreError
 from .idx import IdxReader
+from .redact import redact_text
 from .registry import MNIST_MIRRORS, SPLITS, files_for
 from .sources import DOWNLOAD, SourceFile, download, from_folder
 from .zarr_store import (
@@ -27,6 +28,7 @@ from .zarr_store import (
     building_store,
     check_store_replaceable,
     default_compressors,
+    refuse_broken_link,
     reuse_if_same,
     write_split,
 )
@@ -105,7 +107,7 @@ def _provenance(config: PrepConfig, files: dict[tuple[str, str], SourceFile]) ->
         "dataset": config.name,
         "source": config.source if config.source == DOWNLOAD else str(Path(config.source).resolve()),
         "files": {
-            f.spec.stem: {"origin": f.origin, "sha256": f.sha256, "verified": f.verified}
+            f.spec.stem: {"origin": redact_text(f.origin), "sha256": f.sha256, "verified": f.verified}
             for f in files.values()
         },
         "codec": f"zstd(level={config.zstd_level}) + crc32c",
@@ -132,6 +134,7 @@ def prepare_dataset(config: PrepConfig) -> Path:
     Idempotent: a complete store made from the same files is reused as it is.
     """
     out = Path(config.out)
+    refuse_broken_link(out)
     files = locate_sources(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

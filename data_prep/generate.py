@@ -35,7 +35,11 @@ from .zarr_store import (
     LABEL_DIMS,
     building_store,
     check_store_replaceable,
+    chunk_digest,
     default_compressors,
+    reading_store,
+    record_digests,
+    refuse_broken_link,
     reuse_if_same,
     store_attrs,
     validate_store,
@@ -79,8 +83,10 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
-def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformation: dict) -> np.ndarray:
-    """Generate rows start..stop-1 into `out` (a task on a worker); return their label counts."""
+def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformation: dict
+               ) -> tuple[np.ndarray, str, str]:
+    """Generate rows start..stop-1 into `out` (a task on a worker); return their label counts and the
+    SHA-256 of the chunk's images and labels (recorded in the store by the client)."""
     params = Deformation(**{**deformation, "scale_range": tuple(deformation["scale_range"])})
     src = zarr.open_group(store=source, mode="r", zarr_format=3)
     src_images, src_labels = src["train/images"], src["train/labels"]
@@ -98,7 +104,7 @@ def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformat
     images[start:stop] = block
     labels[start:stop] = label_block
     counts += np.bincount(label_block, minlength=N_CLASSES)[:N_CLASSES]
-    return counts
+    return counts, chunk_digest(block), chunk_digest(label_block)
 
 
 def generate_dataset(config: GenerateConfig, client) -> Path:
@@ -106,11 +112,12 @@ def generate_dataset(config: GenerateConfig, client) -> Path:
 
     Idempotent: a complete store of the same recipe is reused as it is.
     """
+    refuse_broken_link(Path(config.out))
     out, source = Path(config.out).resolve(), Path(config.source).resolve()
     info = validate_store(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with store_lock(out, "generation", LOCK_WAIT_SECONDS):
+        with store_lock(out, "generation", LOCK_WAIT_SECONDS), reading_store(source):
             return _reuse_or_generate(config, out, source, info, client)
     except LockTimeout as exc:
         raise StoreError(str(exc)) from None
@@ -150,8 +157,11 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
             for start in range(0, config.n, config.chunk_size)
         ]
         counts, done, last_report = np.zeros(N_CLASSES, dtype=np.int64), 0, 0.0
+        digests, chunk_of = {}, {future.key: i for i, future in enumerate(futures)}
         for future in as_completed(futures):
-            counts += future.result()
+            chunk_counts, image_digest, label_digest = future.result()
+            counts += chunk_counts
+            digests[chunk_of[future.key]] = (image_digest, label_digest)
             done += 1
             now = time.perf_counter() - started
             if now - last_report >= 5 or done == len(futures):
@@ -160,6 +170,9 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
                 log.info("generated %d/%d chunks (~%s images), %.0f s, about %.0f s left",
                          done, len(futures), f"{rows:,}", now, eta)
                 last_report = now
+        in_order = [digests[i] for i in range(len(futures))]
+        record_digests(train["images"], [image for image, _ in in_order])
+        record_digests(train["labels"], [label for _, label in in_order])
         root.attrs.update({"provenance": _provenance(config, source, counts), "complete": True})
         validate_store(tmp)
     log.info("wrote %s: %s images in %.1f s", out, f"{config.n:,}", time.perf_counter() - started)
@@ -175,6 +188,7 @@ def _copy_test_split(source: Path, root: zarr.Group, chunk_size: int, compressor
                                   compressors=compressors, dimension_names=dims, fill_value=0,
                                   config=WRITE_EVERY_CHUNK)
         array[:] = data
+        record_digests(array, [chunk_digest(data[lo : lo + chunk_size]) for lo in range(0, len(data), chunk_size)])
 
 
 def _provenance(config: GenerateConfig, source: Path, counts: np.ndarray) -> dict:

@@ -211,18 +211,23 @@ def read_idx(path: str | Path) -> np.ndarray:
         return np.concatenate(blocks)
 
 
+def _dtype_code(dtype: np.dtype) -> int:
+    codes = {dt.newbyteorder("="): code for code, dt in DTYPE_CODES.items()}
+    native = np.dtype(dtype).newbyteorder("=")
+    if native not in codes:
+        raise ValueError(f"dtype {dtype} has no IDX code")
+    return codes[native]
+
+
+def header_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The IDX header of an array of `dtype` and `shape`: the bytes before its values."""
+    return bytes([0, 0, _dtype_code(dtype), len(shape)]) + np.asarray(shape, dtype=">u4").tobytes()
+
+
 def write_idx(path: str | Path, array: np.ndarray, compress: bool = False) -> Path:
     """Write `array` as an IDX file (used to make test data and derived datasets)."""
-    codes = {dt.newbyteorder("="): code for code, dt in DTYPE_CODES.items()}
-    native = array.dtype.newbyteorder("=")
-    if native not in codes:
-        raise ValueError(f"dtype {array.dtype} has no IDX code")
-    big = array.astype(DTYPE_CODES[codes[native]], copy=False)
-    payload = (
-        bytes([0, 0, codes[native], array.ndim])
-        + np.asarray(array.shape, dtype=">u4").tobytes()
-        + np.ascontiguousarray(big).tobytes()
-    )
+    big = array.astype(DTYPE_CODES[_dtype_code(array.dtype)], copy=False)
+    payload = header_bytes(array.dtype, array.shape) + np.ascontiguousarray(big).tobytes()
     path = Path(path)
     if compress:
         payload = gzip.compress(payload, mtime=0)

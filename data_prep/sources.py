@@ -3,7 +3,7 @@
 Either way the result is one verified path per (split, kind). A local copy is checked by the SHA-256 of
 its decompressed content (re-gzipping changes the .gz bytes, not the data); a download is checked by
 pooch against the published MD5 of the .gz, then by the same SHA-256.
-May use: data_prep's registry, idx and errors.
+May use: data_prep's registry, idx, redact and errors.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import ChecksumError, SourceError
 from .idx import GZIP_MAGIC
+from .redact import RedactingFilter
 from .registry import MNIST_MIRRORS, IdxFileSpec
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,18 @@ def from_folder(folder: str | Path, specs: Sequence[IdxFileSpec]) -> list[Source
     return [_verify(s, _find_in_folder(folder, s.stem), str(folder)) for s in specs]
 
 
+def _tame(pooch_logger: logging.Logger) -> None:
+    """pooch logs through a logging.Logger("pooch") of its own, outside logging's tree (pooch/utils.py,
+    get_logger), with its own stderr handler: the root logger's level and filters never reach it, and its
+    "Downloading file ... from 'http://user:PASSWORD@host/...'" line printed a mirror's password. Its
+    records are masked like ours, and its INFO lines (we log each fetch ourselves) shown only when
+    debugging."""
+    pooch_logger.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    for handler in pooch_logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
 def download(
     specs: Sequence[IdxFileSpec],
     cache_dir: str | Path | None = None,
@@ -106,6 +119,7 @@ def download(
     """
     import pooch
 
+    _tame(pooch.get_logger())
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     results = []

@@ -32,6 +32,11 @@ PARTIAL_FILES = (JOB_FILE, CHECKPOINT_FILE, "report.html", f".{CHECKPOINT_FILE}.
 _NOT_CONTENT = ("created", "versions", "source", "chunk_size", "codec")
 
 
+# A checkpoint whose job.json is gone cannot be checked against the settings and data it was made with.
+_ORPHAN = ("{partial} holds a checkpoint without its job.json (the settings and data it was made with), so it "
+           "cannot be resumed: start the run again with --out {run_dir} --overwrite, which discards it")
+
+
 def partial_dir(run_dir: Path) -> Path:
     return run_dir.with_name(run_dir.name + ".partial")
 
@@ -78,6 +83,8 @@ def start(config: JobConfig, run_dir: Path) -> Path:
     """
     partial = partial_dir(run_dir)
     if has_checkpoint(run_dir):
+        if not config.overwrite and not (partial / JOB_FILE).exists():
+            raise JobError(_ORPHAN.format(partial=partial, run_dir=run_dir))
         if not config.overwrite:
             raise JobError(f"{partial} holds the checkpoint of an earlier run of {run_dir} that was stopped: "
                            f"continue it with --resume {run_dir}, or pass --overwrite to discard it")
@@ -111,6 +118,8 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
         if not isinstance(record, dict) or not isinstance(record.get("settings"), dict) or "data" not in record:
             raise ValueError("not a job record")
     except FileNotFoundError:
+        if has_checkpoint(run_dir):
+            raise JobError(_ORPHAN.format(partial=partial, run_dir=run_dir)) from None
         raise JobError(f"{run_dir}: no run in progress to resume ({partial / JOB_FILE} not found)") from None
     except (OSError, ValueError) as exc:
         raise JobError(f"{partial / JOB_FILE}: damaged ({type(exc).__name__}); this run cannot be resumed: "

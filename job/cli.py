@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         try:
             config = config_from_args(args)
-            if not is_url(config.data) and not config.data.exists():
+            if not is_url(config.data) and not os.path.lexists(config.data):  # a broken symlink is named, never converted into
                 log.info("%s does not exist yet: converting from %s", config.data, args.source)
                 args.overwrite_data = False
                 prepare_dataset(prep_config_from_args(args, config.data))

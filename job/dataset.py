@@ -11,7 +11,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from data_prep.digits import PIXEL_MAX
+from data_prep.digits import N_CLASSES, PIXEL_MAX
 from data_prep.errors import StoreError
 from data_prep.zarr_store import open_root, read_chunk, validate_store
 from job.errors import DataError
@@ -107,6 +107,36 @@ def check_workers_can_read(client, store: str | Path, splits: tuple[str, ...]) -
     if failed:
         detail = "; ".join(f"{worker}: {reason}" for worker, reason in sorted(failed.items()))
         raise DataError(f"{len(failed)} of {len(results)} worker(s) cannot read {store}: {detail}")
+
+
+def _chunk_max(block: np.ndarray) -> np.ndarray:
+    return np.array([int(block.max())], dtype=np.int64)
+
+
+def check_labels(store: str | Path, splits: tuple[str, ...]) -> None:
+    """Raise DataError unless every label of `splits` is a class 0..N_CLASSES-1, naming the first chunk
+    (and its rows) that holds another value.
+
+    validate_store checks the labels' dtype and layout, not their values; scoring counts clusters x
+    classes and cannot use a label 255. The labels are read on the workers, one small task per chunk
+    through read_chunk (which also checks each chunk's recorded SHA-256), before the fit: a damaged label
+    chunk stops the job before it has spent anything, and before a checkpoint exists.
+    """
+    import dask
+
+    url = _absolute(store)
+    root = open_root(url)
+    arrays = [(split, lazy_array(root, url, f"{split}/labels")) for split in splits]
+    maxima = dask.compute(*[labels.map_blocks(_chunk_max, chunks=((1,) * labels.numblocks[0],), dtype=np.int64)
+                            for _, labels in arrays])
+    for (split, labels), chunk_max in zip(arrays, maxima):
+        bad = np.flatnonzero(chunk_max >= N_CLASSES)
+        if bad.size:
+            index, sizes = int(bad[0]), labels.chunks[0]
+            start = int(sum(sizes[:index]))
+            raise DataError(f"{store}/{split}/labels: chunk {index} (rows {start:,}-{start + sizes[index] - 1:,}) "
+                            f"holds label {int(chunk_max[index])}, outside 0-{N_CLASSES - 1}: the labels are damaged "
+                            f"(python -m data_prep verify {store} lists every such chunk)")
 
 
 def flat_pixels(images: da.Array) -> da.Array:

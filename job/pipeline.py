@@ -14,7 +14,6 @@ job.checkpoint, job.config, job.dataset, job.phases, job.run_folder.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -28,16 +27,15 @@ from typing import Protocol
 
 import dask.array as da
 import numpy as np
-from distributed import CancelledError
-from distributed.comm.core import CommClosedError
-
 from data_prep.redact import redact_text
+from data_prep.zarr_store import reading_store
 from job import checkpoint
 from job.config import JobConfig
-from job.dataset import PIXEL_SCALE, Dataset, check_workers_can_read, flat_pixels, open_dataset
+from job.dataset import PIXEL_SCALE, Dataset, check_labels, check_workers_can_read, flat_pixels, open_dataset
+from job.deploy import faults
 from job.deploy.lifecycle import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
 from job.engine.persist import decide_persist, persist_balanced
-from job.errors import ClusterError, DataError, JobError
+from job.errors import DataError, JobError
 from job.evaluation import classifier, examples
 from job.evaluation.choose_k import KScore, suggest_k
 from job.evaluation.evaluate import EvaluationPass, evaluate_at
@@ -133,15 +131,12 @@ class Plan(Protocol):
     def summary(self, metrics: dict, run_dir: Path) -> str: ...
 
 
-# What distributed raises when the scheduler disappears under a running computation.
-_LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommClosedError)
-
-
 def _run_session(config: JobConfig, plan: Plan, given_client) -> RunResult:
     run_dir = Path(config.out) if config.out else default_run_dir()
-    check_output_folder(run_dir, config.overwrite, config.resume)
+    if config.out:  # a default name is never an existing folder: exclusive() passes over those
+        check_output_folder(run_dir, config.overwrite, config.resume)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with exclusive(run_dir):
+    with exclusive(run_dir, pick_free=not config.out) as run_dir, reading_store(config.data):
         with written_atomically(run_dir, config.overwrite) as tmp:
             metrics = _phases(config, plan, tmp, run_dir, started_at, given_client)
             text = plan.summary(metrics, run_dir)
@@ -169,24 +164,26 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
         cluster_info = describe_cluster(client, None if given_client else config.cluster)
         plan.connected(client, recorder)
         reduce_batching_latency(client, cluster_side=config.cluster.kind == "local" and given_client is None)
-        with recorder.phase("load data"):
-            check_workers_can_read(client, config.data, data.splits)
-            persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist, config.memory_fraction)
-            log.info("persist decision: %s", reason)
-            if persist:
-                X = persist_balanced(client, X)
-            test = _test_split(config, client, plan.reads_test_split_often)
-        session = Session(config, client, recorder, data, X, test, out, persist, reason)
+        watch = faults.Watch.start(client)
         try:
+            with recorder.phase("load data"):
+                check_workers_can_read(client, config.data, data.splits)
+                check_labels(config.data, data.splits + (("test",) if config.split == "train" else ()))
+                persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist,
+                                                 config.memory_fraction)
+                log.info("persist decision: %s", reason)
+                if persist:
+                    X = persist_balanced(client, X)
+                test = _test_split(config, client, plan.reads_test_split_often)
+            session = Session(config, client, recorder, data, X, test, out, persist, reason)
             record = plan.run(session)
         except Exception as exc:
-            if client.status == "running" or not isinstance(exc, _LOST_SCHEDULER_ERRORS):
+            hint = (f"; the checkpoint in {checkpoint.partial_dir(run_dir)} lets --resume {run_dir} continue on "
+                    "another cluster" if checkpoint.has_checkpoint(run_dir) else "")
+            fault = faults.explain(client, exc, watch, hint)
+            if fault is None:
                 raise
-            raise ClusterError(
-                f"lost the scheduler {client.scheduler.address} ({type(exc).__name__})"
-                + (f"; the checkpoint in {checkpoint.partial_dir(run_dir)} lets --resume {run_dir} continue on "
-                   "another cluster" if checkpoint.has_checkpoint(run_dir) else "")
-            ) from None
+            raise fault from exc
         dashboard = client.dashboard_link
         peaks = peak_memory_per_process(client)
     recorder.client = None  # the cluster is closed: nothing left to sample

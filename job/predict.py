@@ -249,13 +249,9 @@ def _check_output(out: Path) -> None:
             raise DataError(str(exc)) from None
 
 
-def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: Path | None = None) -> Prediction:
-    """Assign every input image to its nearest center; write the CSV atomically; return the result."""
-    model = Model.load(run_dir)
-    images = open_images([Path(p) for p in inputs], model.image_shape, labels)
-    log.info("%s; model: %d clusters from %s", images.description, len(model.centers), run_dir)
-    out = Path(out) if out else Path(run_dir) / "predictions.csv"
-    _check_output(out)
+def _write_predictions(out: Path, images: Images, model: Model) -> np.ndarray:
+    """Assign every image block by block into a temporary CSV renamed over `out` when complete (removed
+    on any error); return each image's cluster."""
     clusters = np.empty(images.n, dtype=np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -279,6 +275,20 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return clusters
+
+
+def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: Path | None = None) -> Prediction:
+    """Assign every input image to its nearest center; write the CSV atomically; return the result."""
+    model = Model.load(run_dir)
+    images = open_images([Path(p) for p in inputs], model.image_shape, labels)
+    log.info("%s; model: %d clusters from %s", images.description, len(model.centers), run_dir)
+    out = Path(out) if out else Path(run_dir) / "predictions.csv"
+    _check_output(out)
+    try:
+        clusters = _write_predictions(out, images, model)
+    except OSError as exc:  # a full disk, a read-only or vanished folder: nothing half-written is left
+        raise DataError(f"{out}: cannot write the predictions ({exc.strerror or exc}); nothing was kept") from None
     digits = model.predicted_digits[clusters]
     accuracy = majority = None
     if images.labels is not None:

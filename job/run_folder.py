@@ -9,6 +9,7 @@ May use: job.checkpoint, job.errors, data_prep.atomic.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -72,24 +73,41 @@ def check_output_folder(run_dir: Path, overwrite: bool, resume: bool = False) ->
         raise JobError(str(exc)) from None
 
 
-@contextmanager
-def exclusive(run_dir: Path) -> Iterator[None]:
-    """Refuse a second job writing the same run folder while this one runs.
+def _candidates(run_dir: Path, pick_free: bool) -> Iterator[Path]:
+    yield run_dir
+    if pick_free:
+        yield from (run_dir.with_name(f"{run_dir.name}-{i}") for i in itertools.count(2))
 
+
+@contextmanager
+def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
+    """Refuse a second job writing the same run folder while this one runs; yield the folder.
+
+    pick_free (a default name, runs/<timestamp>): two jobs started in the same second must not share it,
+    so a name that exists, has a partial folder or is locked by another job is passed over for <name>-2,
+    <name>-3, ..., the first one whose lock this job gets.
     The lock is a hidden sibling file (data_prep.atomic.lock_path) that nothing deletes: a lock inside
     <run>.partial/ was deleted with that folder while still held, so a second job could take a fresh one.
     On the way out the partial folder goes unless it holds a checkpoint to resume from.
     """
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(lock_path(run_dir))
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise JobError(f"{run_dir}: another job is writing this run folder (lock {lock_path(run_dir)})") from None
+        for candidate in _candidates(run_dir, pick_free):
+            if pick_free and (candidate.exists() or candidate.is_symlink() or checkpoint.partial_dir(candidate).exists()):
+                continue
+            lock = FileLock(lock_path(candidate))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if pick_free:
+                    continue
+                raise JobError(f"{run_dir}: another job is writing this run folder (lock {lock_path(run_dir)})") from None
+            run_dir = candidate
+            break
     except OSError as exc:
         raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
     try:
-        yield
+        yield run_dir
     finally:
         if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume
             checkpoint.remove_partial(run_dir)

@@ -221,7 +221,7 @@ def test_any_store_damage_is_our_one_line_error(tiny_store, tmp_path_factory, ki
         _read_like_the_job(store)
     message = str(caught.value)
     assert str(store) in message and "\n" not in message, (what, message)
-    problems = verify_store(store)
+    problems = verify_store(store).problems
     assert problems and all(str(store) in p for p in problems), what
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import ipaddress
+import os
 import pkgutil
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
@@ -39,8 +40,14 @@ class SecurityConfig:
 
     def __post_init__(self):
         for name in ("ca_file", "cert", "key"):
-            if not Path(getattr(self, name)).is_file():
-                raise ConfigError(f"security.{name}: {getattr(self, name)} is not a readable file")
+            path = Path(getattr(self, name))
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ConfigError(f"security.{name}: {path} is not a readable file")
+        mode = Path(self.key).stat().st_mode & 0o777
+        if mode & 0o077:  # as ssh refuses an unprotected private key: whoever can read it can join the cluster
+            who = "everyone" if mode & 0o007 else "its group"
+            raise ConfigError(f"security.key: {self.key} is open to {who} (mode {mode:04o}); a private key "
+                              f"must be readable by its owner only: chmod 600 {self.key}")
 
     def to_security(self):
         from distributed import Security

@@ -70,16 +70,22 @@ class OneLineDataErrors(WorkerPlugin):
     job closes its LocalCluster after an error while a heartbeat is in flight (seen once in a test run on a
     loaded machine, after a damaged chunk), ~30 lines of tornado and comm frames came before the job's
     one-line error. The sentence stays; its traceback, which says only that the connection closed, goes.
+    The same for "Worker stream died during communication" (logged with a traceback by a worker whose peer
+    died while sending it data, e.g. a peer restarted for memory: job.deploy.faults says why it died).
     """
 
     def setup(self, worker):
         logging.getLogger("distributed.worker").addFilter(worker_log_filter)
 
 
+# Worker log lines whose traceback says only that a connection closed: kept as their one sentence.
+_SENTENCE_ONLY = ("Failed to communicate with scheduler during heartbeat", "Worker stream died during communication")
+
+
 def worker_log_filter(record: logging.LogRecord) -> bool:
     """False for a record the worker should not log; a heartbeat failure is kept as its one sentence."""
     message = str(record.msg)
-    if message.startswith("Failed to communicate with scheduler during heartbeat"):
+    if message.startswith(_SENTENCE_ONLY):
         record.exc_info, record.exc_text = None, None
         return True
     return not (message.startswith("Compute Failed") and any(name in record.getMessage() for name in _OWN_ERRORS))
