@@ -17,8 +17,10 @@ import argparse
 import csv
 import logging
 import os
+import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,8 +181,15 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
 
     def load(file: Path) -> np.ndarray:
         try:
-            with Image.open(file) as img:
-                grey = np.asarray(img.convert("L"), dtype=np.uint8)
+            with warnings.catch_warnings():  # PIL only warns between its limit and twice that
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(file) as img:  # reads the header: pixels are decoded by convert()
+                    grey = np.asarray(img.convert("L"), dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            declared = re.search(r"\((\d+) pixels\)", str(exc))
+            raise DataError(f"{file}: declares {int(declared[1]) if declared else 'more'} pixels, more than the "
+                            f"{Image.MAX_IMAGE_PIXELS:,} an image may have here (a decompression bomb?); it was not "
+                            "decoded") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{file}: not a readable PNG ({exc})") from None
         if grey.shape != image_shape:

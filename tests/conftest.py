@@ -1,8 +1,13 @@
-"""Shared fixtures: the real MNIST copy, a real multi-process Dask cluster, tiny synthetic IDX datasets."""
+"""Shared fixtures: the real MNIST copy, a real multi-process Dask cluster, tiny synthetic IDX datasets, an
+HTTP server on loopback."""
 
 from __future__ import annotations
 
+import base64
+import functools
 import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -61,6 +66,38 @@ def client(dask_cluster):
 
     with Client(dask_cluster) as client:
         yield client
+
+
+@pytest.fixture
+def http_server():
+    """Serve folders on 127.0.0.1: yields a function (folder, auth="user:password" or None) -> base URL; counts
+    requests per path. With auth, a request without those Basic credentials is answered 401."""
+    servers, hits = [], {}
+
+    def handler(auth):
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                hits[self.path] = hits.get(self.path, 0) + 1
+                if auth and self.headers.get("Authorization") != "Basic " + base64.b64encode(auth.encode()).decode():
+                    self.send_error(401, "Unauthorized")
+                    return
+                super().do_GET()
+        return Handler
+
+    def serve(folder, auth=None):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler(auth), directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    serve.hits = hits
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

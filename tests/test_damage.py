@@ -11,7 +11,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from data_prep import PrepConfig, prepare_dataset
 from data_prep.zarr_store import DIGEST_ATTR, chunk_digest
 from job import checkpoint
 from job.cli import build_parser, config_from_args, main
+from job.errors import JobError
 
+from .conftest import REPO
 from .synthetic import synthetic_arrays, write_dataset
 
 CHUNK = 64  # train: 300 images in 5 chunks; test: 100 in 2
@@ -403,3 +410,229 @@ def test_a_damaged_run_folder_is_one_line_and_left_as_it_is(name, apply, flags, 
 
 def test_the_fuzz_covers_at_least_thirty_distinct_cases():
     assert len({d.name for d in STORE_DAMAGE}) + len({case[0] for case in RUN_DAMAGE}) >= 30
+
+
+# --- the cases above, one by one, where a line is not all there is to check ------------------------------
+
+def _cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_verify_proves_a_store_is_its_source_and_locates_moved_chunks_and_bad_labels(tiny_store, tmp_path):
+    proc = _cli("data_prep", "verify", str(tiny_store))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for component in ("train/images", "train/labels", "test/images", "test/labels"):
+        assert f"{component}: identical to the IDX file it was made from" in proc.stdout
+        assert f"{component}: every chunk holds the rows recorded when the store was made" in proc.stdout
+    store = tmp_path / "tiny.zarr"
+    shutil.copytree(tiny_store, store)
+    _swap(_chunk_file(store, "train/images", 1), _chunk_file(store, "train/images", 2))
+    _write_labels(store, "test", 0, 200, keep_digest=False)
+    proc = _cli("data_prep", "verify", str(store))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {store}/train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its rows are "
+        "not the ones written there (their SHA-256 differs from the one recorded when the store was made); it "
+        "holds the rows of chunk 2 (chunk files moved or swapped)",
+        f"error: {store}/train/images: chunk 2 (rows 128-191, file c/2/0/0) is damaged: it decodes, but its rows "
+        "are not the ones written there (their SHA-256 differs from the one recorded when the store was made); it "
+        "holds the rows of chunk 1 (chunk files moved or swapped)",
+        f"error: {store}/test/labels: chunk 0 holds label 200 (first at row 3), outside 0-9",
+        f"error: {store}/test/labels: its rows differ from the IDX file it was made from (SHA-256 "
+        f"{errors[3].split('(SHA-256 ')[1]}",
+    ], errors
+    assert "the provenance records" in errors[3]
+
+
+def test_a_store_written_before_chunk_digests_still_verifies_against_its_source(tiny_store, tmp_path):
+    """An older store records no chunk digests: a moved chunk is still found, by the whole array's SHA-256
+    against its source file's, but cannot be located."""
+    store = tmp_path / "tiny.zarr"
+    shutil.copytree(tiny_store, store)
+    for component in ("train/images", "train/labels", "test/images", "test/labels"):
+        _edit_json(store / component / "zarr.json", lambda doc: doc["attributes"].pop(DIGEST_ATTR))
+    proc = _cli("data_prep", "verify", str(store))
+    assert proc.returncode == 0 and "identical to the IDX file" in proc.stdout and "every chunk holds" not in proc.stdout
+    _swap(_chunk_file(store, "train/images", 0), _chunk_file(store, "train/images", 3))
+    proc = _cli("data_prep", "verify", str(store))
+    assert proc.returncode == 1, proc.stdout
+    assert f"error: {store}/train/images: its rows differ from the IDX file it was made from" in proc.stderr
+
+
+def _bomb(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("1", (20_000, 20_000)).save(path)  # 400 M pixels in a ~50 KB file
+    return path
+
+
+def test_predict_refuses_a_decompression_bomb_without_decoding_it(tiny_store, tmp_path, capfd):
+    run = tmp_path / "run"
+    assert run_job_cli(capfd, "--data", str(tiny_store), "--out", str(run))[0] == 0
+    bomb = _bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 200_000
+    proc = _cli("job.predict", str(run), str(bomb))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here (a decompression "
+        "bomb?); it was not decoded")
+    assert not (run / "predictions.csv").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)")
+def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(tiny_store, tmp_path, capfd):
+    run = tmp_path / "run"
+    assert run_job_cli(capfd, "--data", str(tiny_store), "--out", str(run))[0] == 0
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(disk)], check=True)
+    try:
+        proc = _cli("job.predict", str(run), str(tiny_store / "train"), "--out", str(disk / "predictions.csv"))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: {disk / 'predictions.csv'}: cannot write the predictions (No space left on device); nothing "
+            "was kept")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("flags, task", [(["--memory-limit", "150MiB"], "during the computation"),
+                                         (["--memory-limit", "250MiB", "--persist", "always"], "while running")],
+                         ids=["too-small-to-start", "too-small-to-fit"])
+def test_workers_out_of_memory_is_one_line_that_says_so(mnist_store, tmp_path, flags, task):
+    """Real workers, really killed by their nannies for passing 95% of their memory limit."""
+    run = tmp_path / "run"
+    proc = _cli("job", "--data", str(mnist_store), "--out", str(run), "--dashboard-address", "127.0.0.1:0",
+                "--silhouette-sample", "100", *flags)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    limit = flags[1].replace("MiB", " MiB")
+    assert last.startswith(f"error: the workers ran out of memory {task}") and f"more than 95% of {limit} each" in last
+    assert "give each worker more memory (--memory-limit" in last, last
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock"]  # no run folder, no partial
+
+
+def test_a_mirror_password_reaches_no_file_and_no_console(http_server, tmp_path):
+    """The password is used (the server refuses requests without it) and written nowhere: not in the log
+    (pooch's own logger included, shown with --debug), not in the store's provenance, the cache, the run."""
+    source = write_dataset(tmp_path / "served", synthetic_arrays())
+    mirror = http_server(source, auth="reader:hunter2").replace("http://", "http://reader:hunter2@")
+    prep = _cli("data_prep", "--source", "download", "--mirror", mirror, "--name", "tiny", "--chunk-size", "64",
+                "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "prep.zarr"), "--debug")
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    assert "Downloading file" in prep.stderr  # pooch's own line, masked
+    job = _cli("job", "--data", str(tmp_path / "job.zarr"), "--source", "download", "--mirror", mirror, "--name", "tiny",
+               "--chunk-size", "64", "--cache-dir", str(tmp_path / "cache2"), "--out", str(tmp_path / "run"),
+               "--k", "3", "--silhouette-sample", "50", "--dashboard-address", "127.0.0.1:0")
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert any(hits for path, hits in http_server.hits.items() if path.endswith(".gz"))
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "served" not in p.parts]
+    assert len(written) > 20
+    leaks = [str(p) for p in written if b"hunter2" in p.read_bytes()]
+    assert leaks == []
+    for proc in (prep, job):
+        assert "hunter2" not in proc.stdout + proc.stderr
+    assert "reader:***@127.0.0.1" in prep.stderr
+    provenance = json.loads((tmp_path / "prep.zarr" / "zarr.json").read_text())["attributes"]["provenance"]
+    assert {meta["origin"] for meta in provenance["files"].values()} == {
+        mirror.replace("hunter2", "***") + stem + ".gz" for stem in provenance["files"]}
+
+
+def test_a_tls_key_open_to_others_is_refused(tmp_path):
+    from job.deploy.base import SecurityConfig
+    from job.errors import ConfigError
+
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca_file", "cert", "key")}
+    for path in files.values():
+        path.write_text("-----BEGIN-----\n")
+    for mode, who in ((0o644, "everyone"), (0o640, "its group")):
+        files["key"].chmod(mode)
+        with pytest.raises(ConfigError) as caught:
+            SecurityConfig(**{name: str(path) for name, path in files.items()})
+        assert str(caught.value) == (f"security.key: {files['key']} is open to {who} (mode {mode:04o}); a private key "
+                                     f"must be readable by its owner only: chmod 600 {files['key']}")
+    files["key"].chmod(0o600)
+    SecurityConfig(**{name: str(path) for name, path in files.items()})
+
+
+class HoldAtLabelCheck(WorkerPlugin):
+    """Hold the first label-check task of the job (read while the job holds its lock on the store) until
+    the test has done what it must meanwhile: `<folder>/entered` appears when it is held, and it goes on
+    when `<folder>/released` exists (at most 120 s). Deterministic: no race with the clock."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def transition(self, key, start, finish, **kwargs):
+        name = key[0] if isinstance(key, tuple) else str(key)
+        if finish != "executing" or not name.startswith("_chunk_max-"):
+            return
+        try:
+            os.close(os.open(os.path.join(self.folder, "entered"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(self.folder, "released")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def test_a_store_is_not_replaced_while_a_job_reads_it(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from job import JobConfig, run_job
+
+    source = write_dataset(tmp_path / "idx", synthetic_arrays())
+    store = prepare_dataset(PrepConfig(out=tmp_path / "tiny.zarr", source=str(source), name="tiny", chunk_size=CHUNK))
+    before = snapshot(store)
+    overwrite = ["data_prep", "--source", str(source), "--name", "tiny", "--out", str(store), "--overwrite"]
+    results = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
+            Client(cluster) as client:
+        client.register_plugin(HoldAtLabelCheck(str(tmp_path)))
+        config = JobConfig(data=store, out=tmp_path / "run", k=3, silhouette_sample=50)
+        job = threading.Thread(target=lambda: results.append(run_job(config, client=client)))
+        job.start()
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "entered").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "entered").exists()
+        proc = _cli(*overwrite)
+        (tmp_path / "released").touch()
+        job.join(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {store}: a job is reading this store; replace it once the job has finished")
+    assert snapshot(store) == before
+    assert results and (tmp_path / "run" / "metrics.json").exists()
+    assert _cli(*overwrite).returncode == 0  # once the job is done, --overwrite replaces it
+
+
+def test_two_runs_with_default_names_never_share_a_folder(tmp_path):
+    from job.run_folder import exclusive
+
+    base = tmp_path / "runs" / "20261202-153000"
+    with exclusive(base, pick_free=True) as first, exclusive(base, pick_free=True) as second:
+        assert (first, second) == (base, base.with_name(base.name + "-2"))
+        assert {p.name for p in base.parent.iterdir()} == {".20261202-153000.lock", ".20261202-153000-2.lock"}
+    base.mkdir()  # a finished run of that second
+    with exclusive(base, pick_free=True) as third:
+        assert third == base.with_name(base.name + "-2")
+    with pytest.raises(JobError, match="another job is writing this run folder"):
+        with exclusive(base) as mine, exclusive(mine):
+            pass
+
+
+def test_a_broken_symlink_as_the_output_store_converts_nothing(tiny_store, tmp_path):
+    source = write_dataset(tmp_path / "idx", synthetic_arrays())
+    link = tmp_path / "new.zarr"
+    link.symlink_to(tmp_path / "gone" / "new.zarr")
+    proc = _cli("data_prep", "--source", str(source), "--name", "tiny", "--out", str(link))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {link}: is a symlink to {tmp_path / 'gone' / 'new.zarr'}, which does not exist; it was left "
+        "untouched (give the store's real path)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "new.zarr"] and link.is_symlink()

@@ -1,44 +1,15 @@
 """Where IDX files come from: verified local folders, and downloads from a real HTTP server on loopback."""
 
-import functools
 import gzip
 import hashlib
 import logging
 import shutil
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from data_prep.errors import ChecksumError, SourceError
 from data_prep.registry import MNIST_FILES, IdxFileSpec, files_for
 from data_prep.sources import content_sha256, download, from_folder
-
-
-@pytest.fixture
-def http_server():
-    """Serve folders on 127.0.0.1: yields a function folder -> base URL; counts requests per path."""
-    servers, hits = [], {}
-
-    class Handler(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            hits[self.path] = hits.get(self.path, 0) + 1
-            super().do_GET()
-
-    def serve(folder):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    serve.hits = hits
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _specs_for(folder):
