@@ -27,6 +27,7 @@ from typing import Protocol
 
 import dask.array as da
 import numpy as np
+
 from data_prep.redact import redact_text
 from data_prep.zarr_store import reading_store
 from job import checkpoint
