@@ -53,14 +53,18 @@ def test_images_are_deformed_training_images_with_their_labels(generated, mnist_
     np.testing.assert_array_equal(labels, src_labels[rows])
     assert not np.array_equal(images[:1000], src_images[:1000])
     assert not np.array_equal(images[60_000], images[0])  # the same source, other draws
-    # Small deformations: the centre of mass of the ink moves by a few pixels at most.
+    # Deformed, but centred as MNIST centres its digits: each one's center of mass where its source's is.
     def centre(batch):
         ys, xs = np.indices(batch.shape[1:])
         mass = batch.sum(axis=(1, 2)).astype(np.float64)
         return np.stack([(batch * ys).sum(axis=(1, 2)) / mass, (batch * xs).sum(axis=(1, 2)) / mass], axis=1)
 
     moved = np.linalg.norm(centre(images[:5000]) - centre(src_images[:5000]), axis=1)
-    assert np.quantile(moved, 0.99) < 5 and np.median(moved) > 0.3
+    assert np.quantile(moved, 0.99) < 0.1, np.quantile(moved, 0.99)
+    changed = (images[:5000].astype(np.int16) - src_images[:5000]).__abs__().mean(axis=(1, 2))
+    assert np.quantile(changed, 0.05) > 2.0  # every digit is really deformed (grey levels, per pixel)
+    uncentred = deform(src_images[:5000], deformation_draws(5, 0, 5000, (28, 28)), Deformation(center_of_mass=False))
+    assert np.median(np.linalg.norm(centre(uncentred) - centre(src_images[:5000]), axis=1)) > 0.3
     # The ink is kept: mean intensity within 10% of the sources'.
     assert abs(images.mean() / src_images[rows].mean() - 1) < 0.1
     info = validate_store(generated[0])
