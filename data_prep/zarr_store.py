@@ -66,7 +66,8 @@ class SplitInfo:
 
 def chunk_digest(rows: np.ndarray) -> str:
     """SHA-256 of a chunk's decoded rows (C order): what `chunk_sha256` records and reads compare with.
-    1.8 GB/s on one core here, ~2 s of CPU for the 6.35 GB of the 8.1M store (docs/benchmarks.md)."""
+    1.5 GB/s on one core here, ~0.4x the time of decoding the chunk: ~4 s of CPU for the 6.35 GB of the 8.1M
+    store (benchmarks/chunk_digests.py, docs/benchmarks.md section 11)."""
     return hashlib.sha256(np.ascontiguousarray(rows).data).hexdigest()
 
 
