@@ -78,6 +78,14 @@ class LocalConfig(ClusterSpec):
             silence_logs=logging.ERROR,
             **self.security_kwargs(),
         )
+        if config.processes:
+            # A worker that passes distributed's pause threshold (80% of its memory) stops running tasks until
+            # memory is freed, and a worker holding persisted X never frees it: the job then waited forever
+            # (seen in CI with --memory-limit 250MiB --persist always on MNIST: no progress in 300 s). Without
+            # the pause, such a worker reaches the terminate threshold (95%), its nanny restarts it, and the
+            # job says the workers ran out of memory (job.deploy.faults). The Nanny keeps this config for
+            # the workers it restarts.
+            kwargs["config"] = {"distributed.worker.memory.pause": False}
         if self.security is not None:
             kwargs["protocol"] = "tls://"
         elif not config.processes:
