@@ -61,6 +61,16 @@ def test_workers_drop_our_data_errors_and_keep_a_lost_heartbeat_to_one_line():
             logger.exception("Failed to communicate with scheduler during heartbeat.")
             logger.exception("Compute Failed\nKey: x\nException: DamagedChunkError('chunk 3 is damaged')")
             logger.exception("Compute Failed\nKey: y\nException: ZeroDivisionError('boom')")
+        try:  # a peer that died while this worker served it data: a reset connection under a closed comm
+            try:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            except ConnectionResetError as reset:
+                from distributed.comm.core import CommClosedError
+
+                raise CommClosedError("in <TCP (closed) Ephemeral Worker->Worker for gather>") from reset
+        except CommClosedError:
+            logger.exception("failed during get data with tcp://127.0.0.1:1 -> tcp://127.0.0.1:2")
+            logger.exception("Worker stream died during communication: tcp://127.0.0.1:2")
     finally:
         logger.removeFilter(worker_log_filter)
     text = stream.getvalue()
@@ -68,3 +78,5 @@ def test_workers_drop_our_data_errors_and_keep_a_lost_heartbeat_to_one_line():
     assert "DamagedChunkError" not in text  # ours: the client says it in one line
     assert "ZeroDivisionError" in text and text.count("Traceback") == 1  # other failures keep theirs
     assert text.startswith("Failed to communicate with scheduler during heartbeat.\nCompute Failed\nKey: y")
+    assert text.endswith("failed during get data with tcp://127.0.0.1:1 -> tcp://127.0.0.1:2\n"
+                         "Worker stream died during communication: tcp://127.0.0.1:2\n")  # sentences, no traceback

@@ -70,22 +70,40 @@ class OneLineDataErrors(WorkerPlugin):
     job closes its LocalCluster after an error while a heartbeat is in flight (seen once in a test run on a
     loaded machine, after a damaged chunk), ~30 lines of tornado and comm frames came before the job's
     one-line error. The sentence stays; its traceback, which says only that the connection closed, goes.
-    The same for "Worker stream died during communication" (logged with a traceback by a worker whose peer
-    died while sending it data, e.g. a peer restarted for memory: job.deploy.faults says why it died).
+    The same for every record whose traceback is a closed connection: "Worker stream died during
+    communication" and "failed during get data with ..." (a worker whose peer died while they exchanged
+    data, e.g. a peer restarted for memory, seen in CI: job.deploy.faults says why it died).
     """
 
     def setup(self, worker):
         logging.getLogger("distributed.worker").addFilter(worker_log_filter)
 
 
-# Worker log lines whose traceback says only that a connection closed: kept as their one sentence.
-_SENTENCE_ONLY = ("Failed to communicate with scheduler during heartbeat", "Worker stream died during communication")
+# Worker log lines whose traceback says only that a connection closed, whatever it was raised as.
+_SENTENCE_ONLY = ("Failed to communicate with scheduler during heartbeat", "Worker stream died during communication",
+                  "failed during get data with")
+
+
+def _lost_connection(exc: BaseException | None) -> bool:
+    """Whether an exception, or one in its chain of causes, is a connection that closed or reset."""
+    from distributed.comm.core import CommClosedError
+    from tornado.iostream import StreamClosedError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (CommClosedError, StreamClosedError, ConnectionError, TimeoutError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def worker_log_filter(record: logging.LogRecord) -> bool:
-    """False for a record the worker should not log; a heartbeat failure is kept as its one sentence."""
+    """False for a record the worker should not log. A record whose traceback says only that a connection
+    closed (a peer or the scheduler gone: "Failed to communicate with scheduler during heartbeat",
+    "Worker stream died during communication", "failed during get data with ...") is kept as its one
+    sentence."""
     message = str(record.msg)
-    if message.startswith(_SENTENCE_ONLY):
+    if message.startswith(_SENTENCE_ONLY) or (record.exc_info and _lost_connection(record.exc_info[1])):
         record.exc_info, record.exc_text = None, None
         return True
     return not (message.startswith("Compute Failed") and any(name in record.getMessage() for name in _OWN_ERRORS))
