@@ -28,7 +28,7 @@ MEMORY_RESTART_EVENT = "worker-restart-memory"
 # What distributed raises when the scheduler disappears under a running computation.
 LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommClosedError)
 # What it raises when workers vanish under a computation while the scheduler stays.
-LOST_WORKER_ERRORS = (KilledWorker, CommClosedError, MemoryError)
+LOST_WORKER_ERRORS = (KilledWorker, CommClosedError, MemoryError, TimeoutError)
 # The nanny's event reaches the scheduler on a batched stream, shortly after the worker is gone.
 EVENT_WAIT_SECONDS = 2.0
 

@@ -40,6 +40,11 @@ def _group_by_worker_thread(client, futures: list) -> list[tuple[str, list]]:
     """
     holders = client.who_has(futures)
     nthreads = client.nthreads()
+    if not nthreads:
+        # Every worker is gone for the moment (their nannies restarting them, e.g. for memory: seen in CI
+        # between the persist and the fit): wait for one, or let the TimeoutError say so (job.deploy.faults).
+        client.wait_for_workers(1, timeout=60)
+        nthreads = client.nthreads()
     by_worker: dict[str, list] = {}
     for future in futures:
         # Among the workers holding this chunk (replicas happen), the one with the least work so far.
