@@ -1,0 +1,242 @@
+"""Yinyang bounds for Lloyd's assignment step, per chunk: most rows skip most distance computations.
+
+Y. Ding, Y. Zhao, X. Shen, M. Musuvathi, T. Mytkowicz, "Yinyang K-Means: a drop-in replacement of the
+classic K-Means with consistent speedup", ICML 2015. The centers are split into groups once; each row
+keeps an upper bound on the distance to its center and, per group, a lower bound on the distance to every
+other center of that group. When the centers move, the upper bound grows by its center's move and each
+group's bound shrinks by the largest move in that group; a row whose upper bound stays below every group
+bound keeps its center without a single distance computed, and only the groups whose bound fails are
+searched. Hamerly's single bound (job.kmeans.in_memory) shrinks by the largest move of all k centers,
+which at k=256 fails for half the rows every iteration (docs/benchmarks.md, section 13).
+
+The searches are blocked BLAS products, as job.engine.kernels' (gathered rows against one group's
+centers, or against all of them when most groups are open), not scalar loops. A chunk's state is
+(labels int32 [m], upper float32 [m], lower float32 [m, groups]); it lives on the worker that holds the
+chunk (job.kmeans.bounded). The labels are those of plain Lloyd up to float32 ties.
+May use: numpy, numba.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from job.engine.kernels import BLOCK_ROWS, as_float, compute_dtype, squared_norms
+
+# Bounds are stored in float32; each update is widened by this much of the largest center norm, so that
+# rounding never lets a bound cross the true distance.
+SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The centers' groups: `of` [k] the group of each center, `order` [k] the centers by group,
+    `starts` [G] where each group begins in `order`."""
+
+    of: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+    def members(self, g: int) -> np.ndarray:
+        stop = self.starts[g + 1] if g + 1 < len(self.starts) else len(self.order)
+        return self.order[self.starts[g] : stop]
+
+
+def group_count(k: int, rows: int | None = None, max_bytes: int = 0) -> int:
+    """Ding et al.'s k/10 groups, at least 1; with `rows` and `max_bytes`, no more than the float32
+    lower bounds of that many rows fit in."""
+    groups = max(1, k // 10)
+    if rows and max_bytes:
+        groups = min(groups, max(1, max_bytes // (4 * rows)))
+    return groups
+
+
+def make_groups(centers: np.ndarray, n_groups: int, seed: int = 0, iterations: int = 5) -> Groups:
+    """Split the centers into n_groups by a few Lloyd iterations on the centers themselves (Ding et al.:
+    close centers in one group keep its bound tight), seeded; no group left empty."""
+    k = len(centers)
+    n_groups = max(1, min(n_groups, k))
+    C = np.asarray(centers, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = C[np.sort(rng.choice(k, n_groups, replace=False))]
+    of = np.zeros(k, dtype=np.int64)
+    for _ in range(iterations):
+        d = squared_norms(C)[:, None] - 2 * C @ means.T + squared_norms(means)[None, :]
+        of = d.argmin(axis=1)
+        for g in range(n_groups):
+            if (of == g).any():
+                means[g] = C[of == g].mean(axis=0)
+    used = np.unique(of)  # renumber so that every group has a center
+    of = np.searchsorted(used, of)
+    order = np.argsort(of, kind="stable")
+    starts = np.searchsorted(of[order], np.arange(len(used)))
+    return Groups(of=of, order=order, starts=starts)
+
+
+@numba.njit(nogil=True, cache=True)
+def _move_rows(X, rows, old, new, sums, counts):  # pragma: no cover - compiled
+    """Take each row in `rows` out of its old cluster's sum and count and into its new one's."""
+    for r in range(len(rows)):
+        i = rows[r]
+        a, b = old[r], new[r]
+        counts[a] -= 1
+        counts[b] += 1
+        for f in range(X.shape[1]):
+            v = np.float64(X[i, f])
+            sums[a, f] -= v
+            sums[b, f] += v
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_rows(X, labels, sums, counts):  # pragma: no cover - compiled
+    for i in range(X.shape[0]):
+        a = labels[i]
+        counts[a] += 1
+        for f in range(X.shape[1]):
+            sums[a, f] += np.float64(X[i, f])
+
+
+@numba.njit(nogil=True, cache=True)
+def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compiled
+    """Per row of d [b, k] (squared distances up to ||x||^2, columns in group order): the nearest column,
+    its distance, and per group the distance of the nearest column other than that one; square roots
+    only for those G + 1 values."""
+    b, k = d.shape
+    G = len(starts)
+    for i in range(b):
+        arg, low = 0, d[i, 0]
+        for j in range(1, k):
+            if d[i, j] < low:
+                low, arg = d[i, j], j
+        best[i] = arg
+        best_d[i] = np.sqrt(max(low + x_sq[i], 0.0))
+        for g in range(G):
+            stop = starts[g + 1] if g + 1 < G else k
+            m = np.inf
+            for j in range(starts[g], stop):
+                if j != arg and d[i, j] < m:
+                    m = d[i, j]
+            lower[i, g] = np.sqrt(max(m + x_sq[i], 0.0)) if m < np.inf else np.inf
+
+
+def _dense_search(xb, C, C_sq, groups: Groups):
+    """All k distances of a block: (nearest center, its distance, lower bound per group [b, G])."""
+    d = xb @ C[groups.order].T  # columns in group order
+    d *= -2
+    d += C_sq[groups.order]
+    best = np.empty(len(xb), dtype=np.int64)
+    best_d = np.empty(len(xb), dtype=np.float32)
+    lower = np.empty((len(xb), groups.count), dtype=np.float32)
+    _search(d, squared_norms(xb), groups.starts, best, best_d, lower)
+    return groups.order[best], best_d, lower
+
+
+def init_chunk(X: np.ndarray, centers: np.ndarray, groups: Groups):
+    """The bounds of a chunk against `centers`, from every distance: (state, (sums float64 [k, p],
+    counts int64 [k], inertia, total of squared norms))."""
+    C = np.asarray(centers).astype(compute_dtype(X.dtype), copy=False)
+    C_sq = squared_norms(C)
+    m = len(X)
+    labels = np.empty(m, dtype=np.int32)
+    upper = np.empty(m, dtype=np.float32)
+    lower = np.empty((m, groups.count), dtype=np.float32)
+    inertia = sq_total = 0.0
+    for start in range(0, m, BLOCK_ROWS):
+        xb = as_float(X[start : start + BLOCK_ROWS])
+        stop = start + len(xb)
+        labels[start:stop], best_d, lower[start:stop] = _dense_search(xb, C, C_sq, groups)
+        upper[start:stop] = best_d
+        inertia += float(np.square(best_d, dtype=np.float64).sum())
+        sq_total += float(squared_norms(xb.astype(np.float64)).sum())
+    sums = np.zeros(C.shape, dtype=np.float64)
+    counts = np.zeros(len(C), dtype=np.int64)
+    _add_rows(X, labels, sums, counts)
+    return (labels, upper, lower), (sums, counts, inertia, sq_total)
+
+
+def _exact_upper(X, rows, labels, C) -> np.ndarray:
+    """The distance of each row in `rows` to its own center, by differences (no cancellation)."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), BLOCK_ROWS):
+        idx = rows[start : start + BLOCK_ROWS]
+        diff = as_float(X[idx]) - C[labels[idx]]
+        out[start : start + len(idx)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
+def step_chunk(X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, groups: Groups, exact: bool = False):
+    """Reassign a chunk's rows to `centers` (which moved by `moves` [k] since the state's): the bounds
+    loosened, rows whose bounds still hold skipped, each of the others' distance to its own center made
+    exact, and the rows still in doubt searched against every center (one BLAS product per block: a
+    gathered product per open group was slower than that at any share of open groups, measured).
+
+    Returns (the new state, (sum changes float64 [k, p], count changes int64 [k], rows that changed
+    center, distances computed, inertia)); the inertia (sum of squared distances to the new centers) is
+    computed only with exact=True, which also makes every upper bound exact (one dot product per row),
+    else it is nan.
+    """
+    # Updated in place: each state is stepped once (job.kmeans.bounded drops the previous one), and a copy
+    # of the lower bounds would be as large as an eighth of the chunk each pass.
+    labels, upper, lower = state
+    C = np.asarray(centers).astype(compute_dtype(X.dtype), copy=False)
+    C_sq = squared_norms(C)
+    slack = SLACK * float(np.sqrt(C_sq.max()))
+    group_moves = np.maximum.reduceat(moves[groups.order], groups.starts).astype(np.float32)
+    upper += (moves[labels] + slack).astype(np.float32)
+    lower -= group_moves + slack
+    bound = lower.min(axis=1)
+    rows = np.arange(len(X)) if exact else np.flatnonzero(upper > bound)
+    computed = len(rows)
+    if len(rows):
+        upper[rows] = _exact_upper(X, rows, labels, C)
+    open_rows = rows[upper[rows] > bound[rows]]
+    k = len(C)
+    sums = np.zeros(C.shape, dtype=np.float64)
+    counts = np.zeros(k, dtype=np.int64)
+    moved = 0
+    for start in range(0, len(open_rows), BLOCK_ROWS):
+        idx = open_rows[start : start + BLOCK_ROWS]
+        old = labels[idx]
+        best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C, C_sq, groups)
+        computed += len(idx) * k
+        changed = best != old
+        if changed.any():
+            _move_rows(X, idx[changed], old[changed], best[changed].astype(np.int32), sums, counts)
+            moved += int(changed.sum())
+        labels[idx] = best
+        upper[idx] = best_d
+    inertia = float(np.square(upper, dtype=np.float64).sum()) if exact else float("nan")
+    return (labels, upper, lower), (sums, counts, moved, computed, inertia)
+
+
+def add_steps(*parts):
+    """Sum step_chunk (or init_chunk) summaries."""
+    first = parts[0]
+    total = [x.copy() if isinstance(x, np.ndarray) else x for x in first]
+    for part in parts[1:]:
+        for i, x in enumerate(part):
+            total[i] = total[i] + x
+    return tuple(total)
+
+
+def init_chunks(centers, groups: Groups, *chunks):
+    """init_chunk over the chunks one worker thread holds: (their states, the summed summary)."""
+    results = [init_chunk(chunk, centers, groups) for chunk in chunks]
+    return [r[0] for r in results], add_steps(*(r[1] for r in results))
+
+
+def step_chunks(states, centers, moves, groups: Groups, exact: bool, *chunks):
+    """step_chunk over the chunks one worker thread holds, with their states."""
+    results = [step_chunk(chunk, state, centers, moves, groups, exact) for chunk, state in zip(chunks, states)]
+    return [r[0] for r in results], add_steps(*(r[1] for r in results))
+
+
+def labels_of_states(states, index: int) -> np.ndarray:
+    """The labels of the index-th chunk of a thread's states."""
+    return states[index][0]

@@ -1,0 +1,162 @@
+"""Lloyd over a persisted dask array with Yinyang bounds kept on the workers: the large-k loop.
+
+Each worker thread's chunks (job.engine.map_reduce.plan_tasks) get a bounds state (job.engine.bounds)
+that stays in that worker's memory as a future between iterations; each iteration sends the new centers
+and their moves, and only the changes of the per-cluster sums and counts come back ([k, p]). A row whose
+bounds hold costs two comparisons instead of k distances: after the first iterations most rows, and on
+all rows polished from a sample's centers nearly all. The first pass computes every distance (the bounds
+start exact), so this pays only when a fit makes several passes over the same rows (measured in
+benchmarks/large_k.py; the estimator uses it from job.kmeans.estimator.BOUNDED_MIN_K clusters).
+
+The loop is plain Lloyd's (the same stopping rules as FusedKMeans._lloyd: the summed squared shift <= tol,
+or a pass that lowers the inertia by less than min_gain), with the inertia of each assignment at the
+centers it was made against computed from the sums alone: sum ||x||^2 - 2 c.S + n ||c||^2.
+May use: job.engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+import uuid
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+
+from job.engine import bounds
+
+log = logging.getLogger(__name__)
+
+# The lower bounds of a worker's rows may take at most this many bytes per thread's share of rows.
+BOUNDS_BYTES_PER_ROW = 128
+
+
+@dataclass
+class Fitted:
+    """What bounded_lloyd returns: the centers, Lloyd iterations (counting done_before), and the final
+    assignment's sums [k, p], counts [k] and inertia, at those centers, with its labels on the workers."""
+
+    centers: np.ndarray
+    n_iter: int
+    sums: np.ndarray
+    counts: np.ndarray
+    inertia: float
+    labels: da.Array
+    distance_share: float  # distances computed / (rows x k x passes)
+
+
+def _assignment_inertia(sq_total: float, centers: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> float:
+    """sum over rows of ||x - c_label||^2 from the clusters' sums and sizes (float64)."""
+    C = centers.astype(np.float64)
+    return float(sq_total - 2 * np.einsum("ij,ij->", C, sums) + counts @ np.einsum("ij,ij->i", C, C))
+
+
+class _Bounds:
+    """The per-thread states on the workers and how to step them."""
+
+    def __init__(self, plan, groups: bounds.Groups):
+        self.client, self.groups_of_chunks = plan
+        self.groups = groups
+        self.states: list = []
+
+    def _submit(self, fn, *args, worker, chunks, name):
+        future = self.client.submit(fn, *args, *chunks, workers=[worker], allow_other_workers=True, pure=False,
+                                    key=f"{name}-{uuid.uuid4().hex}")
+        state = self.client.submit(operator.getitem, future, 0, workers=[worker], allow_other_workers=True,
+                                   pure=False, key=f"{name}-state-{uuid.uuid4().hex}")
+        summary = self.client.submit(operator.getitem, future, 1, pure=False, key=f"{name}-sums-{uuid.uuid4().hex}")
+        return state, summary
+
+    def _run(self, fn, *args, name):
+        states, summaries = [], []
+        for i, (worker, chunks) in enumerate(self.groups_of_chunks):
+            extra = (self.states[i],) if self.states else ()
+            state, summary = self._submit(fn, *extra, *args, worker=worker, chunks=chunks, name=name)
+            states.append(state)
+            summaries.append(summary)
+        self.states = states
+        return bounds.add_steps(*self.client.gather(summaries))
+
+    def init(self, centers):
+        self.states = []
+        return self._run(bounds.init_chunks, centers, self.groups, name="bounds_init")
+
+    def step(self, centers, moves, exact=False):
+        return self._run(bounds.step_chunks, centers, moves, self.groups, exact, name="bounds_step")
+
+    def labels(self, X: da.Array) -> da.Array:
+        """The labels of the last assignment, as a dask array over X's rows (chunks as X's)."""
+        from dask.highlevelgraph import HighLevelGraph
+
+        name = f"bounded-labels-{uuid.uuid4().hex}"
+        position = {}
+        for state, (worker, chunks) in zip(self.states, self.groups_of_chunks):
+            for index, chunk in enumerate(chunks):
+                position[chunk.key] = self.client.submit(bounds.labels_of_states, state, index, workers=[worker],
+                                                         allow_other_workers=True, pure=False)
+        graph = X.__dask_graph__()
+        keys = [key for key in _flatten(X.__dask_keys__())]
+        layer = {(name, i): position[graph[key].key] for i, key in enumerate(keys)}
+        return da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, (X.chunks[0],),
+                        dtype=np.int32)
+
+
+def _flatten(keys):
+    import dask.core
+
+    return list(dask.core.flatten(keys))
+
+
+def bounded_lloyd(X: da.Array, plan, centers: np.ndarray, *, tol: float, max_iter: int, done_before: int = 0,
+                  min_gain: float = 0.0, previous_inertia: float | None = None, on_iteration=None,
+                  seed: int = 0, label: str = "") -> Fitted:
+    """Lloyd from `centers` on persisted X (plan: job.engine.map_reduce.plan_tasks(X)) until the summed
+    squared center shift is <= tol, or (min_gain > 0) a pass lowers the inertia by less than min_gain
+    (relative), or max_iter; then one exact pass. on_iteration gets what FusedKMeans._lloyd gives it."""
+    k = len(centers)
+    rows_per_thread = max(1, int(X.shape[0]) // max(1, len(plan[1])))
+    n_groups = bounds.group_count(k, rows_per_thread, BOUNDS_BYTES_PER_ROW * rows_per_thread)
+    groups = bounds.make_groups(centers, n_groups, seed)
+    state = _Bounds(plan, groups)
+    started = time.perf_counter()
+    centers = np.asarray(centers, dtype=np.float64)
+    sums, counts, inertia, sq_total = state.init(centers)
+    n = int(X.shape[0])
+    passes, computed = 1, float(n * k)
+    log.info("bounds: %d groups of centers; first pass (every distance) in %.2f s", groups.count,
+             time.perf_counter() - started)
+    previous, last_report, n_iter = previous_inertia, time.perf_counter(), done_before
+    for n_iter in range(done_before + 1, max_iter + 1):
+        gain = None if previous is None or previous <= 0 else (previous - inertia) / previous
+        previous = inertia
+        if not counts.all():
+            # Rare with k-means++ starts; a cluster that emptied keeps its center (FusedKMeans._lloyd
+            # re-seeds it on the non-bounded path).
+            log.info("%d empty cluster(s) keep their centers", int((counts == 0).sum()))
+        new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
+        moves = np.sqrt(((new - centers) ** 2).sum(axis=1))
+        shift = float((moves**2).sum())
+        centers = new
+        done = shift <= tol or (min_gain > 0 and gain is not None and gain < min_gain) or n_iter == max_iter
+        now = time.perf_counter()
+        level = logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
+        if level == logging.INFO:
+            last_report = now
+        log.log(level, "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s); "
+                "distances computed %.1f%%", n_iter, max_iter, label, inertia, shift, tol,
+                f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "",
+                100 * computed / (passes * n * k))
+        if on_iteration is not None:
+            on_iteration({"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift, "converged": done})
+        delta_sums, delta_counts, _, distances, step_inertia = state.step(centers, moves, exact=done)
+        sums, counts = sums + delta_sums, counts + delta_counts
+        passes, computed = passes + 1, computed + distances
+        inertia = step_inertia if done else _assignment_inertia(sq_total, centers, sums, counts)
+        if done:
+            break
+    log.info("bounded Lloyd%s: %d iterations in %.2f s, %.1f%% of the distances computed", label,
+             n_iter - done_before, time.perf_counter() - started, 100 * computed / (passes * n * k))
+    return Fitted(centers=centers, n_iter=n_iter, sums=sums, counts=counts, inertia=float(inertia),
+                  labels=state.labels(X), distance_share=computed / (passes * n * k))
