@@ -5,8 +5,8 @@ that stays in that worker's memory as a future between iterations; each iteratio
 and their moves, and only the changes of the per-cluster sums and counts come back ([k, p]). A row whose
 bounds hold costs two comparisons instead of k distances: after the first iterations most rows, and on
 all rows polished from a sample's centers nearly all. The first pass computes every distance (the bounds
-start exact), so this pays only when a fit makes several passes over the same rows (measured in
-benchmarks/large_k.py; the estimator uses it from job.kmeans.estimator.BOUNDED_MIN_K clusters).
+start exact), so this pays only when a fit makes several passes over the same rows. Not yet used by the
+estimator: it becomes its large-k loop once benchmarks/large_k.py shows it pays (issue: large k).
 
 The loop is plain Lloyd's (the same stopping rules as FusedKMeans._lloyd: the summed squared shift <= tol,
 or a pass that lowers the inertia by less than min_gain), with the inertia of each assignment at the
