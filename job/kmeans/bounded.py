@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 import dask.array as da
+import dask.core
 import numpy as np
 
 from job.engine import bounds
@@ -97,16 +98,10 @@ class _Bounds:
                 position[chunk.key] = self.client.submit(bounds.labels_of_states, state, index, workers=[worker],
                                                          allow_other_workers=True, pure=False)
         graph = X.__dask_graph__()
-        keys = [key for key in _flatten(X.__dask_keys__())]
+        keys = list(dask.core.flatten(X.__dask_keys__()))
         layer = {(name, i): position[graph[key].key] for i, key in enumerate(keys)}
         return da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, (X.chunks[0],),
                         dtype=np.int32)
-
-
-def _flatten(keys):
-    import dask.core
-
-    return list(dask.core.flatten(keys))
 
 
 def bounded_lloyd(X: da.Array, plan, centers: np.ndarray, *, tol: float, max_iter: int, done_before: int = 0,
@@ -124,7 +119,7 @@ def bounded_lloyd(X: da.Array, plan, centers: np.ndarray, *, tol: float, max_ite
     centers = np.asarray(centers, dtype=np.float64)
     sums, counts, inertia, sq_total = state.init(centers)
     n = int(X.shape[0])
-    passes, computed = 1, float(n * k)
+    passes, computed = 1, float(n * k)  # distances computed over `passes` passes of n x k each
     log.info("bounds: %d groups of centers; first pass (every distance) in %.2f s", groups.count,
              time.perf_counter() - started)
     previous, last_report, n_iter = previous_inertia, time.perf_counter(), done_before
