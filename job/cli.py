@@ -52,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--sample-size", default=str(defaults.sample_size), metavar="ROWS|auto|all",
                        help="fused: fit a seeded sample of this many rows first (the best of --n-init starts on a "
                        "subsample of it, then Lloyd on the sample, in memory), then run Lloyd over all rows from "
-                       "its centers until a pass gains less than tol. auto (default): 200,000 rows or 20,000 "
+                       "its centers until a pass gains less than tol. auto (default): 200,000 rows or 1,000 "
                        "per cluster, all rows when there are fewer; all: every pass on all rows (plain Lloyd)")
+    model.add_argument("--polish-passes", default=str(defaults.polish_passes), metavar="N|auto",
+                       help="fused, sampled: most Lloyd passes over all rows after the sample's fit, before the "
+                       "pass that assigns every row. auto (default): until a pass gains less than tol, below 32 "
+                       "clusters or while a pass is at most 2**28 row-centers (rows x k); else none")
     model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
                        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
     model.add_argument("--max-iter", type=int, default=defaults.max_iter)

@@ -60,6 +60,10 @@ class JobConfig:
     sample_size: int | str | None = _setting("auto", lambda v: v in (None, "auto") or v >= 1,
                                              "must be a number of rows, auto or all", convert=_rows_or_auto,
                                              result=True)
+    # most Lloyd passes over all rows after the sample's fit; auto: until a pass gains < tol, below 32
+    # clusters or while a pass is cheap (FusedKMeans.polish_passes)
+    polish_passes: int | str = _setting("auto", lambda v: v == "auto" or v >= 0, "must be a number (at least 0) or auto",
+                                        convert=_count_or_auto, result=True)
     engine: str = _setting("fused", *_one_of(ENGINES), result=True)
     max_iter: int = _setting(300, lambda v: v >= 1, "must be at least 1", result=True)
     tol: float = _setting(1e-4, lambda v: v >= 0, "must be >= 0", result=True)

@@ -223,6 +223,7 @@ class Fit:
     record: dict
     counts: np.ndarray
     sums: np.ndarray
+    labels: da.Array | None = None  # the fit's last assignment, when it kept it on the workers
 
     @property
     def centers(self) -> np.ndarray:
@@ -238,7 +239,8 @@ def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, re
         config.engine, n_clusters=k, init="k-means||", random_state=config.seed,
         max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
         init_max_iter=config.init_max_iter,
-        **({"n_init": config.n_init, "sample_size": config.sample_size} if config.engine == "fused" else {}),
+        **({"n_init": config.n_init, "sample_size": config.sample_size, "polish_passes": config.polish_passes}
+           if config.engine == "fused" else {}),
     )
     started = time.perf_counter()
     if config.engine == "fused" and partial is not None:
@@ -268,7 +270,8 @@ def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, re
             record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
                                 for key, value in model.sample_.items()}
     record["inertia"] = float(inertia) * PIXEL_SCALE**2
-    return Fit(model, centers, record, np.asarray(counts), np.asarray(sums))
+    labels = model.labels_ if getattr(model, "labels_kept_", False) else None
+    return Fit(model, centers, record, np.asarray(counts), np.asarray(sums), labels)
 
 
 def _evaluate(session: Session, fit: Fit) -> EvaluationPass:
@@ -277,7 +280,7 @@ def _evaluate(session: Session, fit: Fit) -> EvaluationPass:
     config = session.config
     index = sample_indices(session.data.n, config.silhouette_sample, config.seed)
     return evaluate_at(session.X, session.data.labels, fit.raw_centers, fit.counts, fit.sums, index,
-                       config.examples_per_cluster, config.seed)
+                       config.examples_per_cluster, config.seed, labels=fit.labels)
 
 
 def _save_model(out: Path, suffix: str, fit: Fit, image_shape, evaluation) -> None:

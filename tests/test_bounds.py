@@ -61,3 +61,59 @@ def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store):
     assert np.array_equal(fitted.counts, counts) and np.allclose(fitted.sums, sums)
     assert np.isclose(fitted.inertia, inertia, rtol=1e-6)
     assert np.array_equal(fitted.labels.compute(), kernels.assign(X_np, fitted.centers)[0])
+
+
+def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(client, mnist_store, monkeypatch):
+    """k >= 32 on a persisted X: the sample's Lloyd runs with bounds, then (polish_passes=0) one pass
+    assigns every row and keeps its labels on the workers: they, the counts, the sums and the inertia
+    are those of the nearest centers; with polish_passes=2 the bounded loop polishes; "auto" polishes
+    while a pass over all rows is at most POLISH_MAX_WORK row-centers."""
+    from job.kmeans import estimator
+    from job.kmeans.estimator import FusedKMeans
+
+    X_np = _rows(mnist_store, 30_000)
+    X = persist_balanced(client, da.from_array(X_np, chunks=(3_000, 784)))
+    k = 64  # on a 20,000-row sample: one start (only its seeding), then the sample's Lloyd
+    model = FusedKMeans(k, random_state=0, sample_size=20_000, polish_passes=0).fit(X)
+    assert model.strategy_ == "sampled (bounded Lloyd)" and model.labels_kept_
+    assert model.n_iter_ == 0 and model.passes_over_all_rows_ == 2
+    labels = model.labels_.compute()
+    assert np.array_equal(labels, kernels.assign(X_np, model.cluster_centers_.astype(np.float64))[0])
+    sums, counts, inertia = kernels.lloyd_partial(X_np, model.cluster_centers_.astype(np.float64))
+    assert np.array_equal(model.counts_, counts) and np.allclose(model.cluster_sums_, sums)
+    assert np.isclose(model.inertia_, inertia, rtol=1e-6)
+    assert model.sample_["n_iter"] > 1  # the sample's bounded Lloyd ran
+
+    polished = FusedKMeans(k, random_state=0, sample_size=20_000, polish_passes=2).fit(X)
+    assert 1 <= polished.n_iter_ <= 2 and polished.labels_kept_
+    assert polished.inertia_ < model.inertia_
+    centers = polished.cluster_centers_.astype(np.float64)
+    assert np.array_equal(polished.labels_.compute(), kernels.assign(X_np, centers)[0])
+    assert np.isclose(polished.inertia_, kernels.lloyd_partial(X_np, centers)[2], rtol=1e-6)
+
+    assert FusedKMeans(k, random_state=0, sample_size=20_000).fit(X).n_iter_ >= 1  # 30,000 x 64: cheap passes
+    monkeypatch.setattr(estimator, "POLISH_MAX_WORK", 30_000 * k - 1)
+    unpolished = FusedKMeans(k, random_state=0, sample_size=20_000).fit(X)
+    assert unpolished.n_iter_ == 0 and unpolished.inertia_ == model.inertia_
+
+
+def test_the_evaluation_pass_from_kept_labels_scores_as_the_full_pass(client, mnist_store):
+    """evaluate_at given the fit's labels makes no distance product and gets the same Evaluation."""
+    from job.evaluation.evaluate import evaluate_at
+    from job.kmeans.estimator import FusedKMeans
+
+    X_np = _rows(mnist_store, 12_000)
+    truth = da.from_array(np.asarray(zarr.open_group(str(mnist_store), mode="r")["train/labels"][:12_000]),
+                          chunks=3_000)
+    X = persist_balanced(client, da.from_array(X_np, chunks=(1_500, 784)))
+    model = FusedKMeans(40, random_state=0, sample_size=4_000).fit(X)
+    assert model.labels_kept_
+    index = np.arange(0, 12_000, 97)
+    args = (X, truth, model.cluster_centers_, model.counts_, model.cluster_sums_, index, 3, 0)
+    full, kept = evaluate_at(*args), evaluate_at(*args, labels=model.labels_)
+    assert np.array_equal(full.labels.compute(), kept.labels.compute())
+    a, b = full.evaluation.to_dict(), kept.evaluation.to_dict()
+    for key in a:
+        assert np.allclose(a[key], b[key], rtol=1e-9, equal_nan=True), key
+    assert np.array_equal(full.closest, kept.closest) and np.array_equal(full.random, kept.random)
+    assert np.array_equal(full.sample.labels, kept.sample.labels)

@@ -54,17 +54,20 @@ def test_job_config_validates_in_one_place_and_the_cli_names_the_flags():
     for changes, field, flag in [({"split": "validation"}, "split", "--split"), ({"engine": "gpu"}, "engine", "--engine"),
                                  ({"k": 0}, "k", "--k"), ({"k": "ten"}, "k", "--k"),
                                  ({"examples_per_cluster": 8, "sample_size": "lots"}, "sample_size", "--sample-size"),
-                                 ({"n_init": 0}, "n_init", "--n-init")]:
+                                 ({"n_init": 0}, "n_init", "--n-init"),
+                                 ({"polish_passes": -1}, "polish_passes", "--polish-passes")]:
         with pytest.raises(ConfigError, match=f"^{field} ") as caught:
             JobConfig(**changes)
         assert caught.value.option == field
         assert str(caught.value.for_flags(flag_of)).startswith(flag + " ")
     assert JobConfig(sample_size="all").sample_size is None and JobConfig(n_init="3").n_init == 3
+    assert JobConfig(polish_passes="2").polish_passes == 2
     assert JobConfig().to_dict()["cluster"]["kind"] == "local"
 
 
 def test_the_result_determining_settings_are_declared_on_the_fields():
-    assert JobConfig.result_fields() == ("split", "k", "seed", "n_init", "sample_size", "engine", "max_iter", "tol",
+    assert JobConfig.result_fields() == ("split", "k", "seed", "n_init", "sample_size", "polish_passes", "engine",
+                                         "max_iter", "tol",
                                          "init_max_iter", "oversampling_factor")
 
 

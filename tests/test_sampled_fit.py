@@ -70,7 +70,8 @@ def test_sampled_fit_reaches_the_full_fits_quality_on_mnist(client, pixels):
 def test_the_default_sample_is_everything_at_mnist_size():
     assert auto_sample_size(70_000, 10) == 70_000
     assert auto_sample_size(8_100_000, 10) == 200_000
-    assert auto_sample_size(8_100_000, 256) == 5_120_000
+    assert auto_sample_size(8_100_000, 256) == 256_000
+    assert auto_sample_size(1_000_000, 1024) == 1_000_000
 
 
 def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_dir):

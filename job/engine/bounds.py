@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from job.engine.kernels import BLOCK_ROWS, as_float, compute_dtype, squared_norms
+from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype, squared_norms
 
 # Bounds are stored in float32; each update is widened by this much of the largest center norm, so that
 # rounding never lets a bound cross the true distance.
@@ -95,11 +95,29 @@ def _move_rows(X, rows, old, new, sums, counts):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def _add_rows(X, labels, sums, counts):  # pragma: no cover - compiled
+    """Each row into its cluster's sum and count; returns the total of the rows' squared norms."""
+    sq = 0.0
     for i in range(X.shape[0]):
         a = labels[i]
         counts[a] += 1
         for f in range(X.shape[1]):
-            sums[a, f] += np.float64(X[i, f])
+            v = np.float64(X[i, f])
+            sums[a, f] += v
+            sq += v * v
+    return sq
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _own_distances(X, rows, labels, C, out):  # pragma: no cover - compiled
+    """The distance of each row in `rows` to its own center, by differences (no cancellation)."""
+    for r in range(len(rows)):
+        i = rows[r]
+        c = labels[i]
+        s = 0.0
+        for f in range(X.shape[1]):
+            d = np.float64(X[i, f]) - C[c, f]
+            s += d * d
+        out[r] = np.sqrt(s)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -125,11 +143,12 @@ def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compile
             lower[i, g] = np.sqrt(max(m + x_sq[i], 0.0)) if m < np.inf else np.inf
 
 
-def _dense_search(xb, C, C_sq, groups: Groups):
-    """All k distances of a block: (nearest center, its distance, lower bound per group [b, G])."""
-    d = xb @ C[groups.order].T  # columns in group order
+def _dense_search(xb, C_ordered, C_sq_ordered, groups: Groups):
+    """All k distances of a block against the centers in group order (C[groups.order]): (nearest
+    center, its distance, lower bound per group [b, G])."""
+    d = xb @ C_ordered.T
     d *= -2
-    d += C_sq[groups.order]
+    d += C_sq_ordered
     best = np.empty(len(xb), dtype=np.int64)
     best_d = np.empty(len(xb), dtype=np.float32)
     lower = np.empty((len(xb), groups.count), dtype=np.float32)
@@ -141,32 +160,28 @@ def init_chunk(X: np.ndarray, centers: np.ndarray, groups: Groups):
     """The bounds of a chunk against `centers`, from every distance: (state, (sums float64 [k, p],
     counts int64 [k], inertia, total of squared norms))."""
     C = np.asarray(centers).astype(compute_dtype(X.dtype), copy=False)
-    C_sq = squared_norms(C)
+    C_ordered = np.ascontiguousarray(C[groups.order])
+    C_sq_ordered = squared_norms(C_ordered)
     m = len(X)
     labels = np.empty(m, dtype=np.int32)
     upper = np.empty(m, dtype=np.float32)
     lower = np.empty((m, groups.count), dtype=np.float32)
-    inertia = sq_total = 0.0
+    buffer = block_buffer(X)
     for start in range(0, m, BLOCK_ROWS):
-        xb = as_float(X[start : start + BLOCK_ROWS])
+        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
         stop = start + len(xb)
-        labels[start:stop], best_d, lower[start:stop] = _dense_search(xb, C, C_sq, groups)
-        upper[start:stop] = best_d
-        inertia += float(np.square(best_d, dtype=np.float64).sum())
-        sq_total += float(squared_norms(xb.astype(np.float64)).sum())
+        labels[start:stop], upper[start:stop], lower[start:stop] = _dense_search(xb, C_ordered, C_sq_ordered, groups)
+    inertia = float(np.square(upper, dtype=np.float64).sum())
     sums = np.zeros(C.shape, dtype=np.float64)
     counts = np.zeros(len(C), dtype=np.int64)
-    _add_rows(X, labels, sums, counts)
+    sq_total = _add_rows(X, labels, sums, counts)
     return (labels, upper, lower), (sums, counts, inertia, sq_total)
 
 
 def _exact_upper(X, rows, labels, C) -> np.ndarray:
     """The distance of each row in `rows` to its own center, by differences (no cancellation)."""
     out = np.empty(len(rows), dtype=np.float32)
-    for start in range(0, len(rows), BLOCK_ROWS):
-        idx = rows[start : start + BLOCK_ROWS]
-        diff = as_float(X[idx]) - C[labels[idx]]
-        out[start : start + len(idx)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    _own_distances(np.ascontiguousarray(X), rows, labels, np.ascontiguousarray(C, dtype=np.float64), out)
     return out
 
 
@@ -185,8 +200,9 @@ def step_chunk(X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, gro
     # of the lower bounds would be as large as an eighth of the chunk each pass.
     labels, upper, lower = state
     C = np.asarray(centers).astype(compute_dtype(X.dtype), copy=False)
-    C_sq = squared_norms(C)
-    slack = SLACK * float(np.sqrt(C_sq.max()))
+    C_ordered = np.ascontiguousarray(C[groups.order])
+    C_sq_ordered = squared_norms(C_ordered)
+    slack = SLACK * float(np.sqrt(C_sq_ordered.max()))
     group_moves = np.maximum.reduceat(moves[groups.order], groups.starts).astype(np.float32)
     upper += (moves[labels] + slack).astype(np.float32)
     lower -= group_moves + slack
@@ -203,7 +219,7 @@ def step_chunk(X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, gro
     for start in range(0, len(open_rows), BLOCK_ROWS):
         idx = open_rows[start : start + BLOCK_ROWS]
         old = labels[idx]
-        best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C, C_sq, groups)
+        best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C_ordered, C_sq_ordered, groups)
         computed += len(idx) * k
         changed = best != old
         if changed.any():
@@ -235,6 +251,19 @@ def step_chunks(states, centers, moves, groups: Groups, exact: bool, *chunks):
     """step_chunk over the chunks one worker thread holds, with their states."""
     results = [step_chunk(chunk, state, centers, moves, groups, exact) for chunk, state in zip(chunks, states)]
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
+
+
+def assign_chunks(centers, *chunks):
+    """The plain fused pass (job.engine.kernels.lloyd_partial, no bounds) over the chunks one worker
+    thread holds, keeping each row's label: (their states (labels,), the summed (sums, counts, inertia))."""
+    from job.engine.kernels import add_partials, lloyd_partial
+
+    states, parts = [], []
+    for chunk in chunks:
+        labels = np.empty(len(chunk), dtype=np.int32)
+        parts.append(lloyd_partial(chunk, centers, labels))
+        states.append((labels,))
+    return states, add_partials(*parts)
 
 
 def labels_of_states(states, index: int) -> np.ndarray:

@@ -51,7 +51,7 @@ def as_float(block: np.ndarray, buffer: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _buffer(X: np.ndarray) -> np.ndarray | None:
+def block_buffer(X: np.ndarray) -> np.ndarray | None:
     """The float32 block buffer as_float fills for integer X (None for float X)."""
     return None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(X)), X.shape[1]), dtype=np.float32)
 
@@ -72,7 +72,7 @@ def distance_blocks(X: np.ndarray, centers: np.ndarray):
     block are reused buffers (see as_float): use them before asking for the next."""
     centers = centers.astype(compute_dtype(X.dtype), copy=False)
     centers_sq = squared_norms(centers)
-    buffer = _buffer(X)
+    buffer = block_buffer(X)
     dbuf = np.empty((min(BLOCK_ROWS, len(X)), len(centers)), dtype=centers.dtype)
     for start in range(0, len(X), BLOCK_ROWS):
         xb = as_float(X[start : start + BLOCK_ROWS], buffer)
@@ -119,15 +119,15 @@ def _nearest(d, i):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _accumulate(xb, d, sums, counts):  # pragma: no cover - compiled
-    """For each row: argmin of its distances, then add the row to that cluster's sum (float64).
-
-    Returns the block's inertia: sum of min(d) + ||x||^2, each clipped at 0.
+def _accumulate(xb, d, sums, counts, labels):  # pragma: no cover - compiled
+    """For each row: argmin of its distances (into labels [b]), then add the row to that cluster's sum
+    (float64). Returns the block's inertia: sum of min(d) + ||x||^2, each clipped at 0.
     """
     b, p = xb.shape
     inertia = 0.0
     for i in range(b):
         best, best_d = _nearest(d, i)
+        labels[i] = best
         counts[best] += 1
         norm = 0.0
         for f in range(p):
@@ -140,11 +140,13 @@ def _accumulate(xb, d, sums, counts):  # pragma: no cover - compiled
     return inertia
 
 
-def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def lloyd_partial(X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
     """One Lloyd step's contribution of a chunk, in a single pass over it.
 
     Returns (sums float64 [k, p], counts int64 [k], inertia float): the per-cluster sums and sizes of
-    the rows nearest to each center, and the sum of their squared distances to `centers`.
+    the rows nearest to each center, and the sum of their squared distances to `centers`; each row's
+    nearest center goes into `labels` (int32 [m]) when given.
 
     Per block of rows: distances by one BLAS product, then a compiled loop that picks the nearest center
     and adds the row to its sum while the block is still in cache. A one-hot matrix product for the sums
@@ -154,8 +156,10 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     sums = np.zeros((k, p), dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     inertia = 0.0
-    for _, xb, d in distance_blocks(X, centers):
-        inertia += _accumulate(xb, d, sums, counts)
+    labels = np.empty(min(BLOCK_ROWS, len(X)), dtype=np.int32) if labels is None else labels
+    scratch = len(labels) < len(X)  # no labels asked for: one block's worth, overwritten
+    for start, xb, d in distance_blocks(X, centers):
+        inertia += _accumulate(xb, d, sums, counts, labels[: len(xb)] if scratch else labels[start : start + len(xb)])
     return sums, counts, inertia
 
 
@@ -230,6 +234,42 @@ def assign_with_means(X: np.ndarray, centers: np.ndarray, means: np.ndarray):
     for start, xb, d in distance_blocks(X, centers):
         stop = start + len(xb)
         sq_total += _label_block(xb, d, means, labels[start:stop], dist[start:stop], spread)
+    return labels, dist, spread, sq_total
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _own_distances(X, labels, centers, means, dist, spread):  # pragma: no cover - compiled
+    """assign_with_means' per-row work for rows whose labels are known: each row's squared distance to
+    its center into dist, its distance to its cluster's mean added to spread; returns the total of
+    squared norms."""
+    m, p = X.shape
+    sq_total = 0.0
+    for i in range(m):
+        c = labels[i]
+        norm = 0.0
+        to_center = 0.0
+        to_mean = 0.0
+        for f in range(p):
+            v = np.float64(X[i, f])
+            norm += v * v
+            a = v - centers[c, f]
+            to_center += a * a
+            b = v - means[c, f]
+            to_mean += b * b
+        dist[i] = to_center
+        spread[c] += np.sqrt(to_mean)
+        sq_total += norm
+    return sq_total
+
+
+def with_known_labels(X: np.ndarray, labels: np.ndarray, centers: np.ndarray, means: np.ndarray):
+    """What assign_with_means returns, for rows whose nearest centers `labels` are already known (the
+    bounded Lloyd loop's last pass): no distance product, two differences per pixel."""
+    labels = np.ascontiguousarray(labels, dtype=np.int32)
+    dist = np.empty(len(X), dtype=np.float64)
+    spread = np.zeros(len(centers), dtype=np.float64)
+    sq_total = _own_distances(np.ascontiguousarray(X), labels, np.ascontiguousarray(centers, dtype=np.float64),
+                              np.ascontiguousarray(means, dtype=np.float64), dist, spread)
     return labels, dist, spread, sq_total
 
 

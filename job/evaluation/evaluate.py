@@ -70,14 +70,16 @@ class EvaluationPass:
 
 
 def evaluate_at(X: da.Array, truth: da.Array, centers: np.ndarray, counts: np.ndarray, sums: np.ndarray,
-                sample_index: np.ndarray, examples_per_cluster: int, seed: int) -> EvaluationPass:
+                sample_index: np.ndarray, examples_per_cluster: int, seed: int,
+                labels: da.Array | None = None) -> EvaluationPass:
     """Score the clustering of X at `centers` (X's units) in one pass over X (job.evaluation.scoring);
-    counts [k] and sums [k, p] are the fit's per-cluster counts and coordinate sums at those centers."""
+    counts [k] and sums [k, p] are the fit's per-cluster counts and coordinate sums at those centers;
+    labels, the fit's labels when its last pass kept them (then no distance is computed again)."""
     counts, sums = np.asarray(counts), np.asarray(sums, dtype=np.float64)
     means = sums / np.maximum(counts, 1)[:, None]
     started = time.perf_counter()
     labels, small = scoring.score_pass(X, truth, centers, means, examples_per_cluster=examples_per_cluster,
-                                       seed=seed, sample_index=sample_index)
+                                       seed=seed, sample_index=sample_index, labels=labels)
     evaluation = Evaluation(
         **label_metrics(small.contingency), contingency=small.contingency.tolist(),
         calinski_harabasz=float(scoring.calinski_harabasz(counts, sums, small.sq_total)[0]),

@@ -15,7 +15,7 @@ internal-criteria passes that converted every chunk to float64, a gather of the 
 fancy indexing, and a tree over per-chunk example candidates): 79 s on 8.1M persisted images, 2 cores,
 of which the float64 criteria passes were 54 s. The per-row work here is compiled (numba), reads the
 uint8 pixels as they are, and shares the distance product with the labels.
-May use: job.engine (kernels, blockwise), job.evaluation.examples, data_prep.digits, numba.
+May use: job.engine (kernels, blockwise), job.evaluation.examples, data_prep.digits, numba, scipy.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import dask.array as da
 import numba
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from data_prep.digits import N_CLASSES
 from job.engine import kernels
@@ -80,7 +81,11 @@ class PassOne:
 
 def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, offset):
     k = len(centers)
-    labels, dist, spread, sq = kernels.assign_with_means(X, centers, means)
+    if truth.dtype == np.int64:  # label * n_classes + digit: the rows' clusters are known (score_pass)
+        labels, dist, spread, sq = kernels.with_known_labels(X, truth // n_classes, centers, means)
+        truth = truth % n_classes
+    else:
+        labels, dist, spread, sq = kernels.assign_with_means(X, centers, means)
     flat = labels.astype(np.int64) * n_classes + truth.astype(np.int64)
     table = np.bincount(flat, minlength=k * n_classes).reshape(k, n_classes)
     closest, random = examples.chunk_candidates(labels, dist, offset, k, m, seed)
@@ -105,12 +110,16 @@ def _labels_of(box):
 
 
 def score_pass(X: da.Array, truth: da.Array, centers: np.ndarray, means: np.ndarray, *, examples_per_cluster: int,
-               seed: int, sample_index: np.ndarray, n_classes: int = N_CLASSES) -> tuple[da.Array, PassOne]:
+               seed: int, sample_index: np.ndarray, n_classes: int = N_CLASSES,
+               labels: da.Array | None = None) -> tuple[da.Array, PassOne]:
     """The evaluation's one pass over X [n, p] at `centers` [k, p] (X's units); `means` [k, p] are the
     means of the clusters that labelling gives (the fit's last pass computed them: FusedKMeans's
     cluster_sums_ / counts_). Returns the labels (int32 [n], persisted on the workers) and the combined
     small results. truth: the true digits, uint8 [n]; sample_index: the sorted global indices of the
-    silhouette's rows."""
+    silhouette's rows. labels: the rows' clusters when a pass at these centers already computed them
+    (kept on the workers): then no distance product is made, and the labels returned are those."""
+    if labels is not None:  # one array per chunk for boxed_pairs: each row's cluster and digit in one int64
+        truth = labels.astype(np.int64) * n_classes + truth.rechunk((labels.chunks[0],)).astype(np.int64)
     boxes = boxed_pairs(X, truth, _pass_chunk, np.asarray(centers, dtype=np.float64),
                         np.asarray(means, dtype=np.float64), n_classes, examples_per_cluster, seed,
                         np.asarray(sample_index, dtype=np.int64), with_offset=True).persist()
@@ -161,7 +170,9 @@ def davies_bouldin(counts: np.ndarray, means: np.ndarray, distance_sums: np.ndar
     kk = int(present.sum())
     spread = distance_sums[present] / counts[present]
     m = means[present]
-    centroid_dist = np.sqrt(np.maximum(((m[:, None, :] - m[None, :, :]) ** 2).sum(-1), 0.0))
+    # [k, k] by scipy's cdist (exact differences, as sklearn's pairwise distances of the centroids up to
+    # rounding): the broadcast difference it replaces was [k, k, p] float64, 6.6 GB in the client at k=1024.
+    centroid_dist = cdist(m, m)
     if kk < 2:
         return float("nan")
     if np.allclose(spread, 0) or np.allclose(centroid_dist, 0):

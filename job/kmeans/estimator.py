@@ -32,12 +32,24 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from job.engine import kernels
 from job.engine.map_reduce import moments, plan_tasks
 from job.kmeans.kmeans_parallel import kmeans_parallel
-from job.kmeans.passes import inertia_and_counts, lloyd_step, predict_labels, relative_tol, reseed_empty
+from job.kmeans.passes import lloyd_step, predict_labels, relative_tol, reseed_empty
 from job.kmeans.validation import check_features, check_rows_and_weights
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INIT_ROUNDS = 5
+# From this many clusters on, Lloyd over a persisted X (or sample) runs with Yinyang bounds
+# (job.kmeans.bounded); below it the plain fused loop is as fast (docs/benchmarks.md, section 14).
+BOUNDED_MIN_K = 32
+# With many clusters, polishing passes over all rows (polish_passes="auto") only while one costs at most
+# this many row-centers (k=64 on 4M rows, k=256 on 1M): on 8.1M rows at k=256 (2.1G) each pass cost as
+# much as the sample's whole fit (7 passes: 0.23% of inertia, 70% of the fit); on 1M rows at k=64 a pass is ~1 s, the
+# sample's centers, left unpolished, ended 0.15% above scikit-learn's on 100,000 rows (section 14).
+POLISH_MAX_WORK = 2**28
+# The sample's loop with bounds (or X's, when the sample is all of it) also stops once an iteration lowers
+# its inertia by less than this: at k=256 on 8.1M digits the sample's inertia moved 0.16% between
+# iteration 35 (where this stops) and 78 (1e-5), and 0.001% from 150 to 275 (the shift reaching tol).
+SAMPLE_MIN_GAIN = 1e-4
 
 
 def base_seed(random_state) -> int:
@@ -104,15 +116,25 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         for the sampled fit (1 with many clusters: job.kmeans.sampling.auto_starts),
         1 for plain Lloyd. A single start of the sampled fit is only its seeding (greedy k-means++).
     sample_size : "auto", int or None, default="auto"
-        Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 20,000 per cluster,
+        Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 1,000 per cluster,
         all rows when there are fewer). None: every pass on all rows.
+    polish_passes : "auto" or int, default="auto"
+        Most Lloyd passes over all rows after the sample's fit (each stops early once it gains less than
+        ``tol``), before the final pass that assigns every row. "auto": up to ``max_iter`` below 32
+        clusters, or while a pass is at most 2**28 row-centers (n_samples x n_clusters); else 0, where each
+        pass costs as much as the sample's whole fit and buys little (k=256 on 8.1M digits: 7 passes
+        lowered the inertia by 0.23% and took 70% of the fit; docs/benchmarks.md, section 14).
 
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
         The centers, float64 (float32 for float32 or compact integer input).
     labels_ : dask.array.Array of shape (n_samples,), int32
-        Lazy: the nearest center of each training row, computed when asked for.
+        Lazy: the nearest center of each training row, computed when asked for (or already on the
+        workers: ``labels_kept_``).
+    labels_kept_ : bool
+        Whether ``labels_`` are the fit's own last assignment, kept on the workers (Lloyd with bounds,
+        ``n_clusters`` >= 32 on a persisted X), rather than a pass to be computed.
     inertia_ : float
         Sum of (weighted) squared distances of the training rows to their nearest center, over all rows.
     n_iter_ : int
@@ -172,10 +194,11 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "init_max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "sample_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"), None],
+        "polish_passes": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(self, n_clusters=8, *, init="k-means||", oversampling_factor=2, max_iter=300, tol=1e-4,
-                 random_state=None, init_max_iter=None, n_init="auto", sample_size="auto"):
+                 random_state=None, init_max_iter=None, n_init="auto", sample_size="auto", polish_passes="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.oversampling_factor = oversampling_factor
@@ -185,6 +208,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.init_max_iter = init_max_iter
         self.n_init = n_init
         self.sample_size = sample_size
+        self.polish_passes = polish_passes
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -243,7 +267,10 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.counts_ = best["counts"] * scale if scale != 1 else best["counts"]
         self.cluster_sums_ = best["sums"] * scale
         self.cluster_centers_ = best["centers"].astype(np.result_type(X.dtype, np.float32))
-        self.labels_ = predict_labels(X, self.cluster_centers_)
+        labels = best.get("labels")
+        # The bounded loop's last pass left every row's label on the workers: no pass to compute them again.
+        self.labels_ = labels if labels is not None else predict_labels(X, self.cluster_centers_)
+        self.labels_kept_ = labels is not None
         self.n_iter_ = best["n_iter"]
         return self
 
@@ -318,12 +345,16 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if sampled:
             log.info("sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds)
         sample_record = {"rows": int(m), "draw_seconds": draw_seconds}
+        bounded = self._bounded(plan)
         if start is None:
             centers, init_info = self._run_starts(sample, seeds, tol)
             init_centers = init_info.pop("centers")
             if sampled:
-                centers, sample_iter = self._lloyd(sample, centers, tol, sample_plan)
-                sample_inertia, _ = inertia_and_counts(sample, centers, sample_plan)
+                # With many clusters the sample's loop also stops on the gain (its shift reaches tol only
+                # after hundreds of iterations that no longer move the inertia: docs/benchmarks.md, 14).
+                centers, sample_iter, _, _, sample_inertia, _ = self._converge(
+                    sample, sample_plan, centers, tol, min_gain=SAMPLE_MIN_GAIN if bounded else 0.0,
+                    label=" on the sample", seed=seeds[0])
                 sample_record.update(n_iter=int(sample_iter), inertia=float(sample_inertia),
                                      fit_seconds=time.perf_counter() - started - draw_seconds, **init_info)
                 log.info("sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
@@ -348,33 +379,72 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             if on_iteration is not None:
                 on_iteration({"start": 0, **state})
 
-        if start is not None and start.get("converged"):
-            n_iter = done_before
-        elif sampled:
-            # Polishing: from a sample's converged centers the shift falls below tol only after a hundred
-            # passes or more (8.1M deformed digits: still 10x tol after 60), while the inertia stops
-            # improving after a few: stop when a pass gains less than tol, relative (docs/benchmarks.md).
-            previous = None if start is None else start.get("inertia")
-            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, notify, min_gain=self.tol,
-                                          previous_inertia=previous)
-        else:  # the sample is X: plain Lloyd from the best start, scikit-learn's rule
-            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, notify)
+        # Polishing (sampled): from a sample's converged centers the shift falls below tol only after a
+        # hundred passes or more (8.1M deformed digits: still 10x tol after 60), while the inertia stops
+        # improving after a few: stop when a pass gains less than tol, relative (docs/benchmarks.md).
+        # Without a sample (it is X): Lloyd from the best start by scikit-learn's rule.
+        previous = None if start is None else start.get("inertia")
+        converged = start is not None and bool(start.get("converged"))
+        max_iter = done_before if converged else self.max_iter
+        if sampled:
+            max_iter = min(max_iter, done_before + self._polish_passes(n))
+        # Without a sample (it is X) the loop is the sample's: with many clusters it stops on the gain too.
+        min_gain = self.tol if sampled else (SAMPLE_MIN_GAIN if bounded else 0.0)
+        centers, n_iter, sums, counts, inertia, labels = self._converge(
+            X, plan, centers, tol, done_before, notify, min_gain=min_gain,
+            previous_inertia=previous, max_iter=max_iter, label=" over all rows" if sampled else "", seed=seeds[0])
         self.lloyd_time_ = time.perf_counter() - started
-        sums, counts, inertia = lloyd_step(X, centers, plan)
+        self.strategy_ += " (bounded Lloyd)" if bounded else ""
         if sampled:
             if inertias and start is None:
                 sample_record["inertia_all_rows_after_sample"] = float(inertias[0])
             sample_record["inertia_all_rows_final"] = float(inertia)
             sample_record["full_passes"] = int(n_iter - done_before)
             self.sample_ = sample_record
-            self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # draw, Lloyd, final inertia
             log.info("fit: %d Lloyd passes over all rows after the sample, inertia %.6g", n_iter - done_before,
                      inertia)
         else:
             self.sample_ = None
-            self.passes_over_all_rows_ = 1 + (n_iter - done_before) + 1  # moments, Lloyd, final inertia
+        # the draw, then Lloyd (bounded: its first pass, then one per iteration; plain: one per iteration,
+        # then the final one)
+        self.passes_over_all_rows_ = 2 + (n_iter - done_before)
         return {"seed": seeds[0], "centers": centers, "inertia": inertia, "counts": counts, "sums": sums,
-                "n_iter": n_iter, "init_centers": init_centers, "init_info": init_info}
+                "n_iter": n_iter, "init_centers": init_centers, "init_info": init_info, "labels": labels}
+
+    def _polish_passes(self, n: int) -> int:
+        if self.polish_passes == "auto":
+            cheap = self.n_clusters < BOUNDED_MIN_K or n * self.n_clusters <= POLISH_MAX_WORK
+            return self.max_iter if cheap else 0
+        return int(self.polish_passes)
+
+    def _bounded(self, plan) -> bool:
+        """Whether Lloyd runs with Yinyang bounds (job.kmeans.bounded): with many clusters, on a persisted X."""
+        return plan is not None and self.n_clusters >= BOUNDED_MIN_K
+
+    def _converge(self, X, plan, centers, tol, done_before=0, on_iteration=None, min_gain=0.0,
+                  previous_inertia=None, max_iter=None, label="", seed=0):
+        """Lloyd from `centers` (FusedKMeans._lloyd's rules) and the assignment at its last centers:
+        (centers, n_iter, sums, counts, inertia, labels). labels: the assignment's labels on the workers
+        (the bounded loop keeps them) or None (plain Lloyd: computed again when asked for)."""
+        max_iter = self.max_iter if max_iter is None else max_iter
+        if self._bounded(plan) and max_iter <= done_before:  # no iteration: only the final pass
+            from job.kmeans.bounded import assign_kept
+
+            sums, counts, inertia, labels = assign_kept(X, plan, centers)
+            return np.asarray(centers, dtype=np.float64), done_before, sums, counts, inertia, labels
+        if self._bounded(plan):
+            from job.kmeans.bounded import bounded_lloyd
+
+            fitted = bounded_lloyd(X, plan, centers, tol=tol, max_iter=max_iter, done_before=done_before,
+                                   min_gain=min_gain, previous_inertia=previous_inertia, on_iteration=on_iteration,
+                                   seed=seed, label=label)
+            return fitted.centers, fitted.n_iter, fitted.sums, fitted.counts, fitted.inertia, fitted.labels
+        n_iter = done_before
+        if max_iter > done_before:
+            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration, min_gain=min_gain,
+                                          previous_inertia=previous_inertia, max_iter=max_iter)
+        sums, counts, inertia = lloyd_step(X, centers, plan)
+        return centers, n_iter, sums, counts, inertia, None
 
     def _run_starts(self, sample, seeds, tol):
         """The starts: each one task fitting a nested subsample of the sample in memory
@@ -481,16 +551,17 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return np.asarray(centers, dtype=np.float64), {}
 
     def _lloyd(self, X, centers, tol, plan, done_before=0, on_iteration=None, min_gain=0.0,
-               previous_inertia=None, weights=None) -> tuple[np.ndarray, int]:
+               previous_inertia=None, weights=None, max_iter=None) -> tuple[np.ndarray, int]:
         """Lloyd iterations from `centers` until the squared center shift is <= tol (scikit-learn's rule),
         or, with min_gain > 0, until a pass lowers the inertia by less than min_gain (relative; the
         polishing stage of the sampled fit), or max_iter. previous_inertia: the inertia of the pass
         before `done_before` (a resumed run's checkpoint), so that a resumed loop stops where an
         uninterrupted one would. weights: sample weights (a dask array chunked like X) or None."""
         n_iter = done_before
+        max_iter = self.max_iter if max_iter is None else max_iter
         last_report = time.perf_counter()
         previous = previous_inertia
-        for n_iter in range(done_before + 1, self.max_iter + 1):
+        for n_iter in range(done_before + 1, max_iter + 1):
             sums, counts, inertia = lloyd_step(X, centers, plan, weights)
             if not np.isfinite(inertia):
                 raise ValueError("Input contains NaN or infinity.")
@@ -511,7 +582,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             if level == logging.INFO:
                 last_report = now
             log.log(level, "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s)",
-                    n_iter, self.max_iter, " over all rows" if min_gain else "", inertia, shift, tol,
+                    n_iter, max_iter, " over all rows" if min_gain else "", inertia, shift, tol,
                     f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "")
             if on_iteration is not None:
                 on_iteration({"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift,

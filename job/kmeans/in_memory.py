@@ -28,6 +28,11 @@ SEEDING_ROWS_PER_CENTER = 1_000
 # on 60,000 MNIST rows at k=256 (one thread, another job running), 9.6 s on 25,600 (benchmarks/classifier.py
 # measures the accuracy this keeps). Below 25 centers the per-center rule is the smaller one.
 SEEDING_MAX_ROWS = 25_000
+# ... and with many clusters at most SEEDING_MAX_WORK / k rows (rows x k: k <= 32 keep the rules above), but
+# never fewer than 4 per center: at k=256 greedy k-means++ on 25,000 rows took 8.2 s of a 50 s budget, while
+# Lloyd on the 256,000-row sample (bounded, all workers) then moves the centers far from where they started.
+SEEDING_MAX_WORK = 800_000
+SEEDING_MIN_ROWS_PER_CENTER = 4
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -179,7 +184,8 @@ def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> di
     started = time.perf_counter()
     X = np.ascontiguousarray(X)
     rng = np.random.default_rng(seed % 2**32)
-    rows = min(len(X), SEEDING_ROWS_PER_CENTER * k, SEEDING_MAX_ROWS)
+    rows = min(len(X), SEEDING_ROWS_PER_CENTER * k, SEEDING_MAX_ROWS,
+               max(SEEDING_MIN_ROWS_PER_CENTER * k, SEEDING_MAX_WORK // k))
     seeding = X[np.sort(rng.choice(len(X), size=rows, replace=False))] if rows < len(X) else X
     with threadpool_limits(1):
         init = greedy_kmeans_plusplus(seeding, k, rng)
