@@ -79,9 +79,9 @@ class PassOne:
     sample_truth: np.ndarray  # the true digits of those rows [s]
 
 
-def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, offset):
+def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, known, offset):
     k = len(centers)
-    if truth.dtype == np.int64:  # label * n_classes + digit: the rows' clusters are known (score_pass)
+    if known:  # truth is label * n_classes + digit: the rows' clusters are known (score_pass)
         labels, dist, spread, sq = kernels.with_known_labels(X, truth // n_classes, centers, means)
         truth = truth % n_classes
     else:
@@ -122,7 +122,7 @@ def score_pass(X: da.Array, truth: da.Array, centers: np.ndarray, means: np.ndar
         truth = labels.astype(np.int64) * n_classes + truth.rechunk((labels.chunks[0],)).astype(np.int64)
     boxes = boxed_pairs(X, truth, _pass_chunk, np.asarray(centers, dtype=np.float64),
                         np.asarray(means, dtype=np.float64), n_classes, examples_per_cluster, seed,
-                        np.asarray(sample_index, dtype=np.int64), with_offset=True).persist()
+                        np.asarray(sample_index, dtype=np.int64), labels is not None, with_offset=True).persist()
     labels = boxes.map_blocks(_labels_of, chunks=(X.chunks[0],), dtype=np.int32,
                               meta=np.empty((0,), dtype=np.int32), name="labels-" + boxes.name).persist()
     small = _merge(reduce_boxes(boxes, _merge))  # _merge again: with one chunk the tree has no node
