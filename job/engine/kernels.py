@@ -238,7 +238,7 @@ def assign_with_means(X: np.ndarray, centers: np.ndarray, means: np.ndarray):
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _own_distances(X, labels, centers, means, dist, spread):  # pragma: no cover - compiled
+def _known_label_pass(X, labels, centers, means, dist, spread):  # pragma: no cover - compiled
     """assign_with_means' per-row work for rows whose labels are known: each row's squared distance to
     its center into dist, its distance to its cluster's mean added to spread; returns the total of
     squared norms."""
@@ -268,7 +268,7 @@ def with_known_labels(X: np.ndarray, labels: np.ndarray, centers: np.ndarray, me
     labels = np.ascontiguousarray(labels, dtype=np.int32)
     dist = np.empty(len(X), dtype=np.float64)
     spread = np.zeros(len(centers), dtype=np.float64)
-    sq_total = _own_distances(np.ascontiguousarray(X), labels, np.ascontiguousarray(centers, dtype=np.float64),
+    sq_total = _known_label_pass(np.ascontiguousarray(X), labels, np.ascontiguousarray(centers, dtype=np.float64),
                               np.ascontiguousarray(means, dtype=np.float64), dist, spread)
     return labels, dist, spread, sq_total
 

@@ -85,8 +85,10 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     learned attributes, a lazy ``labels_``), with a default fit that reads the data a few times instead
     of hundreds: ``n_init`` starts, each one task fitting a subsample in memory (greedy k-means++, then
     Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then Lloyd passes
-    over all rows until a pass gains less than ``tol``. ``sample_size=None`` runs every pass on all rows
-    (k-means|| then plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
+    over all rows until a pass gains less than ``tol`` (``polish_passes``). From 32 clusters on, with X
+    persisted, Lloyd keeps Yinyang bounds on the workers (most rows skip most distances) and the last
+    pass keeps every row's label there. ``sample_size=None`` runs every pass on all rows (k-means|| then
+    plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
 
     Parameters
     ----------
