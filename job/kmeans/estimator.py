@@ -383,14 +383,14 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
         # Polishing (sampled): from a sample's converged centers the shift falls below tol only after a
         # hundred passes or more (8.1M deformed digits: still 10x tol after 60), while the inertia stops
-        # improving after a few: stop when a pass gains less than tol, relative (docs/benchmarks.md).
-        # Without a sample (it is X): Lloyd from the best start by scikit-learn's rule.
+        # improving after a few: stop when a pass gains less than tol, relative (docs/benchmarks.md), and
+        # after at most polish_passes. Without a sample (it is X) this loop is the sample's: scikit-learn's
+        # rule, and with many clusters also the sample's gain rule.
         previous = None if start is None else start.get("inertia")
         converged = start is not None and bool(start.get("converged"))
         max_iter = done_before if converged else self.max_iter
         if sampled:
             max_iter = min(max_iter, done_before + self._polish_passes(n))
-        # Without a sample (it is X) the loop is the sample's: with many clusters it stops on the gain too.
         min_gain = self.tol if sampled else (SAMPLE_MIN_GAIN if bounded else 0.0)
         centers, n_iter, sums, counts, inertia, labels = self._converge(
             X, plan, centers, tol, done_before, notify, min_gain=min_gain,
