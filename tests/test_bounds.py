@@ -117,3 +117,29 @@ def test_the_evaluation_pass_from_kept_labels_scores_as_the_full_pass(client, mn
         assert np.allclose(a[key], b[key], rtol=1e-9, equal_nan=True), key
     assert np.array_equal(full.closest, kept.closest) and np.array_equal(full.random, kept.random)
     assert np.array_equal(full.sample.labels, kept.sample.labels)
+
+
+def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_store, monkeypatch):
+    """With bounds, Lloyd on the sample starts from the centers Lloyd reaches on a quarter of it drawn
+    by row position (the same rows for any chunking); the fit stays exact over all rows."""
+    from job.kmeans import estimator
+    from job.kmeans.estimator import FusedKMeans
+
+    monkeypatch.setattr(estimator, "COARSE_MIN_ROWS_PER_CENTER", 50)  # 5,000 rows per 40 centers: one level
+    X_np = _rows(mnist_store, 30_000)
+    fits = []
+    for chunk in (3_000, 7_000):
+        X = persist_balanced(client, da.from_array(X_np, chunks=(chunk, 784)))
+        fits.append(FusedKMeans(40, random_state=0, sample_size=20_000, polish_passes=0).fit(X))
+    model, rechunked = fits
+    (level,) = model.sample_["coarse"]
+    assert 4_500 < level["rows"] < 5_500 and level["n_iter"] > 1
+    assert rechunked.sample_["coarse"][0]["rows"] == level["rows"]
+    assert np.allclose(rechunked.cluster_centers_, model.cluster_centers_)
+    centers = model.cluster_centers_.astype(np.float64)
+    assert np.array_equal(model.labels_.compute(), kernels.assign(X_np, centers)[0])
+    assert np.isclose(model.inertia_, kernels.lloyd_partial(X_np, centers)[2], rtol=1e-6)
+
+    monkeypatch.setattr(estimator, "COARSE_MIN_ROWS_PER_CENTER", 200)  # 5,000 < 200 x 40: no coarse level
+    direct = FusedKMeans(40, random_state=0, sample_size=20_000, polish_passes=0).fit(X)
+    assert direct.sample_["coarse"] == [] and not np.allclose(direct.cluster_centers_, model.cluster_centers_)

@@ -50,6 +50,18 @@ POLISH_MAX_WORK = 2**28
 # its inertia by less than this: at k=256 on 8.1M digits the sample's inertia moved 0.16% between
 # iteration 35 (where this stops) and 78 (1e-5), and 0.001% from 150 to 275 (the shift reaching tol).
 SAMPLE_MIN_GAIN = 1e-4
+# With bounds, Lloyd on the sample (on X when the sample is all of it) starts from the centers that Lloyd
+# reaches on a nested quarter of it, itself started the same way while a quarter keeps at least
+# COARSE_MIN_ROWS_PER_CENTER rows per center (faiss trains on 256). Iterations on the quarter cost a
+# quarter, and from its centers the sample's loop meets its stopping rule in ~20 iterations instead of
+# ~33: at k=256 on 1M digits the sample's stage took 19 s instead of 26 s, at k=64 8.4 s instead of
+# 12.6 s, each with an inertia over all rows as low or lower (docs/benchmarks.md, section 14). A second
+# coarse level (62 rows per center at k=256) saved nothing and ended 0.1% worse. Not when the sample is
+# all of X (k=1024 on 1M rows): there the loop over all rows still ran 20+ iterations after a coarse fit
+# on 250,000 rows that alone took 88 s, slower than without it.
+COARSE_FACTOR = 4
+COARSE_MIN_ROWS_PER_CENTER = 200
+COARSE_STREAM = 2**32 + 13  # + the level: a stream per nested draw
 
 
 def base_seed(random_state) -> int:
@@ -352,6 +364,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             centers, init_info = self._run_starts(sample, seeds, tol)
             init_centers = init_info.pop("centers")
             if sampled:
+                if bounded:
+                    centers, sample_record["coarse"] = self._coarse_fit(sample, plan, centers, tol, seeds[0])
                 # With many clusters the sample's loop also stops on the gain (its shift reaches tol only
                 # after hundreds of iterations that no longer move the inertia: docs/benchmarks.md, 14).
                 centers, sample_iter, _, _, sample_inertia, _ = self._converge(
@@ -413,6 +427,31 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return {"seed": seeds[0], "centers": centers, "inertia": inertia, "counts": counts, "sums": sums,
                 "n_iter": n_iter, "init_centers": init_centers, "init_info": init_info, "labels": labels}
 
+    def _coarse_fit(self, rows, plan, centers, tol, seed, level=1) -> tuple[np.ndarray, list]:
+        """The centers Lloyd reaches (with bounds, the sample's stopping rules) on a nested quarter of
+        `rows` (persisted), started from the same on its own quarter (COARSE_FACTOR,
+        COARSE_MIN_ROWS_PER_CENTER); `centers` when the quarter would be too small. Returns (centers,
+        a record per level, the smallest first)."""
+        from job.engine.persist import balanced_chunks, persist_balanced
+        from job.kmeans.sampling import sample_rows
+
+        size = int(rows.shape[0]) // COARSE_FACTOR
+        if size < COARSE_MIN_ROWS_PER_CENTER * self.n_clusters:
+            return centers, []
+        started = time.perf_counter()
+        client = plan[0]
+        quarter = sample_rows(rows, size, seed, stream=COARSE_STREAM + level)
+        threads = sum(client.nthreads().values())
+        quarter = persist_balanced(client, quarter, balanced_chunks(int(quarter.shape[0]),
+                                                                    quarter.dtype.itemsize * quarter.shape[1], threads))
+        centers, levels = self._coarse_fit(quarter, plan, centers, tol, seed, level + 1)
+        centers, n_iter, _, _, inertia, _ = self._converge(
+            quarter, plan_tasks(quarter), centers, tol, min_gain=SAMPLE_MIN_GAIN,
+            label=f" on {int(quarter.shape[0]):,} rows (coarse level {level})", seed=seed)
+        levels.append({"rows": int(quarter.shape[0]), "n_iter": int(n_iter), "inertia": float(inertia),
+                       "seconds": time.perf_counter() - started})
+        return centers, levels
+
     def _polish_passes(self, n: int) -> int:
         if self.polish_passes == "auto":
             cheap = self.n_clusters < BOUNDED_MIN_K or n * self.n_clusters <= POLISH_MAX_WORK
@@ -453,7 +492,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         (job.kmeans.in_memory.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
         by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
         array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
-        from job.kmeans.in_memory import local_fit
+        from job.kmeans.in_memory import local_fit, seeding_rows
         from job.kmeans.sampling import (
             START_MAX_ITER,
             SUBSAMPLE_STREAM,
@@ -470,12 +509,14 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             return centers, {"centers": centers.copy()}
         if self.n_init in (None, "auto"):
             seeds = [seeds[0] + i for i in range(auto_starts(m, self.n_clusters))]
-        size = subsample_size(m, self.n_clusters)
+        # One start has nothing to be chosen against: it is only the seeding, and Lloyd runs on the
+        # sample over all the workers rather than single-threaded on the subsample in one task. Its task
+        # then gets only the rows greedy k-means++ seeds from (3,125 at k=256), not the whole subsample:
+        # gathering 256,000 rows into one task and scoring them there single-threaded cost 2.1-2.7 s.
+        local_iter = min(self.max_iter, START_MAX_ITER) if len(seeds) > 1 else 0
+        size = subsample_size(m, self.n_clusters) if local_iter else seeding_rows(m, self.n_clusters)
         sub = sample_rows(sample, size, seeds[0], stream=SUBSAMPLE_STREAM) if size < m else sample
         rows = delayed(np.concatenate)(list(sub.to_delayed().ravel()))
-        # One start has nothing to be chosen against: it is only the seeding, and Lloyd runs on the
-        # sample over all the workers rather than single-threaded on the subsample in one task.
-        local_iter = min(self.max_iter, START_MAX_ITER) if len(seeds) > 1 else 0
         results = dask.compute(*[delayed(local_fit, name=f"local_fit-{uuid.uuid4().hex}")(
             rows, self.n_clusters, seed, tol, local_iter) for seed in seeds])
         best = min(results, key=lambda r: r["inertia"])

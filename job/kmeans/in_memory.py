@@ -170,6 +170,12 @@ def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> n
     return Xf[chosen].copy()
 
 
+def seeding_rows(n: int, k: int) -> int:
+    """How many of n rows greedy k-means++ seeds k centers from (the rules above)."""
+    return min(n, SEEDING_ROWS_PER_CENTER * k, SEEDING_MAX_ROWS,
+               max(SEEDING_MIN_ROWS_PER_CENTER * k, SEEDING_MAX_WORK // k))
+
+
 def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> dict:
     """One start on X (an in-memory array, uint8 pixels or floats) in a single task: greedy k-means++
     (as scikit-learn's KMeans seeds itself) on a seeded SEEDING_ROWS_PER_CENTER * k of its rows (at most
@@ -184,8 +190,7 @@ def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> di
     started = time.perf_counter()
     X = np.ascontiguousarray(X)
     rng = np.random.default_rng(seed % 2**32)
-    rows = min(len(X), SEEDING_ROWS_PER_CENTER * k, SEEDING_MAX_ROWS,
-               max(SEEDING_MIN_ROWS_PER_CENTER * k, SEEDING_MAX_WORK // k))
+    rows = seeding_rows(len(X), k)
     seeding = X[np.sort(rng.choice(len(X), size=rows, replace=False))] if rows < len(X) else X
     with threadpool_limits(1):
         init = greedy_kmeans_plusplus(seeding, k, rng)
