@@ -11,12 +11,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .convert import PrepConfig, prepare_dataset
+from .digits import DEFAULT_CHUNK_SIZE
 from .errors import DataPrepError
 from .redact import RedactingFilter, redact_text
 from .registry import MNIST_MIRRORS
-from .zarr_store import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from .convert import PrepConfig
 
 
 def _not_an_interrupted_gather(record: logging.LogRecord) -> bool:
@@ -83,9 +86,52 @@ def run_cli(body: Callable[[], int | None], debug: bool, errors: tuple[type[Exce
         return 130
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends with each option's default, unless its help already says it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class SuggestingParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are two lines, not the whole usage: the error, with the nearest
+    known flag for a mistyped one (--kk -> --k), and where the full help is."""
+
+    def error(self, message):
+        import difflib
+        import re
+
+        hint = ""
+        if message.startswith("unrecognized arguments"):
+            known = [flag for action in self._actions for flag in action.option_strings]
+            words = re.findall(r"--?[\w-]+(?:=\S*)?", message.split(":", 1)[1])
+            typed = [word.split("=")[0] for word in words]
+            guesses = [(word, difflib.get_close_matches(word, known, n=1, cutoff=0.6)) for word in typed]
+            hint = "".join(f"; did you mean {close[0]} for {word}?" for word, close in guesses if close)
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n(see {self.prog} --help)\n")
+
+
+def program_name(fallback: str) -> str:
+    """How the user called the command, for its usage line: the console script's name (mnist-kmeans),
+    or `fallback` under `python -m` (sys.argv[0] is then the package's __main__.py)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return fallback if not name or name.endswith(".py") or name.startswith("-") else name
+
+
+def default_source() -> str:
+    """Where MNIST comes from when --source is not given: $MNIST_SOURCE, else download."""
+    return os.environ.get("MNIST_SOURCE", "download")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, source_default: str | None = "") -> None:
+    """--source and its companions. source_default: "" for default_source(); None leaves --source None
+    when not given (the caller tells "asked for" from "defaulted")."""
     parser.add_argument(
-        "--source", default=os.environ.get("MNIST_SOURCE", "download"),
+        "--source", default=default_source() if source_default == "" else source_default,
         help="folder with the four IDX files (gzipped or not), or 'download' "
         "(default: $MNIST_SOURCE, else download)",
     )
@@ -97,6 +143,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def prep_config_from_args(args: argparse.Namespace, out: Path) -> PrepConfig:
+    from .convert import PrepConfig  # zarr and numpy: imported once the arguments are parsed
+
     return PrepConfig(
         out=out, source=args.source, name=args.name, chunk_size=args.chunk_size,
         cache_dir=args.cache_dir, mirrors=tuple(args.mirrors or MNIST_MIRRORS),
@@ -105,8 +153,9 @@ def prep_config_from_args(args: argparse.Namespace, out: Path) -> PrepConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep", description="Convert MNIST-style IDX files into a Zarr v3 store.",
+    parser = SuggestingParser(
+        prog=program_name("python -m data_prep"), formatter_class=DefaultsFormatter,
+        description="Convert MNIST-style IDX files into a Zarr v3 store.",
         epilog="python -m data_prep verify STORE checks every chunk of an existing store.",
     )
     add_source_arguments(parser)
@@ -160,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
 
     def body():
+        from .convert import prepare_dataset
+
         out = prepare_dataset(prep_config_from_args(args, args.out))
         print(out)
 

@@ -17,14 +17,13 @@ import zarr
 
 from . import __version__
 from .atomic import LockTimeout, store_lock
-from .digits import N_CLASSES
+from .digits import DEFAULT_CHUNK_SIZE, N_CLASSES
 from .errors import DataPrepError, IdxFormatError, StoreError
 from .idx import IdxReader
 from .redact import redact_text
 from .registry import MNIST_MIRRORS, SPLITS, files_for
 from .sources import DOWNLOAD, SourceFile, download, from_folder
 from .zarr_store import (
-    DEFAULT_CHUNK_SIZE,
     building_store,
     check_store_replaceable,
     default_compressors,

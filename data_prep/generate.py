@@ -27,10 +27,9 @@ import zarr
 from . import __version__
 from .atomic import LockTimeout, store_lock
 from .augment import Deformation, deform, deformation_draws
-from .digits import N_CLASSES
+from .digits import DEFAULT_CHUNK_SIZE, N_CLASSES
 from .errors import DataPrepError, StoreError
 from .zarr_store import (
-    DEFAULT_CHUNK_SIZE,
     IMAGE_DIMS,
     LABEL_DIMS,
     building_store,

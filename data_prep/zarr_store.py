@@ -10,7 +10,7 @@ grow with n and no two writes share a chunk. The store is built in a hidden sibl
 place only when complete: a half-written store never carries the name. Each array records the SHA-256 of
 every chunk's decoded rows (attribute "chunk_sha256"), so that a chunk that decodes but holds other rows
 (moved, swapped, rewritten) is found and located, by `verify` and by every read of the job.
-May use: data_prep's atomic, digits, errors, idx and registry (and zarr).
+May use: data_prep's atomic, digits, errors, idx, locations and registry (and zarr).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from .atomic import NotOursError, staged_directory
 from .digits import N_CLASSES
 from .errors import DamagedChunkError, StoreError
+from .locations import is_url
 
 log = logging.getLogger(__name__)
 
-# Chosen by benchmarks/codecs.py (docs/benchmarks.md): zstd level 5 gives ~4.9:1 on MNIST and the
-# fastest reads of the codecs tried; CRC32C after it turns a corrupted chunk into an error instead of
-# silently wrong pixels.
-DEFAULT_CHUNK_SIZE = 8192
+# The codecs: chosen by benchmarks/codecs.py (docs/benchmarks.md): zstd level 5 gives ~4.9:1 on MNIST
+# and the fastest reads of the codecs tried; CRC32C after it turns a corrupted chunk into an error
+# instead of silently wrong pixels. Images per chunk: digits.DEFAULT_CHUNK_SIZE.
 IMAGE_DIMS = ("sample", "y", "x")
 LABEL_DIMS = ("sample",)
 # What a store of ours holds at its top level: anything else in a folder means it is not (only) ours.
@@ -167,11 +167,6 @@ def reading_store(location: str | Path) -> Iterator[None]:
     with _flock(root, fcntl.LOCK_SH, f"{location}: a conversion is replacing this store right now; run the job "
                                      "again once it has finished"):
         yield
-
-
-def is_url(location) -> bool:
-    """An fsspec URL (s3://, gs://, http://, ...) rather than a local path."""
-    return isinstance(location, str) and "://" in location
 
 
 def open_root(location: str | Path) -> zarr.Group:

@@ -13,29 +13,41 @@ import os
 import sys
 from pathlib import Path
 
-from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
-from data_prep.convert import prepare_dataset
+# Only light modules here: the arguments are parsed (and --help answered, an unknown flag refused) before
+# the pipeline's imports (numpy, dask, distributed, scikit-learn, numba, matplotlib: 5-8 s) in main().
+from data_prep.cli import (
+    DefaultsFormatter,
+    SuggestingParser,
+    add_source_arguments,
+    default_source,
+    prep_config_from_args,
+    program_name,
+    run_cli,
+    setup_logging,
+)
+from data_prep.digits import DEFAULT_CHUNK_SIZE
 from data_prep.errors import DataPrepError
-from data_prep.zarr_store import DEFAULT_CHUNK_SIZE, is_url
+from data_prep.locations import is_url
 from job.config import ENGINES, PERSIST_POLICIES, SPLITS, JobConfig, parse_k
 from job.deploy.files import DEFAULT_CLUSTER_CONFIG, load_cluster_config, shipped_configs
-from job.errors import JobError
-from job.pipeline import run_job, run_sweep
+from job.errors import DataError, JobError
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = JobConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m job",
+    p = SuggestingParser(
+        prog=program_name("python -m job"),
         description="Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the result.",
+        formatter_class=DefaultsFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument("--data", default=str(defaults.data),
-                      help="Zarr store to cluster: a path (made from --source first if it does not exist) or an "
-                      "fsspec URL such as s3://bucket/mnist.zarr that every worker can read")
-    add_source_arguments(data)
+                      help="Zarr store to cluster: a path or an fsspec URL such as s3://bucket/mnist.zarr that "
+                      "every worker can read. A missing store is made from --source only at the default path or when "
+                      "--source is given; another missing path is an error (default: %(default)s)")
+    add_source_arguments(data, source_default=None)  # None: not given (a missing --data is then an error)
     data.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk when converting")
     data.add_argument("--split", choices=SPLITS, default=defaults.split,
                       help="which images to cluster (train also reports held-out accuracy on test)")
@@ -45,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of clusters; a range (5..15, 10..50+10 with a step, 16..256x2 with a factor) or a "
                        "list (5,8,10) runs a k sweep: every k on "
                        "data loaded once, scored, plotted, and a k suggested")
-    model.add_argument("--seed", type=int, default=defaults.seed)
+    model.add_argument("--seed", type=int, default=defaults.seed,
+                       help="seeds every random draw (sample, starts, k-means||): the same seed gives the same "
+                       "clustering for any chunking and number of workers")
     model.add_argument("--n-init", default=str(defaults.n_init), metavar="N|auto",
                        help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto "
                        "(default): 4 starts on a subsample when the fit is sampled (1 with many clusters), else 1")
@@ -60,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "clusters or while a pass is at most 2**28 row-centers (rows x k); else none")
     model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
                        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
-    model.add_argument("--max-iter", type=int, default=defaults.max_iter)
+    model.add_argument("--max-iter", type=int, default=defaults.max_iter,
+                       help="most Lloyd iterations (on the sample, and over all rows)")
     model.add_argument("--tol", type=float, default=defaults.tol,
                        help="fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute")
     model.add_argument("--oversampling-factor", type=float, default=defaults.oversampling_factor,
@@ -76,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows in the silhouette's random sample (0: skip)")
     ev.add_argument("--examples", type=int, default=defaults.examples_per_cluster, dest="examples_per_cluster",
                     help="example images per cluster in the figures")
-    ev.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
+    ev.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     ev.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                     help="continue a killed or interrupted run from its last checkpoint (same settings)")
@@ -91,14 +106,41 @@ def build_parser() -> argparse.ArgumentParser:
                     help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)")
     cl.add_argument("--scheduler-file", default=None, metavar="FILE",
                     help="join the scheduler that wrote FILE (dask scheduler --scheduler-file FILE)")
-    cl.add_argument("--n-workers", type=int, default=None, help="LocalCluster workers")
-    cl.add_argument("--threads-per-worker", type=int, default=None)
-    cl.add_argument("--memory-limit", default=None, help="LocalCluster memory per worker, e.g. 4GiB")
+    cl.add_argument("--n-workers", type=int, default=None,
+                    help="LocalCluster workers (default: one per core this process may use)")
+    cl.add_argument("--threads-per-worker", type=int, default=None,
+                    help="LocalCluster threads per worker (default: 1)")
+    cl.add_argument("--memory-limit", default=None,
+                    help="LocalCluster memory per worker, e.g. 4GiB (default: the machine's memory shared between "
+                    "the workers)")
     cl.add_argument("--dashboard-address", default=None,
                     help="where a cluster we start serves its dashboard (default 127.0.0.1:8787, loopback only); "
                     "0.0.0.0:8787 exposes it to the network")
     p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return p
+
+
+def check_store_may_be_created(data: Path, source_given: bool) -> None:
+    """A missing --data store is made (from --source) only when asked for: it is the default path, or
+    --source was given. Otherwise a typo (data/mnsit.zarr) would silently become a new copy of MNIST:
+    raise a DataError naming the nearest existing store instead."""
+    if source_given or data == Path(JobConfig().data):
+        return
+    near = nearest_store(data)
+    hint = f"did you mean {near}? " if near else ""
+    raise DataError(f"data={data} does not exist: {hint}to create it from MNIST, give --source DIR or "
+                    "--source download", option="data")
+
+
+def nearest_store(data: Path) -> Path | None:
+    """The existing *.zarr store whose path is closest to `data` (beside it, or under ./data), or None."""
+    import difflib
+
+    folders = {data.parent if data.parent.is_dir() else None, Path("data") if Path("data").is_dir() else None}
+    stores = sorted({p for folder in folders - {None} for p in folder.iterdir() if p.suffix == ".zarr"})
+    names = {str(p): p for p in stores}
+    match = difflib.get_close_matches(str(data), list(names), n=1, cutoff=0.6)
+    return names[match[0]] if match else None
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -126,10 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
 
     def body():
+        from data_prep.convert import prepare_dataset
+        from job.pipeline import run_job, run_sweep
+
         try:
             config = config_from_args(args)
             if not is_url(config.data) and not os.path.lexists(config.data):  # a broken symlink is named, never converted into
-                log.info("%s does not exist yet: converting from %s", config.data, args.source)
+                check_store_may_be_created(Path(config.data), args.source is not None)
+                args.source = default_source() if args.source is None else args.source
+                log.info("%s does not exist yet: creating it from %s", config.data, args.source)
                 args.overwrite_data = False
                 prepare_dataset(prep_config_from_args(args, config.data))
             ks = parse_k(args.k)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from data_prep.locations import is_url
 from data_prep.redact import redact
-from data_prep.zarr_store import is_url
 from job.deploy.base import ClusterSpec
 from job.deploy.local import LocalConfig
 from job.errors import ConfigError

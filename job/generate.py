@@ -8,14 +8,20 @@ May use: data_prep, job.deploy, job.errors.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from data_prep.cli import add_source_arguments, prep_config_from_args, run_cli, setup_logging
+from data_prep.cli import (
+    DefaultsFormatter,
+    SuggestingParser,
+    add_source_arguments,
+    prep_config_from_args,
+    run_cli,
+    setup_logging,
+)
 from data_prep.convert import prepare_dataset
+from data_prep.digits import DEFAULT_CHUNK_SIZE
 from data_prep.errors import DataPrepError
 from data_prep.generate import GenerateConfig, generate_dataset
-from data_prep.zarr_store import DEFAULT_CHUNK_SIZE
 from job.deploy.files import load_cluster_config
 from job.deploy.lifecycle import connect
 from job.errors import JobError
@@ -23,7 +29,8 @@ from job.errors import JobError
 
 def main(argv: list[str] | None = None) -> int:
     """python -m job.generate --n 8100000 [--seed 0] [--out data/mnist-8100000.zarr] [cluster flags]"""
-    p = argparse.ArgumentParser(prog="python -m job.generate", description=__doc__.splitlines()[0])
+    p = SuggestingParser(prog="python -m job.generate", description=__doc__.splitlines()[0],
+                         formatter_class=DefaultsFormatter)
     p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="default data/mnist-<n>.zarr")

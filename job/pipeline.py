@@ -285,8 +285,8 @@ def _evaluate(session: Session, fit: Fit) -> EvaluationPass:
 
 def _save_model(out: Path, suffix: str, fit: Fit, image_shape, evaluation) -> None:
     """The centers' figure and the model file predict reads (centers{suffix}.png, model{suffix}.npz)."""
-    figures.plot_centers(fit.centers, image_shape, evaluation.mapping_hungarian, evaluation.cluster_sizes,
-                         out / f"centers{suffix}.png", majority=evaluation.mapping_majority)
+    figures.plot_centers(fit.centers, image_shape, evaluation.mapping_majority, evaluation.cluster_sizes,
+                         out / f"centers{suffix}.png")
     summary.write_model(out / f"model{suffix}.npz", fit.centers, image_shape, evaluation.mapping_hungarian,
                         evaluation.mapping_majority)
 
@@ -366,7 +366,7 @@ class SingleK:
             silhouette = silhouette_later(sample.rows, sample.labels, config.k)
 
         with recorder.phase("plot and save"):
-            digits = ev.mapping_hungarian
+            digits = ev.mapping_majority  # what each cluster mostly holds (the one-to-one mapping is a metric)
             _save_model(out, "", fit, data.image_shape, ev)
             figures.plot_examples(closest_images, scored.closest, digits, "Images closest to each center",
                                   out / "examples_closest.png")

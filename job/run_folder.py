@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import itertools
 import json
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from filelock import FileLock, Timeout
 from data_prep.atomic import NotOursError, check_replaceable, lock_path, staged_directory
 from job import checkpoint
 from job.errors import JobError
+
+log = logging.getLogger(__name__)
 
 # Every name a run or sweep folder of ours may hold (predictions.csv is job.predict's default output).
 RUN_FILES = {"metrics.json", "summary.txt", "centers.png", "examples_closest.png", "examples_random.png",
@@ -108,6 +111,10 @@ def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
         raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
     try:
         yield run_dir
+    except KeyboardInterrupt:
+        if checkpoint.has_checkpoint(run_dir):  # Ctrl-C: say how to go on from where it stopped
+            log.warning("stopped; the last checkpoint is kept: resume with  python -m job --resume %s", run_dir)
+        raise
     finally:
         if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume
             checkpoint.remove_partial(run_dir)

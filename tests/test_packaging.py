@@ -70,6 +70,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
 def test_console_scripts_answer_help(installed):
     bin_dir, elsewhere, _ = installed
     job_help = " ".join(_run([bin_dir / "mnist-kmeans", "--help"], cwd=elsewhere, env=_clean_env()).stdout.split())
+    assert job_help.startswith("usage: mnist-kmeans ")  # the name the user typed, not python -m job
     assert "local.yaml, scheduler.yaml, slurm.yaml, ssh.yaml" in job_help  # the shipped configs, found by name
     assert "--cluster-config" in job_help
     assert "--source" in _run([bin_dir / "mnist-prep", "--help"], cwd=elsewhere, env=_clean_env()).stdout

@@ -13,7 +13,7 @@ def test_every_figure_is_written(tmp_path):
     table = rng.integers(0, 50, (k, 10))
     digits = [3, 1, -1, 7]
     for path in (
-        plots.plot_centers(centers, (28, 28), digits, [5, 6, 7, 8], tmp_path / "c.png", majority=[3, 1, 2, 2]),
+        plots.plot_centers(centers, (28, 28), digits, [5, 6, 7, 8], tmp_path / "c.png"),
         plots.plot_confusion(table, digits, tmp_path / "m.png"),
         plots.plot_sizes([5, 6, 7, 8], digits, tmp_path / "s.png"),
     ):

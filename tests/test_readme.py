@@ -38,3 +38,14 @@ def test_every_public_name_resolves_and_workers_import_no_pipeline():
                            "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.kmeans.estimator', 'job.pipeline') if m in sys.modules))"],
                           capture_output=True, text=True, check=True, cwd=REPO)
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_readme_says_which_python_before_its_first_python_command():
+    """A fresh machine has no `job` for the system python: the README names .venv's interpreter (or its
+    activation) before the first command line that starts with `python`."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    first = next(line for block in blocks for line in block.splitlines() if line.startswith("python "))
+    note = readme.index(". .venv/bin/activate")
+    assert note < readme.index(first)
+    assert ".venv/bin/python -m job" in readme

@@ -110,6 +110,7 @@ def test_sigint_stops_cleanly_with_a_checkpoint_and_no_stray_processes(mnist_sto
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
+    assert f"resume with  python -m job --resume {run}" in err  # how to go on, not only "interrupted"
     assert (partial_dir(run) / CHECKPOINT_FILE).exists() and not run.exists()
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive

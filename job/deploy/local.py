@@ -9,12 +9,13 @@ import dataclasses
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import ClassVar
-
-from distributed import Client, LocalCluster
+from typing import TYPE_CHECKING, ClassVar
 
 from job.deploy.base import ClusterSpec
 from job.errors import ClusterError, ConfigError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class LocalConfig(ClusterSpec):
         return self.sized()[1].to_dict()
 
     def start(self, stack: ExitStack) -> Client:
+        from distributed import Client, LocalCluster  # imported when a cluster starts: --help stays fast
+
         config, sizing = self.sized()
         log.info("LocalCluster: %s", sizing.reason)
         kwargs = dict(

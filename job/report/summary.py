@@ -52,12 +52,12 @@ def write_model(path: Path, centers: np.ndarray, image_shape, mapping_hungarian,
     return path
 
 
-def mapping_line(hungarian: list[int], majority: list[int]) -> str:
-    """The summary's cluster -> digit line. With as many clusters as digits, the one-to-one mapping,
-    cluster by cluster; otherwise (where the one-to-one mapping leaves all but ten clusters at -1) the
-    majority mapping grouped by digit: "digit 0: clusters 3, 17, 40; digit 1: ..."."""
-    if len(hungarian) <= N_CLASSES:
-        return f"  cluster -> digit: {' '.join(f'{c}:{d}' for c, d in enumerate(hungarian))}"
+def mapping_line(majority: list[int]) -> str:
+    """The summary's cluster -> digit line: the digit each cluster mostly holds (its majority digit; the
+    one-to-one mapping is only the Hungarian accuracy's). Up to ten clusters, cluster by cluster; more,
+    grouped by digit: "digit 0: clusters 3, 17, 40; digit 1: ..."."""
+    if len(majority) <= N_CLASSES:
+        return f"  cluster -> digit it mostly holds: {' '.join(f'{c}:{d}' for c, d in enumerate(majority))}"
     groups = {d: [c for c, m in enumerate(majority) if m == d] for d in sorted(set(majority))}
     return "  clusters by majority digit: " + "; ".join(
         f"{d}: {', '.join(map(str, clusters))}" for d, clusters in groups.items())
@@ -73,7 +73,7 @@ def summary_text(metrics: dict, run_dir: Path) -> str:
         f"  silhouette {ev['silhouette']:.4f} on a sample of {ev['silhouette_sample']:,}"
         if ev.get("silhouette") is not None and not math.isnan(ev["silhouette"])
         else "  silhouette: not computed",
-        mapping_line(ev["mapping_hungarian"], ev["mapping_majority"]),
+        mapping_line(ev["mapping_majority"]),
     ]
     if metrics.get("held_out"):
         ho = metrics["held_out"]
