@@ -8,10 +8,11 @@ are (its majority digit), at any k.
 
 INPUT: an IDX images file (gzipped or not; its labels file beside it is used when present), a Zarr array
 or group (a dataset store's split, e.g. data/mnist.zarr/test, whose labels are used), or PNG files and
-folders of them (grey or colour, the model's image size; dark digits on a light background are inverted
-to MNIST's light-on-dark). Writes a CSV (row, source, cluster, digit, distance) and prints a summary; with
-known labels, the accuracy of that reading, which on the MNIST test split reproduces the held-out
-accuracy the run reported.
+folders of them (any size, grey, colour or transparent: each prepared as MNIST's digits were, by
+data_prep.digit_images; dark digits on a light background are inverted to MNIST's light-on-dark; a file
+that cannot be read is one warning line, the others are still assigned). Writes a CSV (row, source,
+cluster, digit, distance) and prints a summary; with known labels, the accuracy of that reading, which
+on the MNIST test split reproduces the held-out accuracy the run reported.
 May use: job.dataset (the feature scaling), job.engine.kernels (assignment), data_prep (readers, atomic writes).
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.atomic import NotOursError, check_replaceable, durable_replace
-from data_prep.digits import N_CLASSES, PIXEL_MAX
+from data_prep.digits import N_CLASSES
 from data_prep.errors import DataPrepError
 from job.dataset import to_features
 from job.engine.kernels import assign
@@ -203,21 +204,26 @@ def _zarr(path: Path) -> Images:
 
 
 def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
+    """PNG files (and folders of them), each prepared into the model's format as MNIST was made
+    (data_prep.digit_images: any size, colour or transparency). A file that cannot be read or holds no
+    digit is one warning line and is left out; the others are assigned. If none can be, the error."""
     from PIL import Image, UnidentifiedImageError
+
+    from data_prep.digit_images import BlankImageError, to_mnist_format
 
     files = []
     for path in paths:
         files.extend(sorted(path.glob("*.png")) if path.is_dir() else [path])
     if not files:
         raise DataError(f"no PNG files in {', '.join(map(str, paths))}")
-    inverted = [0]
+    counts = {"inverted": 0, "skipped": 0}
 
     def load(file: Path) -> np.ndarray:
         try:
             with warnings.catch_warnings():  # PIL only warns between its limit and twice that
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(file) as img:  # reads the header: pixels are decoded by convert()
-                    grey = np.asarray(img.convert("L"), dtype=np.uint8)
+                with Image.open(file) as img:  # reads the header: pixels are decoded by to_mnist_format
+                    pixels, inverted = to_mnist_format(img, image_shape)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             declared = re.search(r"\((\d+) pixels\)", str(exc))
             raise DataError(f"{file}: declares {int(declared[1]) if declared else 'more'} pixels, more than the "
@@ -225,19 +231,33 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
                             "decoded") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{file}: not a readable PNG ({exc})") from None
-        if grey.shape != image_shape:
-            raise DataError(f"{file}: image is {grey.shape[1]}x{grey.shape[0]}, the model expects "
-                            f"{image_shape[1]}x{image_shape[0]}")
-        if grey.mean() > 127:  # dark ink on a light background: MNIST is light on dark
-            grey, inverted[0] = PIXEL_MAX - grey, inverted[0] + 1
-        return grey
+        except BlankImageError as exc:
+            raise DataError(f"{file}: {exc}") from None
+        counts["inverted"] += inverted
+        return pixels
 
     def blocks():
         for start in range(0, len(files), BLOCK):
-            batch = files[start : start + BLOCK]
-            yield [str(f) for f in batch], np.stack([load(f) for f in batch])
-        if inverted[0]:
-            log.info("%d PNG images: %d inverted (dark digits on a light background)", len(files), inverted[0])
+            names, rows = [], []
+            for file in files[start : start + BLOCK]:
+                try:
+                    rows.append(load(file))
+                except DataError as exc:
+                    if len(files) == 1:
+                        raise
+                    counts["skipped"] += 1
+                    log.warning("skipped %s", exc)
+                    continue
+                names.append(str(file))
+            if rows:
+                yield names, np.stack(rows)
+        if counts["skipped"] == len(files):
+            raise DataError(f"none of the {len(files):,} PNG files could be read (each one named above)")
+        if counts["inverted"]:
+            log.info("%d PNG images: %d inverted (dark digits on a light background)", len(files), counts["inverted"])
+        if counts["skipped"]:
+            log.warning("%d of %d PNG files skipped (named above); the others were assigned", counts["skipped"],
+                        len(files))
 
     return Images(blocks, len(files), None, f"{len(files):,} PNG images")
 
@@ -318,7 +338,7 @@ def _write_predictions(out: Path, images: Images, model: Model) -> np.ndarray:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return clusters
+    return clusters[:row]  # fewer than images.n when unreadable PNG files were left out
 
 
 def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: Path | None = None,
@@ -341,7 +361,7 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
     if images.labels is not None:
         accuracy = float((model.digits[clusters] == images.labels).mean())
         majority = float((model.digits_majority[clusters] == images.labels).mean())
-    return Prediction(images.n, clusters, digits, images.labels, accuracy, majority, out, len(model.centers))
+    return Prediction(len(clusters), clusters, digits, images.labels, accuracy, majority, out, len(model.centers))
 
 
 def summary(result: Prediction) -> str:

@@ -144,11 +144,63 @@ def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, t
         zarr_rows = list(csv.DictReader(f))[:20]
     assert [r["cluster"] for r in png_rows] == [r["cluster"] for r in zarr_rows]
 
-    Image.new("L", (32, 32)).save(tmp_path / "big.png")
-    bad = _cli("job.predict", str(train_run), str(tmp_path / "big.png"))
-    assert bad.returncode == 1 and "big.png: image is 32x32, the model expects 28x28" in bad.stderr
+    Image.new("L", (32, 32)).save(tmp_path / "blank.png")
+    bad = _cli("job.predict", str(train_run), str(tmp_path / "blank.png"))
+    assert bad.returncode == 1 and "blank.png: no digit found: the image is a single grey level" in bad.stderr
     missing = _cli("job.predict", str(tmp_path), str(folder))
     assert missing.returncode == 1 and "no saved model" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def _variants(image: np.ndarray, i: int):
+    """Digit i of MNIST drawn as a user might: larger (whole-pixel scales, so that the preparation can
+    give back MNIST's own pixels), off-centre on a bigger canvas, dark on light, in colour, on a
+    transparent background (black ink, which read as all black before, and white ink)."""
+    from PIL import Image
+
+    factor = 2 + i % 3
+    big = np.asarray(Image.fromarray(image).resize((28 * factor,) * 2, Image.Resampling.NEAREST), dtype=np.float64)
+    canvas = np.zeros((28 * factor + 17, 28 * factor + 9))
+    canvas[11 : 11 + big.shape[0], 2 : 2 + big.shape[1]] = big  # off-centre
+    ink = canvas / 255
+    kind = i % 4
+    if kind == 0:  # dark ink on white
+        return Image.fromarray((255 - canvas).astype(np.uint8), "L")
+    if kind == 1:  # blue ink on light yellow
+        rgb = np.array([250, 240, 180.0]) * (1 - ink[..., None]) + np.array([20, 40, 200.0]) * ink[..., None]
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    rgba = np.zeros(canvas.shape + (4,), dtype=np.uint8)  # black ink (kind 2) or white ink (kind 3)
+    rgba[..., :3] = 0 if kind == 2 else 255
+    rgba[..., 3] = canvas.astype(np.uint8)  # the ink's coverage; the background fully transparent
+    return Image.fromarray(rgba, "RGBA")
+
+
+def test_predict_prepares_pngs_of_any_size_colour_and_transparency_as_mnist_was_made(train_run, mnist_store,
+                                                                                        tmp_path):
+    """PNGs of 40 test digits drawn larger, off-centre, dark on light, in colour and on transparent
+    backgrounds get the digits of the same images in MNIST's format (the test split itself); an
+    unreadable file among them is one line, and the others are still assigned."""
+    import zarr
+
+    images = zarr.open_group(str(mnist_store), mode="r")["test/images"][:40]
+    folder = tmp_path / "drawn"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        _variants(image, i).save(folder / f"digit{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"not a PNG at all")
+    proc = _cli("job.predict", str(train_run), str(folder), "--out", str(tmp_path / "drawn.csv"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "40 images assigned" in proc.stdout
+    skipped = [line for line in proc.stderr.splitlines() if "broken.png" in line]
+    assert len(skipped) == 1 and "skipped" in skipped[0] and "not a readable PNG" in skipped[0]
+    reference = _cli("job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv"))
+    assert reference.returncode == 0
+    with open(tmp_path / "drawn.csv") as f:
+        drawn = [(r["source"], r["digit"]) for r in csv.DictReader(f)]
+    with open(tmp_path / "z.csv") as f:
+        expected = [r["digit"] for r in csv.DictReader(f)][:40]
+    assert [name for name, _ in drawn] == [str(folder / f"digit{i:02d}.png") for i in range(40)]
+    same = sum(digit == want for (_, digit), want in zip(drawn, expected))
+    assert same >= 39, f"{same} of 40 drawn digits read as their MNIST originals"
 
 
 def test_predict_checks_the_model_and_the_labels_against_the_images(train_run, mnist_store, tmp_path):
