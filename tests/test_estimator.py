@@ -17,9 +17,6 @@ from job.kmeans.kmeans_parallel import kmeans_parallel
 
 # Each check scikit-learn runs that FusedKMeans does not pass, and why. Every other check passes.
 EXPECTED_FAILED_CHECKS = {
-    "check_clustering": "labels_ and fit_predict are lazy dask arrays (dask-ml's contract); the check calls "
-    "np.unique on them, which dispatches to dask.array.unique, whose result has unknown chunk sizes, and "
-    "then indexes it. With the labels computed, the rest of the check passes.",
     "check_sample_weight_equivalence_on_dense_data": "a weighted fit runs weighted k-means|| and Lloyd over "
     "all rows, while the same rows repeated take the (unweighted) sampled strategy: the same objective from "
     "different random draws, so the labels can differ (test_weights_are_repeated_rows checks the equivalence "
@@ -124,9 +121,9 @@ def test_bad_input_is_refused_with_scikit_learns_messages(bad, message):
             FusedKMeans(n_clusters=2).fit(X)
 
 
-def test_ignored_parameters_are_refused_and_bad_values_named():
+def test_unknown_parameters_are_refused_and_bad_values_named():
     with pytest.raises(TypeError):
-        FusedKMeans(algorithm="lloyd")  # dask-ml accepts and ignores it; we have no such parameter
+        FusedKMeans(n_cluster=3)  # a typo of n_clusters is not silently ignored
     with pytest.raises(ValueError, match="'n_clusters' parameter of FusedKMeans must be an int"):
         FusedKMeans(n_clusters=0).fit(_blobs())
     with pytest.raises(ValueError, match="'sample_size' parameter"):
@@ -207,3 +204,29 @@ def test_bad_weights_are_refused():
     with pytest.raises(ValueError, match="sums to zero"):
         FusedKMeans(3).fit(X, sample_weight=np.zeros(len(X)))
 
+
+
+def test_numpy_in_numpy_out_and_dask_in_lazy_out():
+    """In-memory X gets numpy results (labels_, predict, transform, fit_predict), as scikit-learn's; a
+    dask array gets dask-ml's lazy ones, with the same values."""
+    X = _blobs()
+    model = FusedKMeans(3, random_state=0).fit(X)
+    assert type(model.labels_) is np.ndarray and model.labels_.dtype == np.int32
+    assert type(model.predict(X)) is np.ndarray and type(model.transform(X)) is np.ndarray
+    assert type(FusedKMeans(3, random_state=0).fit_predict(X)) is np.ndarray
+    lazy = FusedKMeans(3, random_state=0).fit(da.from_array(X, chunks=100))
+    assert isinstance(lazy.labels_, da.Array)
+    np.testing.assert_array_equal(lazy.labels_.compute(), model.labels_)
+    np.testing.assert_array_equal(model.predict(X), lazy.predict(da.from_array(X, chunks=100)).compute())
+
+
+def test_dask_ml_keywords_are_accepted_and_change_nothing():
+    """Code written for dask_ml.cluster.KMeans (n_jobs, algorithm, copy_x, precompute_distances) runs."""
+    X = _blobs()
+    plain = FusedKMeans(3, random_state=0).fit(X)
+    dask_ml_style = FusedKMeans(3, random_state=0, n_jobs=-1, algorithm="full", copy_x=False,
+                                precompute_distances=True).fit(X)
+    np.testing.assert_array_equal(plain.cluster_centers_, dask_ml_style.cluster_centers_)
+    assert dask_ml_style.get_params()["n_jobs"] == -1
+    with pytest.raises(ValueError, match="algorithm"):
+        FusedKMeans(3, algorithm="elkan").fit(X)

@@ -303,7 +303,7 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
     y = train.labels[:6000].compute()
     model = FusedKMeans(n_clusters=64, random_state=0, n_init=1).fit(X)
     centers = np.asarray(model.cluster_centers_, dtype=np.float64) * PIXEL_SCALE
-    members = model.labels_.compute()
+    members = model.labels_  # numpy in, numpy out
     majority = [int(np.bincount(y[members == c], minlength=10).argmax()) if (members == c).any() else -1
                 for c in range(64)]
     run = tmp_path / "run"

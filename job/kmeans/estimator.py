@@ -138,14 +138,18 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         clusters, or while a pass is at most 2**28 row-centers (n_samples x n_clusters); else 0, where each
         pass costs as much as the sample's whole fit and buys little (k=256 on 8.1M digits: 7 passes
         lowered the inertia by 0.23% and took 70% of the fit; docs/benchmarks.md, section 14).
+    precompute_distances, copy_x, n_jobs, algorithm : dask-ml's keywords
+        Accepted so that code written for ``dask_ml.cluster.KMeans`` runs unchanged; as there, they change
+        nothing (dask-ml stores them and runs Lloyd's algorithm, "full", whatever they say).
 
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
         The centers, float64 (float32 for float32 or compact integer input).
-    labels_ : dask.array.Array of shape (n_samples,), int32
-        Lazy: the nearest center of each training row, computed when asked for (or already on the
-        workers: ``labels_kept_``).
+    labels_ : dask.array.Array or ndarray of shape (n_samples,), int32
+        The nearest center of each training row. For a dask collection X lazy, as dask-ml's: computed when
+        asked for (or already on the workers: ``labels_kept_``); for in-memory X a numpy array, as
+        scikit-learn's.
     labels_kept_ : bool
         Whether ``labels_`` are the fit's own last assignment, kept on the workers (Lloyd with bounds,
         ``n_clusters`` >= 32 on a persisted X), rather than a pass to be computed.
@@ -191,8 +195,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     >>> model = FusedKMeans(n_clusters=2, random_state=0).fit(X)
     >>> sorted(model.cluster_centers_.tolist())
     [[1.0, 2.0], [10.0, 2.0]]
-    >>> labels = model.predict(np.array([[0.0, 0.0], [12.0, 3.0]]))  # lazy, a dask array
-    >>> bool(labels[0].compute() != labels[1].compute())
+    >>> labels = model.predict(np.array([[0.0, 0.0], [12.0, 3.0]]))  # numpy in, numpy out
+    >>> bool(labels[0] != labels[1])
     True
     >>> round(model.inertia_, 6)
     16.0
@@ -209,10 +213,17 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "sample_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"), None],
         "polish_passes": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
+        # dask-ml's keywords that it stores and never uses (its algorithm is always Lloyd's, "full"):
+        # accepted, so that code written for dask_ml.cluster.KMeans runs unchanged; they change nothing.
+        "precompute_distances": [StrOptions({"auto"}), "boolean"],
+        "copy_x": ["boolean"],
+        "n_jobs": [Integral, None],
+        "algorithm": [StrOptions({"full", "lloyd"})],
     }
 
     def __init__(self, n_clusters=8, *, init="k-means||", oversampling_factor=2, max_iter=300, tol=1e-4,
-                 random_state=None, init_max_iter=None, n_init="auto", sample_size="auto", polish_passes="auto"):
+                 random_state=None, init_max_iter=None, n_init="auto", sample_size="auto", polish_passes="auto",
+                 precompute_distances="auto", copy_x=True, n_jobs=1, algorithm="full"):
         self.n_clusters = n_clusters
         self.init = init
         self.oversampling_factor = oversampling_factor
@@ -223,6 +234,10 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.n_init = n_init
         self.sample_size = sample_size
         self.polish_passes = polish_passes
+        self.precompute_distances = precompute_distances
+        self.copy_x = copy_x
+        self.n_jobs = n_jobs
+        self.algorithm = algorithm
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -253,6 +268,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self : FusedKMeans
         """
         self._validate_params()
+        in_memory = not dask.is_dask_collection(X)
         X, weights = check_rows_and_weights(self, X, sample_weight, reset=True)
         weights, scale = _uniform_weights_as_none(weights)
         seeds = self._start_seeds()
@@ -284,6 +300,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         labels = best.get("labels")
         # The bounded loop's last pass left every row's label on the workers: no pass to compute them again.
         self.labels_ = labels if labels is not None else predict_labels(X, self.cluster_centers_)
+        if in_memory:  # numpy in, numpy out (scikit-learn's contract); a dask collection gets dask-ml's lazy one
+            self.labels_ = np.asarray(self.labels_.compute())
         self.labels_kept_ = labels is not None
         self.n_iter_ = best["n_iter"]
         return self
@@ -643,11 +661,12 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
         Returns
         -------
-        labels : dask.array.Array of shape (n_samples,), int32
-            Lazy, as dask-ml's.
+        labels : dask.array.Array or ndarray of shape (n_samples,), int32
+            Lazy for a dask collection, as dask-ml's; a numpy array for in-memory X, as scikit-learn's.
         """
         self._check_fitted()
-        return predict_labels(check_features(self, X, reset=False), self.cluster_centers_)
+        labels = predict_labels(check_features(self, X, reset=False), self.cluster_centers_)
+        return labels if dask.is_dask_collection(X) else np.asarray(labels.compute())
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Opposite of the (weighted) sum of squared distances of X's rows to their nearest center, as
@@ -677,10 +696,12 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
         Returns
         -------
-        distances : dask.array.Array of shape (n_samples, n_clusters)
-            Lazy; X's float type (float32 for compact integers).
+        distances : dask.array.Array or ndarray of shape (n_samples, n_clusters)
+            Lazy for a dask collection, a numpy array for in-memory X; X's float type (float32 for compact
+            integers).
         """
         self._check_fitted()
+        lazy = dask.is_dask_collection(X)
         X = check_features(self, X, reset=False)
         centers = self.cluster_centers_
         # As scikit-learn's euclidean_distances: float64 when X or the centers are; float32 otherwise
@@ -688,7 +709,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         dtype = np.result_type(kernels.compute_dtype(X.dtype), centers.dtype)
         if kernels.compute_dtype(X.dtype) != dtype:
             X = X.astype(dtype)
-        return X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)), dtype=dtype)
+        distances = X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)), dtype=dtype)
+        return distances if lazy else np.asarray(distances.compute())
 
     def _check_fitted(self):
         from sklearn.utils.validation import check_is_fitted
