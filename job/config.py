@@ -150,13 +150,17 @@ def parse_k(text: str) -> tuple[int, ...]:
 
 def _k_range(part: str) -> list[int]:
     lo, rest = part.split("..")
-    step, factor = "1", None
+    step, factor, tail = "1", None, ""
     if "x" in rest:
         rest, factor = rest.split("x")
+        tail = f"x{factor}"
     elif "+" in rest:
         rest, step = rest.split("+")
+        tail = f"+{step}"
     lo, hi, step = int(lo), int(rest), int(step)
-    if hi < lo or step < 1:
+    if hi < lo:  # said as it is, not as "k must be a number"
+        raise ConfigError(f"k range {part!r} runs backwards: write it {hi}..{lo}{tail}", option="k")
+    if step < 1:
         raise ValueError
     if factor is None:
         return list(range(lo, hi + 1, step))

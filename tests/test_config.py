@@ -1,11 +1,12 @@
 """Cluster configuration files: every file in cluster_config/ loads; mistakes are clear errors."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from job.cli import build_parser, config_from_args, flags
-from job.config import JobConfig
+from job.config import JobConfig, parse_k
 from job.deploy.base import kinds
 from job.deploy.files import load_cluster_config
 from job.errors import ConfigError
@@ -92,6 +93,11 @@ def test_flags_that_do_not_apply_to_the_kind_are_errors():
     args = build_parser().parse_args(["--cluster-config", str(CONFIGS / "scheduler.yaml"), "--n-workers", "3"])
     with pytest.raises(ConfigError, match="--n-workers does not apply to a 'scheduler' cluster"):
         config_from_args(args)
+    # --scheduler with a LocalCluster flag names the two flags, not the default file the user never gave
+    args = build_parser().parse_args(["--scheduler", "tcp://127.0.0.1:8786", "--n-workers", "4"])
+    with pytest.raises(ConfigError, match="with --scheduler the job joins a running cluster") as caught:
+        config_from_args(args)
+    assert "local.yaml" not in str(caught.value)
     # --scheduler-file switches any file to an existing cluster, keeping nothing kind-specific.
     args = build_parser().parse_args(["--cluster-config", str(CONFIGS / "ssh.yaml"), "--scheduler-file", "/s.json"])
     cluster = config_from_args(args).cluster
@@ -127,3 +133,9 @@ def test_shipped_configs_are_found_by_name_and_the_default_ignores_the_working_f
     assert resolve_config_path("local.yaml") == Path("local.yaml")  # a name that is a file here: that file
     with pytest.raises(ConfigError, match="cluster config not found .*local.yaml, scheduler.yaml"):
         load_cluster_config("nosuch.yaml")
+
+
+def test_a_backwards_k_range_says_so():
+    for text, right in (("5..3", "3..5"), ("50..10+10", "10..50+10"), ("256..16x2", "16..256x2")):
+        with pytest.raises(ConfigError, match=f"runs backwards: write it {re.escape(right)}"):
+            parse_k(text)

@@ -96,3 +96,25 @@ def test_dashboard_is_on_loopback_unless_exposed(caplog):
             bound = listening(os.getpid(), with_children=False)
             assert bound.get(port) and bound[port] <= expected, (flags, bound)
     assert "anyone who can reach this machine" in caplog.text
+
+
+def test_a_busy_dashboard_port_is_one_line_and_the_dashboard_moves(mnist_store, tmp_path):
+    """Another program on the dashboard's port: one log line says where the dashboard went (distributed's
+    own 4-line UserWarning does not reach the user), and the printed link is the port it serves on."""
+    import re
+    import socket
+
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        proc = subprocess.run([sys.executable, "-m", "job", "--data", str(mnist_store), "--split", "test", "--k", "3",
+                               "--silhouette-sample", "0", "--out", str(tmp_path / "run"), "--n-workers", "1",
+                               "--dashboard-address", f"127.0.0.1:{port}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "UserWarning" not in proc.stderr and "Perhaps you already have a cluster running" not in proc.stderr
+    moved = re.search(rf"dashboard: port {port} is busy \(another cluster or program\), so it is on port (\d+)",
+                      proc.stderr)
+    assert moved, proc.stderr[-3000:]
+    assert f"dashboard: http://127.0.0.1:{moved[1]}/status" in proc.stderr

@@ -108,7 +108,8 @@ def load_cluster_config(path: str | Path | None, **overrides) -> ClusterSpec:
     if not isinstance(mapping, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values")
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    if "address" in overrides or "scheduler_file" in overrides:
+    joining = "address" in overrides or "scheduler_file" in overrides
+    if joining:
         mapping = {key: mapping[key] for key in ("security", "timeout") if key in mapping}
         mapping["kind"] = "scheduler"
     kind = mapping.get("kind", "local")
@@ -118,6 +119,10 @@ def load_cluster_config(path: str | Path | None, **overrides) -> ClusterSpec:
         for key in overrides:
             if key not in known:
                 flag = "--" + key.replace("_", "-")
+                if joining:  # the user said --scheduler: the file they never named is beside the point
+                    joined = "--scheduler" if "address" in overrides else "--scheduler-file"
+                    raise ConfigError(f"{flag} sizes a LocalCluster we start; with {joined} the job joins a "
+                                      "running cluster, whose workers are already there: drop one of the two")
                 raise ConfigError(f"{flag} does not apply to a {kind!r} cluster ({path})")
     mapping.update(overrides)
     return cluster_config_from_mapping(mapping, str(path))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -94,7 +96,24 @@ class LocalConfig(ClusterSpec):
         elif not config.processes:
             kwargs["protocol"] = "tcp"  # an in-process cluster with host= needs an explicit protocol
         try:
-            cluster = stack.enter_context(LocalCluster(**kwargs))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                cluster = stack.enter_context(LocalCluster(**kwargs))
         except Exception as exc:
             raise ClusterError(f"could not start a LocalCluster: {exc}") from exc
+        for warning in caught:
+            _relay(warning)
         return stack.enter_context(Client(cluster, **self.security_kwargs()))
+
+
+def _relay(warning: warnings.WarningMessage) -> None:
+    """distributed's warnings while the cluster starts, as one log line each: a busy dashboard port is a
+    4-line UserWarning there ("Port 8787 is already in use. Perhaps you already have a cluster
+    running? ..."), which says the dashboard moved to another port."""
+    text = str(warning.message)
+    busy = re.search(r"Port (\d+) is already in use.*?port (\d+) instead", text, re.S)
+    if busy:
+        log.warning("dashboard: port %s is busy (another cluster or program), so it is on port %s instead",
+                    busy[1], busy[2])
+    else:
+        log.warning("%s", " ".join(text.split()))
