@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Protocol
 import dask.array as da
 import numpy as np
 
-from data_prep.redact import redact_text
+from data_prep.redact import RedactingFilter, redact_text
 from data_prep.zarr_store import reading_store
 from job import checkpoint
 from job.config import JobConfig
@@ -132,7 +132,34 @@ class Plan(Protocol):
     def summary(self, metrics: dict, run_dir: Path) -> str: ...
 
 
+@contextmanager
+def _progress_shown():
+    """The job's progress (phases, Lloyd iterations, the dashboard link) on stderr while it runs, when
+    nothing in the process shows log records yet: a notebook's run_job was silent for its whole run.
+    A program that configures logging (the CLI does) keeps its own handlers and levels."""
+    root, ours = logging.getLogger(), logging.getLogger("job")
+    if root.handlers or ours.handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(RedactingFilter())  # secrets in URLs never reach the notebook either
+    level = ours.level
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(level)
+
+
 def _run_session(config: JobConfig, plan: Plan, given_client) -> RunResult:
+    with _progress_shown():
+        return _run_session_logged(config, plan, given_client)
+
+
+def _run_session_logged(config: JobConfig, plan: Plan, given_client) -> RunResult:
     run_dir = Path(config.out) if config.out else default_run_dir()
     if config.out:  # a default name is never an existing folder: exclusive() passes over those
         check_output_folder(run_dir, config.overwrite, config.resume)
@@ -345,7 +372,10 @@ class SingleK:
         with recorder.phase("fit"):
             fit = _fit(config, config.k, X, self.partial, self.resume_state)
             fit.record.update(persisted=s.persisted, persist_reason=s.persist_reason)
-            log.info("fit: %d iterations, inertia %.6g", fit.record["n_iter"], fit.record["inertia"])
+            # The estimator's own lines above are in X's units (uint8 pixels, 0-255): say which is which.
+            log.info("fit: %d iterations, inertia %s with pixels in [0, 1], as every figure and file reports "
+                     "it (%.6g in the uint8 pixel units of the lines above: x 255^2)", fit.record["n_iter"],
+                     f"{fit.record['inertia']:,.0f}", fit.record["inertia"] / PIXEL_SCALE**2)
             self.models[config.k] = fit.model
 
         with recorder.phase("evaluate"):

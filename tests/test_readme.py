@@ -25,6 +25,9 @@ def test_the_readme_library_example_runs_as_written(mnist_store, tmp_path):
     assert lines[0].startswith("dashboard: http://")
     assert "(10, 784)" in lines and "[8, 10, 12]" in proc.stdout
     assert (tmp_path / "runs" / "notebook" / "report.html").stat().st_size > 0
+    # A notebook that set up no logging still sees the job's progress (phases, Lloyd, the result's unit)
+    assert "[4/7] fit ..." in proc.stderr and "Lloyd iteration" in proc.stderr, proc.stderr[-2000:]
+    assert "with pixels in [0, 1], as every figure and file reports it" in proc.stderr
     assert (tmp_path / "runs" / "notebook-sweep" / "sweep.json").stat().st_size > 0
 
 

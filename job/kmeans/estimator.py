@@ -154,7 +154,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Whether ``labels_`` are the fit's own last assignment, kept on the workers (Lloyd with bounds,
         ``n_clusters`` >= 32 on a persisted X), rather than a pass to be computed.
     inertia_ : float
-        Sum of (weighted) squared distances of the training rows to their nearest center, over all rows.
+        Sum of (weighted) squared distances of the training rows to their nearest center, over all rows,
+        in X's units (uint8 pixels fitted as they are: in 0-255 units; times (1/255)^2 for pixels in
+        [0, 1], the unit of the job's reports). The log lines of the fit use the same units.
     n_iter_ : int
         Lloyd iterations over all rows.
     n_features_in_ : int
