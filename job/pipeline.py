@@ -406,7 +406,8 @@ class SingleK:
             figures.plot_sizes(ev.cluster_sizes, digits, out / "sizes.png")
             np.save(out / "centers.npy", fit.centers.astype(np.float32))
             if pca_points is not None:
-                figures.plot_pca(pca_points(), sample.labels, sample.truth, out / "pca.png")
+                figures.plot_pca(pca_points(), sample.labels, sample.truth, out / "pca.png",
+                                 cluster_digits=ev.mapping_majority)
             self.strips = {c: report_html.example_strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
             ev = ev.with_silhouette(silhouette())
             log.info("silhouette %.4f on %s rows, beside the figures, in %.2f s", ev.silhouette,

@@ -1,5 +1,6 @@
 """The figures: real PNGs of the expected layout, blank where a cluster has no example."""
 
+import matplotlib
 import numpy as np
 from matplotlib.image import imread
 
@@ -33,3 +34,26 @@ def test_examples_mosaic_leaves_missing_examples_white(tmp_path):
     middle = (rows.min() + rows.max()) // 2
     upper, lower = dark[rows[rows < middle]].sum(), dark[rows[rows >= middle]].sum()
     assert 0.25 < lower / upper < 0.45
+
+
+def test_the_confusion_rows_follow_the_digits_the_clusters_hold():
+    """Rows in the order of each cluster's majority digit (the largest share first among clusters of one
+    digit): the matrix reads along a diagonal, not in cluster-number order."""
+    table = np.array([[0, 0, 9, 1], [8, 2, 0, 0], [0, 7, 1, 0], [0, 1, 5, 0], [1, 0, 0, 3]])
+    digits = [2, 0, 1, 2, 3]
+    order = plots.confusion_order(table, digits)
+    assert list(order) == [1, 2, 0, 3, 4]  # digit 0, 1, then the two 2s (0.9 before 0.83), then 3
+
+
+def test_pca_colors_each_cluster_as_the_digit_it_mostly_holds(tmp_path):
+    """Cluster 6 holding 0s is drawn in digit 0's color on both panels (not digit 6's)."""
+    points = np.array([[0.0, 0.0]] * 50 + [[10.0, 10.0]] * 50)
+    clusters = np.array([6] * 50 + [2] * 50)
+    truth = np.array([0] * 50 + [2] * 50)
+    image = imread(plots.plot_pca(points, clusters, truth, tmp_path / "p.png",
+                                  cluster_digits=[2, 1, 2, 3, 4, 5, 0, 7, 8, 9]))[..., :3]
+    zero = np.array(matplotlib.colormaps["tab10"](0)[:3])
+    six = np.array(matplotlib.colormaps["tab10"](6)[:3])
+    left = image[:, : image.shape[1] // 2].reshape(-1, 3)
+    near = lambda color: (np.abs(left - color).max(axis=1) < 0.08).sum()  # noqa: E731
+    assert near(zero) > 20 and near(six) == 0
