@@ -48,7 +48,9 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
         r, q = divmod(c, cols)
         mosaic[r * (h + gap_y) + gap_y : (r + 1) * (h + gap_y), q * (w + gap_x) : q * (w + gap_x) + w] = \
             centers[c].reshape(image_shape)
-    cell = 1.4 if k <= 100 else 0.9  # inches a center; 16 x 16 of them at k=256
+    # Inches a center, and its caption's points: at k=128 captions of 6 points on 0.9-inch cells were
+    # unreadable at page size; 1.2 inches and 8 points up to 256 clusters (16 x 16 of them).
+    cell = 1.4 if k <= 100 else 1.2 if k <= 256 else 0.9
     fig = Figure(figsize=(cell * cols, 1.2 * cell * rows + 0.4), layout="constrained")
     fig.suptitle("Cluster centers (#cluster → the digit most of its images are, cluster size)")
     ax = fig.add_subplot()
@@ -58,7 +60,7 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
     for c in range(k):
         r, q = divmod(c, cols)
         ax.text(q * (w + gap_x) + w / 2, r * (h + gap_y) + gap_y - 1, f"#{c}→{_digit(digits[c])}\nn={sizes[c]:,}",
-                ha="center", va="bottom", fontsize=8 if k <= 100 else 6)
+                ha="center", va="bottom", fontsize=8 if k <= 256 else 6)
     return _save(fig, path)
 
 
