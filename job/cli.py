@@ -164,13 +164,16 @@ def flags(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and a mistyped flag end here, before the heavy imports
+    # Imported before our logging is set up: importing distributed configures its own "distributed"
+    # logger (a handler of its own), which would otherwise override setup_logging's and print its
+    # tracebacks (a lost scheduler's) on stderr.
+    from data_prep.convert import prepare_dataset
+    from job.pipeline import run_job, run_sweep
+
     setup_logging(args.debug)
 
     def body():
-        from data_prep.convert import prepare_dataset
-        from job.pipeline import run_job, run_sweep
-
         try:
             config = config_from_args(args)
             if not is_url(config.data) and not os.path.lexists(config.data):  # a broken symlink is named, never converted into
