@@ -54,12 +54,24 @@ class PhaseRecorder:
     seconds: dict[str, float] = field(default_factory=dict)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)
     total: int | None = None
+    current: str | None = None  # the running phase
+    detail: str | None = None  # how far it is (the fit's latest Lloyd iteration), for the live page
+    _noted: float = 0.0
+
+    def note(self, detail: str, every: float = 1.0) -> None:
+        """Say how far the running phase is; on_change hears of it at most once every `every` s."""
+        self.detail = detail
+        now = time.perf_counter()
+        if now - self._noted >= every:
+            self._noted = now
+            self._notify(self.current)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         number = len(self.seconds) + 1
         suffix = f"/{self.total}" if self.total else ""
         log.info("[%d%s] %s ...", number, suffix, name)
+        self.current, self.detail = name, None
         self._notify(name)
         started = time.perf_counter()
         sampler = None
@@ -86,6 +98,7 @@ class PhaseRecorder:
             record["cluster_peak_memory"] = int(max(v for _, v in sampler.samples[name]))
         self.memory[name] = record
         log.info("[%d%s] %s done in %.2f s", number, suffix, name, elapsed)
+        self.current, self.detail = None, None
         self._notify(None)
 
     def _notify(self, current: str | None) -> None:

@@ -258,8 +258,10 @@ class Fit:
         return self.raw_centers * PIXEL_SCALE
 
 
-def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, resume_state: dict | None = None) -> Fit:
-    """Fit k clusters on the uint8 pixels X (checkpointing into `partial` when given)."""
+def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, resume_state: dict | None = None,
+         progress=None) -> Fit:
+    """Fit k clusters on the uint8 pixels X (checkpointing into `partial` when given; `progress`, a
+    callable, hears of each Lloyd iteration over all rows in words)."""
     if config.engine == "dask-ml":
         X = X.astype(np.float32)  # stock dask-ml computes in X's dtype: give it floats (in raw units)
     model = make_estimator(
@@ -274,6 +276,9 @@ def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, re
         def on_iteration(state):
             if state["converged"] or state["n_iter"] % config.checkpoint_every == 0:
                 checkpoint.save(partial, state)
+            if progress is not None:
+                progress(f"Lloyd iteration {state['n_iter']} over all rows: inertia "
+                         f"{state['inertia'] * PIXEL_SCALE**2:,.0f} (pixels in [0, 1])")
 
         model.fit(X, on_iteration=on_iteration, start=resume_state)
     else:
@@ -342,11 +347,13 @@ class SingleK:
         self.config, self.largest_k = config, config.k
         self.models: dict = {}
         self.partial: Path | None = None
+        self.run_dir: Path | None = None
         self.resume_state: dict | None = None
         self.strips: dict[int, np.ndarray] = {}
 
     def open(self, run_dir: Path, X: da.Array) -> None:
         config = self.config
+        self.run_dir = run_dir
         if config.resume:
             self.resume_state = checkpoint.load_for_resume(config, run_dir, X.shape[1])
             self.partial = checkpoint.partial_dir(run_dir)
@@ -358,9 +365,10 @@ class SingleK:
     def connected(self, client, recorder: PhaseRecorder) -> None:
         """A live progress page in the partial folder, rewritten at each phase."""
         live = self.partial / "report.html"
+        final = self.run_dir / "report.html"
         recorder.on_change = lambda current: report_html.write_live_page(
             live, f"K-Means on {self.config.data}: k={self.config.k} (running)", client.dashboard_link,
-            recorder.seconds, current, recorder.total)
+            recorder.seconds, current, recorder.total, detail=recorder.detail, final_report=final)
         recorder.on_change(None)
         log.info("live progress page: %s", live.resolve().as_uri())
 
@@ -370,7 +378,7 @@ class SingleK:
     def run(self, s: Session) -> dict:
         config, data, X, out, recorder = s.config, s.data, s.X, s.out, s.recorder
         with recorder.phase("fit"):
-            fit = _fit(config, config.k, X, self.partial, self.resume_state)
+            fit = _fit(config, config.k, X, self.partial, self.resume_state, progress=recorder.note)
             fit.record.update(persisted=s.persisted, persist_reason=s.persist_reason)
             # The estimator's own lines above are in X's units (uint8 pixels, 0-255): say which is which.
             log.info("fit: %d iterations, inertia %s with pixels in [0, 1], as every figure and file reports "

@@ -64,6 +64,12 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
         # While the run is live, its progress page beside the checkpoint links to the dashboard.
         live = partial_dir(tmp_path / "run") / "report.html"
         assert f"http://127.0.0.1:{port}/status" in live.read_text() and "(running)" in live.read_text()
+        # ... says where the full report will be, and how far the fit is
+        assert (tmp_path / "run" / "report.html").resolve().as_uri() in live.read_text()
+        while "Lloyd iteration" not in live.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, "the live page never showed Lloyd's progress"
+            time.sleep(0.2)
+        assert "over all rows: inertia" in live.read_text()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-status.png"))
         assert (ARTIFACTS / "dashboard-status.png").stat().st_size > 10_000

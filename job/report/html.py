@@ -220,14 +220,18 @@ def _classifier_section(out: Path, c: dict) -> str:
 
 
 def write_live_page(path: Path, title: str, dashboard: str | None, done: dict[str, float], current: str | None,
-                    total: int | None) -> Path:
-    """A page that reloads itself every 5 s while the job runs: the phases so far and the dashboard link.
-    Written next to the checkpoint (<run>.partial/report.html); the run folder gets the full report."""
+                    total: int | None, detail: str | None = None, final_report: Path | None = None) -> Path:
+    """A page that reloads itself every 5 s while the job runs: the phases so far, how far the running
+    one is (`detail`: the fit's latest Lloyd iteration), the dashboard link, and where the full report
+    will be. Written next to the checkpoint (<run>.partial/report.html), which goes when the job ends."""
     rows = [[name, seconds] for name, seconds in done.items()]
     if current:
-        rows.append([f"{current} (running)", None])
+        rows.append([f"{current} (running{': ' + detail if detail else ''})", None])
+    final = final_report.resolve().as_uri() if final_report is not None else None
     body = (f"<p>Running: phase {len(done) + (1 if current else 0)} of {total or '?'}. This page reloads every "
-            f"5 s; the full report appears in the run folder when the job ends.</p>"
+            f"5 s and goes when the job ends; the full report will then be "
+            + (f'<a href="{html.escape(final)}">{html.escape(final)}</a>' if final else "in the run folder")
+            + ".</p>"
             + (f'<p>Dask dashboard: <a href="{html.escape(dashboard)}">{html.escape(dashboard)}</a></p>'
                if dashboard else "")
             + _table(rows, ["phase", "seconds"]))
