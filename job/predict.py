@@ -33,8 +33,6 @@ import numpy as np
 from data_prep.atomic import NotOursError, check_replaceable, durable_replace
 from data_prep.digits import N_CLASSES
 from data_prep.errors import DataPrepError
-from job.dataset import to_features
-from job.engine.kernels import assign
 from job.errors import DataError, JobError
 
 log = logging.getLogger(__name__)
@@ -315,6 +313,10 @@ def _check_output(out: Path) -> None:
 def _write_predictions(out: Path, images: Images, model: Model) -> np.ndarray:
     """Assign every image block by block into a temporary CSV renamed over `out` when complete (removed
     on any error); return each image's cluster."""
+    # Here, not at the top: they bring dask and numba, and --help (or a mistyped flag) should not wait.
+    from job.dataset import to_features
+    from job.engine.kernels import assign
+
     clusters = np.empty(images.n, dtype=np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
