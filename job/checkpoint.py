@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,18 @@ from job.errors import JobError
 
 JOB_FILE = "job.json"
 CHECKPOINT_FILE = "checkpoint.npz"
-# Everything the job may write into a partial folder; nothing else in it is ever deleted.
+# Everything the job may write into a partial folder; nothing else in it is ever deleted. A sweep also
+# keeps one file per finished k (SWEEP_K), and its CHECKPOINT_FILE lists them.
 PARTIAL_FILES = (JOB_FILE, CHECKPOINT_FILE, "report.html", f".{CHECKPOINT_FILE}.tmp", f".{JOB_FILE}.tmp")
+SWEEP_K = re.compile(r"\.?k(\d{5})\.npz(\.tmp)?")
+
+
+def _ours(name: str) -> bool:
+    return name in PARTIAL_FILES or SWEEP_K.fullmatch(name) is not None
+
+
+def sweep_k_file(k: int) -> str:
+    return f"k{k:05d}.npz"
 # Provenance fields that describe how or when a store was written, not what it holds.
 _NOT_CONTENT = ("created", "versions", "source", "chunk_size", "codec")
 
@@ -65,6 +76,10 @@ def remove_partial(run_dir: Path) -> None:
     partial = partial_dir(run_dir)
     for name in PARTIAL_FILES:
         (partial / name).unlink(missing_ok=True)
+    if partial.is_dir():
+        for path in partial.iterdir():
+            if SWEEP_K.fullmatch(path.name):
+                path.unlink(missing_ok=True)
     try:
         partial.rmdir()
     except OSError:
@@ -75,7 +90,7 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (partial_dir(run_dir) / CHECKPOINT_FILE).exists()
 
 
-def start(config: JobConfig, run_dir: Path) -> Path:
+def start(config: JobConfig, run_dir: Path, sweep_ks: tuple[int, ...] | None = None) -> Path:
     """Create the partial folder of a new run and record what its result depends on.
 
     An earlier run's checkpoint in it is never dropped silently: without config.overwrite this is refused
@@ -90,26 +105,23 @@ def start(config: JobConfig, run_dir: Path) -> Path:
                            f"continue it with --resume {run_dir}, or pass --overwrite to discard it")
         remove_partial(run_dir)
     if partial.exists():
-        foreign = sorted(p.name for p in partial.iterdir() if p.name not in PARTIAL_FILES)
+        foreign = sorted(p.name for p in partial.iterdir() if not _ours(p.name))
         if foreign:
             raise JobError(f"{partial}: exists and holds files this job did not write ({', '.join(foreign[:5])}); "
                            "it was left untouched (choose another output path)")
     partial.mkdir(parents=True, exist_ok=True)
     record = {"settings": result_settings(config), "data": data_fingerprint(config.data, config.split),
               "store": redact_text(str(config.data))}
+    if sweep_ks is not None:
+        record["sweep_ks"] = list(sweep_ks)
     tmp = partial / f".{JOB_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     durable_replace(tmp, partial / JOB_FILE)
     return partial
 
 
-def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict | None:
-    """The last checkpoint of the run to resume, after checking it was made with this config and data,
-    and that its centers are [k, n_features].
-
-    Returns None when the run stopped before its first checkpoint (it then starts from the beginning).
-    A damaged job.json or checkpoint is a JobError naming the file, never a traceback.
-    """
+def _checked_record(config: JobConfig, run_dir: Path, sweep_ks: tuple[int, ...] | None) -> dict:
+    """The job.json of the run to resume, checked against this config, this data and (a sweep) its ks."""
     partial = partial_dir(run_dir)
     if run_dir.exists():
         raise JobError(f"{run_dir}: this run is already complete; nothing to resume")
@@ -131,6 +143,25 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
         raise JobError(f"{run_dir}: cannot resume with other settings: {', '.join(differ)}")
     if record["data"] != data_fingerprint(config.data, config.split):
         raise JobError(f"{run_dir}: cannot resume on other data: {config.data} is not the store the run used")
+    theirs = record.get("sweep_ks")
+    if theirs is not None and sweep_ks is None:
+        raise JobError(f"{run_dir}: is a k sweep in progress: resume it with the same --k "
+                       f"{','.join(map(str, theirs))}")
+    if sweep_ks is not None and theirs != list(sweep_ks):
+        raise JobError(f"{run_dir}: cannot resume with other settings: k ({','.join(map(str, sweep_ks))} now, "
+                       f"{'one k' if theirs is None else ','.join(map(str, theirs))} in the run)")
+    return record
+
+
+def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict | None:
+    """The last checkpoint of the run to resume, after checking it was made with this config and data,
+    and that its centers are [k, n_features].
+
+    Returns None when the run stopped before its first checkpoint (it then starts from the beginning).
+    A damaged job.json or checkpoint is a JobError naming the file, never a traceback.
+    """
+    partial = partial_dir(run_dir)
+    _checked_record(config, run_dir, None)
     path = partial / CHECKPOINT_FILE
     try:
         with np.load(path) as saved:
@@ -155,3 +186,43 @@ def save(partial: Path, state: dict) -> None:
         np.savez(f, centers=state["centers"], n_iter=state["n_iter"], inertia=state["inertia"],
                  converged=state["converged"])
     durable_replace(tmp, partial / CHECKPOINT_FILE)
+
+
+def save_sweep_k(partial: Path, k: int, raw_centers: np.ndarray, row: dict, predicted: np.ndarray | None) -> None:
+    """Keep one finished k of a sweep (its centers in raw pixel units, its sweep.json row, its test
+    images' predicted digits), then list it in CHECKPOINT_FILE: both written atomically and durably."""
+    tmp = partial / f".{sweep_k_file(k)}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, raw_centers=raw_centers, row=np.array(json.dumps(row, default=lambda v: v.tolist())),
+                 predicted=np.asarray([] if predicted is None else predicted), has_predicted=predicted is not None)
+    durable_replace(tmp, partial / sweep_k_file(k))
+    finished = sorted(int(m[1]) for p in partial.iterdir() if (m := SWEEP_K.fullmatch(p.name)) and not m[2])
+    tmp = partial / f".{CHECKPOINT_FILE}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, finished_ks=np.asarray(finished))
+    durable_replace(tmp, partial / CHECKPOINT_FILE)
+
+
+def load_sweep(config: JobConfig, run_dir: Path, ks: tuple[int, ...], n_features: int) -> dict:
+    """The finished ks of the sweep to resume, after checking its settings, data and ks: {k: (raw centers,
+    row dict, predicted digits or None)}. A damaged file is a JobError naming it."""
+    if run_dir.exists():
+        raise JobError(f"{run_dir}: this sweep is already complete; nothing to resume")
+    _checked_record(config, run_dir, ks)
+    done = {}
+    for k in ks:
+        path = partial_dir(run_dir) / sweep_k_file(k)
+        if not path.exists():
+            continue
+        try:
+            with np.load(path) as saved:
+                centers = np.asarray(saved["raw_centers"], dtype=np.float64)
+                row = json.loads(str(saved["row"]))
+                predicted = np.asarray(saved["predicted"]) if bool(saved["has_predicted"]) else None
+        except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+            raise JobError(f"{path}: damaged ({type(exc).__name__}); resume cannot use it: run the sweep again "
+                           f"with --out {run_dir} --overwrite") from None
+        if centers.shape != (k, n_features) or row.get("k") != k:
+            raise JobError(f"{path}: holds centers of shape {centers.shape} for k={row.get('k')}, not k={k}")
+        done[k] = (centers, row, predicted)
+    return done

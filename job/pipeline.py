@@ -83,8 +83,8 @@ def run_job(config: JobConfig, client=None) -> RunResult:
 def run_sweep(config: JobConfig, ks: tuple[int, ...], client=None) -> RunResult:
     """Fit and score every k in `ks`; write the sweep folder atomically (sweep.json, plots, report.html).
     client: as run_job's (the caller's own Client, left open), or None to connect to config.cluster."""
-    if config.resume or config.engine != "fused":
-        raise JobError("a k sweep runs with the fused engine, and cannot be resumed")
+    if config.engine != "fused":
+        raise JobError("a k sweep runs with the fused engine")
     return _run_session(config, Sweep(config, tuple(ks)), client)
 
 
@@ -124,7 +124,7 @@ class Plan(Protocol):
     record_file: str  # metrics.json or sweep.json
     models: dict  # the fitted estimators by k, filled by run()
 
-    def open(self, run_dir: Path, X: da.Array) -> None: ...  # once the data is open (checkpoints, resume)
+    def open(self, run_dir: Path, X: da.Array, out: Path) -> None: ...  # once the data is open (checkpoints, resume)
     def connected(self, client, recorder: PhaseRecorder) -> None: ...  # once the cluster is up
     def run(self, session: Session) -> dict: ...  # its phases; returns its part of the record
     def config_record(self, config: JobConfig) -> dict: ...
@@ -181,7 +181,7 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
         if plan.largest_k > data.n:
             raise DataError(f"k={plan.largest_k} is larger than the {data.n:,} images of {config.data}", option="k")
         X = flat_pixels(data.images)
-        plan.open(run_dir, X)
+        plan.open(run_dir, X, out)
         log.info("%s: %s images of %dx%d, %d chunks, flattened lazily to uint8 [%d, %d]",
                  redact_text(str(config.data)), f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
 
@@ -317,10 +317,13 @@ def _evaluate(session: Session, fit: Fit) -> EvaluationPass:
 
 def _save_model(out: Path, suffix: str, fit: Fit, image_shape, evaluation) -> None:
     """The centers' figure and the model file predict reads (centers{suffix}.png, model{suffix}.npz)."""
-    figures.plot_centers(fit.centers, image_shape, evaluation.mapping_majority, evaluation.cluster_sizes,
-                         out / f"centers{suffix}.png")
-    summary.write_model(out / f"model{suffix}.npz", fit.centers, image_shape, evaluation.mapping_hungarian,
-                        evaluation.mapping_majority)
+    _save_model_files(out, suffix, fit.centers, image_shape, evaluation.cluster_sizes, evaluation.mapping_hungarian,
+                      evaluation.mapping_majority)
+
+
+def _save_model_files(out: Path, suffix: str, centers, image_shape, sizes, hungarian, majority) -> None:
+    figures.plot_centers(centers, image_shape, majority, sizes, out / f"centers{suffix}.png")
+    summary.write_model(out / f"model{suffix}.npz", centers, image_shape, hungarian, majority)
 
 
 def _classify_test(test: TestSplit, fit: Fit, evaluation) -> tuple[classifier.HeldOut, np.ndarray]:
@@ -351,14 +354,13 @@ class SingleK:
         self.resume_state: dict | None = None
         self.strips: dict[int, np.ndarray] = {}
 
-    def open(self, run_dir: Path, X: da.Array) -> None:
+    def open(self, run_dir: Path, X: da.Array, out: Path) -> None:
         config = self.config
         self.run_dir = run_dir
         if config.resume:
             self.resume_state = checkpoint.load_for_resume(config, run_dir, X.shape[1])
             self.partial = checkpoint.partial_dir(run_dir)
-            for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):  # our staging folders, left by a kill
-                shutil.rmtree(stale, ignore_errors=True)
+            _remove_stale_staging(run_dir, out)
         else:
             self.partial = checkpoint.start(config, run_dir)
 
@@ -440,7 +442,7 @@ class Sweep:
     classifier of the test split, and the best k's per-digit accuracy, confusion and the test images
     misclassified most often (sweep.json)."""
 
-    checkpoints = False
+    checkpoints = True  # one file per finished k in <sweep>.partial/: --resume starts at the first unfinished k
     record_file = "sweep.json"
     reads_test_split_often = True
 
@@ -448,9 +450,19 @@ class Sweep:
         self.config, self.ks, self.largest_k = config, ks, max(ks)
         self.phases = len(ks) + 1
         self.models: dict = {}
+        self.partial: Path | None = None
+        self.done: dict = {}  # k -> (raw centers, sweep.json row, predicted test digits): finished before a resume
 
-    def open(self, run_dir: Path, X: da.Array) -> None:
-        pass
+    def open(self, run_dir: Path, X: da.Array, out: Path) -> None:
+        if self.config.resume:
+            self.done = checkpoint.load_sweep(self.config, run_dir, self.ks, X.shape[1])
+            self.partial = checkpoint.partial_dir(run_dir)
+            _remove_stale_staging(run_dir, out)
+            log.info("resuming the sweep: %s kept from the interrupted run, %s to fit",
+                     ", ".join(f"k={k}" for k in self.done) or "no k",
+                     ", ".join(f"k={k}" for k in self.ks if k not in self.done) or "none")
+        else:
+            self.partial = checkpoint.start(self.config, run_dir, sweep_ks=self.ks)
 
     def connected(self, client, recorder: PhaseRecorder) -> None:
         pass
@@ -462,7 +474,12 @@ class Sweep:
         rows, predicted = [], {}
         for k in self.ks:
             with s.recorder.phase(f"k={k}"):
-                self.models[k], row, predicted[k] = self._score_one_k(s, k)
+                if k in self.done:
+                    self.models[k], row, predicted[k] = self._restored(s, k, *self.done[k])
+                else:
+                    self.models[k], row, predicted[k] = self._score_one_k(s, k)
+                    checkpoint.save_sweep_k(self.partial, k, np.asarray(self.models[k].cluster_centers_, dtype=np.float64),
+                                            row.to_dict(), predicted[k])
                 rows.append(row)
                 log.info("k=%d: inertia %.6g, silhouette %.4f, ARI %.3f, NMI %.3f, Davies-Bouldin %.3f, "
                          "Calinski-Harabasz %.0f", k, row.inertia, row.silhouette, row.ari, row.nmi,
@@ -513,11 +530,34 @@ class Sweep:
                      mapping_majority=ev.mapping_majority, **extra)
         return fit.model, row, predicted
 
+    def _restored(self, s: Session, k: int, raw_centers: np.ndarray, row: dict, predicted) -> tuple:
+        """A k finished before the sweep was interrupted: its row and test predictions as they were, its
+        figure and model file drawn again into this run's folder, and an estimator holding its centers."""
+        from job.kmeans.estimator import FusedKMeans
+
+        log.info("k=%d: kept from the interrupted run (%s)", k, self.partial)
+        score = KScore(**row)
+        _save_model_files(s.out, f"_k{k:02d}", raw_centers * PIXEL_SCALE, s.data.image_shape, score.cluster_sizes,
+                          score.mapping_hungarian, score.mapping_majority)
+        model = FusedKMeans(n_clusters=k, random_state=self.config.seed)
+        model.cluster_centers_ = raw_centers.astype(np.float32)
+        model.n_features_in_ = raw_centers.shape[1]
+        model.inertia_, model.n_iter_ = score.inertia / PIXEL_SCALE**2, score.n_iter
+        return model, score, predicted
+
     def write_report(self, out: Path, metrics: dict) -> None:
         report_html.write_sweep_report(out, metrics)
 
     def summary(self, metrics: dict, run_dir: Path) -> str:
         return summary.sweep_summary_text(metrics, run_dir)
+
+
+def _remove_stale_staging(run_dir: Path, current: Path) -> None:
+    """The staging folders a killed run of run_dir left (.NAME.tmp-*), not this run's own (`current`):
+    removing that one too only went unnoticed while labels.zarr's writer re-created it."""
+    for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):
+        if stale.resolve() != current.resolve():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _dataset_record(config: JobConfig, data: Dataset) -> dict:

@@ -113,7 +113,8 @@ def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
         yield run_dir
     except KeyboardInterrupt:
         if checkpoint.has_checkpoint(run_dir):  # Ctrl-C: say how to go on from where it stopped
-            log.warning("stopped; the last checkpoint is kept: resume with  python -m job --resume %s", run_dir)
+            log.warning("stopped; the last checkpoint is kept: resume with  python -m job --resume %s  (and, for a "
+                        "k sweep, the same --k)", run_dir)
         raise
     finally:
         if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume

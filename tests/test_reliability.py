@@ -1,5 +1,6 @@
 """Faults during a run: killed and interrupted jobs, a lost worker, a full disk, resuming."""
 
+import json
 import os
 import re
 import shutil
@@ -234,3 +235,39 @@ def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, 
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     np.testing.assert_array_equal(_labels(run), _labels(reference_run))
+
+
+def test_an_interrupted_sweep_resumes_at_its_first_unfinished_k(mnist_store, tmp_path):
+    """Ctrl-C during a sweep's second k keeps the first; --resume fits only the rest, and the sweep it
+    writes is the one an uninterrupted run writes (fit times aside)."""
+    args = ["--data", str(mnist_store), "--k", "3,4,5", *FIT_ARGS]
+    run = tmp_path / "sweep"
+    proc = _job(*args, "--out", str(run))
+    first = partial_dir(run) / "k00003.npz"
+    deadline = time.monotonic() + 300
+    while not first.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and f"--resume {run}" in err and "the same --k" in err, err[-2000:]
+    assert first.exists() and not run.exists()
+
+    wrong = _job(*args[:2], "--k", "3,4", *FIT_ARGS, "--resume", str(run))
+    _, err = wrong.communicate(timeout=300)
+    assert wrong.returncode == 1 and "cannot resume with other settings: k (3,4 now, 3,4,5 in the run)" in err
+
+    resumed = _job(*args, "--resume", str(run))
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "k=3: kept from the interrupted run" in err and "k=4: kept" not in err
+    assert not partial_dir(run).exists()
+
+    reference = _job(*args, "--out", str(tmp_path / "reference"))
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-3000:]
+    ours, theirs = (json.loads((path / "sweep.json").read_text()) for path in (run, tmp_path / "reference"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "fit_seconds"} for r in rows]  # noqa: E731
+    assert strip(ours["sweep"]) == strip(theirs["sweep"]) and ours["suggested_k"] == theirs["suggested_k"]
+    for k in (3, 4, 5):
+        assert (run / f"model_k{k:02d}.npz").stat().st_size > 0 and (run / f"centers_k{k:02d}.png").exists()
