@@ -98,8 +98,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     of hundreds: ``n_init`` starts, each one task fitting a subsample in memory (greedy k-means++, then
     Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then Lloyd passes
     over all rows until a pass gains less than ``tol`` (``polish_passes``). From 32 clusters on, with X
-    persisted, Lloyd keeps Yinyang bounds on the workers (most rows skip most distances) and the last
-    pass keeps every row's label there. ``sample_size=None`` runs every pass on all rows (k-means|| then
+    persisted, Lloyd keeps Yinyang bounds on the workers (most rows skip most distances), the sample's
+    Lloyd starts from the centers it reaches on a nested quarter of the sample (``COARSE_FACTOR``), and the
+    last pass keeps every row's label there. ``sample_size=None`` runs every pass on all rows (k-means|| then
     plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
 
     Parameters
