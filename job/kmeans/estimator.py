@@ -50,8 +50,8 @@ POLISH_MAX_WORK = 2**28
 # its inertia by less than this: at k=256 on 8.1M digits the sample's inertia moved 0.16% between
 # iteration 35 (where this stops) and 78 (1e-5), and 0.001% from 150 to 275 (the shift reaching tol).
 SAMPLE_MIN_GAIN = 1e-4
-# With bounds, Lloyd on the sample (on X when the sample is all of it) starts from the centers that Lloyd
-# reaches on a nested quarter of it, itself started the same way while a quarter keeps at least
+# With bounds, Lloyd on a sample smaller than X starts from the centers that Lloyd reaches on a nested
+# quarter of the sample, itself started the same way while a quarter keeps at least
 # COARSE_MIN_ROWS_PER_CENTER rows per center (faiss trains on 256). Iterations on the quarter cost a
 # quarter, and from its centers the sample's loop meets its stopping rule in ~20 iterations instead of
 # ~33: at k=256 on 1M digits the sample's stage took 19 s instead of 26 s, at k=64 8.4 s instead of
