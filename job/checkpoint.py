@@ -181,26 +181,26 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
 
 def save(partial: Path, state: dict) -> None:
     """Write the state after an iteration: a temporary file renamed over the previous checkpoint."""
-    tmp = partial / f".{CHECKPOINT_FILE}.tmp"
+    _write_npz(partial / CHECKPOINT_FILE, centers=state["centers"], n_iter=state["n_iter"],
+               inertia=state["inertia"], converged=state["converged"])
+
+
+def _write_npz(path: Path, **arrays) -> None:
+    """An npz written to a hidden temporary beside `path`, then renamed over it durably."""
+    tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, centers=state["centers"], n_iter=state["n_iter"], inertia=state["inertia"],
-                 converged=state["converged"])
-    durable_replace(tmp, partial / CHECKPOINT_FILE)
+        np.savez(f, **arrays)
+    durable_replace(tmp, path)
 
 
 def save_sweep_k(partial: Path, k: int, raw_centers: np.ndarray, row: dict, predicted: np.ndarray | None) -> None:
     """Keep one finished k of a sweep (its centers in raw pixel units, its sweep.json row, its test
     images' predicted digits), then list it in CHECKPOINT_FILE: both written atomically and durably."""
-    tmp = partial / f".{sweep_k_file(k)}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, raw_centers=raw_centers, row=np.array(json.dumps(row, default=lambda v: v.tolist())),
-                 predicted=np.asarray([] if predicted is None else predicted), has_predicted=predicted is not None)
-    durable_replace(tmp, partial / sweep_k_file(k))
+    _write_npz(partial / sweep_k_file(k), raw_centers=raw_centers,
+               row=np.array(json.dumps(row, default=lambda v: v.tolist())),
+               predicted=np.asarray([] if predicted is None else predicted), has_predicted=predicted is not None)
     finished = sorted(int(m[1]) for p in partial.iterdir() if (m := SWEEP_K.fullmatch(p.name)) and not m[2])
-    tmp = partial / f".{CHECKPOINT_FILE}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, finished_ks=np.asarray(finished))
-    durable_replace(tmp, partial / CHECKPOINT_FILE)
+    _write_npz(partial / CHECKPOINT_FILE, finished_ks=np.asarray(finished))
 
 
 def load_sweep(config: JobConfig, run_dir: Path, ks: tuple[int, ...], n_features: int) -> dict:

@@ -121,3 +121,10 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     log.info("X persisted in %d chunks of up to %d rows over %d threads (%d chunk(s) moved to even the load)",
              X.numblocks[0], max(X.chunks[0]), threads, moved)
     return balanced
+
+
+def persist_spread(client: Client, X: da.Array) -> da.Array:
+    """persist_balanced in equal chunks, one share per worker thread: a drawn sample (about one piece
+    per chunk of the array it came from) made even before every Lloyd pass runs over it."""
+    threads = sum(dict(client.nthreads()).values())
+    return persist_balanced(client, X, balanced_chunks(int(X.shape[0]), X.dtype.itemsize * X.shape[1], threads))

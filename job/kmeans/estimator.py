@@ -360,11 +360,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if sampled:
             sample = sample_rows(X, size, seeds[0])
             if plan is not None:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
-                from job.engine.persist import balanced_chunks, persist_balanced
+                from job.engine.persist import persist_spread
 
-                threads = sum(plan[0].nthreads().values())
-                rows = balanced_chunks(int(sample.shape[0]), sample.dtype.itemsize * sample.shape[1], threads)
-                sample = persist_balanced(plan[0], sample, rows)
+                sample = persist_spread(plan[0], sample)
             sample_plan = plan_tasks(sample)
         else:
             sample, sample_plan = X, plan
@@ -453,18 +451,14 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         `rows` (persisted), started from the same on its own quarter (COARSE_FACTOR,
         COARSE_MIN_ROWS_PER_CENTER); `centers` when the quarter would be too small. Returns (centers,
         a record per level, the smallest first)."""
-        from job.engine.persist import balanced_chunks, persist_balanced
+        from job.engine.persist import persist_spread
         from job.kmeans.sampling import sample_rows
 
         size = int(rows.shape[0]) // COARSE_FACTOR
         if size < COARSE_MIN_ROWS_PER_CENTER * self.n_clusters:
             return centers, []
         started = time.perf_counter()
-        client = plan[0]
-        quarter = sample_rows(rows, size, seed, stream=COARSE_STREAM + level)
-        threads = sum(client.nthreads().values())
-        quarter = persist_balanced(client, quarter, balanced_chunks(int(quarter.shape[0]),
-                                                                    quarter.dtype.itemsize * quarter.shape[1], threads))
+        quarter = persist_spread(plan[0], sample_rows(rows, size, seed, stream=COARSE_STREAM + level))
         centers, levels = self._coarse_fit(quarter, plan, centers, tol, seed, level + 1)
         centers, n_iter, _, _, inertia, _ = self._converge(
             quarter, plan_tasks(quarter), centers, tol, min_gain=SAMPLE_MIN_GAIN,
