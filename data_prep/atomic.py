@@ -8,14 +8,17 @@ fsyncs, ext4 and xfs may show the new name with empty files after a power loss).
 Nothing is ever replaced unless the caller's `why_not_ours(target)` says it is something this project
 wrote (a run folder, a sweep folder, a dataset store, a predictions file); an empty folder counts as
 ours, since replacing it loses nothing. Anything else is refused with NotOursError, untouched.
-May use: the standard library (and filelock for the locks); nothing else of data_prep.
+May use: the standard library; nothing else of data_prep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,25 +146,53 @@ class LockTimeout(TimeoutError):
 
 
 def lock_path(target: Path) -> Path:
-    """Where the lock of `target` lives: a hidden sibling file that nothing ever deletes (deleting a lock
-    file on release races with a process waiting on it, and a lock inside a folder that is replaced or
-    removed while held lets a second process take a fresh one)."""
+    """Where the lock of `target` lives while it is held: a hidden sibling file, removed on release."""
     target = Path(target)
     return target.with_name(f".{target.name}.lock")
+
+
+@contextmanager
+def held_lock(target: Path, wait_seconds: float = 0) -> Iterator[Path]:
+    """Hold an exclusive lock on `target` (an flock on lock_path(target)); yield the lock file's path.
+
+    The lock file is removed on release, so nothing is left beside the target. Removing a lock file races
+    with a process that opened it before the unlink and locks the nameless file after the release; so an
+    acquirer that gets the lock checks that the file it holds is still the one at the path, and starts
+    again if not. (A lock *inside* the target does not work: the target is replaced or removed while
+    held.) Raises LockTimeout when another process holds it for longer than wait_seconds.
+    """
+    path = lock_path(target)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"{target}: locked by another process ({path})") from None
+            time.sleep(0.1)
+            continue
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed it just before we locked it: take the one now at the path
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still held, so that no one locks it between the unlink and the close
+        os.close(fd)
 
 
 @contextmanager
 def store_lock(out: Path, what: str, wait_seconds: float = 600) -> Iterator[None]:
     """One writer per store at a time: a second one waits (up to wait_seconds), then typically finds the
     store complete and reuses it. Raises LockTimeout naming `what` holds it."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(lock_path(out))
     try:
-        lock.acquire(timeout=wait_seconds)
-    except Timeout:
+        with held_lock(out, wait_seconds):
+            yield
+    except LockTimeout:
         raise LockTimeout(f"{out}: another {what} has held it for {wait_seconds:g} s; try again later") from None
-    try:
-        yield
-    finally:
-        lock.release()

@@ -8,6 +8,7 @@ May use: job.checkpoint, job.errors, data_prep.atomic.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -18,9 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 
-from data_prep.atomic import NotOursError, check_replaceable, lock_path, staged_directory
+from data_prep.atomic import LockTimeout, NotOursError, check_replaceable, held_lock, lock_path, staged_directory
 from job import checkpoint
 from job.errors import JobError
 
@@ -89,37 +89,38 @@ def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
     pick_free (a default name, runs/<timestamp>): two jobs started in the same second must not share it,
     so a name that exists, has a partial folder or is locked by another job is passed over for <name>-2,
     <name>-3, ..., the first one whose lock this job gets.
-    The lock is a hidden sibling file (data_prep.atomic.lock_path) that nothing deletes: a lock inside
-    <run>.partial/ was deleted with that folder while still held, so a second job could take a fresh one.
-    On the way out the partial folder goes unless it holds a checkpoint to resume from.
+    The lock is a hidden sibling file (data_prep.atomic.held_lock), removed when the job ends: a lock
+    inside <run>.partial/ was deleted with that folder while still held, so a second job could take a
+    fresh one. On the way out the partial folder goes unless it holds a checkpoint to resume from.
     """
-    try:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        for candidate in _candidates(run_dir, pick_free):
-            if pick_free and (candidate.exists() or candidate.is_symlink() or checkpoint.partial_dir(candidate).exists()):
-                continue
-            lock = FileLock(lock_path(candidate))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                if pick_free:
+    with contextlib.ExitStack() as held:
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            for candidate in _candidates(run_dir, pick_free):
+                if pick_free and (candidate.exists() or candidate.is_symlink()
+                                  or checkpoint.partial_dir(candidate).exists()):
                     continue
-                raise JobError(f"{run_dir}: another job is writing this run folder (lock {lock_path(run_dir)})") from None
-            run_dir = candidate
-            break
-    except OSError as exc:
-        raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
-    try:
-        yield run_dir
-    except KeyboardInterrupt:
-        if checkpoint.has_checkpoint(run_dir):  # Ctrl-C: say how to go on from where it stopped
-            log.warning("stopped; the last checkpoint is kept: resume with  python -m job --resume %s  (and, for a "
-                        "k sweep, the same --k)", run_dir)
-        raise
-    finally:
-        if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume
-            checkpoint.remove_partial(run_dir)
-        lock.release()
+                try:
+                    held.enter_context(held_lock(candidate))
+                except LockTimeout:
+                    if pick_free:
+                        continue
+                    raise JobError(f"{run_dir}: another job is writing this run folder (lock "
+                                   f"{lock_path(run_dir)})") from None
+                run_dir = candidate
+                break
+        except OSError as exc:
+            raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
+        try:
+            yield run_dir
+        except KeyboardInterrupt:
+            if checkpoint.has_checkpoint(run_dir):  # Ctrl-C: say how to go on from where it stopped
+                log.warning("stopped; the last checkpoint is kept: resume with  python -m job --resume %s  (and, "
+                            "for a k sweep, the same --k)", run_dir)
+            raise
+        finally:
+            if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume
+                checkpoint.remove_partial(run_dir)
 
 
 # What a full, read-only or otherwise unwritable output location raises while the folder is written.

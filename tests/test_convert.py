@@ -15,8 +15,8 @@ from .synthetic import synthetic_arrays, write_dataset
 
 
 def _leftovers(folder):
-    """Hidden staging or trash folders left beside a store (the empty .lock file is expected)."""
-    return [p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+    """Hidden staging or trash folders, or lock files, left beside a store."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
 def test_real_mnist_round_trips_bit_exactly(mnist_dir, mnist_store):

@@ -317,7 +317,7 @@ def test_a_damaged_store_is_one_line_and_nothing_is_written(damage, tiny_store, 
     assert len(errors) == 1 and output.strip().splitlines()[-1] == errors[0], output[-3000:]
     assert str(data) in errors[0] and damage.expect in errors[0], errors[0]
     after = snapshot(tmp_path)
-    assert {k: v for k, v in after.items() if not k.startswith(".run.lock")} == before  # nothing written, input untouched
+    assert after == before  # nothing written (no lock file either), input untouched
 
 
 # --- run folders ------------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def test_a_damaged_run_folder_is_one_line_and_left_as_it_is(name, apply, flags, 
     assert code == 1 and "Traceback" not in output, output[-3000:]
     last = output.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(run) in last and expect in last, last
-    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".run.lock")} == before
+    assert snapshot(tmp_path) == before
 
 
 def test_the_fuzz_covers_at_least_thirty_distinct_cases():
@@ -515,7 +515,7 @@ def test_workers_out_of_memory_is_one_line_that_says_so(mnist_store, tmp_path, f
     limit = flags[1].replace("MiB", " MiB")
     assert last.startswith("error: the workers ran out of memory ") and f"more than 95% of {limit} each" in last
     assert "give each worker more memory (--memory-limit" in last, last
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock"]  # no run folder, no partial
+    assert list(tmp_path.iterdir()) == []  # no run folder, no partial, no lock file
 
 
 def test_a_mirror_password_reaches_no_file_and_no_console(http_server, tmp_path):
@@ -620,6 +620,7 @@ def test_two_runs_with_default_names_never_share_a_folder(tmp_path):
     with exclusive(base, pick_free=True) as first, exclusive(base, pick_free=True) as second:
         assert (first, second) == (base, base.with_name(base.name + "-2"))
         assert {p.name for p in base.parent.iterdir()} == {".20261202-153000.lock", ".20261202-153000-2.lock"}
+    assert list(base.parent.iterdir()) == []  # both locks removed on the way out
     base.mkdir()  # a finished run of that second
     with exclusive(base, pick_free=True) as third:
         assert third == base.with_name(base.name + "-2")

@@ -42,8 +42,8 @@ def test_train_split_reports_held_out_accuracy(dask_cluster, mnist_store, tmp_pa
     table = np.zeros((10, 10), dtype=np.int64)
     np.add.at(table, (labels[:], truth), 1)
     assert table.tolist() == m["evaluation"]["contingency"]
-    # No staging folder left; only the run's lock file stays beside it.
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".run.lock"]
+    # No staging folder and no lock file left beside it.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_existing_output_folder_is_refused(dask_cluster, mnist_store, tmp_path):
@@ -154,11 +154,9 @@ def test_images_of_another_size_are_clustered_in_their_own_shape(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["dataset"]["image_shape"] == [14, 12]
 
 
-def test_the_run_lock_outlives_the_partial_folder_and_is_honoured(dask_cluster, tiny_dir, tmp_path):
-    """The lock sits beside the run folder: finishing a run (which removes <run>.partial) keeps it, and
-    while another process holds it no job writes the folder."""
-    from filelock import FileLock
-
+def test_the_run_lock_is_honoured_while_held_and_gone_after(dask_cluster, tiny_dir, tmp_path):
+    """While another process holds the run folder's lock no job writes the folder; a finished run leaves
+    neither its lock file nor its partial folder beside it."""
     from data_prep import PrepConfig, prepare_dataset
     from job.checkpoint import partial_dir
 
@@ -166,12 +164,48 @@ def test_the_run_lock_outlives_the_partial_folder_and_is_honoured(dask_cluster, 
     run = tmp_path / "run"
     config = JobConfig(data=store, out=run, k=3, silhouette_sample=50, cluster=_existing(dask_cluster))
     run_job(config)
-    lock = tmp_path / ".run.lock"
-    assert lock.exists() and not partial_dir(run).exists()
-    with FileLock(lock).acquire(timeout=0):
+    assert not (tmp_path / ".run.lock").exists() and not partial_dir(run).exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from data_prep.atomic import held_lock\n"
+         f"with held_lock({str(run)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(JobError, match="another job is writing this run folder"):
             run_job(config.replace(overwrite=True))
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0 and not (tmp_path / ".run.lock").exists()
     assert (run / "metrics.json").exists()
+
+
+def test_a_lock_file_removed_under_a_waiter_never_lets_two_holders_in(tmp_path, monkeypatch):
+    """held_lock removes its file on release. The race that makes this unsafe, played step by step: a
+    waiter has opened the file, the holder releases (removing it), a third process takes a new file at the
+    same path, and only then does the waiter lock its old, nameless file. It must see that it holds the
+    wrong file and find the path locked, not enter beside the third."""
+    from data_prep import atomic
+
+    target = tmp_path / "run"
+    holder = atomic.held_lock(target)
+    holder.__enter__()
+    third = atomic.held_lock(target)
+    real_flock, steps = atomic.fcntl.flock, []
+
+    def flock_after_the_release(fd, operation):
+        if not steps:  # the waiter has its file open; before it locks it, the holder leaves, the third enters
+            steps.append("released")
+            holder.__exit__(None, None, None)
+            third.__enter__()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(atomic.fcntl, "flock", flock_after_the_release)
+    with pytest.raises(atomic.LockTimeout, match="locked by another process"):
+        with atomic.held_lock(target):
+            steps.append("entered beside the third")
+    assert steps == ["released"]
+    third.__exit__(None, None, None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_the_defaults_and_parsing_imports_no_pipeline():
