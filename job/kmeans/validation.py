@@ -24,15 +24,27 @@ from sklearn.utils.validation import validate_data
 COMPACT_INTEGERS = {np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16)}
 
 
-# In-memory X is cut into chunks of at most this many bytes (and at least 4 chunks): as 4 chunks of
-# 15,000 rows (47 MB each), MNIST's 60,000 float32 images fitted in 2.3-2.7 s, against 1.7-1.8 s in
-# chunks of 3,750-7,500 rows (2 cores, k=10, warm; scikit-learn's KMeans took 3.5 s).
+# With no Client, in-memory X is cut into chunks of at most this many bytes (and at least 4 chunks) for
+# dask's local scheduler: as 4 chunks of 15,000 rows (47 MB each), MNIST's 60,000 float32 images fitted
+# in 2.3-2.7 s, against 1.7-1.8 s in chunks of 3,750-7,500 rows (2 cores, k=10, warm; scikit-learn's
+# KMeans took 3.5 s).
 IN_MEMORY_CHUNK_BYTES = 16 * 2**20
 
 
 def in_memory_chunk_rows(n: int, row_bytes: int) -> int:
     """Rows per chunk for an in-memory X of n rows: a quarter of them, at most IN_MEMORY_CHUNK_BYTES."""
     return max(1, min(-(-n // 4), IN_MEMORY_CHUNK_BYTES // max(1, row_bytes)))
+
+
+def _in_memory_as_dask(X: np.ndarray) -> da.Array:
+    """A validated numpy X as a dask array: scattered to the current Client's workers once, if there is
+    one (job.engine.persist.persist_on_current_client), else chunked in place for dask's local scheduler."""
+    from job.engine.persist import persist_on_current_client
+
+    scattered = persist_on_current_client(X)
+    if scattered is not None:
+        return scattered
+    return da.from_array(X, chunks=(in_memory_chunk_rows(len(X), X.dtype.itemsize * X.shape[1]), X.shape[1]))
 
 
 def check_features(estimator, X, *, reset: bool) -> da.Array:
@@ -47,7 +59,7 @@ def check_features(estimator, X, *, reset: bool) -> da.Array:
                       ensure_all_finite=False)
     else:
         X = validate_data(estimator, X, reset=reset, dtype="numeric")
-        X = da.from_array(X, chunks=(in_memory_chunk_rows(len(X), X.dtype.itemsize * X.shape[1]), X.shape[1]))
+        X = _in_memory_as_dask(X)
     if X.dtype.kind in "iub" and X.dtype not in COMPACT_INTEGERS or X.dtype.kind not in "fiub":
         X = X.astype(np.float64)
     elif X.dtype == np.float16:
