@@ -49,6 +49,7 @@ K = 10
 
 # --- what runs inside each anchor's own process ---------------------------------------------------
 
+
 def _peak_rss() -> int:
     sys.path.insert(0, str(REPO))
     from job.phases import peak_rss
@@ -123,14 +124,28 @@ def run_dask_ml(pieces) -> dict:
     from job.dataset import open_dataset, to_features
 
     store = pieces[0][0]
-    X = to_features(open_dataset(store, "all" if len(pieces) == 2 else "train").images)[: sum(p[2] for p in pieces)]
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      memory_limit="9GiB") as cluster, Client(cluster) as client:
+    X = to_features(open_dataset(store, "all" if len(pieces) == 2 else "train").images)[
+        : sum(p[2] for p in pieces)
+    ]
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit="9GiB",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         X = X.persist()
         model = KMeans(n_clusters=K, random_state=0).fit(X)
         peaks = client.run(_peak_rss)
-    return {"centers": np.asarray(model.cluster_centers_), "passes": None, "n_iter": int(model.n_iter_),
-            "worker_peaks": peaks}
+    return {
+        "centers": np.asarray(model.cluster_centers_),
+        "passes": None,
+        "n_iter": int(model.n_iter_),
+        "worker_peaks": peaks,
+    }
 
 
 def anchor_main(name: str, n: int, store: Path, arg: int) -> None:
@@ -146,16 +161,29 @@ def anchor_main(name: str, n: int, store: Path, arg: int) -> None:
     fit_seconds = time.perf_counter() - started
     inertia = _inertia(pieces, np.asarray(result.pop("centers"), dtype=np.float64))
     passes = result.pop("passes")
-    print(json.dumps({"fit s": fit_seconds, "inertia": inertia,
-                      "passes": None if passes is None else passes + 1, "peak_rss": {"client": _peak_rss()},
-                      **result}))
+    print(
+        json.dumps(
+            {
+                "fit s": fit_seconds,
+                "inertia": inertia,
+                "passes": None if passes is None else passes + 1,
+                "peak_rss": {"client": _peak_rss()},
+                **result,
+            }
+        )
+    )
 
 
 # --- the driver ------------------------------------------------------------------------------------
 
+
 def _anchor(name: str, n: int, store: Path, arg: int = 0) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--anchor", name, "--n", str(n), "--store", str(store),
-                           "--arg", str(arg)], cwd=REPO / "benchmarks", capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--anchor", name, "--n", str(n), "--store", str(store), "--arg", str(arg)],
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -165,8 +193,20 @@ def _job(n: int, store: Path, *args: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         split = "all" if n == 70_000 else "train"
-        cmd = [sys.executable, "-m", "job", "--data", str(store), "--split", split, "--out", str(run),
-               "--dashboard-address", "127.0.0.1:0", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "job",
+            "--data",
+            str(store),
+            "--split",
+            split,
+            "--out",
+            str(run),
+            "--dashboard-address",
+            "127.0.0.1:0",
+            *args,
+        ]
         started = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         wall = time.perf_counter() - started
@@ -176,10 +216,19 @@ def _job(n: int, store: Path, *args: str) -> dict:
     fit = m["fit"]
     peaks = m["memory"]["peak_rss_per_process"]
     fit_s = m["timings"].get("load data", 0.0) + m["timings"]["fit"]  # persisting X is part of the fit's cost
-    return {"fit s": fit_s, "job wall s": wall, "inertia": fit["inertia"],
-            "passes": fit.get("passes_over_all_rows"), "n_iter": fit["n_iter"], "sample": fit.get("sample"),
-            "persisted": fit.get("persisted"), "peak_rss": peaks, "timings": m["timings"],
-            "cluster": m["cluster"].get("sizing"), "held_out": (m.get("held_out") or {}).get("accuracy_majority")}
+    return {
+        "fit s": fit_s,
+        "job wall s": wall,
+        "inertia": fit["inertia"],
+        "passes": fit.get("passes_over_all_rows"),
+        "n_iter": fit["n_iter"],
+        "sample": fit.get("sample"),
+        "persisted": fit.get("persisted"),
+        "peak_rss": peaks,
+        "timings": m["timings"],
+        "cluster": m["cluster"].get("sizing"),
+        "held_out": (m.get("held_out") or {}).get("accuracy_majority"),
+    }
 
 
 def _store_for_job(n: int) -> Path:
@@ -187,8 +236,9 @@ def _store_for_job(n: int) -> Path:
         return mnist_store()
     store = REPO / "data" / f"mnist-{n}.zarr"
     if not store.exists():
-        subprocess.run([sys.executable, "-m", "job.generate", "--n", str(n), "--out", str(store)], cwd=REPO,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "job.generate", "--n", str(n), "--out", str(store)], cwd=REPO, check=True
+        )
     return store
 
 
@@ -196,12 +246,22 @@ def _sklearn_script() -> dict:
     source = os.environ.get("MNIST_SOURCE") or str(REPO.parent / "shared" / "data" / "mnist")
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "benchmarks/sklearn_script.py", source, f"{tmp}/c.png"], cwd=REPO,
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "benchmarks/sklearn_script.py", source, f"{tmp}/c.png"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         wall = time.perf_counter() - started
     out = dict(item.split("=") for item in proc.stdout.split() if "=" in item)
-    return {"fit s": float(out["fit_seconds"]), "job wall s": wall, "inertia": float(out["inertia"]),
-            "passes": None, "peak_rss": {"client": int(out["peak_rss"])}}
+    return {
+        "fit s": float(out["fit_seconds"]),
+        "job wall s": wall,
+        "inertia": float(out["inertia"]),
+        "passes": None,
+        "peak_rss": {"client": int(out["peak_rss"])},
+    }
 
 
 def plot(rows: list[dict], n: int, path: Path, cores: int | None = None) -> None:
@@ -212,11 +272,23 @@ def plot(rows: list[dict], n: int, path: Path, cores: int | None = None) -> None
     ax = fig.add_subplot()
     for r in rows:
         is_job = r["anchor"].startswith("job")
-        ax.scatter(r["fit s"], r["inertia"], s=60 if is_job else 35, marker="*" if is_job else "o",
-                   color="crimson" if is_job else "steelblue", zorder=3)
+        ax.scatter(
+            r["fit s"],
+            r["inertia"],
+            s=60 if is_job else 35,
+            marker="*" if is_job else "o",
+            color="crimson" if is_job else "steelblue",
+            zorder=3,
+        )
         # The job's labels below their points, the anchors' above: they sit close together.
-        ax.annotate(r["anchor"], (r["fit s"], r["inertia"]), textcoords="offset points",
-                    xytext=(6, -12) if is_job else (6, 4), fontsize=8, color="crimson" if is_job else "black")
+        ax.annotate(
+            r["anchor"],
+            (r["fit s"], r["inertia"]),
+            textcoords="offset points",
+            xytext=(6, -12) if is_job else (6, 4),
+            fontsize=8,
+            color="crimson" if is_job else "black",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("fit wall time, s (log scale)")
     ax.set_ylabel("inertia over all rows (lower is better)")
@@ -230,9 +302,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="70000,1000000,8100000")
     parser.add_argument("--e2e", type=int, default=3, help="alternating end-to-end runs at 70k (0: skip)")
-    parser.add_argument("--full-max-iter", type=int, default=40,
-                        help="cap on the job's full-Lloyd anchor above 1M rows (it would run for an hour)")
-    parser.add_argument("--only", default="", help="comma-separated name prefixes of the anchors to run (default all)")
+    parser.add_argument(
+        "--full-max-iter",
+        type=int,
+        default=40,
+        help="cap on the job's full-Lloyd anchor above 1M rows (it would run for an hour)",
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated name prefixes of the anchors to run (default all)"
+    )
     parser.add_argument("--name", default="anchors", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--anchor"), parser.add_argument("--n", type=int), parser.add_argument("--store")
     parser.add_argument("--arg", type=int, default=0)
@@ -266,7 +344,10 @@ def main() -> None:
         if n <= 70_000:
             add("dask-ml", lambda: _anchor("dask_ml", n, data))
         full = ["--sample-size", "all"] + (["--max-iter", str(args.full_max_iter)] if n > 1_000_000 else [])
-        add("job (full Lloyd" + (f", {args.full_max_iter} it.)" if n > 1_000_000 else ")"), lambda: _job(n, job_store, *full))
+        add(
+            "job (full Lloyd" + (f", {args.full_max_iter} it.)" if n > 1_000_000 else ")"),
+            lambda: _job(n, job_store, *full),
+        )
         add("job (default)", lambda: _job(n, job_store))
         print()
         print_table(rows, ["anchor", "fit s", "passes", "inertia"])
@@ -275,7 +356,9 @@ def main() -> None:
             r["inertia vs best anchor"] = r["inertia"] / min(anchor_inertias) if anchor_inertias else None
         results[str(n)] = rows
         save(args.name, results)  # after each size: a long run that is stopped keeps what it measured
-        plot(rows, n, Path(os.environ.get("ANCHORS_PLOTS", REPO / "docs" / "images")) / f"{args.name}-{n}.png")
+        plot(
+            rows, n, Path(os.environ.get("ANCHORS_PLOTS", REPO / "docs" / "images")) / f"{args.name}-{n}.png"
+        )
 
     if args.e2e:
         source_runs, job_runs = [], []
@@ -283,11 +366,16 @@ def main() -> None:
         for _ in range(args.e2e):
             source_runs.append(_sklearn_script()["job wall s"])
             job_runs.append(_job(70_000, store)["job wall s"])
-        results["end_to_end_70000"] = {"sklearn script wall s": source_runs, "job wall s": job_runs,
-                                       "ratio of medians": statistics.median(job_runs) / statistics.median(source_runs)}
-        print(f"\nend to end on MNIST, median of {args.e2e} alternating runs: script "
-              f"{statistics.median(source_runs):.1f} s, job {statistics.median(job_runs):.1f} s, ratio "
-              f"{results['end_to_end_70000']['ratio of medians']:.2f}")
+        results["end_to_end_70000"] = {
+            "sklearn script wall s": source_runs,
+            "job wall s": job_runs,
+            "ratio of medians": statistics.median(job_runs) / statistics.median(source_runs),
+        }
+        print(
+            f"\nend to end on MNIST, median of {args.e2e} alternating runs: script "
+            f"{statistics.median(source_runs):.1f} s, job {statistics.median(job_runs):.1f} s, ratio "
+            f"{results['end_to_end_70000']['ratio of medians']:.2f}"
+        )
     save(args.name, results)
 
 

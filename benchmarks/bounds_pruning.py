@@ -52,7 +52,12 @@ def simulate(X: np.ndarray, C: np.ndarray, iters: int, seed: int = 0) -> dict:
     group = _groups(C, seed)
     t = group.max() + 1
     group_lower = np.stack([masked[:, group == g].min(axis=1) for g in range(t)], axis=1)  # Yinyang
-    upper_h, upper_y, upper_e, lower_e = upper.copy(), upper.copy(), upper.copy(), D.copy()  # Elkan: per center
+    upper_h, upper_y, upper_e, lower_e = (
+        upper.copy(),
+        upper.copy(),
+        upper.copy(),
+        D.copy(),
+    )  # Elkan: per center
     scanned, yinyang, elkan = [], [], []
     for it in range(iters):
         counts = np.bincount(labels, minlength=k)
@@ -105,15 +110,21 @@ def simulate(X: np.ndarray, C: np.ndarray, iters: int, seed: int = 0) -> dict:
         lower = np.where(fail | moved, masked.min(axis=1), lower)
         refresh_y = open_groups.any(axis=1) | moved
         upper_y = np.where(refresh_y, D[rows, labels], upper_y)
-        group_lower = np.where(refresh_y[:, None],
-                               np.stack([masked[:, group == g].min(axis=1) for g in range(t)], axis=1), group_lower)
+        group_lower = np.where(
+            refresh_y[:, None],
+            np.stack([masked[:, group == g].min(axis=1) for g in range(t)], axis=1),
+            group_lower,
+        )
         refresh_e = candidates.any(axis=1) | moved
         upper_e = np.where(refresh_e, D[rows, labels], upper_e)
         lower_e = np.where(refresh_e[:, None], D, lower_e)
     after = slice(5, None)
-    return {"Hamerly: rows rescanned": float(np.mean(scanned[after])),
-            "Yinyang: distances computed": float(np.mean(yinyang[after])),
-            "Elkan: distances computed": float(np.mean(elkan[after])), "groups": int(t)}
+    return {
+        "Hamerly: rows rescanned": float(np.mean(scanned[after])),
+        "Yinyang: distances computed": float(np.mean(yinyang[after])),
+        "Elkan: distances computed": float(np.mean(elkan[after])),
+        "groups": int(t),
+    }
 
 
 def main() -> None:
@@ -125,8 +136,11 @@ def main() -> None:
     X = images.reshape(len(images), -1).astype(np.float64)
     rows = []
     for k in (int(v) for v in args.ks.split(",")):
-        init = greedy_kmeans_plusplus(X[np.random.default_rng(0).choice(len(X), min(len(X), 25_000), replace=False)],
-                                      k, np.random.default_rng(0))
+        init = greedy_kmeans_plusplus(
+            X[np.random.default_rng(0).choice(len(X), min(len(X), 25_000), replace=False)],
+            k,
+            np.random.default_rng(0),
+        )
         with threadpool_limits(1):
             hamerly(X[:1000], init, 0.0, 1)  # compiled (or loaded from numba's cache) before it is timed
             started = time.perf_counter()
@@ -137,7 +151,12 @@ def main() -> None:
                 sums, counts, _ = lloyd_partial(images.reshape(len(images), -1), C)
                 C = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], C)
             blas_s = (time.perf_counter() - started) / args.iters
-        row = {"k": k, **simulate(X, init, args.iters), "hamerly s/iter": hamerly_s, "BLAS Lloyd s/iter": blas_s}
+        row = {
+            "k": k,
+            **simulate(X, init, args.iters),
+            "hamerly s/iter": hamerly_s,
+            "BLAS Lloyd s/iter": blas_s,
+        }
         rows.append(row)
         print_table([row], list(row))
     print()

@@ -34,9 +34,18 @@ def main() -> None:
         decode += seconds
         digest += timed(lambda: chunk_digest(block), args.repeats)[1]
         nbytes += block.nbytes
-    row = {"store": str(Path(store).resolve().relative_to(REPO)) if Path(store).resolve().is_relative_to(REPO)
-           else str(store), "chunks": -(-n // rows), "MB decoded": nbytes / 1e6, "decode s": decode, "SHA-256 s": digest,
-           "decode GB/s": nbytes / decode / 1e9, "SHA-256 GB/s": nbytes / digest / 1e9, "check / decode": digest / decode}
+    row = {
+        "store": str(Path(store).resolve().relative_to(REPO))
+        if Path(store).resolve().is_relative_to(REPO)
+        else str(store),
+        "chunks": -(-n // rows),
+        "MB decoded": nbytes / 1e6,
+        "decode s": decode,
+        "SHA-256 s": digest,
+        "decode GB/s": nbytes / decode / 1e9,
+        "SHA-256 GB/s": nbytes / digest / 1e9,
+        "check / decode": digest / decode,
+    }
     print_table([row], list(row))
     save("chunk_digests", {"rows": [row], "repeats": args.repeats})
 

@@ -41,32 +41,61 @@ def sklearn_one(k: int, seed: int, store: Path) -> dict:
     started = time.perf_counter()
     model = KMeans(n_clusters=k, random_state=seed, n_init=1).fit(X)
     fit = time.perf_counter() - started
-    majority = np.array([np.bincount(y[model.labels_ == c], minlength=10).argmax() if (model.labels_ == c).any()
-                         else -1 for c in range(k)])
+    majority = np.array(
+        [
+            np.bincount(y[model.labels_ == c], minlength=10).argmax() if (model.labels_ == c).any() else -1
+            for c in range(k)
+        ]
+    )
     accuracy = float((majority[model.predict(X_test)] == y_test).mean())
     return {"fit s": fit, "accuracy": accuracy, "n_iter": int(model.n_iter_)}
 
 
 def _sklearn(k: int, seed: int, store: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", str(k), "--seed-one", str(seed), "--store", str(store)],
-                          capture_output=True, text=True, check=True, cwd=REPO / "benchmarks")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", str(k), "--seed-one", str(seed), "--store", str(store)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO / "benchmarks",
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _job(ks: list[int], seed: int, store: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sweep"
-        cmd = [sys.executable, "-m", "job", "--data", str(store), "--split", "train", "--k", ",".join(map(str, ks)),
-               "--seed", str(seed), "--out", str(out), "--dashboard-address", "127.0.0.1:0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "job",
+            "--data",
+            str(store),
+            "--split",
+            "train",
+            "--k",
+            ",".join(map(str, ks)),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ]
         started = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         metrics = json.loads((out / "sweep.json").read_text())
-    return {"wall s": wall, "timings": metrics["timings"],
-            "rows": {r["k"]: {"fit s": r["fit_seconds"], "accuracy": r["held_out_accuracy"], "n_iter": r["n_iter"]}
-                     for r in metrics["sweep"]}}
+    return {
+        "wall s": wall,
+        "timings": metrics["timings"],
+        "rows": {
+            r["k"]: {"fit s": r["fit_seconds"], "accuracy": r["held_out_accuracy"], "n_iter": r["n_iter"]}
+            for r in metrics["sweep"]
+        },
+    }
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -96,22 +125,35 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ks", default="10,32,64,128,256")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--one", type=int), parser.add_argument("--seed-one", type=int), parser.add_argument("--store")
+    (
+        parser.add_argument("--one", type=int),
+        parser.add_argument("--seed-one", type=int),
+        parser.add_argument("--store"),
+    )
     args = parser.parse_args()
     if args.one:
         print(json.dumps(sklearn_one(args.one, args.seed_one, Path(args.store))))
         return
-    ks, seeds, store = [int(k) for k in args.ks.split(",")], [int(s) for s in args.seeds.split(",")], mnist_store()
+    ks, seeds, store = (
+        [int(k) for k in args.ks.split(",")],
+        [int(s) for s in args.seeds.split(",")],
+        mnist_store(),
+    )
     runs = []
     for seed in seeds:
         sk = {}
         for k in ks:
             sk[k] = _sklearn(k, seed, store)
-            print(f"seed {seed}, k={k}: scikit-learn accuracy {sk[k]['accuracy']:.3f}, fit {sk[k]['fit s']:.1f} s",
-                  flush=True)
+            print(
+                f"seed {seed}, k={k}: scikit-learn accuracy {sk[k]['accuracy']:.3f}, fit {sk[k]['fit s']:.1f} s",
+                flush=True,
+            )
         job = _job(ks, seed, store)
-        print(f"seed {seed}: job sweep {job['wall s']:.1f} s wall; " + ", ".join(
-            f"k={k} {job['rows'][k]['accuracy']:.3f}" for k in ks), flush=True)
+        print(
+            f"seed {seed}: job sweep {job['wall s']:.1f} s wall; "
+            + ", ".join(f"k={k} {job['rows'][k]['accuracy']:.3f}" for k in ks),
+            flush=True,
+        )
         runs.append({"seed": seed, "sklearn": sk, "job": job})
 
     def med(values):
@@ -119,13 +161,35 @@ def main() -> None:
 
     rows = []
     for k in ks:
-        sk_acc, job_acc = med([r["sklearn"][k]["accuracy"] for r in runs]), med([r["job"]["rows"][k]["accuracy"] for r in runs])
-        sk_fit, job_fit = med([r["sklearn"][k]["fit s"] for r in runs]), med([r["job"]["rows"][k]["fit s"] for r in runs])
-        rows.append({"k": k, "sklearn accuracy": sk_acc, "job accuracy": job_acc, "difference": job_acc - sk_acc,
-                     "sklearn fit s": sk_fit, "job fit s": job_fit, "fit ratio": job_fit / sk_fit})
-    totals = {"sklearn fits of the list, s (median over seeds)": med([sum(r["sklearn"][k]["fit s"] for k in ks) for r in runs]),
-              "job sweep wall, s (median over seeds)": med([r["job"]["wall s"] for r in runs])}
-    totals["ratio"] = totals["job sweep wall, s (median over seeds)"] / totals["sklearn fits of the list, s (median over seeds)"]
+        sk_acc, job_acc = (
+            med([r["sklearn"][k]["accuracy"] for r in runs]),
+            med([r["job"]["rows"][k]["accuracy"] for r in runs]),
+        )
+        sk_fit, job_fit = (
+            med([r["sklearn"][k]["fit s"] for r in runs]),
+            med([r["job"]["rows"][k]["fit s"] for r in runs]),
+        )
+        rows.append(
+            {
+                "k": k,
+                "sklearn accuracy": sk_acc,
+                "job accuracy": job_acc,
+                "difference": job_acc - sk_acc,
+                "sklearn fit s": sk_fit,
+                "job fit s": job_fit,
+                "fit ratio": job_fit / sk_fit,
+            }
+        )
+    totals = {
+        "sklearn fits of the list, s (median over seeds)": med(
+            [sum(r["sklearn"][k]["fit s"] for k in ks) for r in runs]
+        ),
+        "job sweep wall, s (median over seeds)": med([r["job"]["wall s"] for r in runs]),
+    }
+    totals["ratio"] = (
+        totals["job sweep wall, s (median over seeds)"]
+        / totals["sklearn fits of the list, s (median over seeds)"]
+    )
     print()
     print_table(rows, list(rows[0]))
     print("\n" + "; ".join(f"{name}: {value:.2f}" for name, value in totals.items()))

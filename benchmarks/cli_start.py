@@ -26,7 +26,9 @@ COMMANDS = {
 def main() -> None:
     rows = []
     for name, args in COMMANDS.items():
-        _, seconds = timed(lambda: subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True), repeats=5)
+        _, seconds = timed(
+            lambda: subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True), repeats=5
+        )
         rows.append({"command": name, "median s": seconds})
     anchor = rows[0]["median s"]
     for row in rows:

@@ -45,16 +45,28 @@ def main():
 
                 def write():
                     shutil.rmtree(path, ignore_errors=True)
-                    array = zarr.create_array(store=str(path), shape=images.shape, dtype="uint8",
-                                              chunks=(chunk, 28, 28), compressors=compressors)
+                    array = zarr.create_array(
+                        store=str(path),
+                        shape=images.shape,
+                        dtype="uint8",
+                        chunks=(chunk, 28, 28),
+                        compressors=compressors,
+                    )
                     for start in range(0, len(images), chunk):
                         array[start : start + chunk] = images[start : start + chunk]
 
                 _, write_s = timed(write, 1)
                 _, read_s = timed(lambda: zarr.open_array(str(path), mode="r")[:], 3)
-                rows.append({"codec": name, "chunk": chunk, "ratio": images.nbytes / _size(path),
-                             "write s": write_s, "read s": read_s,
-                             "read MB/s": images.nbytes / read_s / 1e6})
+                rows.append(
+                    {
+                        "codec": name,
+                        "chunk": chunk,
+                        "ratio": images.nbytes / _size(path),
+                        "write s": write_s,
+                        "read s": read_s,
+                        "read MB/s": images.nbytes / read_s / 1e6,
+                    }
+                )
     print_table(rows, ["codec", "chunk", "ratio", "write s", "read s", "read MB/s"])
     save("codecs", {"images": list(images.shape), "results": rows})
 

@@ -34,8 +34,9 @@ from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
 from job.kmeans.passes import inertia_and_counts
 
-CLUSTER = dict(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-               memory_limit="4GiB")
+CLUSTER = dict(
+    n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit="4GiB"
+)
 
 
 def fixed_work(X, X_np, init, iters, repeats):
@@ -43,7 +44,8 @@ def fixed_work(X, X_np, init, iters, repeats):
     a shared machine falls on all of them alike; the median of each is reported."""
     runs = {
         "scikit-learn (lloyd, 2 threads)": lambda: KMeans(
-            10, init=init.astype(np.float32), n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(X_np),
+            10, init=init.astype(np.float32), n_init=1, max_iter=iters, tol=0, algorithm="lloyd"
+        ).fit(X_np),
         "dask-ml KMeans (stock)": lambda: DaskMLKMeans(10, init=init, max_iter=iters, tol=0).fit(X),
         "fused (job default)": lambda: FusedKMeans(10, init=init, max_iter=iters, tol=0).fit(X),
     }
@@ -58,9 +60,16 @@ def fixed_work(X, X_np, init, iters, repeats):
         seconds = float(np.median(times[name]))
         centers = np.asarray(model.cluster_centers_, dtype=np.float64)
         inertia, _ = inertia_and_counts(X, centers)
-        rows.append({"fit": name, "iterations": int(model.n_iter_), "fit s": seconds,
-                     "ms/iteration": seconds / model.n_iter_ * 1e3, "inertia": inertia,
-                     "all runs s": [round(t, 3) for t in times[name]]})
+        rows.append(
+            {
+                "fit": name,
+                "iterations": int(model.n_iter_),
+                "fit s": seconds,
+                "ms/iteration": seconds / model.n_iter_ * 1e3,
+                "inertia": inertia,
+                "all runs s": [round(t, 3) for t in times[name]],
+            }
+        )
     base = rows[0]["ms/iteration"]
     for row in rows:
         row["x scikit-learn"] = row["ms/iteration"] / base
@@ -81,9 +90,16 @@ def whole_fits(X, X_np, y, seed):
         centers = np.asarray(model.cluster_centers_, dtype=np.float64)
         inertia, _ = inertia_and_counts(X, centers)
         labels = model.labels_ if isinstance(model.labels_, np.ndarray) else model.labels_.compute()
-        rows.append({"fit": name, "iterations": int(model.n_iter_), "total s": seconds,
-                     "init s": getattr(model, "init_time_", float("nan")), "inertia": inertia,
-                     "ARI": adjusted_rand_score(y, labels)})
+        rows.append(
+            {
+                "fit": name,
+                "iterations": int(model.n_iter_),
+                "total s": seconds,
+                "init s": getattr(model, "init_time_", float("nan")),
+                "inertia": inertia,
+                "ARI": adjusted_rand_score(y, labels),
+            }
+        )
     return rows
 
 
@@ -95,21 +111,41 @@ def sweeps(client, X_lazy, init, iters, repeats):
 
     for rows_per_chunk in (4096, 8750, 17500, 35000):
         X = persist_balanced(client, X_lazy, rows_per_chunk)
-        rows.append({"variant": f"persisted, {rows_per_chunk} rows/chunk, 2 processes",
-                     "ms/iteration": fused(X) / iters * 1e3})
+        rows.append(
+            {
+                "variant": f"persisted, {rows_per_chunk} rows/chunk, 2 processes",
+                "ms/iteration": fused(X) / iters * 1e3,
+            }
+        )
         del X
-    rows.append({"variant": "streamed from Zarr (8192 rows/chunk), 2 processes",
-                 "ms/iteration": fused(X_lazy) / iters * 1e3})
+    rows.append(
+        {
+            "variant": "streamed from Zarr (8192 rows/chunk), 2 processes",
+            "ms/iteration": fused(X_lazy) / iters * 1e3,
+        }
+    )
     return rows
 
 
 def threads_variant(X_lazy, init, iters, repeats):
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, host="127.0.0.1", protocol="tcp",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            host="127.0.0.1",
+            protocol="tcp",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         reduce_batching_latency(client)
         X = persist_balanced(client, X_lazy)
         _, seconds = timed(lambda: FusedKMeans(10, init=init, max_iter=iters, tol=0).fit(X), repeats)
-    return {"variant": "persisted, 8750 rows/chunk, 1 process x 2 threads", "ms/iteration": seconds / iters * 1e3}
+    return {
+        "variant": "persisted, 8750 rows/chunk, 1 process x 2 threads",
+        "ms/iteration": seconds / iters * 1e3,
+    }
 
 
 def end_to_end(store):
@@ -117,9 +153,24 @@ def end_to_end(store):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, cmd in (
-            ("task's scikit-learn script", [sys.executable, "benchmarks/sklearn_script.py", source, f"{tmp}/c.png"]),
-            ("python -m job (Zarr to run folder)", [sys.executable, "-m", "job", "--data", str(store),
-                                                   "--out", f"{tmp}/run", "--dashboard-address", "127.0.0.1:0"]),
+            (
+                "task's scikit-learn script",
+                [sys.executable, "benchmarks/sklearn_script.py", source, f"{tmp}/c.png"],
+            ),
+            (
+                "python -m job (Zarr to run folder)",
+                [
+                    sys.executable,
+                    "-m",
+                    "job",
+                    "--data",
+                    str(store),
+                    "--out",
+                    f"{tmp}/run",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                ],
+            ),
         ):
             started = time.perf_counter()
             subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
@@ -143,9 +194,13 @@ def main():
         X = persist_balanced(client, X_lazy)  # as the job does: 8 equal chunks, 4 per worker
         init = np.asarray(k_init(X, 10, init="k-means||", random_state=0), dtype=np.float64)
 
-        print(f"\nA. Same initial centers, tol=0, {args.iters} iterations, X persisted (median of {args.repeats})")
+        print(
+            f"\nA. Same initial centers, tol=0, {args.iters} iterations, X persisted (median of {args.repeats})"
+        )
         results["fixed_work"] = fixed_work(X, X_np, init, args.iters, args.repeats)
-        print_table(results["fixed_work"], ["fit", "iterations", "fit s", "ms/iteration", "x scikit-learn", "inertia"])
+        print_table(
+            results["fixed_work"], ["fit", "iterations", "fit s", "ms/iteration", "x scikit-learn", "inertia"]
+        )
 
         print("\nB. Whole default fits from scratch, seed 0")
         results["whole_fits"] = whole_fits(X, X_np, y, 0)

@@ -46,12 +46,23 @@ def main() -> None:
         model = KMeans(n_clusters=10, n_init=1, random_state=0).fit(X)
         return model.inertia_, model.labels_
 
-    fits = {"scikit-learn KMeans(10, n_init=1) (anchor)": sklearn, "FusedKMeans.fit(numpy array)": job_numpy,
-            "FusedKMeans.fit(persisted dask array) + labels_.compute()": job_dask}
+    fits = {
+        "scikit-learn KMeans(10, n_init=1) (anchor)": sklearn,
+        "FusedKMeans.fit(numpy array)": job_numpy,
+        "FusedKMeans.fit(persisted dask array) + labels_.compute()": job_dask,
+    }
     times: dict[str, list[float]] = {name: [] for name in fits}
     results = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      memory_limit="4GiB") as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit="4GiB",
+        ) as cluster,
+        Client(cluster),
+    ):
         X_dask = da.from_array(X, chunks=(7_500, X.shape[1])).persist()
         job_numpy()  # warm: numba's compilation and the workers' imports are not the fit's
         for _ in range(args.repeats):
@@ -63,7 +74,10 @@ def main() -> None:
                 results[name] = float(inertia)
     # No Client at all (a notebook that never made one): dask's local threaded scheduler, interleaved
     # with scikit-learn again.
-    local = {"scikit-learn KMeans(10, n_init=1), no Client": sklearn, "FusedKMeans.fit(numpy array), no Client": job_numpy}
+    local = {
+        "scikit-learn KMeans(10, n_init=1), no Client": sklearn,
+        "FusedKMeans.fit(numpy array), no Client": job_numpy,
+    }
     times.update({name: [] for name in local})
     job_numpy()
     for _ in range(args.repeats):
@@ -73,8 +87,15 @@ def main() -> None:
             times[name].append(time.perf_counter() - started)
             results[name] = float(inertia)
     anchor = statistics.median(times[next(iter(fits))])
-    rows = [{"fit": name, "median s": statistics.median(t), "x scikit-learn": statistics.median(t) / anchor,
-             "inertia": results[name]} for name, t in times.items()]
+    rows = [
+        {
+            "fit": name,
+            "median s": statistics.median(t),
+            "x scikit-learn": statistics.median(t) / anchor,
+            "inertia": results[name],
+        }
+        for name, t in times.items()
+    ]
     print_table(rows, ["fit", "median s", "x scikit-learn", "inertia"])
     save("in_memory_fit", {"repeats": args.repeats, "rows": rows, "times": times})
 

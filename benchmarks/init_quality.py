@@ -32,12 +32,17 @@ from job.kmeans.passes import inertia_and_counts
 def _row(method, seed, X, y, init, init_s, model, fit_s, passes=None):
     labels = model.labels_ if isinstance(model.labels_, np.ndarray) else model.labels_.compute()
     return {
-        "method": method, "seed": seed,
+        "method": method,
+        "seed": seed,
         "init inertia": inertia_and_counts(X, np.asarray(init, dtype=np.float64))[0],
         "final inertia": inertia_and_counts(X, np.asarray(model.cluster_centers_, dtype=np.float64))[0],
-        "ARI": adjusted_rand_score(y, labels), "NMI": normalized_mutual_info_score(y, labels),
-        "init s": init_s, "lloyd s": fit_s, "iterations": int(model.n_iter_),
-        "distinct init centers": len(np.unique(np.asarray(init), axis=0)), "passes": passes if passes else "-",
+        "ARI": adjusted_rand_score(y, labels),
+        "NMI": normalized_mutual_info_score(y, labels),
+        "init s": init_s,
+        "lloyd s": fit_s,
+        "iterations": int(model.n_iter_),
+        "distinct init centers": len(np.unique(np.asarray(init), axis=0)),
+        "passes": passes if passes else "-",
     }
 
 
@@ -49,14 +54,29 @@ def main():
     X_lazy = to_features(data.images)
     X_np, y = X_lazy.compute(), data.labels.compute()
     rows = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         reduce_batching_latency(client)
         X = persist_balanced(client, X_lazy)
         for seed in range(args.seeds):
             model = FusedKMeans(10, random_state=seed, sample_size=None).fit(X)  # k-means||, then plain Lloyd
-            rows.append(_row("ours: k-means|| + fused", seed, X, y, model.init_centers_, model.init_time_, model,
-                             model.lloyd_time_, model.init_info_["passes"]))
+            rows.append(
+                _row(
+                    "ours: k-means|| + fused",
+                    seed,
+                    X,
+                    y,
+                    model.init_centers_,
+                    model.init_time_,
+                    model,
+                    model.lloyd_time_,
+                    model.init_info_["passes"],
+                )
+            )
 
             started = time.perf_counter()
             init = k_init(X, 10, init="k-means||", random_state=seed)
@@ -70,23 +90,55 @@ def main():
             init_s = time.perf_counter() - started
             started = time.perf_counter()
             model = KMeans(10, init=init, n_init=1).fit(X_np)
-            rows.append(_row("scikit-learn k-means++", seed, X, y, init, init_s, model, time.perf_counter() - started))
+            rows.append(
+                _row("scikit-learn k-means++", seed, X, y, init, init_s, model, time.perf_counter() - started)
+            )
             print(f"seed {seed} done", flush=True)
-    columns = ["method", "seed", "init inertia", "final inertia", "ARI", "NMI", "init s", "lloyd s", "iterations",
-               "distinct init centers", "passes"]
+    columns = [
+        "method",
+        "seed",
+        "init inertia",
+        "final inertia",
+        "ARI",
+        "NMI",
+        "init s",
+        "lloyd s",
+        "iterations",
+        "distinct init centers",
+        "passes",
+    ]
     print_table(rows, columns)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        summary.append({"method": method, **{f"median {c}": float(np.median([r[c] for r in mine]))
-                                             for c in ("init inertia", "final inertia", "ARI", "NMI", "init s", "lloyd s")},
-                        "min distinct init centers": min(r["distinct init centers"] for r in mine)})
+        summary.append(
+            {
+                "method": method,
+                **{
+                    f"median {c}": float(np.median([r[c] for r in mine]))
+                    for c in ("init inertia", "final inertia", "ARI", "NMI", "init s", "lloyd s")
+                },
+                "min distinct init centers": min(r["distinct init centers"] for r in mine),
+            }
+        )
     sk = summary[2]["median final inertia"]
     for s in summary:
         s["final vs scikit-learn"] = s["median final inertia"] / sk - 1
     print()
-    print_table(summary, ["method", "median init inertia", "median final inertia", "final vs scikit-learn",
-                          "median ARI", "median NMI", "median init s", "median lloyd s", "min distinct init centers"])
+    print_table(
+        summary,
+        [
+            "method",
+            "median init inertia",
+            "median final inertia",
+            "final vs scikit-learn",
+            "median ARI",
+            "median NMI",
+            "median init s",
+            "median lloyd s",
+            "min distinct init centers",
+        ],
+    )
     save("init_quality", {"seeds": args.seeds, "per_seed": rows, "summary": summary})
 
 

@@ -40,21 +40,58 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         store, run = Path(tmp) / "mnist.zarr", Path(tmp) / "run"
         seconds, peak = _run([sys.executable, "-m", "data_prep", "--source", source, "--out", str(store)])
-        rows.append({"phase": "convert IDX to Zarr (python -m data_prep)", "s": seconds,
-                     "client peak MiB": peak / MiB, "cluster peak MiB": "-"})
-        seconds, peak = _run([sys.executable, "-m", "job", "--data", str(store), "--out", str(run),
-                              "--dashboard-address", "127.0.0.1:0"])
+        rows.append(
+            {
+                "phase": "convert IDX to Zarr (python -m data_prep)",
+                "s": seconds,
+                "client peak MiB": peak / MiB,
+                "cluster peak MiB": "-",
+            }
+        )
+        seconds, peak = _run(
+            [
+                sys.executable,
+                "-m",
+                "job",
+                "--data",
+                str(store),
+                "--out",
+                str(run),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ]
+        )
         metrics = json.loads((run / "metrics.json").read_text())
     for phase, phase_seconds in metrics["timings"].items():
         memory = metrics["memory"][phase]
         cluster = memory.get("cluster_peak_memory")
-        rows.append({"phase": phase, "s": phase_seconds, "client peak MiB": memory["client_peak_rss"] / MiB,
-                     "cluster peak MiB": cluster / MiB if cluster else "-"})
-    rows.append({"phase": "whole job (python -m job, wall)", "s": seconds, "client peak MiB": peak / MiB,
-                 "cluster peak MiB": "-"})
+        rows.append(
+            {
+                "phase": phase,
+                "s": phase_seconds,
+                "client peak MiB": memory["client_peak_rss"] / MiB,
+                "cluster peak MiB": cluster / MiB if cluster else "-",
+            }
+        )
+    rows.append(
+        {
+            "phase": "whole job (python -m job, wall)",
+            "s": seconds,
+            "client peak MiB": peak / MiB,
+            "cluster peak MiB": "-",
+        }
+    )
     print_table(rows, ["phase", "s", "client peak MiB", "cluster peak MiB"])
-    save("job_phases", {"results": rows, "fit": metrics["fit"],
-                        "evaluation": {k: metrics["evaluation"][k] for k in ("ari", "nmi", "accuracy_hungarian", "silhouette")}})
+    save(
+        "job_phases",
+        {
+            "results": rows,
+            "fit": metrics["fit"],
+            "evaluation": {
+                k: metrics["evaluation"][k] for k in ("ari", "nmi", "accuracy_hungarian", "silhouette")
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

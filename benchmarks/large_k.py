@@ -130,16 +130,29 @@ def anchor_main(name: str, store: Path, k: int) -> None:
     fitted = time.perf_counter()
     labels, inertia = _assign(X, centers)
     done = time.perf_counter()
-    print(json.dumps({
-        "load s": loaded - started, "fit s": fitted - loaded, "assign s": done - fitted, "total s": done - started,
-        "inertia": inertia, "held-out": _held_out(labels, truth, centers, k),
-        "peak RSS MiB": {"client": _peak_rss() / 2**20},
-    }))
+    print(
+        json.dumps(
+            {
+                "load s": loaded - started,
+                "fit s": fitted - loaded,
+                "assign s": done - fitted,
+                "total s": done - started,
+                "inertia": inertia,
+                "held-out": _held_out(labels, truth, centers, k),
+                "peak RSS MiB": {"client": _peak_rss() / 2**20},
+            }
+        )
+    )
 
 
 def _anchor(name: str, store: Path, k: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--anchor", name, "--store", str(store), "--k", str(k)], check=False,
-                          cwd=REPO / "benchmarks", capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--anchor", name, "--store", str(store), "--k", str(k)],
+        check=False,
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -148,8 +161,21 @@ def _anchor(name: str, store: Path, k: int) -> dict:
 def _job(store: Path, k: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "job", "--data", str(store), "--split", "train", "--k", str(k), "--out", str(run),
-               "--dashboard-address", "127.0.0.1:0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "job",
+            "--data",
+            str(store),
+            "--split",
+            "train",
+            "--k",
+            str(k),
+            "--out",
+            str(run),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ]
         started = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - started
@@ -159,15 +185,29 @@ def _job(store: Path, k: int) -> dict:
     t, fit = m["timings"], m["fit"]
     peak = m["memory"]["peak_rss_per_process"]
     # the client and the scheduler share a process (a LocalCluster): one figure; then each worker
-    peaks = {"client+scheduler": peak["client"] / 2**20,
-             **{f"worker {i}": value / 2**20 for i, value in enumerate(peak["workers"].values())}}
-    client_peak = {phase: value["client_peak_rss"] / 2**20 for phase, value in m["memory"].items()
-                   if isinstance(value, dict) and "client_peak_rss" in value}
+    peaks = {
+        "client+scheduler": peak["client"] / 2**20,
+        **{f"worker {i}": value / 2**20 for i, value in enumerate(peak["workers"].values())},
+    }
+    client_peak = {
+        phase: value["client_peak_rss"] / 2**20
+        for phase, value in m["memory"].items()
+        if isinstance(value, dict) and "client_peak_rss" in value
+    }
     return {
-        "load s": t["load data"], "fit s": t["fit"], "assign s": 0.0, "total s": t["load data"] + t["fit"],
-        "job wall s": wall, "inertia": fit["inertia"], "held-out": m["held_out"]["accuracy_majority"],
-        "peak RSS MiB": peaks, "n_iter": fit["n_iter"], "strategy": fit.get("strategy"),
-        "passes": fit.get("passes_over_all_rows"), "sample": fit.get("sample"), "timings": t,
+        "load s": t["load data"],
+        "fit s": t["fit"],
+        "assign s": 0.0,
+        "total s": t["load data"] + t["fit"],
+        "job wall s": wall,
+        "inertia": fit["inertia"],
+        "held-out": m["held_out"]["accuracy_majority"],
+        "peak RSS MiB": peaks,
+        "n_iter": fit["n_iter"],
+        "strategy": fit.get("strategy"),
+        "passes": fit.get("passes_over_all_rows"),
+        "sample": fit.get("sample"),
+        "timings": t,
         "client peak RSS MiB by phase": client_peak,
     }
 
@@ -179,10 +219,22 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
     ax = fig.add_subplot()
     for r in rows:
         is_job = r["anchor"] == "job"
-        ax.scatter(r["total s"], r["inertia"], s=70 if is_job else 35, marker="*" if is_job else "o",
-                   color="crimson" if is_job else "steelblue", zorder=3)
-        ax.annotate(r["anchor"], (r["total s"], r["inertia"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8, color="crimson" if is_job else "black")
+        ax.scatter(
+            r["total s"],
+            r["inertia"],
+            s=70 if is_job else 35,
+            marker="*" if is_job else "o",
+            color="crimson" if is_job else "steelblue",
+            zorder=3,
+        )
+        ax.annotate(
+            r["anchor"],
+            (r["total s"], r["inertia"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+            color="crimson" if is_job else "black",
+        )
     ax.set_xlabel("load + fit + assign every row, s")
     ax.set_ylabel("inertia over all rows (lower is better)")
     ax.set_title(title)
@@ -210,7 +262,11 @@ def main() -> None:
     prefixes = [p.strip() for p in args.only.split(",") if p.strip()]
     # --only re-runs some anchors: the others' rows are kept from the results file (each is saved as it ends)
     path = RESULTS / f"{name}.json"
-    kept = {r["anchor"]: r for r in json.loads(path.read_text())["anchors"]} if prefixes and path.exists() else {}
+    kept = (
+        {r["anchor"]: r for r in json.loads(path.read_text())["anchors"]}
+        if prefixes and path.exists()
+        else {}
+    )
     rows = []
     for anchor in ANCHORS:
         if prefixes and not any(anchor.startswith(p) for p in prefixes):
@@ -227,8 +283,20 @@ def main() -> None:
         r["peak RSS MiB (max)"] = max(r["peak RSS MiB"].values())
         if best:
             r["vs best anchor"] = r["inertia"] / best
-    print_table(rows, ["anchor", "load s", "fit s", "assign s", "total s", "inertia", "vs best anchor", "held-out",
-                       "peak RSS MiB (max)"])
+    print_table(
+        rows,
+        [
+            "anchor",
+            "load s",
+            "fit s",
+            "assign s",
+            "total s",
+            "inertia",
+            "vs best anchor",
+            "held-out",
+            "peak RSS MiB (max)",
+        ],
+    )
     image = REPO / "docs" / "images" / f"{name}.png"
     cores = len(os.sched_getaffinity(0))
     plot(rows, f"K-Means, k={args.k}, on {n:,} images: inertia against time ({cores} cores)", image)

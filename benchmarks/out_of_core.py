@@ -52,24 +52,61 @@ class Cluster:
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # What a Nanny would set before starting a worker (distributed.nanny.pre-spawn-environ): without
         # it each worker's BLAS starts a thread per core and two workers fight over two cores.
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "MALLOC_TRIM_THRESHOLD_": "65536"}
-        self.scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                           "--dashboard-address", "127.0.0.1:0",
-                                           "--scheduler-file", str(self.scheduler_file)], **quiet)
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MALLOC_TRIM_THRESHOLD_": "65536",
+        }
+        self.scheduler = subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(self.scheduler_file),
+            ],
+            **quiet,
+        )
         while not self.scheduler_file.exists():
             time.sleep(0.1)
         self.workers = [
-            subprocess.Popen([DASK, "worker", "--scheduler-file", str(self.scheduler_file), "--nthreads", "1",
-                              "--memory-limit", memory_limit, "--no-nanny", "--host", "127.0.0.1",
-                              "--no-dashboard", "--name", f"w{i}"], env=env, **quiet)
+            subprocess.Popen(
+                [
+                    DASK,
+                    "worker",
+                    "--scheduler-file",
+                    str(self.scheduler_file),
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    memory_limit,
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                ],
+                env=env,
+                **quiet,
+            )
             for i in range(WORKERS)
         ]
         self.address = json.loads(self.scheduler_file.read_text())["address"]
 
     def stop(self) -> dict[str, int]:
         peaks = {}
-        for name, proc in [*((f"worker {i}", w) for i, w in enumerate(self.workers)), ("scheduler", self.scheduler)]:
+        for name, proc in [
+            *((f"worker {i}", w) for i, w in enumerate(self.workers)),
+            ("scheduler", self.scheduler),
+        ]:
             peaks[name] = vm_hwm(proc.pid)
             proc.send_signal(signal.SIGINT)
             try:
@@ -115,22 +152,31 @@ def measure(address: str, store: Path, n: int, centers: np.ndarray, iters: int) 
     from job.dataset import open_dataset, to_features
     from job.deploy.lifecycle import reduce_batching_latency
     from job.kmeans.passes import lloyd_step
+
     with Client(address) as client:
         client.wait_for_workers(WORKERS)
         reduce_batching_latency(client)
         images = open_dataset(store, "train").images[:n]
         X = to_features(images)
-        client.submit(_timed_arithmetic, np.zeros((8, 28, 28), np.uint8), centers, pure=False).result()  # warm
+        client.submit(
+            _timed_arithmetic, np.zeros((8, 28, 28), np.uint8), centers, pure=False
+        ).result()  # warm
 
-        read_pass = images.map_blocks(_read_only, drop_axis=(1, 2), chunks=((1,) * images.numblocks[0],),
-                                      dtype=np.int64).sum()
+        read_pass = images.map_blocks(
+            _read_only, drop_axis=(1, 2), chunks=((1,) * images.numblocks[0],), dtype=np.int64
+        ).sum()
         read_pass.compute()  # the first pass also opens the store and imports the codecs on each worker
         started = time.perf_counter()
         read_pass.compute()
         read_s = time.perf_counter() - started
 
-        per_chunk = images.map_blocks(_timed_arithmetic, centers, drop_axis=(1, 2),
-                                      chunks=((1,) * images.numblocks[0],), dtype=np.float64).compute()
+        per_chunk = images.map_blocks(
+            _timed_arithmetic,
+            centers,
+            drop_axis=(1, 2),
+            chunks=((1,) * images.numblocks[0],),
+            dtype=np.float64,
+        ).compute()
         arith_s = float(per_chunk.sum()) / WORKERS
 
         lloyd_step(X, centers)  # warm the path (numba, imports)
@@ -141,9 +187,16 @@ def measure(address: str, store: Path, n: int, centers: np.ndarray, iters: int) 
             lloyd_step(X, centers)
             times.append(time.perf_counter() - started)
         read_bytes = (sum(client.run(_rchar).values()) - before) / iters
-    return {"n": n, "read s": read_s, "arith s": arith_s, "floor s": read_s + arith_s,
-            "iter s": statistics.median(times), "iter/floor": statistics.median(times) / (read_s + arith_s),
-            "MiB read/iter": read_bytes / 2**20, "iter times": times}
+    return {
+        "n": n,
+        "read s": read_s,
+        "arith s": arith_s,
+        "floor s": read_s + arith_s,
+        "iter s": statistics.median(times),
+        "iter/floor": statistics.median(times) / (read_s + arith_s),
+        "MiB read/iter": read_bytes / 2**20,
+        "iter times": times,
+    }
 
 
 def start_centers(store: Path) -> np.ndarray:
@@ -171,8 +224,16 @@ def ensure_store(store: Path, n: int) -> Path:
 
     from data_prep.generate import GenerateConfig, generate_dataset
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="2GiB",
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         return generate_dataset(GenerateConfig(out=store, source=mnist_store(), n=n, seed=0), client)
 
 
@@ -181,8 +242,23 @@ def run_whole_job(store: Path, n: int, extra: list[str]) -> dict:
     cluster = Cluster()
     out = Path(tempfile.mkdtemp()) / "run"
     started = time.perf_counter()
-    job = subprocess.Popen([sys.executable, "-m", "job", "--data", str(store), "--split", "train",
-                            "--scheduler", cluster.address, "--out", str(out), *extra], cwd=REPO)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "job",
+            "--data",
+            str(store),
+            "--split",
+            "train",
+            "--scheduler",
+            cluster.address,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=REPO,
+    )
     job_peak = 0
     while job.poll() is None:  # VmHWM only grows: the last reading before exit is the peak (to 0.2 s)
         try:
@@ -195,11 +271,20 @@ def run_whole_job(store: Path, n: int, extra: list[str]) -> dict:
     peaks = cluster.stop()
     peaks["client (job)"] = job_peak
     metrics = json.loads((out / "metrics.json").read_text()) if status == 0 else {}
-    return {"n": n, "exit status": status, "wall s": wall, "peaks": peaks, "run": str(out),
-            "timings": metrics.get("timings"), "fit": metrics.get("fit"), "evaluation": {
-                key: metrics.get("evaluation", {}).get(key) for key in ("ari", "nmi", "accuracy_hungarian",
-                                                                        "silhouette")},
-            "held_out": {key: (metrics.get("held_out") or {}).get(key) for key in ("accuracy_hungarian",)}}
+    return {
+        "n": n,
+        "exit status": status,
+        "wall s": wall,
+        "peaks": peaks,
+        "run": str(out),
+        "timings": metrics.get("timings"),
+        "fit": metrics.get("fit"),
+        "evaluation": {
+            key: metrics.get("evaluation", {}).get(key)
+            for key in ("ari", "nmi", "accuracy_hungarian", "silhouette")
+        },
+        "held_out": {key: (metrics.get("held_out") or {}).get(key) for key in ("accuracy_hungarian",)},
+    }
 
 
 def main():
@@ -208,16 +293,24 @@ def main():
     parser.add_argument("--store", type=Path, default=REPO / "data" / "mnist-8100000.zarr")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--job", action="store_true", help="also run the whole job on the largest n")
-    parser.add_argument("--job-only", default=None, metavar="SIZES",
-                        help="only run the whole job, on stores of these sizes (data/mnist-<n>.zarr, generated with "
-                        "the same seed: the first n rows of the big store); saves out_of_core_job_<n>.json each")
+    parser.add_argument(
+        "--job-only",
+        default=None,
+        metavar="SIZES",
+        help="only run the whole job, on stores of these sizes (data/mnist-<n>.zarr, generated with "
+        "the same seed: the first n rows of the big store); saves out_of_core_job_<n>.json each",
+    )
     parser.add_argument("--job-args", default="", help="extra arguments for the job, e.g. '--max-iter 50'")
     args = parser.parse_args()
     if args.job_only:
         for n in [int(s) for s in args.job_only.split(",")]:
-            whole = run_whole_job(ensure_store(REPO / "data" / f"mnist-{n}.zarr", n), n, args.job_args.split())
-            print(f"whole job on n={n:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak RSS MiB: "
-                  + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items()))
+            whole = run_whole_job(
+                ensure_store(REPO / "data" / f"mnist-{n}.zarr", n), n, args.job_args.split()
+            )
+            print(
+                f"whole job on n={n:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak RSS MiB: "
+                + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items())
+            )
             save(f"out_of_core_job_{n}", {"args": {k: str(v) for k, v in vars(args).items()}, "job": whole})
         return
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -240,14 +333,30 @@ def main():
     logs = np.log([r["n"] for r in rows]), np.log([r["iter s"] for r in rows])
     exponent = float(np.polyfit(*logs, 1)[0]) if len(rows) > 1 else float("nan")
     print(f"\nStreaming Lloyd iterations ({WORKERS} workers x 1 thread, 2 GiB limit each; k=10)")
-    print_table(rows, ["n", "read s", "arith s", "floor s", "iter s", "iter/floor", "MiB read/iter",
-                       "scheduler peak MiB", "worker 0 peak MiB", "worker 1 peak MiB", "client (this process) peak MiB"])
+    print_table(
+        rows,
+        [
+            "n",
+            "read s",
+            "arith s",
+            "floor s",
+            "iter s",
+            "iter/floor",
+            "MiB read/iter",
+            "scheduler peak MiB",
+            "worker 0 peak MiB",
+            "worker 1 peak MiB",
+            "client (this process) peak MiB",
+        ],
+    )
     print(f"time per iteration ~ n^{exponent:.3f} (least squares on log-log)")
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "exponent": exponent}
     if args.job:
         whole = run_whole_job(store, max(sizes), args.job_args.split())
-        print(f"\nwhole job on n={whole['n']:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak RSS MiB: "
-              + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items()))
+        print(
+            f"\nwhole job on n={whole['n']:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak RSS MiB: "
+            + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items())
+        )
         result["job"] = whole
     save("out_of_core", result)
 

@@ -37,11 +37,23 @@ from job.engine.persist import persist_balanced
 def dask_ml_iteration_graph(X, centers, k):
     """The body of dask-ml's Lloyd loop up to its compute() (dask_ml/cluster/k_means.py)."""
     P = X.shape[1]
-    labels, distances = pairwise_distances_argmin_min(X, centers, metric="euclidean",
-                                                      metric_kwargs={"squared": True})
+    labels, distances = pairwise_distances_argmin_min(
+        X, centers, metric="euclidean", metric_kwargs={"squared": True}
+    )
     labels = labels.astype(np.int32)
-    r = blockwise(_centers_dense, "ij", X, "ij", labels, "i", k, None, "i",
-                  adjust_chunks={"i": k, "j": P}, dtype=X.dtype)
+    r = blockwise(
+        _centers_dense,
+        "ij",
+        X,
+        "ij",
+        labels,
+        "i",
+        k,
+        None,
+        "i",
+        adjust_chunks={"i": k, "j": P},
+        dtype=X.dtype,
+    )
     new_centers = da.from_delayed(sum(r.to_delayed().flatten()), (k, P), X.dtype)
     counts = da.maximum(da.bincount(labels, minlength=k), 1)
     return new_centers / counts[:, None]
@@ -55,8 +67,12 @@ def _prefix(key) -> str:
 def main():
     X_lazy = to_features(open_dataset(mnist_store()).images)
     results = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         reduce_batching_latency(client)
         X = persist_balanced(client, X_lazy)
         centers = np.asarray(k_init(X, 10, init="k-means||", random_state=0), dtype=np.float32)
@@ -74,10 +90,16 @@ def main():
         rows = [
             {"step": "NaN/inf check pass (_check_array, once per fit)", "ms": check_s * 1e3},
             {"step": "one Lloyd iteration: build graph (client)", "ms": build_s * 1e3},
-            {"step": f"one Lloyd iteration: build + compute ({ntasks} tasks, 1 compute call)", "ms": compute_s * 1e3},
+            {
+                "step": f"one Lloyd iteration: build + compute ({ntasks} tasks, 1 compute call)",
+                "ms": compute_s * 1e3,
+            },
         ]
-        rows += [{"step": f"  worker busy time, {name}", "ms": seconds * 1e3}
-                 for name, seconds in sorted(busy.items(), key=lambda kv: -kv[1]) if seconds * 1e3 >= 0.5]
+        rows += [
+            {"step": f"  worker busy time, {name}", "ms": seconds * 1e3}
+            for name, seconds in sorted(busy.items(), key=lambda kv: -kv[1])
+            if seconds * 1e3 >= 0.5
+        ]
         print("Stock dask-ml, per fit and per Lloyd iteration (medians)")
         print_table(rows, ["step", "ms"])
         results["iteration"] = rows
@@ -91,9 +113,20 @@ def main():
             _, dist_s = timed(lambda: sk_argmin_min(chunk, centers, metric_kwargs={"squared": True}), 10)
             _, fused_s = timed(lambda: kernels.lloyd_partial(chunk, centers.astype(np.float64)), 10)
         kernel_rows = [
-            {"kernel (one chunk of %d rows, 1 thread)" % len(chunk): "dask-ml _centers_dense (numba)", "ms": numba_s * 1e3},
-            {"kernel (one chunk of %d rows, 1 thread)" % len(chunk): "dask-ml distances + argmin (sklearn, float64 out)", "ms": dist_s * 1e3},
-            {"kernel (one chunk of %d rows, 1 thread)" % len(chunk): "job fused kernel: distances + argmin + sums + counts + inertia", "ms": fused_s * 1e3},
+            {
+                "kernel (one chunk of %d rows, 1 thread)" % len(chunk): "dask-ml _centers_dense (numba)",
+                "ms": numba_s * 1e3,
+            },
+            {
+                "kernel (one chunk of %d rows, 1 thread)"
+                % len(chunk): "dask-ml distances + argmin (sklearn, float64 out)",
+                "ms": dist_s * 1e3,
+            },
+            {
+                "kernel (one chunk of %d rows, 1 thread)"
+                % len(chunk): "job fused kernel: distances + argmin + sums + counts + inertia",
+                "ms": fused_s * 1e3,
+            },
         ]
         print()
         print_table(kernel_rows, list(kernel_rows[0]))
@@ -109,8 +142,10 @@ def main():
         init_s = time.perf_counter() - started
         rounds = sum(1 for m in messages if m.startswith("Finished init iteration"))
         results["init"] = {"seconds": init_s, "rounds": rounds, "seconds_per_round": init_s / max(rounds, 1)}
-        print(f"\nk-means|| init: {rounds} rounds (round(ln(cost))), {init_s:.2f} s, "
-              f"{init_s / max(rounds, 1) * 1e3:.0f} ms per round")
+        print(
+            f"\nk-means|| init: {rounds} rounds (round(ln(cost))), {init_s:.2f} s, "
+            f"{init_s / max(rounds, 1) * 1e3:.0f} ms per round"
+        )
     save("profile_dask_ml", results)
 
 

@@ -40,13 +40,20 @@ def main() -> None:
     data = open_dataset(mnist_store(), "all")
     truth = data.labels.compute()
     rows = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         reduce_batching_latency(client)
         X = persist_balanced(client, flat_pixels(data.images))
         FusedKMeans(10, random_state=99).fit(X)  # warm up: numba caches, imports on the workers
         for seed in range(args.seeds):
-            for name, params in (("default (starts)", {}), ("plain Lloyd (k-means||)", {"sample_size": None})):
+            for name, params in (
+                ("default (starts)", {}),
+                ("plain Lloyd (k-means||)", {"sample_size": None}),
+            ):
                 started = time.perf_counter()
                 model = FusedKMeans(10, random_state=seed, **params).fit(X)
                 seconds = time.perf_counter() - started
@@ -54,16 +61,33 @@ def main() -> None:
                 table = np.zeros((10, 10), dtype=np.int64)
                 np.add.at(table, (labels, truth), 1)
                 m = evaluate.label_metrics(table)
-                rows.append({"fit": name, "seed": seed, "inertia": model.inertia_ * PIXEL_SCALE**2,
-                             "ari": m["ari"], "nmi": m["nmi"], "acc hungarian": m["accuracy_hungarian"],
-                             "acc majority": m["accuracy_majority"], "iterations": int(model.n_iter_),
-                             "fit s": seconds})
-                print(f"seed {seed} {name}: inertia {rows[-1]['inertia']:,.0f}, ARI {m['ari']:.3f}, "
-                      f"NMI {m['nmi']:.3f}, acc {m['accuracy_hungarian']:.3f}, {seconds:.1f} s", flush=True)
+                rows.append(
+                    {
+                        "fit": name,
+                        "seed": seed,
+                        "inertia": model.inertia_ * PIXEL_SCALE**2,
+                        "ari": m["ari"],
+                        "nmi": m["nmi"],
+                        "acc hungarian": m["accuracy_hungarian"],
+                        "acc majority": m["accuracy_majority"],
+                        "iterations": int(model.n_iter_),
+                        "fit s": seconds,
+                    }
+                )
+                print(
+                    f"seed {seed} {name}: inertia {rows[-1]['inertia']:,.0f}, ARI {m['ari']:.3f}, "
+                    f"NMI {m['nmi']:.3f}, acc {m['accuracy_hungarian']:.3f}, {seconds:.1f} s",
+                    flush=True,
+                )
     columns = ["inertia", "ari", "nmi", "acc hungarian", "acc majority", "iterations", "fit s"]
-    medians = [{"fit": name, "seed": "median", **{c: statistics.median(r[c] for r in rows if r["fit"] == name)
-                                                   for c in columns}}
-               for name in ("default (starts)", "plain Lloyd (k-means||)")]
+    medians = [
+        {
+            "fit": name,
+            "seed": "median",
+            **{c: statistics.median(r[c] for r in rows if r["fit"] == name) for c in columns},
+        }
+        for name in ("default (starts)", "plain Lloyd (k-means||)")
+    ]
     print_table(rows + medians, ["fit", "seed", *columns])
     save("quality_seeds", {"rows": rows, "medians": medians})
 

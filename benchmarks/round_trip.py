@@ -14,7 +14,9 @@ from job.deploy.lifecycle import reduce_batching_latency
 
 def main():
     rows = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    ) as cluster:
         with Client(cluster) as client:
             noop = lambda: client.submit(int, 1, pure=False).result()  # noqa: E731
             two = lambda: client.gather(client.map(int, range(2), pure=False))  # noqa: E731

@@ -23,7 +23,9 @@ def load(path):
 
 if __name__ == "__main__":
     folder, out = sys.argv[1], sys.argv[2]
-    images = np.concatenate([load(f"{folder}/train-images-idx3-ubyte.gz"), load(f"{folder}/t10k-images-idx3-ubyte.gz")])
+    images = np.concatenate(
+        [load(f"{folder}/train-images-idx3-ubyte.gz"), load(f"{folder}/t10k-images-idx3-ubyte.gz")]
+    )
     X = images.reshape(len(images), -1) / 255.0  # Normalize pixel values
     kmeans = KMeans(n_clusters=10, random_state=42)
     started = time.perf_counter()
@@ -37,5 +39,9 @@ if __name__ == "__main__":
         ax.axis("off")
     fig.savefig(out)
     # VmHWM, not ru_maxrss: a forked-and-exec'ed child's ru_maxrss starts from its parent's.
-    peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(f"inertia={kmeans.inertia_:.1f} iterations={kmeans.n_iter_} fit_seconds={fit_seconds:.3f} peak_rss={peak}")
+    peak = next(
+        int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")
+    )
+    print(
+        f"inertia={kmeans.inertia_:.1f} iterations={kmeans.n_iter_} fit_seconds={fit_seconds:.3f} peak_rss={peak}"
+    )

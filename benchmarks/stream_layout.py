@@ -37,7 +37,11 @@ LAYOUTS = [
     ("none", 8192, []),
     ("zstd(1)+crc32c", 8192, [ZstdCodec(level=1), Crc32cCodec()]),
     ("zstd(9)+crc32c", 8192, [ZstdCodec(level=9), Crc32cCodec()]),
-    ("blosc lz4+crc32c", 8192, [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1), Crc32cCodec()]),
+    (
+        "blosc lz4+crc32c",
+        8192,
+        [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1), Crc32cCodec()],
+    ),
 ]
 
 
@@ -59,15 +63,29 @@ def main():
 
     source = zarr.open_array(str(args.store), path="train/images", mode="r")
     rows = []
-    with tempfile.TemporaryDirectory(dir=REPO / "data") as tmp, \
-            LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", host="127.0.0.1",
-                         dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        tempfile.TemporaryDirectory(dir=REPO / "data") as tmp,
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="2GiB",
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         reduce_batching_latency(client)
         centers = None
         for name, chunk, compressors in LAYOUTS:
             path = Path(tmp) / f"{name}-{chunk}.zarr"
-            array = zarr.create_array(str(path), shape=(args.n, 28, 28), chunks=(chunk, 28, 28), dtype="uint8",
-                                      compressors=compressors, fill_value=0)
+            array = zarr.create_array(
+                str(path),
+                shape=(args.n, 28, 28),
+                chunks=(chunk, 28, 28),
+                dtype="uint8",
+                compressors=compressors,
+                fill_value=0,
+            )
             started = time.perf_counter()
             for lo in range(0, args.n, 65536):
                 hi = min(lo + 65536, args.n)
@@ -78,8 +96,9 @@ def main():
             if centers is None:
                 centers, _ = kmeans_parallel(X[:70_000].persist(), 10, seed=0)
             started = time.perf_counter()
-            images.map_blocks(_read_only, drop_axis=(1, 2), chunks=((1,) * images.numblocks[0],),
-                              dtype=np.int64).sum().compute()
+            images.map_blocks(
+                _read_only, drop_axis=(1, 2), chunks=((1,) * images.numblocks[0],), dtype=np.int64
+            ).sum().compute()
             read_s = time.perf_counter() - started
             lloyd_step(X, centers)  # warm
             times = []
@@ -87,9 +106,15 @@ def main():
                 started = time.perf_counter()
                 lloyd_step(X, centers)
                 times.append(time.perf_counter() - started)
-            row = {"codec": name, "chunk": chunk, "MiB on disk": _size(path) / 2**20,
-                   "ratio": args.n * 784 / _size(path), "write s": write_s, "read s": read_s,
-                   "iter s": statistics.median(times)}
+            row = {
+                "codec": name,
+                "chunk": chunk,
+                "MiB on disk": _size(path) / 2**20,
+                "ratio": args.n * 784 / _size(path),
+                "write s": write_s,
+                "read s": read_s,
+                "iter s": statistics.median(times),
+            }
             rows.append(row)
             print(f"  {name} chunk {chunk}: {row['iter s']:.2f} s/iter", flush=True)
             import shutil

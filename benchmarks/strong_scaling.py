@@ -42,8 +42,11 @@ def measure(client: Client, X_lazy: da.Array, iters: int, repeats: int) -> dict:
         model = FusedKMeans(10, init=centers, max_iter=iters, tol=0).fit(X)
         per_iter.append((time.perf_counter() - started) / model.n_iter_)
     client.cancel(X)
-    return {"ms/iter": 1e3 * statistics.median(per_iter), "init s": init_s,
-            "spread %": 100 * (max(per_iter) - min(per_iter)) / statistics.median(per_iter)}
+    return {
+        "ms/iter": 1e3 * statistics.median(per_iter),
+        "init s": init_s,
+        "spread %": 100 * (max(per_iter) - min(per_iter)) / statistics.median(per_iter),
+    }
 
 
 def main():
@@ -67,20 +70,39 @@ def main():
                     n = len(client.scheduler_info(n_workers=-1)["workers"])
                     result = measure(client, X_lazy, args.iters, args.repeats)
             else:
-                with LocalCluster(n_workers=n, threads_per_worker=1, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0", memory_limit="6GiB") as cluster, \
-                        Client(cluster) as client:
+                with (
+                    LocalCluster(
+                        n_workers=n,
+                        threads_per_worker=1,
+                        host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0",
+                        memory_limit="6GiB",
+                    ) as cluster,
+                    Client(cluster) as client,
+                ):
                     result = measure(client, X_lazy, args.iters, args.repeats)
-            rows.append({"images": X_lazy.shape[0], "workers": n, **result,
-                         "note": "oversubscribed" if n > cores else ""})
+            rows.append(
+                {
+                    "images": X_lazy.shape[0],
+                    "workers": n,
+                    **result,
+                    "note": "oversubscribed" if n > cores else "",
+                }
+            )
             print(f"  {X_lazy.shape[0]:,} images, {n} worker(s): {result['ms/iter']:.1f} ms/iter", flush=True)
     for row in rows:
-        base = next(r for r in rows if r["images"] == row["images"] and r["workers"] == min(
-            q["workers"] for q in rows if q["images"] == row["images"]))
+        base = next(
+            r
+            for r in rows
+            if r["images"] == row["images"]
+            and r["workers"] == min(q["workers"] for q in rows if q["images"] == row["images"])
+        )
         row["speed-up"] = base["ms/iter"] / row["ms/iter"]
         row["efficiency"] = row["speed-up"] * base["workers"] / row["workers"]
     print(f"\nStrong scaling on {cores} cores ({args.iters} Lloyd iterations, k=10, X persisted)")
-    print_table(rows, ["images", "workers", "ms/iter", "spread %", "init s", "speed-up", "efficiency", "note"])
+    print_table(
+        rows, ["images", "workers", "ms/iter", "spread %", "init s", "speed-up", "efficiency", "note"]
+    )
     save("strong_scaling", {"args": vars(args), "cores": cores, "rows": rows})
 
 

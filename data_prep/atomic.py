@@ -87,8 +87,9 @@ def _sibling(path: Path, tag: str) -> Path:
 
 
 @contextmanager
-def atomic_directory(target: Path, overwrite: bool = False, why_not_ours: OwnershipCheck | None = None
-                     ) -> Iterator[Path]:
+def atomic_directory(
+    target: Path, overwrite: bool = False, why_not_ours: OwnershipCheck | None = None
+) -> Iterator[Path]:
     """Yield a hidden temporary sibling of `target`; rename it to `target` when the block succeeds.
 
     On any error the temporary folder is removed. If `target` exists when the block ends it is replaced
@@ -122,8 +123,15 @@ def atomic_directory(target: Path, overwrite: bool = False, why_not_ours: Owners
 
 
 @contextmanager
-def staged_directory(target: Path, *, overwrite: bool, why_not_ours: OwnershipCheck, error: type[Exception],
-                     rival: str, unwritable: Callable[[OSError], str | None]) -> Iterator[Path]:
+def staged_directory(
+    target: Path,
+    *,
+    overwrite: bool,
+    why_not_ours: OwnershipCheck,
+    error: type[Exception],
+    rival: str,
+    unwritable: Callable[[OSError], str | None],
+) -> Iterator[Path]:
     """atomic_directory, with what can go wrong said as one `error` sentence naming `target`: a target
     that is not ours, a rival writer that finished first (`rival`: what to tell the user), and an OSError
     that `unwritable` turns into a reason (a full or read-only disk; None re-raises it as it is)."""
@@ -195,4 +203,6 @@ def store_lock(out: Path, what: str, wait_seconds: float = 600) -> Iterator[None
         with held_lock(out, wait_seconds):
             yield
     except LockTimeout:
-        raise LockTimeout(f"{out}: another {what} has held it for {wait_seconds:g} s; try again later") from None
+        raise LockTimeout(
+            f"{out}: another {what} has held it for {wait_seconds:g} s; try again later"
+        ) from None

@@ -77,8 +77,9 @@ def _smoothing_matrix(n: int, sigma: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _deform_one(image, u, max_rotation, scale_lo, scale_hi, max_shear, max_shift, alpha, smooth_h, smooth_w,
-                recenter, out):  # pragma: no cover - compiled
+def _deform_one(
+    image, u, max_rotation, scale_lo, scale_hi, max_shear, max_shift, alpha, smooth_h, smooth_w, recenter, out
+):  # pragma: no cover - compiled
     """Deform one image by its draws `u`, written to `out`.
 
     Everything per image and in a fixed order of operations, in float64: no BLAS, no SIMD library
@@ -181,11 +182,35 @@ def _sample(image, cos, sin, shear, shift_y, shift_x, fields, values):  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _deform_batch(images, draws, max_rotation, scale_lo, scale_hi, max_shear, max_shift, alpha, smooth_h,
-                  smooth_w, recenter, out):  # pragma: no cover - compiled
+def _deform_batch(
+    images,
+    draws,
+    max_rotation,
+    scale_lo,
+    scale_hi,
+    max_shear,
+    max_shift,
+    alpha,
+    smooth_h,
+    smooth_w,
+    recenter,
+    out,
+):  # pragma: no cover - compiled
     for i in range(images.shape[0]):
-        _deform_one(images[i], draws[i], max_rotation, scale_lo, scale_hi, max_shear, max_shift, alpha,
-                    smooth_h, smooth_w, recenter, out[i])
+        _deform_one(
+            images[i],
+            draws[i],
+            max_rotation,
+            scale_lo,
+            scale_hi,
+            max_shear,
+            max_shift,
+            alpha,
+            smooth_h,
+            smooth_w,
+            recenter,
+            out[i],
+        )
 
 
 def deform(images: np.ndarray, draws: np.ndarray, params: Deformation = Deformation()) -> np.ndarray:
@@ -195,8 +220,18 @@ def deform(images: np.ndarray, draws: np.ndarray, params: Deformation = Deformat
         raise ValueError(f"draws must be [{b}, {draws_per_image((h, w))}], got {draws.shape}")
     out = np.empty((b, h, w), dtype=np.uint8)
     lo, hi = params.scale_range
-    _deform_batch(np.ascontiguousarray(images), np.ascontiguousarray(draws, dtype=np.float64),
-                  float(params.max_rotation_deg), float(lo), float(hi), float(params.max_shear),
-                  float(params.max_shift), float(params.elastic_alpha), _smoothing_matrix(h, params.elastic_sigma),
-                  _smoothing_matrix(w, params.elastic_sigma), bool(params.center_of_mass), out)
+    _deform_batch(
+        np.ascontiguousarray(images),
+        np.ascontiguousarray(draws, dtype=np.float64),
+        float(params.max_rotation_deg),
+        float(lo),
+        float(hi),
+        float(params.max_shear),
+        float(params.max_shift),
+        float(params.elastic_alpha),
+        _smoothing_matrix(h, params.elastic_sigma),
+        _smoothing_matrix(w, params.elastic_sigma),
+        bool(params.center_of_mass),
+        out,
+    )
     return out

@@ -47,8 +47,10 @@ def _not_a_dead_worker_report(record: logging.LogRecord) -> bool:
     tcp://... failed: CommClosedError", "Task ... marked as failed because 4 workers died"): the job then
     says in one sentence why they died (job.deploy.faults)."""
     message = record.getMessage()
-    return not ((message.startswith("broadcast to ") and "CommClosedError" in message)
-                or ("marked as failed because" in message and "workers died" in message))
+    return not (
+        (message.startswith("broadcast to ") and "CommClosedError" in message)
+        or ("marked as failed because" in message and "workers died" in message)
+    )
 
 
 def setup_logging(debug: bool) -> None:
@@ -131,30 +133,45 @@ def add_source_arguments(parser: argparse.ArgumentParser, source_default: str | 
     """--source and its companions. source_default: "" for default_source(); None leaves --source None
     when not given (the caller tells "asked for" from "defaulted")."""
     parser.add_argument(
-        "--source", default=default_source() if source_default == "" else source_default,
+        "--source",
+        default=default_source() if source_default == "" else source_default,
         help="folder with the four IDX files (gzipped or not), or 'download' "
         "(default: $MNIST_SOURCE, else download)",
     )
     parser.add_argument("--name", default="mnist", help="dataset name; only 'mnist' has known checksums")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="download cache (default: $MNIST_CACHE or the user cache folder)")
-    parser.add_argument("--mirror", action="append", dest="mirrors", metavar="URL",
-                        help="base URL to download from, tried in the order given (repeatable)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="download cache (default: $MNIST_CACHE or the user cache folder)",
+    )
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        dest="mirrors",
+        metavar="URL",
+        help="base URL to download from, tried in the order given (repeatable)",
+    )
 
 
 def prep_config_from_args(args: argparse.Namespace, out: Path) -> PrepConfig:
     from .convert import PrepConfig  # zarr and numpy: imported once the arguments are parsed
 
     return PrepConfig(
-        out=out, source=args.source, name=args.name, chunk_size=args.chunk_size,
-        cache_dir=args.cache_dir, mirrors=tuple(args.mirrors or MNIST_MIRRORS),
+        out=out,
+        source=args.source,
+        name=args.name,
+        chunk_size=args.chunk_size,
+        cache_dir=args.cache_dir,
+        mirrors=tuple(args.mirrors or MNIST_MIRRORS),
         overwrite=getattr(args, "overwrite_data", False) or getattr(args, "overwrite", False),
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = SuggestingParser(
-        prog=program_name("python -m data_prep"), formatter_class=DefaultsFormatter,
+        prog=program_name("python -m data_prep"),
+        formatter_class=DefaultsFormatter,
         description="Convert MNIST-style IDX files into a Zarr v3 store.",
         epilog="python -m data_prep verify STORE checks every chunk of an existing store.",
     )
@@ -170,8 +187,10 @@ def verify_main(argv: list[str]) -> int:
     """python -m data_prep verify STORE: decode every chunk; exit 1 and one line per damaged chunk."""
     from .zarr_store import verify_store
 
-    parser = argparse.ArgumentParser(prog="python -m data_prep verify",
-                                     description="Check every chunk of a dataset store (layout, CRC32C, decoding).")
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep verify",
+        description="Check every chunk of a dataset store (layout, CRC32C, decoding).",
+    )
     parser.add_argument("store", help="the store to check (a path or an fsspec URL)")
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     args = parser.parse_args(argv)
@@ -187,15 +206,20 @@ def verify_main(argv: list[str]) -> int:
         for line in result.problems:
             print(f"error: {line}", file=sys.stderr)
         if result.problems:
-            print(f"{args.store}: {len(result.problems)} problem(s) found; re-create the store "
-                  "(python -m data_prep --overwrite ...)", file=sys.stderr)
+            print(
+                f"{args.store}: {len(result.problems)} problem(s) found; re-create the store "
+                "(python -m data_prep --overwrite ...)",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.store}: every chunk is present and decodes; checksums match; labels lie in 0-9")
         for line in result.proven:
             print(f"  {line}")
         if not result.proven:
-            print("  (this store records no chunk digests or source checksums, so its rows cannot be proven to "
-                  "be the ones written: re-create it to record them)")
+            print(
+                "  (this store records no chunk digests or source checksums, so its rows cannot be proven to "
+                "be the ones written: re-create it to record them)"
+            )
         return 0
 
     return run_cli(body, args.debug, (DataPrepError,))

@@ -124,7 +124,9 @@ def _provenance(config: PrepConfig, files: dict[tuple[str, str], SourceFile]) ->
 def _same_files(files: dict[tuple[str, str], SourceFile]):
     """Whether a store's provenance records these very source files (by SHA-256)."""
     wanted = {f.spec.stem: f.sha256 for f in files.values()}
-    return lambda provenance: {stem: meta.get("sha256") for stem, meta in provenance.get("files", {}).items()} == wanted
+    return lambda provenance: (
+        {stem: meta.get("sha256") for stem, meta in provenance.get("files", {}).items()} == wanted
+    )
 
 
 def prepare_dataset(config: PrepConfig) -> Path:
@@ -159,10 +161,14 @@ def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
             img_path, lab_path = files[(split, "images")].path, files[(split, "labels")].path
             with IdxReader(img_path) as images, IdxReader(lab_path) as labels:
                 write_split(
-                    root, split, n, image_shape,
+                    root,
+                    split,
+                    n,
+                    image_shape,
                     images.iter_blocks(config.chunk_size),
                     _checked_labels(labels.iter_blocks(config.chunk_size), lab_path),
-                    config.chunk_size, compressors,
+                    config.chunk_size,
+                    compressors,
                     on_progress=lambda done, n=n, s=split: log.info("%s: %d/%d images", s, done, n),
                 )
         root.attrs.update({"provenance": _provenance(config, files), "complete": True})

@@ -73,8 +73,14 @@ class GenerateConfig:
     def recipe(self) -> dict:
         """Everything the bytes depend on (chunk_size only lays them out)."""
         files = store_attrs(self.source).get("provenance", {}).get("files", {})
-        return _as_json({"n": self.n, "seed": self.seed, "deformation": self.deformation.to_dict(),
-                "source_sha256": {stem: meta.get("sha256") for stem, meta in sorted(files.items())}})
+        return _as_json(
+            {
+                "n": self.n,
+                "seed": self.seed,
+                "deformation": self.deformation.to_dict(),
+                "source_sha256": {stem: meta.get("sha256") for stem, meta in sorted(files.items())},
+            }
+        )
 
 
 def _as_json(value):
@@ -82,8 +88,9 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
-def make_chunk(out: str, source: str, start: int, stop: int, seed: int, deformation: dict
-               ) -> tuple[np.ndarray, str, str]:
+def make_chunk(
+    out: str, source: str, start: int, stop: int, seed: int, deformation: dict
+) -> tuple[np.ndarray, str, str]:
     """Generate rows start..stop-1 into `out` (a task on a worker); return their label counts and the
     SHA-256 of the chunk's images and labels (recorded in the store by the client)."""
     params = Deformation(**{**deformation, "scale_range": tuple(deformation["scale_range"])})
@@ -132,7 +139,6 @@ def _reuse_or_generate(config: GenerateConfig, out: Path, source: Path, info, cl
     return _generate_locked(config, out, source, info, client)
 
 
-
 def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:
     from distributed import as_completed
 
@@ -142,17 +148,39 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
     with building_store(out, config.overwrite, "generation") as tmp:
         root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         train = root.create_group("train")
-        train.create_array("images", shape=(config.n, *shape), chunks=(config.chunk_size, *shape),
-                           dtype="uint8", compressors=compressors, dimension_names=IMAGE_DIMS, fill_value=0,
-                           config=WRITE_EVERY_CHUNK)
-        train.create_array("labels", shape=(config.n,), chunks=(config.chunk_size,), dtype="uint8",
-                           compressors=compressors, dimension_names=LABEL_DIMS, fill_value=0,
-                           config=WRITE_EVERY_CHUNK)
+        train.create_array(
+            "images",
+            shape=(config.n, *shape),
+            chunks=(config.chunk_size, *shape),
+            dtype="uint8",
+            compressors=compressors,
+            dimension_names=IMAGE_DIMS,
+            fill_value=0,
+            config=WRITE_EVERY_CHUNK,
+        )
+        train.create_array(
+            "labels",
+            shape=(config.n,),
+            chunks=(config.chunk_size,),
+            dtype="uint8",
+            compressors=compressors,
+            dimension_names=LABEL_DIMS,
+            fill_value=0,
+            config=WRITE_EVERY_CHUNK,
+        )
         _copy_test_split(source, root, config.chunk_size, compressors)
         deformation = dataclasses.asdict(config.deformation)
         futures = [
-            client.submit(make_chunk, str(tmp), str(source), start, min(start + config.chunk_size, config.n),
-                          config.seed, deformation, key=f"generate_chunk-{start // config.chunk_size}-{tmp.name}")
+            client.submit(
+                make_chunk,
+                str(tmp),
+                str(source),
+                start,
+                min(start + config.chunk_size, config.n),
+                config.seed,
+                deformation,
+                key=f"generate_chunk-{start // config.chunk_size}-{tmp.name}",
+            )
             for start in range(0, config.n, config.chunk_size)
         ]
         counts, done, last_report = np.zeros(N_CLASSES, dtype=np.int64), 0, 0.0
@@ -166,8 +194,14 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
             if now - last_report >= 5 or done == len(futures):
                 rows = min(done * config.chunk_size, config.n)
                 eta = now / done * (len(futures) - done)
-                log.info("generated %d/%d chunks (~%s images), %.0f s, about %.0f s left",
-                         done, len(futures), f"{rows:,}", now, eta)
+                log.info(
+                    "generated %d/%d chunks (~%s images), %.0f s, about %.0f s left",
+                    done,
+                    len(futures),
+                    f"{rows:,}",
+                    now,
+                    eta,
+                )
                 last_report = now
         in_order = [digests[i] for i in range(len(futures))]
         record_digests(train["images"], [image for image, _ in in_order])
@@ -183,11 +217,20 @@ def _copy_test_split(source: Path, root: zarr.Group, chunk_size: int, compressor
     test = root.create_group("test")
     for name, dims in (("images", IMAGE_DIMS), ("labels", LABEL_DIMS)):
         data = src[f"test/{name}"][:]
-        array = test.create_array(name, shape=data.shape, chunks=(chunk_size, *data.shape[1:]), dtype="uint8",
-                                  compressors=compressors, dimension_names=dims, fill_value=0,
-                                  config=WRITE_EVERY_CHUNK)
+        array = test.create_array(
+            name,
+            shape=data.shape,
+            chunks=(chunk_size, *data.shape[1:]),
+            dtype="uint8",
+            compressors=compressors,
+            dimension_names=dims,
+            fill_value=0,
+            config=WRITE_EVERY_CHUNK,
+        )
         array[:] = data
-        record_digests(array, [chunk_digest(data[lo : lo + chunk_size]) for lo in range(0, len(data), chunk_size)])
+        record_digests(
+            array, [chunk_digest(data[lo : lo + chunk_size]) for lo in range(0, len(data), chunk_size)]
+        )
 
 
 def _provenance(config: GenerateConfig, source: Path, counts: np.ndarray) -> dict:

@@ -15,8 +15,11 @@ from typing import Any
 
 MASK = "***"
 # Keys whose values are secrets themselves (not paths to files that hold them, such as a TLS `key`).
-_SECRET_KEY = re.compile(r"pass(word|phrase|wd)?$|secret|token|credential|api_?key|access_?key|private_?key"
-                         r"|signature|session_?key", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"pass(word|phrase|wd)?$|secret|token|credential|api_?key|access_?key|private_?key"
+    r"|signature|session_?key",
+    re.IGNORECASE,
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?P<user>[^/\s@:]*):(?P<password>[^\s@]+)@")
 _QUERY_SECRET = re.compile(r"(?P<name>[?&][^=&\s#]+)=(?P<value>[^&\s#]+)")
 
@@ -29,13 +32,16 @@ def redact_text(text: str) -> str:
     """`text` with URL passwords and secret query parameters masked."""
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", str(text))
     return _QUERY_SECRET.sub(
-        lambda m: f"{m['name']}={MASK}" if is_secret_key(m["name"].lstrip("?&")) else m[0], text)
+        lambda m: f"{m['name']}={MASK}" if is_secret_key(m["name"].lstrip("?&")) else m[0], text
+    )
 
 
 def redact(value: Any) -> Any:
     """A copy of a JSON-like value (dicts, lists, strings) with every secret masked."""
     if isinstance(value, dict):
-        return {k: (MASK if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
+        return {
+            k: (MASK if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):

@@ -132,8 +132,11 @@ def download(
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + fname
             fetcher = pooch.create(
-                path=cache, base_url="", registry={fname: known_hash},
-                urls={fname: url}, retry_if_failed=retries,
+                path=cache,
+                base_url="",
+                registry={fname: known_hash},
+                urls={fname: url},
+                retry_if_failed=retries,
             )
             try:
                 log.info("fetching %s", url)

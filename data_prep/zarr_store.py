@@ -92,12 +92,22 @@ def write_split(
     """Write one split from two iterators of chunk-sized blocks (the last may be shorter)."""
     sub = group.create_group(split)
     images = sub.create_array(
-        "images", shape=(n, *image_shape), chunks=(chunk_size, *image_shape), dtype="uint8",
-        compressors=compressors, dimension_names=IMAGE_DIMS, fill_value=0,
+        "images",
+        shape=(n, *image_shape),
+        chunks=(chunk_size, *image_shape),
+        dtype="uint8",
+        compressors=compressors,
+        dimension_names=IMAGE_DIMS,
+        fill_value=0,
     )
     labels = sub.create_array(
-        "labels", shape=(n,), chunks=(chunk_size,), dtype="uint8",
-        compressors=compressors, dimension_names=LABEL_DIMS, fill_value=0,
+        "labels",
+        shape=(n,),
+        chunks=(chunk_size,),
+        dtype="uint8",
+        compressors=compressors,
+        dimension_names=LABEL_DIMS,
+        fill_value=0,
     )
     start, image_digests, label_digests = 0, [], []
     for image_block, label_block in zip(image_blocks, label_blocks):
@@ -123,6 +133,7 @@ def _describe(array) -> str:
 def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
     """Yield the hidden folder a store is built in (data_prep.atomic); it takes `out`'s name only when
     complete. A full disk, an unwritable place or a rival writer become one StoreError naming `out`."""
+
     def unwritable(exc: OSError) -> str:
         if exc.errno == errno.ENOSPC:
             return "disk full while writing the store; nothing was kept"
@@ -130,11 +141,23 @@ def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
 
     with ExitStack() as stack:
         if overwrite and (Path(out) / "zarr.json").is_file():  # not under a job that reads it (reading_store)
-            stack.enter_context(_flock(Path(out) / "zarr.json", fcntl.LOCK_EX,
-                                       f"{out}: a job is reading this store; replace it once the job has finished"))
-        yield stack.enter_context(staged_directory(
-            out, overwrite=overwrite, why_not_ours=why_store_not_ours, error=StoreError,
-            rival=f"another {what} created it meanwhile; pass --overwrite to replace it", unwritable=unwritable))
+            stack.enter_context(
+                _flock(
+                    Path(out) / "zarr.json",
+                    fcntl.LOCK_EX,
+                    f"{out}: a job is reading this store; replace it once the job has finished",
+                )
+            )
+        yield stack.enter_context(
+            staged_directory(
+                out,
+                overwrite=overwrite,
+                why_not_ours=why_store_not_ours,
+                error=StoreError,
+                rival=f"another {what} created it meanwhile; pass --overwrite to replace it",
+                unwritable=unwritable,
+            )
+        )
 
 
 @contextmanager
@@ -164,8 +187,11 @@ def reading_store(location: str | Path) -> Iterator[None]:
     if root is None or not root.is_file():
         yield
         return
-    with _flock(root, fcntl.LOCK_SH, f"{location}: a conversion is replacing this store right now; run the job "
-                                     "again once it has finished"):
+    with _flock(
+        root,
+        fcntl.LOCK_SH,
+        f"{location}: a conversion is replacing this store right now; run the job again once it has finished",
+    ):
         yield
 
 
@@ -184,9 +210,15 @@ def open_root(location: str | Path) -> zarr.Group:
     except FileNotFoundError:
         raise StoreError(f"{location}: store not found") from None
     except ImportError as exc:
-        raise StoreError(f"{location}: reading this URL needs {exc.name or 'an fsspec backend'} installed") from None
+        raise StoreError(
+            f"{location}: reading this URL needs {exc.name or 'an fsspec backend'} installed"
+        ) from None
     except Exception as exc:
-        kind = "store not found" if "NotFound" in type(exc).__name__ else f"not a Zarr v3 group ({type(exc).__name__})"
+        kind = (
+            "store not found"
+            if "NotFound" in type(exc).__name__
+            else f"not a Zarr v3 group ({type(exc).__name__})"
+        )
         raise StoreError(f"{location}: {kind}") from None
 
 
@@ -241,8 +273,9 @@ def open_array(root: zarr.Group, location, component: str):
     except KeyError:
         raise StoreError(f"{location}: missing array {component}") from None
     except Exception as exc:  # zarr.json that is not JSON, or not valid Zarr v3 metadata
-        raise StoreError(f"{location}/{component}: its zarr.json is damaged or not Zarr v3 metadata "
-                         f"({type(exc).__name__})") from None
+        raise StoreError(
+            f"{location}/{component}: its zarr.json is damaged or not Zarr v3 metadata ({type(exc).__name__})"
+        ) from None
     if not isinstance(node, zarr.Array):
         raise StoreError(f"{location}/{component}: is a group, not an array")
     return node
@@ -267,9 +300,7 @@ def validate_store(path: str | Path, splits: tuple[str, ...] = ("train", "test")
         if labels.dtype != np.uint8 or labels.ndim != 1:
             raise StoreError(f"{path}/{split}/labels: expected uint8 [n], found {_describe(labels)}")
         if images.shape[0] != labels.shape[0]:
-            raise StoreError(
-                f"{path}/{split}: {images.shape[0]} images but {labels.shape[0]} labels"
-            )
+            raise StoreError(f"{path}/{split}: {images.shape[0]} images but {labels.shape[0]} labels")
         if images.shape[0] == 0:
             raise StoreError(f"{path}/{split}: holds no images")
         if images.chunks[1:] != images.shape[1:]:
@@ -367,10 +398,11 @@ def _digest_problem(array, index: int, rows: np.ndarray) -> str | None:
     if found == digests[index]:
         return None
     elsewhere = [i for i, digest in enumerate(digests) if digest == found and i != index]
-    where = (f"; it holds the rows of chunk {elsewhere[0]} (chunk files moved or swapped)" if elsewhere
-             else "")
-    return ("it decodes, but its rows are not the ones written there (their SHA-256 differs from the one "
-            f"recorded when the store was made){where}")
+    where = f"; it holds the rows of chunk {elsewhere[0]} (chunk files moved or swapped)" if elsewhere else ""
+    return (
+        "it decodes, but its rows are not the ones written there (their SHA-256 differs from the one "
+        f"recorded when the store was made){where}"
+    )
 
 
 def _damage_reason(exc: Exception) -> str:
@@ -397,9 +429,15 @@ def _source_digests(provenance: Mapping) -> dict[str, str]:
     if "recipe" in provenance:  # generated: only its test split is a copy of the source's
         recorded, splits = dict(provenance["recipe"].get("source_sha256") or {}), ("test",)
     else:
-        recorded, splits = {stem: meta.get("sha256") for stem, meta in (provenance.get("files") or {}).items()}, SPLITS
-    return {f"{split}/{kind}": recorded[stem] for (split, kind), stem in STANDARD_STEMS.items()
-            if split in splits and recorded.get(stem)}
+        recorded, splits = (
+            {stem: meta.get("sha256") for stem, meta in (provenance.get("files") or {}).items()},
+            SPLITS,
+        )
+    return {
+        f"{split}/{kind}": recorded[stem]
+        for (split, kind), stem in STANDARD_STEMS.items()
+        if split in splits and recorded.get(stem)
+    }
 
 
 def verify_store(path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> Verification:
@@ -420,7 +458,11 @@ def verify_store(path: str | Path, on_progress: Callable[[int, int], None] | Non
         return Verification([str(exc)], [])
     root = open_root(path)
     sources = _source_digests(root.attrs.get("provenance") or {})
-    arrays = [(f"{split}/{name}", root[f"{split}/{name}"]) for split in ("train", "test") for name in ("images", "labels")]
+    arrays = [
+        (f"{split}/{name}", root[f"{split}/{name}"])
+        for split in ("train", "test")
+        for name in ("images", "labels")
+    ]
     total, done, problems, proven = sum(a.cdata_shape[0] for _, a in arrays), 0, [], []
     for component, array in arrays:
         whole = hashlib.sha256(header_bytes(array.dtype, array.shape)) if component in sources else None
@@ -435,8 +477,10 @@ def verify_store(path: str | Path, on_progress: Callable[[int, int], None] | Non
             else:
                 if component.endswith("labels") and rows.size and int(rows.max()) >= N_CLASSES:
                     first = int(np.argmax(rows >= N_CLASSES)) + index * int(array.chunks[0])
-                    problems.append(f"{path}/{component}: chunk {index} holds label {int(rows.max())} (first at "
-                                    f"row {first:,}), outside 0-{N_CLASSES - 1}")
+                    problems.append(
+                        f"{path}/{component}: chunk {index} holds label {int(rows.max())} (first at "
+                        f"row {first:,}), outside 0-{N_CLASSES - 1}"
+                    )
                 if whole is not None:
                     whole.update(np.ascontiguousarray(rows).data)
             done += 1
@@ -444,11 +488,15 @@ def verify_store(path: str | Path, on_progress: Callable[[int, int], None] | Non
                 on_progress(done, total)
         if whole is not None:
             if whole.hexdigest() == sources[component]:
-                proven.append(f"{component}: identical to the IDX file it was made from (SHA-256 "
-                              f"{sources[component][:12]}...)")
+                proven.append(
+                    f"{component}: identical to the IDX file it was made from (SHA-256 "
+                    f"{sources[component][:12]}...)"
+                )
             else:
-                problems.append(f"{path}/{component}: its rows differ from the IDX file it was made from (SHA-256 "
-                                f"{whole.hexdigest()[:12]}..., the provenance records {sources[component][:12]}...)")
+                problems.append(
+                    f"{path}/{component}: its rows differ from the IDX file it was made from (SHA-256 "
+                    f"{whole.hexdigest()[:12]}..., the provenance records {sources[component][:12]}...)"
+                )
     return Verification(problems, proven)
 
 

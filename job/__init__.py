@@ -43,9 +43,23 @@ _EXPORTS = {
     "flat_pixels": "job.dataset",
 }
 
-__all__ = ["FusedKMeans", "JobConfig", "JobError", "LocalConfig", "RunResult", "SSHConfig", "SchedulerConfig",
-           "SlurmConfig", "__version__", "flat_pixels", "load_cluster_config", "open_dataset", "parse_k", "run_job",
-           "run_sweep"]
+__all__ = [
+    "FusedKMeans",
+    "JobConfig",
+    "JobError",
+    "LocalConfig",
+    "RunResult",
+    "SSHConfig",
+    "SchedulerConfig",
+    "SlurmConfig",
+    "__version__",
+    "flat_pixels",
+    "load_cluster_config",
+    "open_dataset",
+    "parse_k",
+    "run_job",
+    "run_sweep",
+]
 
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -39,13 +39,17 @@ def _ours(name: str) -> bool:
 
 def sweep_k_file(k: int) -> str:
     return f"k{k:05d}.npz"
+
+
 # Provenance fields that describe how or when a store was written, not what it holds.
 _NOT_CONTENT = ("created", "versions", "source", "chunk_size", "codec")
 
 
 # A checkpoint whose job.json is gone cannot be checked against the settings and data it was made with.
-_ORPHAN = ("{partial} holds a checkpoint without its job.json (the settings and data it was made with), so it "
-           "cannot be resumed: start the run again with --out {run_dir} --overwrite, which discards it")
+_ORPHAN = (
+    "{partial} holds a checkpoint without its job.json (the settings and data it was made with), so it "
+    "cannot be resumed: start the run again with --out {run_dir} --overwrite, which discards it"
+)
 
 
 def partial_dir(run_dir: Path) -> Path:
@@ -63,11 +67,16 @@ def data_fingerprint(store: Path, split: str) -> str:
     checksums; a generated one's holds its recipe (n, seed, deformation, source checksums)."""
     try:
         provenance = dict(store_attrs(store).get("provenance", {}))
-        layout = {name: [info.n, list(info.image_shape)] for name, info in validate_store(store, splits_for(split)).items()}
+        layout = {
+            name: [info.n, list(info.image_shape)]
+            for name, info in validate_store(store, splits_for(split)).items()
+        }
     except StoreError as exc:
         raise JobError(str(exc)) from None
     content = {key: value for key, value in provenance.items() if key not in _NOT_CONTENT}
-    payload = json.dumps({"provenance": content, "layout": layout, "split": split}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"provenance": content, "layout": layout, "split": split}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -101,17 +110,24 @@ def start(config: JobConfig, run_dir: Path, sweep_ks: tuple[int, ...] | None = N
         if not config.overwrite and not (partial / JOB_FILE).exists():
             raise JobError(_ORPHAN.format(partial=partial, run_dir=run_dir))
         if not config.overwrite:
-            raise JobError(f"{partial} holds the checkpoint of an earlier run of {run_dir} that was stopped: "
-                           f"continue it with --resume {run_dir}, or pass --overwrite to discard it")
+            raise JobError(
+                f"{partial} holds the checkpoint of an earlier run of {run_dir} that was stopped: "
+                f"continue it with --resume {run_dir}, or pass --overwrite to discard it"
+            )
         remove_partial(run_dir)
     if partial.exists():
         foreign = sorted(p.name for p in partial.iterdir() if not _ours(p.name))
         if foreign:
-            raise JobError(f"{partial}: exists and holds files this job did not write ({', '.join(foreign[:5])}); "
-                           "it was left untouched (choose another output path)")
+            raise JobError(
+                f"{partial}: exists and holds files this job did not write ({', '.join(foreign[:5])}); "
+                "it was left untouched (choose another output path)"
+            )
     partial.mkdir(parents=True, exist_ok=True)
-    record = {"settings": result_settings(config), "data": data_fingerprint(config.data, config.split),
-              "store": redact_text(str(config.data))}
+    record = {
+        "settings": result_settings(config),
+        "data": data_fingerprint(config.data, config.split),
+        "store": redact_text(str(config.data)),
+    }
     if sweep_ks is not None:
         record["sweep_ks"] = list(sweep_ks)
     tmp = partial / f".{JOB_FILE}.tmp"
@@ -127,29 +143,41 @@ def _checked_record(config: JobConfig, run_dir: Path, sweep_ks: tuple[int, ...] 
         raise JobError(f"{run_dir}: this run is already complete; nothing to resume")
     try:
         record = json.loads((partial / JOB_FILE).read_text())
-        if not isinstance(record, dict) or not isinstance(record.get("settings"), dict) or "data" not in record:
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("settings"), dict)
+            or "data" not in record
+        ):
             raise ValueError("not a job record")
     except FileNotFoundError:
         if has_checkpoint(run_dir):
             raise JobError(_ORPHAN.format(partial=partial, run_dir=run_dir)) from None
         raise JobError(f"{run_dir}: no run in progress to resume ({partial / JOB_FILE} not found)") from None
     except (OSError, ValueError) as exc:
-        raise JobError(f"{partial / JOB_FILE}: damaged ({type(exc).__name__}); this run cannot be resumed: "
-                       f"run it again with --out {run_dir} --overwrite") from None
+        raise JobError(
+            f"{partial / JOB_FILE}: damaged ({type(exc).__name__}); this run cannot be resumed: "
+            f"run it again with --out {run_dir} --overwrite"
+        ) from None
     settings = result_settings(config)
-    differ = [f"{k} ({settings[k]!r} now, {record['settings'].get(k)!r} in the run)"
-              for k in config.result_fields() if record["settings"].get(k) != settings[k]]
+    differ = [
+        f"{k} ({settings[k]!r} now, {record['settings'].get(k)!r} in the run)"
+        for k in config.result_fields()
+        if record["settings"].get(k) != settings[k]
+    ]
     if differ:
         raise JobError(f"{run_dir}: cannot resume with other settings: {', '.join(differ)}")
     if record["data"] != data_fingerprint(config.data, config.split):
         raise JobError(f"{run_dir}: cannot resume on other data: {config.data} is not the store the run used")
     theirs = record.get("sweep_ks")
     if theirs is not None and sweep_ks is None:
-        raise JobError(f"{run_dir}: is a k sweep in progress: resume it with the same --k "
-                       f"{','.join(map(str, theirs))}")
+        raise JobError(
+            f"{run_dir}: is a k sweep in progress: resume it with the same --k {','.join(map(str, theirs))}"
+        )
     if sweep_ks is not None and theirs != list(sweep_ks):
-        raise JobError(f"{run_dir}: cannot resume with other settings: k ({','.join(map(str, sweep_ks))} now, "
-                       f"{'one k' if theirs is None else ','.join(map(str, theirs))} in the run)")
+        raise JobError(
+            f"{run_dir}: cannot resume with other settings: k ({','.join(map(str, sweep_ks))} now, "
+            f"{'one k' if theirs is None else ','.join(map(str, theirs))} in the run)"
+        )
     return record
 
 
@@ -165,24 +193,37 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
     path = partial / CHECKPOINT_FILE
     try:
         with np.load(path) as saved:
-            state = {"centers": np.asarray(saved["centers"], dtype=np.float64), "n_iter": int(saved["n_iter"]),
-                     "converged": bool(saved["converged"]), "inertia": float(saved["inertia"])}
+            state = {
+                "centers": np.asarray(saved["centers"], dtype=np.float64),
+                "n_iter": int(saved["n_iter"]),
+                "converged": bool(saved["converged"]),
+                "inertia": float(saved["inertia"]),
+            }
     except FileNotFoundError:
         return None
     except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
-        raise JobError(f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
-                       f"run it again with --out {run_dir} --overwrite") from None
+        raise JobError(
+            f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
+            f"run it again with --out {run_dir} --overwrite"
+        ) from None
     expected = (config.k, n_features)
     if state["centers"].shape != expected or not np.isfinite(state["centers"]).all() or state["n_iter"] < 0:
-        raise JobError(f"{path}: the checkpoint holds centers of shape {state['centers'].shape}, not the "
-                       f"{expected} this run needs (or non-finite values); it cannot be resumed")
+        raise JobError(
+            f"{path}: the checkpoint holds centers of shape {state['centers'].shape}, not the "
+            f"{expected} this run needs (or non-finite values); it cannot be resumed"
+        )
     return state
 
 
 def save(partial: Path, state: dict) -> None:
     """Write the state after an iteration: a temporary file renamed over the previous checkpoint."""
-    _write_npz(partial / CHECKPOINT_FILE, centers=state["centers"], n_iter=state["n_iter"],
-               inertia=state["inertia"], converged=state["converged"])
+    _write_npz(
+        partial / CHECKPOINT_FILE,
+        centers=state["centers"],
+        n_iter=state["n_iter"],
+        inertia=state["inertia"],
+        converged=state["converged"],
+    )
 
 
 def _write_npz(path: Path, **arrays) -> None:
@@ -193,12 +234,18 @@ def _write_npz(path: Path, **arrays) -> None:
     durable_replace(tmp, path)
 
 
-def save_sweep_k(partial: Path, k: int, raw_centers: np.ndarray, row: dict, predicted: np.ndarray | None) -> None:
+def save_sweep_k(
+    partial: Path, k: int, raw_centers: np.ndarray, row: dict, predicted: np.ndarray | None
+) -> None:
     """Keep one finished k of a sweep (its centers in raw pixel units, its sweep.json row, its test
     images' predicted digits), then list it in CHECKPOINT_FILE: both written atomically and durably."""
-    _write_npz(partial / sweep_k_file(k), raw_centers=raw_centers,
-               row=np.array(json.dumps(row, default=lambda v: v.tolist())),
-               predicted=np.asarray([] if predicted is None else predicted), has_predicted=predicted is not None)
+    _write_npz(
+        partial / sweep_k_file(k),
+        raw_centers=raw_centers,
+        row=np.array(json.dumps(row, default=lambda v: v.tolist())),
+        predicted=np.asarray([] if predicted is None else predicted),
+        has_predicted=predicted is not None,
+    )
     finished = sorted(int(m[1]) for p in partial.iterdir() if (m := SWEEP_K.fullmatch(p.name)) and not m[2])
     _write_npz(partial / CHECKPOINT_FILE, finished_ks=np.asarray(finished))
 
@@ -220,8 +267,10 @@ def load_sweep(config: JobConfig, run_dir: Path, ks: tuple[int, ...], n_features
                 row = json.loads(str(saved["row"]))
                 predicted = np.asarray(saved["predicted"]) if bool(saved["has_predicted"]) else None
         except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
-            raise JobError(f"{path}: damaged ({type(exc).__name__}); resume cannot use it: run the sweep again "
-                           f"with --out {run_dir} --overwrite") from None
+            raise JobError(
+                f"{path}: damaged ({type(exc).__name__}); resume cannot use it: run the sweep again "
+                f"with --out {run_dir} --overwrite"
+            ) from None
         if centers.shape != (k, n_features) or row.get("k") != k:
             raise JobError(f"{path}: holds centers of shape {centers.shape} for k={row.get('k')}, not k={k}")
         done[k] = (centers, row, predicted)

@@ -43,79 +43,172 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsFormatter,
     )
     data = p.add_argument_group("data")
-    data.add_argument("--data", default=str(defaults.data),
-                      help="Zarr store to cluster: a path or an fsspec URL such as s3://bucket/mnist.zarr that "
-                      "every worker can read. A missing store is made from --source only at the default path or when "
-                      "--source is given; another missing path is an error (default: %(default)s)")
+    data.add_argument(
+        "--data",
+        default=str(defaults.data),
+        help="Zarr store to cluster: a path or an fsspec URL such as s3://bucket/mnist.zarr that "
+        "every worker can read. A missing store is made from --source only at the default path or when "
+        "--source is given; another missing path is an error (default: %(default)s)",
+    )
     add_source_arguments(data, source_default=None)  # None: not given (a missing --data is then an error)
-    data.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk when converting")
-    data.add_argument("--split", choices=SPLITS, default=defaults.split,
-                      help="which images to cluster (train also reports held-out accuracy on test)")
+    data.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk when converting"
+    )
+    data.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=defaults.split,
+        help="which images to cluster (train also reports held-out accuracy on test)",
+    )
 
     model = p.add_argument_group("model")
-    model.add_argument("--k", default=str(defaults.k),
-                       help="number of clusters; a range (5..15, 10..50+10 with a step, 16..256x2 with a factor) or a "
-                       "list (5,8,10) runs a k sweep: every k on "
-                       "data loaded once, scored, plotted, and a k suggested")
-    model.add_argument("--seed", type=int, default=defaults.seed,
-                       help="seeds every random draw (sample, starts, k-means||): the same seed gives the same "
-                       "clustering for any chunking and number of workers")
-    model.add_argument("--n-init", default=str(defaults.n_init), metavar="N|auto",
-                       help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto "
-                       "(default): 4 starts on a subsample when the fit is sampled (1 with many clusters), else 1")
-    model.add_argument("--sample-size", default=str(defaults.sample_size), metavar="ROWS|auto|all",
-                       help="fused: fit a seeded sample of this many rows first (the best of --n-init starts on a "
-                       "subsample of it, then Lloyd on the sample, in memory), then run Lloyd over all rows from "
-                       "its centers until a pass gains less than tol. auto (default): 200,000 rows or 1,000 "
-                       "per cluster, all rows when there are fewer; all: every pass on all rows (plain Lloyd)")
-    model.add_argument("--polish-passes", default=str(defaults.polish_passes), metavar="N|auto",
-                       help="fused, sampled: most Lloyd passes over all rows after the sample's fit, before the "
-                       "pass that assigns every row. auto (default): until a pass gains less than tol, below 32 "
-                       "clusters or while a pass is at most 2**28 row-centers (rows x k); else none")
-    model.add_argument("--engine", choices=ENGINES, default=defaults.engine,
-                       help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator")
-    model.add_argument("--max-iter", type=int, default=defaults.max_iter,
-                       help="most Lloyd iterations (on the sample, and over all rows)")
-    model.add_argument("--tol", type=float, default=defaults.tol,
-                       help="fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute")
-    model.add_argument("--oversampling-factor", type=float, default=defaults.oversampling_factor,
-                       help="k-means||: about factor*k points drawn per round (fused; as in the paper, "
-                       "default 2); dask-ml reads it its own way (~2 points per round)")
-    model.add_argument("--init-max-iter", type=int, default=defaults.init_max_iter,
-                       help="k-means|| rounds (fused: default 5; dask-ml: round(ln(cost)) by default)")
-    model.add_argument("--persist", choices=PERSIST_POLICIES, default=defaults.persist,
-                       help="keep X in the workers' memory (auto: when it fits the cluster's memory)")
+    model.add_argument(
+        "--k",
+        default=str(defaults.k),
+        help="number of clusters; a range (5..15, 10..50+10 with a step, 16..256x2 with a factor) or a "
+        "list (5,8,10) runs a k sweep: every k on "
+        "data loaded once, scored, plotted, and a k suggested",
+    )
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seeds every random draw (sample, starts, k-means||): the same seed gives the same "
+        "clustering for any chunking and number of workers",
+    )
+    model.add_argument(
+        "--n-init",
+        default=str(defaults.n_init),
+        metavar="N|auto",
+        help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto "
+        "(default): 4 starts on a subsample when the fit is sampled (1 with many clusters), else 1",
+    )
+    model.add_argument(
+        "--sample-size",
+        default=str(defaults.sample_size),
+        metavar="ROWS|auto|all",
+        help="fused: fit a seeded sample of this many rows first (the best of --n-init starts on a "
+        "subsample of it, then Lloyd on the sample, in memory), then run Lloyd over all rows from "
+        "its centers until a pass gains less than tol. auto (default): 200,000 rows or 1,000 "
+        "per cluster, all rows when there are fewer; all: every pass on all rows (plain Lloyd)",
+    )
+    model.add_argument(
+        "--polish-passes",
+        default=str(defaults.polish_passes),
+        metavar="N|auto",
+        help="fused, sampled: most Lloyd passes over all rows after the sample's fit, before the "
+        "pass that assigns every row. auto (default): until a pass gains less than tol, below 32 "
+        "clusters or while a pass is at most 2**28 row-centers (rows x k); else none",
+    )
+    model.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=defaults.engine,
+        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator",
+    )
+    model.add_argument(
+        "--max-iter",
+        type=int,
+        default=defaults.max_iter,
+        help="most Lloyd iterations (on the sample, and over all rows)",
+    )
+    model.add_argument(
+        "--tol",
+        type=float,
+        default=defaults.tol,
+        help="fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute",
+    )
+    model.add_argument(
+        "--oversampling-factor",
+        type=float,
+        default=defaults.oversampling_factor,
+        help="k-means||: about factor*k points drawn per round (fused; as in the paper, "
+        "default 2); dask-ml reads it its own way (~2 points per round)",
+    )
+    model.add_argument(
+        "--init-max-iter",
+        type=int,
+        default=defaults.init_max_iter,
+        help="k-means|| rounds (fused: default 5; dask-ml: round(ln(cost)) by default)",
+    )
+    model.add_argument(
+        "--persist",
+        choices=PERSIST_POLICIES,
+        default=defaults.persist,
+        help="keep X in the workers' memory (auto: when it fits the cluster's memory)",
+    )
 
     ev = p.add_argument_group("evaluation and output")
-    ev.add_argument("--silhouette-sample", type=int, default=defaults.silhouette_sample,
-                    help="rows in the silhouette's random sample (0: skip)")
-    ev.add_argument("--examples", type=int, default=defaults.examples_per_cluster, dest="examples_per_cluster",
-                    help="example images per cluster in the figures")
+    ev.add_argument(
+        "--silhouette-sample",
+        type=int,
+        default=defaults.silhouette_sample,
+        help="rows in the silhouette's random sample (0: skip)",
+    )
+    ev.add_argument(
+        "--examples",
+        type=int,
+        default=defaults.examples_per_cluster,
+        dest="examples_per_cluster",
+        help="example images per cluster in the figures",
+    )
     ev.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    ev.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                    help="continue a killed or interrupted run from its last checkpoint (same settings)")
-    ev.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
-                    help="Lloyd iterations between checkpoints")
+    ev.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a killed or interrupted run from its last checkpoint (same settings)",
+    )
+    ev.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=defaults.checkpoint_every,
+        help="Lloyd iterations between checkpoints",
+    )
 
     cl = p.add_argument_group("cluster")
-    cl.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
-                    help="a cluster config YAML file, or the name of one shipped with the package: "
-                    f"{', '.join(shipped_configs())} (default: the shipped {DEFAULT_CLUSTER_CONFIG})")
-    cl.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)")
-    cl.add_argument("--scheduler-file", default=None, metavar="FILE",
-                    help="join the scheduler that wrote FILE (dask scheduler --scheduler-file FILE)")
-    cl.add_argument("--n-workers", type=int, default=None,
-                    help="LocalCluster workers (default: one per core this process may use)")
-    cl.add_argument("--threads-per-worker", type=int, default=None,
-                    help="LocalCluster threads per worker (default: 1)")
-    cl.add_argument("--memory-limit", default=None,
-                    help="LocalCluster memory per worker, e.g. 4GiB (default: the machine's memory shared between "
-                    "the workers)")
-    cl.add_argument("--dashboard-address", default=None,
-                    help="where a cluster we start serves its dashboard (default 127.0.0.1:8787, loopback only); "
-                    "0.0.0.0:8787 exposes it to the network")
+    cl.add_argument(
+        "--cluster-config",
+        default=None,
+        metavar="FILE|NAME",
+        help="a cluster config YAML file, or the name of one shipped with the package: "
+        f"{', '.join(shipped_configs())} (default: the shipped {DEFAULT_CLUSTER_CONFIG})",
+    )
+    cl.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)",
+    )
+    cl.add_argument(
+        "--scheduler-file",
+        default=None,
+        metavar="FILE",
+        help="join the scheduler that wrote FILE (dask scheduler --scheduler-file FILE)",
+    )
+    cl.add_argument(
+        "--n-workers",
+        type=int,
+        default=None,
+        help="LocalCluster workers (default: one per core this process may use)",
+    )
+    cl.add_argument(
+        "--threads-per-worker", type=int, default=None, help="LocalCluster threads per worker (default: 1)"
+    )
+    cl.add_argument(
+        "--memory-limit",
+        default=None,
+        help="LocalCluster memory per worker, e.g. 4GiB (default: the machine's memory shared between "
+        "the workers)",
+    )
+    cl.add_argument(
+        "--dashboard-address",
+        default=None,
+        help="where a cluster we start serves its dashboard (default 127.0.0.1:8787, loopback only); "
+        "0.0.0.0:8787 exposes it to the network",
+    )
     p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return p
 
@@ -128,8 +221,10 @@ def check_store_may_be_created(data: Path, source_given: bool) -> None:
         return
     near = nearest_store(data)
     hint = f"did you mean {near}? " if near else ""
-    raise DataError(f"data={data} does not exist: {hint}to create it from MNIST, give --source DIR or "
-                    "--source download", option="data")
+    raise DataError(
+        f"data={data} does not exist: {hint}to create it from MNIST, give --source DIR or --source download",
+        option="data",
+    )
 
 
 def nearest_store(data: Path) -> Path | None:
@@ -145,8 +240,12 @@ def nearest_store(data: Path) -> Path | None:
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
     cluster = load_cluster_config(
-        args.cluster_config, address=args.scheduler, scheduler_file=args.scheduler_file, n_workers=args.n_workers,
-        threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
+        args.cluster_config,
+        address=args.scheduler,
+        scheduler_file=args.scheduler_file,
+        n_workers=args.n_workers,
+        threads_per_worker=args.threads_per_worker,
+        memory_limit=args.memory_limit,
         dashboard_address=args.dashboard_address,
     )
     names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster", "resume", "k"}
@@ -176,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         try:
             config = config_from_args(args)
-            if not is_url(config.data) and not os.path.lexists(config.data):  # a broken symlink is named, never converted into
+            if not is_url(config.data) and not os.path.lexists(
+                config.data
+            ):  # a broken symlink is named, never converted into
                 check_store_may_be_created(Path(config.data), args.source is not None)
                 args.source = default_source() if args.source is None else args.source
                 log.info("%s does not exist yet: creating it from %s", config.data, args.source)

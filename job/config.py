@@ -27,8 +27,11 @@ PERSIST_POLICIES = ("auto", "always", "never")
 
 def _setting(default, check=None, problem: str = "", convert=None, result: bool = False, **kwargs):
     """A JobConfig field: its default, the rule its value must meet, and whether the result depends on it."""
-    return field(default=default, metadata={"check": check, "problem": problem, "convert": convert,
-                                            "result": result}, **kwargs)
+    return field(
+        default=default,
+        metadata={"check": check, "problem": problem, "convert": convert, "result": result},
+        **kwargs,
+    )
 
 
 def _count_or_auto(value):
@@ -54,16 +57,30 @@ class JobConfig:
     seed: int = _setting(0, result=True)
     # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a subsample when the fit is
     # sampled, else 1 (job.kmeans.sampling.SAMPLED_STARTS)
-    n_init: int | str = _setting("auto", lambda v: v == "auto" or v >= 1, "must be a number (at least 1) or auto",
-                                 convert=_count_or_auto, result=True)
+    n_init: int | str = _setting(
+        "auto",
+        lambda v: v == "auto" or v >= 1,
+        "must be a number (at least 1) or auto",
+        convert=_count_or_auto,
+        result=True,
+    )
     # rows of the sampled fit's first stage; None (or "all"): every pass on all rows
-    sample_size: int | str | None = _setting("auto", lambda v: v in (None, "auto") or v >= 1,
-                                             "must be a number of rows, auto or all", convert=_rows_or_auto,
-                                             result=True)
+    sample_size: int | str | None = _setting(
+        "auto",
+        lambda v: v in (None, "auto") or v >= 1,
+        "must be a number of rows, auto or all",
+        convert=_rows_or_auto,
+        result=True,
+    )
     # most Lloyd passes over all rows after the sample's fit; auto: until a pass gains < tol, below 32
     # clusters or while a pass is cheap (FusedKMeans.polish_passes)
-    polish_passes: int | str = _setting("auto", lambda v: v == "auto" or v >= 0, "must be a number (at least 0) or auto",
-                                        convert=_count_or_auto, result=True)
+    polish_passes: int | str = _setting(
+        "auto",
+        lambda v: v == "auto" or v >= 0,
+        "must be a number (at least 0) or auto",
+        convert=_count_or_auto,
+        result=True,
+    )
     engine: str = _setting("fused", *_one_of(ENGINES), result=True)
     max_iter: int = _setting(300, lambda v: v >= 1, "must be at least 1", result=True)
     tol: float = _setting(1e-4, lambda v: v >= 0, "must be >= 0", result=True)
@@ -98,12 +115,17 @@ class JobConfig:
                 raise ConfigError(f"{f.name} {rule['problem']}, got {value!r}", option=f.name)
         # Rules between fields.
         if isinstance(self.sample_size, int) and self.sample_size < self.k:
-            raise ConfigError(f"sample_size must be at least k ({self.k}), got {self.sample_size}", option="sample_size")
+            raise ConfigError(
+                f"sample_size must be at least k ({self.k}), got {self.sample_size}", option="sample_size"
+            )
         if self.n_init != "auto" and self.n_init > 1 and (self.resume or self.engine != "fused"):
-            raise ConfigError("n_init above 1 works with the fused engine, and not with resume", option="n_init")
+            raise ConfigError(
+                "n_init above 1 works with the fused engine, and not with resume", option="n_init"
+            )
         if self.resume and (self.out is None or self.engine != "fused"):
-            raise ConfigError("resume needs the run folder (out), and works with the fused engine only",
-                              option="resume")
+            raise ConfigError(
+                "resume needs the run folder (out), and works with the fused engine only", option="resume"
+            )
 
     @classmethod
     def result_fields(cls) -> tuple[str, ...]:
@@ -141,8 +163,11 @@ def parse_k(text: str) -> tuple[int, ...]:
             else:
                 values.add(int(part))
     except ValueError:
-        raise ConfigError(f"k must be a number, a range like 5..15, 10..50+10 (a step) or 16..256x2 (a factor), "
-                       f"or a list like 5,8,10; got {text!r}", option="k") from None
+        raise ConfigError(
+            f"k must be a number, a range like 5..15, 10..50+10 (a step) or 16..256x2 (a factor), "
+            f"or a list like 5,8,10; got {text!r}",
+            option="k",
+        ) from None
     if min(values) < 2 and len(values) > 1:
         raise ConfigError(f"a k sweep needs every k >= 2; got {text!r}")
     return tuple(sorted(values))

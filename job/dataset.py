@@ -69,7 +69,12 @@ def lazy_array(root, location: str, component: str) -> da.Array:
     n = int(array.shape[0])
     chunks = (tuple(min(rows, n - s) for s in range(0, n, rows)),) + tuple((d,) for d in array.shape[1:])
     return da.map_blocks(
-        _read_block, delayed(array, pure=True), location, component, chunks=chunks, dtype=array.dtype,
+        _read_block,
+        delayed(array, pure=True),
+        location,
+        component,
+        chunks=chunks,
+        dtype=array.dtype,
         meta=np.empty((0,) * array.ndim, dtype=array.dtype),
         name=f"read-{component.replace('/', '-')}-" + _token(location, component, array),
     )
@@ -127,16 +132,22 @@ def check_labels(store: str | Path, splits: tuple[str, ...]) -> None:
     url = _absolute(store)
     root = open_root(url)
     arrays = [(split, lazy_array(root, url, f"{split}/labels")) for split in splits]
-    maxima = dask.compute(*[labels.map_blocks(_chunk_max, chunks=((1,) * labels.numblocks[0],), dtype=np.int64)
-                            for _, labels in arrays])
+    maxima = dask.compute(
+        *[
+            labels.map_blocks(_chunk_max, chunks=((1,) * labels.numblocks[0],), dtype=np.int64)
+            for _, labels in arrays
+        ]
+    )
     for (split, labels), chunk_max in zip(arrays, maxima):
         bad = np.flatnonzero(chunk_max >= N_CLASSES)
         if bad.size:
             index, sizes = int(bad[0]), labels.chunks[0]
             start = int(sum(sizes[:index]))
-            raise DataError(f"{store}/{split}/labels: chunk {index} (rows {start:,}-{start + sizes[index] - 1:,}) "
-                            f"holds label {int(chunk_max[index])}, outside 0-{N_CLASSES - 1}: the labels are damaged "
-                            f"(python -m data_prep verify {store} lists every such chunk)")
+            raise DataError(
+                f"{store}/{split}/labels: chunk {index} (rows {start:,}-{start + sizes[index] - 1:,}) "
+                f"holds label {int(chunk_max[index])}, outside 0-{N_CLASSES - 1}: the labels are damaged "
+                f"(python -m data_prep verify {store} lists every such chunk)"
+            )
 
 
 def flat_pixels(images: da.Array) -> da.Array:

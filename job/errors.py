@@ -22,7 +22,7 @@ class JobError(Exception):
         message, flag = str(self), flags.get(self.option or "")
         if flag is None or not message.startswith(self.option):
             return self
-        rest = message[len(self.option):]
+        rest = message[len(self.option) :]
         return type(self)(flag + (" " + rest[1:] if rest.startswith("=") else rest), self.option)
 
 

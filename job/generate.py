@@ -29,18 +29,27 @@ from job.errors import JobError
 
 def main(argv: list[str] | None = None) -> int:
     """python -m job.generate --n 8100000 [--seed 0] [--out data/mnist-8100000.zarr] [cluster flags]"""
-    p = SuggestingParser(prog="python -m job.generate", description=__doc__.splitlines()[0],
-                         formatter_class=DefaultsFormatter)
+    p = SuggestingParser(
+        prog="python -m job.generate", description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter
+    )
     p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="default data/mnist-<n>.zarr")
-    p.add_argument("--mnist", type=Path, default=Path("data/mnist.zarr"),
-                   help="the MNIST store to deform (made from --source first if missing)")
+    p.add_argument(
+        "--mnist",
+        type=Path,
+        default=Path("data/mnist.zarr"),
+        help="the MNIST store to deform (made from --source first if missing)",
+    )
     add_source_arguments(p)
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--cluster-config", default=None, metavar="FILE|NAME",
-                   help="a cluster config YAML file or a shipped one's name (default local.yaml)")
+    p.add_argument(
+        "--cluster-config",
+        default=None,
+        metavar="FILE|NAME",
+        help="a cluster config YAML file or a shipped one's name (default local.yaml)",
+    )
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing cluster")
     p.add_argument("--n-workers", type=int, default=None)
     p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
@@ -55,10 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             args.name, args.overwrite_data = "mnist", False
             prepare_dataset(prep_config_from_args(args, args.mnist))
         out = args.out or Path("data") / f"mnist-{args.n}.zarr"
-        config = GenerateConfig(out=out, source=args.mnist, n=args.n, seed=args.seed, chunk_size=args.chunk_size,
-                                overwrite=args.overwrite)
-        cluster = load_cluster_config(args.cluster_config, address=args.scheduler,
-                                      n_workers=args.n_workers, memory_limit=args.memory_limit)
+        config = GenerateConfig(
+            out=out,
+            source=args.mnist,
+            n=args.n,
+            seed=args.seed,
+            chunk_size=args.chunk_size,
+            overwrite=args.overwrite,
+        )
+        cluster = load_cluster_config(
+            args.cluster_config,
+            address=args.scheduler,
+            n_workers=args.n_workers,
+            memory_limit=args.memory_limit,
+        )
         with connect(cluster) as client:
             print(generate_dataset(config, client))
 

@@ -90,6 +90,7 @@ def run_sweep(config: JobConfig, ks: tuple[int, ...], client=None) -> RunResult:
 
 # --- the session both plans run in ---------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TestSplit:
     """The held-out test split a --split train run classifies: its pixels and true digits."""
@@ -124,7 +125,9 @@ class Plan(Protocol):
     record_file: str  # metrics.json or sweep.json
     models: dict  # the fitted estimators by k, filled by run()
 
-    def open(self, run_dir: Path, X: da.Array, out: Path) -> None: ...  # once the data is open (checkpoints, resume)
+    def open(
+        self, run_dir: Path, X: da.Array, out: Path
+    ) -> None: ...  # once the data is open (checkpoints, resume)
     def connected(self, client, recorder: PhaseRecorder) -> None: ...  # once the cluster is up
     def run(self, session: Session) -> dict: ...  # its phases; returns its part of the record
     def config_record(self, config: JobConfig) -> dict: ...
@@ -179,11 +182,19 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
     with recorder.phase("open data"):
         data = open_dataset(config.data, config.split)
         if plan.largest_k > data.n:
-            raise DataError(f"k={plan.largest_k} is larger than the {data.n:,} images of {config.data}", option="k")
+            raise DataError(
+                f"k={plan.largest_k} is larger than the {data.n:,} images of {config.data}", option="k"
+            )
         X = flat_pixels(data.images)
         plan.open(run_dir, X, out)
-        log.info("%s: %s images of %dx%d, %d chunks, flattened lazily to uint8 [%d, %d]",
-                 redact_text(str(config.data)), f"{data.n:,}", *data.image_shape, X.numblocks[0], *X.shape)
+        log.info(
+            "%s: %s images of %dx%d, %d chunks, flattened lazily to uint8 [%d, %d]",
+            redact_text(str(config.data)),
+            f"{data.n:,}",
+            *data.image_shape,
+            X.numblocks[0],
+            *X.shape,
+        )
 
     with ExitStack() as stack:  # the cluster (if we started it) closes however the phases end
         with recorder.phase("start cluster"):
@@ -197,8 +208,9 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
             with recorder.phase("load data"):
                 check_workers_can_read(client, config.data, data.splits)
                 check_labels(config.data, data.splits + (("test",) if config.split == "train" else ()))
-                persist, reason = decide_persist(X.nbytes, cluster_memory(client), config.persist,
-                                                 config.memory_fraction)
+                persist, reason = decide_persist(
+                    X.nbytes, cluster_memory(client), config.persist, config.memory_fraction
+                )
                 log.info("persist decision: %s", reason)
                 if persist:
                     X = persist_balanced(client, X)
@@ -206,8 +218,12 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
             session = Session(config, client, recorder, data, X, test, out, persist, reason)
             record = plan.run(session)
         except Exception as exc:
-            hint = (f"; the checkpoint in {checkpoint.partial_dir(run_dir)} lets --resume {run_dir} continue on "
-                    "another cluster" if checkpoint.has_checkpoint(run_dir) else "")
+            hint = (
+                f"; the checkpoint in {checkpoint.partial_dir(run_dir)} lets --resume {run_dir} continue on "
+                "another cluster"
+                if checkpoint.has_checkpoint(run_dir)
+                else ""
+            )
             fault = faults.explain(client, exc, watch, hint)
             if fault is None:
                 raise
@@ -216,8 +232,13 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
         peaks = peak_memory_per_process(client)
     recorder.client = None  # the cluster is closed: nothing left to sample
     metrics = {
-        **record, "config": plan.config_record(config), "started": started_at, "versions": summary.library_versions(),
-        "dashboard": dashboard, "cluster": cluster_info, "timings": recorder.seconds,
+        **record,
+        "config": plan.config_record(config),
+        "started": started_at,
+        "versions": summary.library_versions(),
+        "dashboard": dashboard,
+        "cluster": cluster_info,
+        "timings": recorder.seconds,
         "memory": {**recorder.memory, "peak_rss_per_process": peaks},
     }
     summary.write_metrics(out / plan.record_file, metrics)
@@ -239,6 +260,7 @@ def _test_split(config: JobConfig, client, persist_if_fits: bool) -> TestSplit |
 
 # --- what both plans do for one k ----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Fit:
     """One fitted k: the estimator, its centers in raw 0-255 pixel units, the fit's record for
@@ -258,27 +280,48 @@ class Fit:
         return self.raw_centers * PIXEL_SCALE
 
 
-def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, resume_state: dict | None = None,
-         progress=None) -> Fit:
+def _fit(
+    config: JobConfig,
+    k: int,
+    X: da.Array,
+    partial: Path | None = None,
+    resume_state: dict | None = None,
+    progress=None,
+) -> Fit:
     """Fit k clusters on the uint8 pixels X (checkpointing into `partial` when given; `progress`, a
     callable, hears of each Lloyd iteration over all rows in words)."""
     if config.engine == "dask-ml":
         X = X.astype(np.float32)  # stock dask-ml computes in X's dtype: give it floats (in raw units)
     model = make_estimator(
-        config.engine, n_clusters=k, init="k-means||", random_state=config.seed,
-        max_iter=config.max_iter, tol=config.tol, oversampling_factor=config.oversampling_factor,
+        config.engine,
+        n_clusters=k,
+        init="k-means||",
+        random_state=config.seed,
+        max_iter=config.max_iter,
+        tol=config.tol,
+        oversampling_factor=config.oversampling_factor,
         init_max_iter=config.init_max_iter,
-        **({"n_init": config.n_init, "sample_size": config.sample_size, "polish_passes": config.polish_passes}
-           if config.engine == "fused" else {}),
+        **(
+            {
+                "n_init": config.n_init,
+                "sample_size": config.sample_size,
+                "polish_passes": config.polish_passes,
+            }
+            if config.engine == "fused"
+            else {}
+        ),
     )
     started = time.perf_counter()
     if config.engine == "fused" and partial is not None:
+
         def on_iteration(state):
             if state["converged"] or state["n_iter"] % config.checkpoint_every == 0:
                 checkpoint.save(partial, state)
             if progress is not None:
-                progress(f"Lloyd iteration {state['n_iter']} over all rows: inertia "
-                         f"{state['inertia'] * PIXEL_SCALE**2:,.0f} (pixels in [0, 1])")
+                progress(
+                    f"Lloyd iteration {state['n_iter']} over all rows: inertia "
+                    f"{state['inertia'] * PIXEL_SCALE**2:,.0f} (pixels in [0, 1])"
+                )
 
         model.fit(X, on_iteration=on_iteration, start=resume_state)
     else:
@@ -293,14 +336,20 @@ def _fit(config: JobConfig, k: int, X: da.Array, partial: Path | None = None, re
         sums, counts, inertia = lloyd_step(X, centers)
     else:
         inertia, counts, sums = model.inertia_, model.counts_, model.cluster_sums_
-        record.update(init_seconds=model.init_time_, lloyd_seconds=model.lloyd_time_, init=model.init_info_,
-                      starts=[{**s, "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_])
+        record.update(
+            init_seconds=model.init_time_,
+            lloyd_seconds=model.lloyd_time_,
+            init=model.init_info_,
+            starts=[{**s, "inertia": s["inertia"] * PIXEL_SCALE**2} for s in model.starts_],
+        )
         record["seconds_per_iteration"] = model.lloyd_time_ / max(1, model.n_iter_)
         record["strategy"] = model.strategy_
         record["passes_over_all_rows"] = model.passes_over_all_rows_
         if model.sample_:
-            record["sample"] = {key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
-                                for key, value in model.sample_.items()}
+            record["sample"] = {
+                key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
+                for key, value in model.sample_.items()
+            }
     record["inertia"] = float(inertia) * PIXEL_SCALE**2
     labels = model.labels_ if getattr(model, "labels_kept_", False) else None
     return Fit(model, centers, record, np.asarray(counts), np.asarray(sums), labels)
@@ -311,14 +360,30 @@ def _evaluate(session: Session, fit: Fit) -> EvaluationPass:
     rows for every k."""
     config = session.config
     index = sample_indices(session.data.n, config.silhouette_sample, config.seed)
-    return evaluate_at(session.X, session.data.labels, fit.raw_centers, fit.counts, fit.sums, index,
-                       config.examples_per_cluster, config.seed, labels=fit.labels)
+    return evaluate_at(
+        session.X,
+        session.data.labels,
+        fit.raw_centers,
+        fit.counts,
+        fit.sums,
+        index,
+        config.examples_per_cluster,
+        config.seed,
+        labels=fit.labels,
+    )
 
 
 def _save_model(out: Path, suffix: str, fit: Fit, image_shape, evaluation) -> None:
     """The centers' figure and the model file predict reads (centers{suffix}.png, model{suffix}.npz)."""
-    _save_model_files(out, suffix, fit.centers, image_shape, evaluation.cluster_sizes, evaluation.mapping_hungarian,
-                      evaluation.mapping_majority)
+    _save_model_files(
+        out,
+        suffix,
+        fit.centers,
+        image_shape,
+        evaluation.cluster_sizes,
+        evaluation.mapping_hungarian,
+        evaluation.mapping_majority,
+    )
 
 
 def _save_model_files(out: Path, suffix: str, centers, image_shape, sizes, hungarian, majority) -> None:
@@ -331,12 +396,14 @@ def _classify_test(test: TestSplit, fit: Fit, evaluation) -> tuple[classifier.He
     image's predicted digit by the majority mapping)."""
     clusters = predict_labels(test.X, fit.raw_centers).compute()
     k = len(fit.raw_centers)
-    scores = classifier.held_out_scores(clusters, test.truth, k, evaluation.mapping_majority,
-                                        evaluation.mapping_hungarian)
+    scores = classifier.held_out_scores(
+        clusters, test.truth, k, evaluation.mapping_majority, evaluation.mapping_hungarian
+    )
     return scores, np.asarray(evaluation.mapping_majority)[clusters]
 
 
 # --- the plans -----------------------------------------------------------------------------------
+
 
 class SingleK:
     """One k: fit (checkpointed, resumable), evaluate, pick examples, plot and save (metrics.json)."""
@@ -369,8 +436,15 @@ class SingleK:
         live = self.partial / "report.html"
         final = self.run_dir / "report.html"
         recorder.on_change = lambda current: report_html.write_live_page(
-            live, f"K-Means on {self.config.data}: k={self.config.k} (running)", client.dashboard_link,
-            recorder.seconds, current, recorder.total, detail=recorder.detail, final_report=final)
+            live,
+            f"K-Means on {self.config.data}: k={self.config.k} (running)",
+            client.dashboard_link,
+            recorder.seconds,
+            current,
+            recorder.total,
+            detail=recorder.detail,
+            final_report=final,
+        )
         recorder.on_change(None)
         log.info("live progress page: %s", live.resolve().as_uri())
 
@@ -383,9 +457,13 @@ class SingleK:
             fit = _fit(config, config.k, X, self.partial, self.resume_state, progress=recorder.note)
             fit.record.update(persisted=s.persisted, persist_reason=s.persist_reason)
             # The estimator's own lines above are in X's units (uint8 pixels, 0-255): say which is which.
-            log.info("fit: %d iterations, inertia %s with pixels in [0, 1], as every figure and file reports "
-                     "it (%.6g in the uint8 pixel units of the lines above: x 255^2)", fit.record["n_iter"],
-                     f"{fit.record['inertia']:,.0f}", fit.record["inertia"] / PIXEL_SCALE**2)
+            log.info(
+                "fit: %d iterations, inertia %s with pixels in [0, 1], as every figure and file reports "
+                "it (%.6g in the uint8 pixel units of the lines above: x 255^2)",
+                fit.record["n_iter"],
+                f"{fit.record['inertia']:,.0f}",
+                fit.record["inertia"] / PIXEL_SCALE**2,
+            )
             self.models[config.k] = fit.model
 
         with recorder.phase("evaluate"):
@@ -406,26 +484,51 @@ class SingleK:
             silhouette = silhouette_later(sample.rows, sample.labels, config.k)
 
         with recorder.phase("plot and save"):
-            digits = ev.mapping_majority  # what each cluster mostly holds (the one-to-one mapping is a metric)
+            digits = (
+                ev.mapping_majority
+            )  # what each cluster mostly holds (the one-to-one mapping is a metric)
             _save_model(out, "", fit, data.image_shape, ev)
-            figures.plot_examples(closest_images, scored.closest, digits, "Images closest to each center",
-                                  out / "examples_closest.png")
-            figures.plot_examples(random_images, scored.random, digits, "Random images of each cluster",
-                                  out / "examples_random.png")
+            figures.plot_examples(
+                closest_images,
+                scored.closest,
+                digits,
+                "Images closest to each center",
+                out / "examples_closest.png",
+            )
+            figures.plot_examples(
+                random_images,
+                scored.random,
+                digits,
+                "Random images of each cluster",
+                out / "examples_random.png",
+            )
             figures.plot_confusion(np.asarray(ev.contingency), digits, out / "confusion.png")
             figures.plot_sizes(ev.cluster_sizes, digits, out / "sizes.png")
             np.save(out / "centers.npy", fit.centers.astype(np.float32))
             if pca_points is not None:
-                figures.plot_pca(pca_points(), sample.labels, sample.truth, out / "pca.png",
-                                 cluster_digits=ev.mapping_majority)
-            self.strips = {c: report_html.example_strip(np.concatenate([closest_images[c], random_images[c]])) for c in range(config.k)}
+                figures.plot_pca(
+                    pca_points(),
+                    sample.labels,
+                    sample.truth,
+                    out / "pca.png",
+                    cluster_digits=ev.mapping_majority,
+                )
+            self.strips = {
+                c: report_html.example_strip(np.concatenate([closest_images[c], random_images[c]]))
+                for c in range(config.k)
+            }
             ev = ev.with_silhouette(silhouette())
-            log.info("silhouette %.4f on %s rows, beside the figures, in %.2f s", ev.silhouette,
-                     f"{len(sample.rows):,}", time.perf_counter() - started)
+            log.info(
+                "silhouette %.4f on %s rows, beside the figures, in %.2f s",
+                ev.silhouette,
+                f"{len(sample.rows):,}",
+                time.perf_counter() - started,
+            )
 
         return {
             "dataset": _dataset_record(config, data) | {"chunks": list(X.chunks[0])},
-            "fit": fit.record, "evaluation": ev.to_dict(),
+            "fit": fit.record,
+            "evaluation": ev.to_dict(),
             "held_out": held_out.to_dict() if held_out is not None else None,
         }
 
@@ -442,7 +545,9 @@ class Sweep:
     classifier of the test split, and the best k's per-digit accuracy, confusion and the test images
     misclassified most often (sweep.json)."""
 
-    checkpoints = True  # one file per finished k in <sweep>.partial/: --resume starts at the first unfinished k
+    checkpoints = (
+        True  # one file per finished k in <sweep>.partial/: --resume starts at the first unfinished k
+    )
     record_file = "sweep.json"
     reads_test_split_often = True
 
@@ -458,9 +563,11 @@ class Sweep:
             self.done = checkpoint.load_sweep(self.config, run_dir, self.ks, X.shape[1])
             self.partial = checkpoint.partial_dir(run_dir)
             _remove_stale_staging(run_dir, out)
-            log.info("resuming the sweep: %s kept from the interrupted run, %s to fit",
-                     ", ".join(f"k={k}" for k in self.done) or "no k",
-                     ", ".join(f"k={k}" for k in self.ks if k not in self.done) or "none")
+            log.info(
+                "resuming the sweep: %s kept from the interrupted run, %s to fit",
+                ", ".join(f"k={k}" for k in self.done) or "no k",
+                ", ".join(f"k={k}" for k in self.ks if k not in self.done) or "none",
+            )
         else:
             self.partial = checkpoint.start(self.config, run_dir, sweep_ks=self.ks)
 
@@ -478,31 +585,56 @@ class Sweep:
                     self.models[k], row, predicted[k] = self._restored(s, k, *self.done[k])
                 else:
                     self.models[k], row, predicted[k] = self._score_one_k(s, k)
-                    checkpoint.save_sweep_k(self.partial, k, np.asarray(self.models[k].cluster_centers_, dtype=np.float64),
-                                            row.to_dict(), predicted[k])
+                    checkpoint.save_sweep_k(
+                        self.partial,
+                        k,
+                        np.asarray(self.models[k].cluster_centers_, dtype=np.float64),
+                        row.to_dict(),
+                        predicted[k],
+                    )
                 rows.append(row)
-                log.info("k=%d: inertia %.6g, silhouette %.4f, ARI %.3f, NMI %.3f, Davies-Bouldin %.3f, "
-                         "Calinski-Harabasz %.0f", k, row.inertia, row.silhouette, row.ari, row.nmi,
-                         row.davies_bouldin, row.calinski_harabasz)
+                log.info(
+                    "k=%d: inertia %.6g, silhouette %.4f, ARI %.3f, NMI %.3f, Davies-Bouldin %.3f, "
+                    "Calinski-Harabasz %.0f",
+                    k,
+                    row.inertia,
+                    row.silhouette,
+                    row.ari,
+                    row.nmi,
+                    row.davies_bouldin,
+                    row.calinski_harabasz,
+                )
         as_classifier = None
         if s.test is not None:
             as_classifier = classifier.sweep_classifier(rows, predicted, s.test.truth)
             shown = np.asarray([m["index"] for m in as_classifier.most_misclassified], dtype=np.int64)
             as_classifier = dataclasses.replace(
-                as_classifier, images=examples.gather_images(s.test.X, shown[None, :], s.data.image_shape)[0])
+                as_classifier, images=examples.gather_images(s.test.X, shown[None, :], s.data.image_shape)[0]
+            )
         with s.recorder.phase("plot and save"):
-            suggestion = suggest_k([r.k for r in rows], [r.inertia for r in rows], [r.silhouette for r in rows],
-                                   [r.davies_bouldin for r in rows])
-            figures.plot_sweep_elbow(rows, suggestion.k, suggestion.votes.get("elbow of inertia"), s.out / "elbow.png")
+            suggestion = suggest_k(
+                [r.k for r in rows],
+                [r.inertia for r in rows],
+                [r.silhouette for r in rows],
+                [r.davies_bouldin for r in rows],
+            )
+            figures.plot_sweep_elbow(
+                rows, suggestion.k, suggestion.votes.get("elbow of inertia"), s.out / "elbow.png"
+            )
             figures.plot_sweep_silhouette(rows, suggestion.k, s.out / "silhouette.png")
             figures.plot_sweep_criteria(rows, suggestion.k, s.out / "criteria.png")
             if as_classifier is not None:
                 figures.plot_sweep_classifier(rows, as_classifier, len(self.ks), s.out)
         return {
-            "kind": "sweep", "dataset": _dataset_record(s.config, s.data),
-            "persisted": s.persisted, "persist_reason": s.persist_reason, "sweep": [r.to_dict() for r in rows],
+            "kind": "sweep",
+            "dataset": _dataset_record(s.config, s.data),
+            "persisted": s.persisted,
+            "persist_reason": s.persist_reason,
+            "sweep": [r.to_dict() for r in rows],
             "classifier": as_classifier.to_dict() if as_classifier is not None else None,
-            "suggested_k": suggestion.k, "suggestion_reason": suggestion.reason, "votes": suggestion.votes,
+            "suggested_k": suggestion.k,
+            "suggestion_reason": suggestion.reason,
+            "votes": suggestion.votes,
         }
 
     def _score_one_k(self, s: Session, k: int) -> tuple:
@@ -512,22 +644,43 @@ class Sweep:
         fit = _fit(config, k, s.X)
         scored = _evaluate(s, fit)
         ev = scored.evaluation
-        silhouette = silhouette_later(scored.sample.rows, scored.sample.labels, k)  # on the workers while we draw
+        silhouette = silhouette_later(
+            scored.sample.rows, scored.sample.labels, k
+        )  # on the workers while we draw
         _save_model(s.out, f"_k{k:02d}", fit, s.data.image_shape, ev)
         held_out, predicted = _classify_test(s.test, fit, ev) if s.test is not None else (None, None)
         silhouette = silhouette() if config.silhouette_sample >= 2 else float("nan")
-        extra = {} if held_out is None else {
-            "held_out_accuracy": held_out.accuracy_majority, "held_out": {
-                key: getattr(held_out, key) for key in ("n", "accuracy_majority", "per_digit_accuracy", "confusion")}}
+        extra = (
+            {}
+            if held_out is None
+            else {
+                "held_out_accuracy": held_out.accuracy_majority,
+                "held_out": {
+                    key: getattr(held_out, key)
+                    for key in ("n", "accuracy_majority", "per_digit_accuracy", "confusion")
+                },
+            }
+        )
         if held_out is not None and k == classifier.N_CLASSES:
             extra["held_out"]["accuracy_hungarian"] = held_out.accuracy_hungarian
-        row = KScore(k=k, inertia=fit.record["inertia"], n_iter=fit.record["n_iter"], silhouette=silhouette,
-                     ari=ev.ari, nmi=ev.nmi, accuracy_hungarian=ev.accuracy_hungarian,
-                     accuracy_majority=ev.accuracy_majority, calinski_harabasz=ev.calinski_harabasz,
-                     davies_bouldin=ev.davies_bouldin, fit_seconds=fit.record["fit_seconds"],
-                     starts=[{"seed": start["seed"], "inertia": start["inertia"]} for start in fit.record["starts"]],
-                     cluster_sizes=ev.cluster_sizes, mapping_hungarian=ev.mapping_hungarian,
-                     mapping_majority=ev.mapping_majority, **extra)
+        row = KScore(
+            k=k,
+            inertia=fit.record["inertia"],
+            n_iter=fit.record["n_iter"],
+            silhouette=silhouette,
+            ari=ev.ari,
+            nmi=ev.nmi,
+            accuracy_hungarian=ev.accuracy_hungarian,
+            accuracy_majority=ev.accuracy_majority,
+            calinski_harabasz=ev.calinski_harabasz,
+            davies_bouldin=ev.davies_bouldin,
+            fit_seconds=fit.record["fit_seconds"],
+            starts=[{"seed": start["seed"], "inertia": start["inertia"]} for start in fit.record["starts"]],
+            cluster_sizes=ev.cluster_sizes,
+            mapping_hungarian=ev.mapping_hungarian,
+            mapping_majority=ev.mapping_majority,
+            **extra,
+        )
         return fit.model, row, predicted
 
     def _restored(self, s: Session, k: int, raw_centers: np.ndarray, row: dict, predicted) -> tuple:
@@ -537,8 +690,15 @@ class Sweep:
 
         log.info("k=%d: kept from the interrupted run (%s)", k, self.partial)
         score = KScore(**row)
-        _save_model_files(s.out, f"_k{k:02d}", raw_centers * PIXEL_SCALE, s.data.image_shape, score.cluster_sizes,
-                          score.mapping_hungarian, score.mapping_majority)
+        _save_model_files(
+            s.out,
+            f"_k{k:02d}",
+            raw_centers * PIXEL_SCALE,
+            s.data.image_shape,
+            score.cluster_sizes,
+            score.mapping_hungarian,
+            score.mapping_majority,
+        )
         model = FusedKMeans(n_clusters=k, random_state=self.config.seed)
         model.cluster_centers_ = raw_centers.astype(np.float32)
         model.n_features_in_ = raw_centers.shape[1]
@@ -561,5 +721,9 @@ def _remove_stale_staging(run_dir: Path, current: Path) -> None:
 
 
 def _dataset_record(config: JobConfig, data: Dataset) -> dict:
-    return {"store": redact_text(str(config.data)), "splits": list(data.splits), "n": data.n,
-            "image_shape": list(data.image_shape)}
+    return {
+        "store": redact_text(str(config.data)),
+        "splits": list(data.splits),
+        "n": data.n,
+        "image_shape": list(data.image_shape),
+    }

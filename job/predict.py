@@ -60,18 +60,30 @@ class Model:
         path = model_file(Path(source), k)
         try:
             with np.load(path) as saved:
-                model = cls(saved["centers"].astype(np.float32), tuple(int(v) for v in saved["image_shape"]),
-                            saved["mapping_hungarian"].astype(np.int64), saved["mapping_majority"].astype(np.int64))
+                model = cls(
+                    saved["centers"].astype(np.float32),
+                    tuple(int(v) for v in saved["image_shape"]),
+                    saved["mapping_hungarian"].astype(np.int64),
+                    saved["mapping_majority"].astype(np.int64),
+                )
         except FileNotFoundError:
             raise DataError(f"{path}: no saved model (is {source} a finished run or sweep folder?)") from None
         except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
             raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from None
         k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
         if len(model.image_shape) != 2 or width != int(np.prod(model.image_shape)):
-            raise DataError(f"{path}: its centers are {width} values wide but its images are "
-                            f"{'x'.join(map(str, model.image_shape))} pixels: the model is damaged")
-        if model.digits.shape != (k,) or model.digits_majority.shape != (k,) or not np.isfinite(model.centers).all():
-            raise DataError(f"{path}: its cluster-to-digit mappings do not have one entry per center: damaged")
+            raise DataError(
+                f"{path}: its centers are {width} values wide but its images are "
+                f"{'x'.join(map(str, model.image_shape))} pixels: the model is damaged"
+            )
+        if (
+            model.digits.shape != (k,)
+            or model.digits_majority.shape != (k,)
+            or not np.isfinite(model.centers).all()
+        ):
+            raise DataError(
+                f"{path}: its cluster-to-digit mappings do not have one entry per center: damaged"
+            )
         return model
 
 
@@ -84,7 +96,11 @@ def model_file(source: Path, k: int | None = None) -> Path:
         return source
     if (source / "model.npz").exists():
         return source / "model.npz"
-    saved = {int(p.stem[len("model_k"):]): p for p in source.glob("model_k*.npz") if p.stem[len("model_k"):].isdigit()}
+    saved = {
+        int(p.stem[len("model_k") :]): p
+        for p in source.glob("model_k*.npz")
+        if p.stem[len("model_k") :].isdigit()
+    }
     if not saved:
         return source / "model.npz"  # named by the error that follows
     if k is None:
@@ -92,13 +108,20 @@ def model_file(source: Path, k: int | None = None) -> Path:
             record = json.loads((source / "sweep.json").read_text())
             k = (record.get("classifier") or {}).get("best_k") or record["suggested_k"]
         except (OSError, ValueError, KeyError):
-            raise DataError(f"{source}: a sweep folder without a readable sweep.json; choose a model with "
-                            f"--k ({', '.join(map(str, sorted(saved)))})") from None
-        log.info("sweep folder: using k=%d (%s); --k chooses another of %s", k,
-                 "its best held-out accuracy" if record.get("classifier") else "its suggested k",
-                 ", ".join(map(str, sorted(saved))))
+            raise DataError(
+                f"{source}: a sweep folder without a readable sweep.json; choose a model with "
+                f"--k ({', '.join(map(str, sorted(saved)))})"
+            ) from None
+        log.info(
+            "sweep folder: using k=%d (%s); --k chooses another of %s",
+            k,
+            "its best held-out accuracy" if record.get("classifier") else "its suggested k",
+            ", ".join(map(str, sorted(saved))),
+        )
     if int(k) not in saved:
-        raise DataError(f"{source}: no model for k={k} in this sweep; it has k = {', '.join(map(str, sorted(saved)))}")
+        raise DataError(
+            f"{source}: no model for k={k} in this sweep; it has k = {', '.join(map(str, sorted(saved)))}"
+        )
     return saved[int(k)]
 
 
@@ -151,8 +174,12 @@ def _idx(path: Path, labels_path: Path | None) -> Images:
         except DataPrepError as exc:
             raise DataError(str(exc)) from None
 
-    return Images(blocks, n, labels, f"{n:,} images from {path}"
-                  + (f" (labels from {labels_path.name})" if labels_path else ""))
+    return Images(
+        blocks,
+        n,
+        labels,
+        f"{n:,} images from {path}" + (f" (labels from {labels_path.name})" if labels_path else ""),
+    )
 
 
 def _zarr(path: Path) -> Images:
@@ -167,7 +194,9 @@ def _zarr(path: Path) -> Images:
     labels = None
     if isinstance(node, zarr.Group):
         if "images" not in node:
-            raise DataError(f"{path}: a Zarr group without an 'images' array (give a split, e.g. {path}/test)")
+            raise DataError(
+                f"{path}: a Zarr group without an 'images' array (give a split, e.g. {path}/test)"
+            )
         array, name = node["images"], "images"
     else:
         array, name = node, ""
@@ -224,9 +253,11 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
                     pixels, inverted = to_mnist_format(img, image_shape)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             declared = re.search(r"\((\d+) pixels\)", str(exc))
-            raise DataError(f"{file}: declares {int(declared[1]) if declared else 'more'} pixels, more than the "
-                            f"{Image.MAX_IMAGE_PIXELS:,} an image may have here (a decompression bomb?); it was not "
-                            "decoded") from None
+            raise DataError(
+                f"{file}: declares {int(declared[1]) if declared else 'more'} pixels, more than the "
+                f"{Image.MAX_IMAGE_PIXELS:,} an image may have here (a decompression bomb?); it was not "
+                "decoded"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{file}: not a readable PNG ({exc})") from None
         except BlankImageError as exc:
@@ -252,10 +283,17 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
         if counts["skipped"] == len(files):
             raise DataError(f"none of the {len(files):,} PNG files could be read (each one named above)")
         if counts["inverted"]:
-            log.info("%d PNG images: %d inverted (dark digits on a light background)", len(files), counts["inverted"])
+            log.info(
+                "%d PNG images: %d inverted (dark digits on a light background)",
+                len(files),
+                counts["inverted"],
+            )
         if counts["skipped"]:
-            log.warning("%d of %d PNG files skipped (named above); the others were assigned", counts["skipped"],
-                        len(files))
+            log.warning(
+                "%d of %d PNG files skipped (named above); the others were assigned",
+                counts["skipped"],
+                len(files),
+            )
 
     return Images(blocks, len(files), None, f"{len(files):,} PNG images")
 
@@ -327,8 +365,10 @@ def _write_predictions(out: Path, images: Images, model: Model) -> np.ndarray:
             row = 0
             for names, block in images.blocks():
                 if block.shape[1:] != model.image_shape:
-                    raise DataError(f"images are {block.shape[1]}x{block.shape[2]}, the model expects "
-                                    f"{model.image_shape[0]}x{model.image_shape[1]}")
+                    raise DataError(
+                        f"images are {block.shape[1]}x{block.shape[2]}, the model expects "
+                        f"{model.image_shape[0]}x{model.image_shape[1]}"
+                    )
                 X = to_features(block)
                 labels_b, dist = assign(X, model.centers)
                 clusters[row : row + len(block)] = labels_b
@@ -343,8 +383,13 @@ def _write_predictions(out: Path, images: Images, model: Model) -> np.ndarray:
     return clusters[:row]  # fewer than images.n when unreadable PNG files were left out
 
 
-def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: Path | None = None,
-            k: int | None = None) -> Prediction:
+def predict(
+    run_dir: Path,
+    inputs: list[Path],
+    out: Path | None = None,
+    labels: Path | None = None,
+    k: int | None = None,
+) -> Prediction:
     """Assign every input image to its nearest center; write the CSV atomically; return the result.
     run_dir: a run folder, a sweep folder (k: which of its models; default the best held-out k) or a
     model file."""
@@ -357,38 +402,56 @@ def predict(run_dir: Path, inputs: list[Path], out: Path | None = None, labels: 
     try:
         clusters = _write_predictions(out, images, model)
     except OSError as exc:  # a full disk, a read-only or vanished folder: nothing half-written is left
-        raise DataError(f"{out}: cannot write the predictions ({exc.strerror or exc}); nothing was kept") from None
+        raise DataError(
+            f"{out}: cannot write the predictions ({exc.strerror or exc}); nothing was kept"
+        ) from None
     digits = model.predicted_digits[clusters]
     accuracy = majority = None
     if images.labels is not None:
         accuracy = float((model.digits[clusters] == images.labels).mean())
         majority = float((model.digits_majority[clusters] == images.labels).mean())
-    return Prediction(len(clusters), clusters, digits, images.labels, accuracy, majority, out, len(model.centers))
+    return Prediction(
+        len(clusters), clusters, digits, images.labels, accuracy, majority, out, len(model.centers)
+    )
 
 
 def summary(result: Prediction) -> str:
     counts = np.bincount(result.clusters, minlength=result.k)
     digit_counts = np.bincount(result.digits[result.digits >= 0], minlength=N_CLASSES)
-    lines = [f"{result.n:,} images assigned; predictions in {result.out}",
-             "  per cluster: " + " ".join(f"{c}:{n}" for c, n in enumerate(counts)),
-             "  per digit:   " + " ".join(f"{d}:{n}" for d, n in enumerate(digit_counts))]
+    lines = [
+        f"{result.n:,} images assigned; predictions in {result.out}",
+        "  per cluster: " + " ".join(f"{c}:{n}" for c, n in enumerate(counts)),
+        "  per digit:   " + " ".join(f"{d}:{n}" for d, n in enumerate(digit_counts)),
+    ]
     if result.accuracy is not None:
-        lines.append(f"  accuracy against the given labels: {result.accuracy_majority:.4f} (each cluster read as "
-                     f"its majority training digit; {result.accuracy:.4f} by the one-to-one mapping)")
+        lines.append(
+            f"  accuracy against the given labels: {result.accuracy_majority:.4f} (each cluster read as "
+            f"its majority training digit; {result.accuracy:.4f} by the one-to-one mapping)"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     from data_prep.cli import DefaultsFormatter, SuggestingParser, run_cli, setup_logging
 
-    p = SuggestingParser(prog="python -m job.predict", description=__doc__.splitlines()[0],
-                         formatter_class=DefaultsFormatter)
-    p.add_argument("run", type=Path, help="a run folder (model.npz), a sweep folder (model_kNN.npz: see --k) or "
-                   "a model file")
+    p = SuggestingParser(
+        prog="python -m job.predict", description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter
+    )
+    p.add_argument(
+        "run",
+        type=Path,
+        help="a run folder (model.npz), a sweep folder (model_kNN.npz: see --k) or a model file",
+    )
     p.add_argument("inputs", type=Path, nargs="+", help="IDX file, Zarr array/group, or PNG files/folders")
-    p.add_argument("--labels", type=Path, default=None, help="IDX labels for an IDX input (default: beside it)")
-    p.add_argument("--k", type=int, default=None,
-                   help="a sweep folder's model to use (default: its best held-out k, else its suggested k)")
+    p.add_argument(
+        "--labels", type=Path, default=None, help="IDX labels for an IDX input (default: beside it)"
+    )
+    p.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="a sweep folder's model to use (default: its best held-out k, else its suggested k)",
+    )
     p.add_argument("--out", type=Path, default=None, help="CSV to write (default: RUN/predictions.csv)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)

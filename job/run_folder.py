@@ -20,18 +20,47 @@ from datetime import datetime
 from pathlib import Path
 
 
-from data_prep.atomic import LockTimeout, NotOursError, check_replaceable, held_lock, lock_path, staged_directory
+from data_prep.atomic import (
+    LockTimeout,
+    NotOursError,
+    check_replaceable,
+    held_lock,
+    lock_path,
+    staged_directory,
+)
 from job import checkpoint
 from job.errors import JobError
 
 log = logging.getLogger(__name__)
 
 # Every name a run or sweep folder of ours may hold (predictions.csv is job.predict's default output).
-RUN_FILES = {"metrics.json", "summary.txt", "centers.png", "examples_closest.png", "examples_random.png",
-             "confusion.png", "sizes.png", "pca.png", "labels.zarr", "model.npz", "centers.npy", "report.html",
-             "predictions.csv"}
-SWEEP_FILES = {"sweep.json", "summary.txt", "elbow.png", "silhouette.png", "criteria.png", "accuracy.png",
-               "per_digit.png", "confusion_test.png", "misclassified.png", "report.html"}
+RUN_FILES = {
+    "metrics.json",
+    "summary.txt",
+    "centers.png",
+    "examples_closest.png",
+    "examples_random.png",
+    "confusion.png",
+    "sizes.png",
+    "pca.png",
+    "labels.zarr",
+    "model.npz",
+    "centers.npy",
+    "report.html",
+    "predictions.csv",
+}
+SWEEP_FILES = {
+    "sweep.json",
+    "summary.txt",
+    "elbow.png",
+    "silhouette.png",
+    "criteria.png",
+    "accuracy.png",
+    "per_digit.png",
+    "confusion_test.png",
+    "misclassified.png",
+    "report.html",
+}
 _SWEEP_CENTERS = re.compile(r"(centers_k\d+\.png|model_k\d+\.npz)$")
 
 
@@ -97,26 +126,33 @@ def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
         try:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             for candidate in _candidates(run_dir, pick_free):
-                if pick_free and (candidate.exists() or candidate.is_symlink()
-                                  or checkpoint.partial_dir(candidate).exists()):
+                if pick_free and (
+                    candidate.exists() or candidate.is_symlink() or checkpoint.partial_dir(candidate).exists()
+                ):
                     continue
                 try:
                     held.enter_context(held_lock(candidate))
                 except LockTimeout:
                     if pick_free:
                         continue
-                    raise JobError(f"{run_dir}: another job is writing this run folder (lock "
-                                   f"{lock_path(run_dir)})") from None
+                    raise JobError(
+                        f"{run_dir}: another job is writing this run folder (lock {lock_path(run_dir)})"
+                    ) from None
                 run_dir = candidate
                 break
         except OSError as exc:
-            raise JobError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept") from None
+            raise JobError(
+                f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept"
+            ) from None
         try:
             yield run_dir
         except KeyboardInterrupt:
             if checkpoint.has_checkpoint(run_dir):  # Ctrl-C: say how to go on from where it stopped
-                log.warning("stopped; the last checkpoint is kept: resume with  python -m job --resume %s  (and, "
-                            "for a k sweep, the same --k)", run_dir)
+                log.warning(
+                    "stopped; the last checkpoint is kept: resume with  python -m job --resume %s  (and, "
+                    "for a k sweep, the same --k)",
+                    run_dir,
+                )
             raise
         finally:
             if not checkpoint.has_checkpoint(run_dir):  # stopped before there was anything to resume
@@ -124,7 +160,15 @@ def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
 
 
 # What a full, read-only or otherwise unwritable output location raises while the folder is written.
-_DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+_DISK_ERRORS = {
+    errno.ENOSPC,
+    errno.EACCES,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EEXIST,
+}
 
 
 @contextmanager
@@ -134,10 +178,20 @@ def written_atomically(run_dir: Path, overwrite: bool) -> Iterator[Path]:
     A folder that is not ours, a run that another job wrote meanwhile, or a disk that cannot take the
     folder become one JobError sentence; nothing half-written is left.
     """
-    def unwritable(exc: OSError) -> str | None:
-        return f"cannot write the run folder ({exc.strerror}); nothing was kept" if exc.errno in _DISK_ERRORS else None
 
-    with staged_directory(run_dir, overwrite=overwrite, why_not_ours=why_not_a_run_folder, error=JobError,
-                          rival="another run wrote this folder meanwhile; nothing was replaced",
-                          unwritable=unwritable) as tmp:
+    def unwritable(exc: OSError) -> str | None:
+        return (
+            f"cannot write the run folder ({exc.strerror}); nothing was kept"
+            if exc.errno in _DISK_ERRORS
+            else None
+        )
+
+    with staged_directory(
+        run_dir,
+        overwrite=overwrite,
+        why_not_ours=why_not_a_run_folder,
+        error=JobError,
+        rival="another run wrote this folder meanwhile; nothing was replaced",
+        unwritable=unwritable,
+    ) as tmp:
         yield tmp

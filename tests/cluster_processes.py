@@ -24,8 +24,9 @@ class Processes:
 
     def start(self, args, name: str, **kwargs) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                **kwargs)
+        proc = subprocess.Popen(
+            list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+        )
         log.close()
         self.started.append(proc)
         return proc
@@ -52,24 +53,78 @@ def wait_for(path: Path, timeout: float = 60) -> None:
 def tls_args(certs: dict | None) -> list[str]:
     if not certs:
         return []
-    return ["--tls-ca-file", str(certs["ca_file"]), "--tls-cert", str(certs["cert"]),
-            "--tls-key", str(certs["key"])]
+    return [
+        "--tls-ca-file",
+        str(certs["ca_file"]),
+        "--tls-cert",
+        str(certs["cert"]),
+        "--tls-key",
+        str(certs["key"]),
+    ]
 
 
-def start_scheduler(processes: Processes, scheduler_file: Path, host: str = "127.0.0.1", port: int = 0,
-                    prefix=(), certs: dict | None = None, dashboard: str | None = None) -> None:
+def start_scheduler(
+    processes: Processes,
+    scheduler_file: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    prefix=(),
+    certs: dict | None = None,
+    dashboard: str | None = None,
+) -> None:
     protocol = ["--protocol", "tls"] if certs else []
-    processes.start([*prefix, DASK, "scheduler", "--host", host, "--port", str(port), *protocol,
-                     "--dashboard-address", dashboard or f"{host}:0", "--scheduler-file", str(scheduler_file),
-                     *tls_args(certs)], "scheduler")
+    processes.start(
+        [
+            *prefix,
+            DASK,
+            "scheduler",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *protocol,
+            "--dashboard-address",
+            dashboard or f"{host}:0",
+            "--scheduler-file",
+            str(scheduler_file),
+            *tls_args(certs),
+        ],
+        "scheduler",
+    )
     wait_for(scheduler_file)
 
 
-def start_worker(processes: Processes, scheduler: str, host: str = "127.0.0.1", prefix=(),
-                 certs: dict | None = None, name: str = "worker", memory_limit: str = "2GiB") -> None:
-    target = ["--scheduler-file", scheduler] if not scheduler.startswith(("tcp://", "tls://")) else [scheduler]
-    processes.start([*prefix, DASK, "worker", *target, "--host", host, "--nthreads", "1",
-                     "--memory-limit", memory_limit, "--no-dashboard", "--name", name, *tls_args(certs)], name)
+def start_worker(
+    processes: Processes,
+    scheduler: str,
+    host: str = "127.0.0.1",
+    prefix=(),
+    certs: dict | None = None,
+    name: str = "worker",
+    memory_limit: str = "2GiB",
+) -> None:
+    target = (
+        ["--scheduler-file", scheduler] if not scheduler.startswith(("tcp://", "tls://")) else [scheduler]
+    )
+    processes.start(
+        [
+            *prefix,
+            DASK,
+            "worker",
+            *target,
+            "--host",
+            host,
+            "--nthreads",
+            "1",
+            "--memory-limit",
+            memory_limit,
+            "--no-dashboard",
+            "--name",
+            name,
+            *tls_args(certs),
+        ],
+        name,
+    )
 
 
 def wait_for_workers(scheduler_file: Path, n: int, security=None) -> None:
@@ -80,8 +135,14 @@ def wait_for_workers(scheduler_file: Path, n: int, security=None) -> None:
 
 
 def run_job(*args, prefix=(), env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, sys.executable, "-m", "job", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "job", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def free_port() -> int:
@@ -90,7 +151,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, server: subprocess.Popen, processes: Processes, name: str, timeout: float = 30) -> None:
+def wait_for_port(
+    port: int, server: subprocess.Popen, processes: Processes, name: str, timeout: float = 30
+) -> None:
     """Until something accepts connections on 127.0.0.1:port; fails with the server's log if it dies."""
     deadline = time.monotonic() + timeout
     while True:

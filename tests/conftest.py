@@ -54,8 +54,12 @@ def dask_cluster():
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", memory_limit="4GiB",
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit="4GiB",
     ) as cluster:
         yield cluster
 
@@ -81,14 +85,21 @@ def http_server():
 
             def do_GET(self):
                 hits[self.path] = hits.get(self.path, 0) + 1
-                if auth and self.headers.get("Authorization") != "Basic " + base64.b64encode(auth.encode()).decode():
+                if (
+                    auth
+                    and self.headers.get("Authorization")
+                    != "Basic " + base64.b64encode(auth.encode()).decode()
+                ):
                     self.send_error(401, "Unauthorized")
                     return
                 super().do_GET()
+
         return Handler
 
     def serve(folder, auth=None):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler(auth), directory=str(folder)))
+        server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(handler(auth), directory=str(folder))
+        )
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}/"
@@ -113,14 +124,22 @@ ARTIFACTS = REPO / "test-artifacts"  # screenshots the browser tests save (git-i
 def browser():
     """Headless Debian Chromium driven by Playwright (installed by .ci/run; never skipped)."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()

@@ -25,5 +25,7 @@ def write_dataset(folder: Path, arrays: dict, compress=True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for (split, kind), stem in STANDARD_STEMS.items():
         images, labels = arrays[split]
-        write_idx(folder / (stem + (".gz" if compress else "")), images if kind == "images" else labels, compress)
+        write_idx(
+            folder / (stem + (".gz" if compress else "")), images if kind == "images" else labels, compress
+        )
     return folder

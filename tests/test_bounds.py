@@ -37,8 +37,9 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store):
         new = sums / np.maximum(counts, 1)[:, None]
         moves = np.sqrt(((new - C) ** 2).sum(axis=1))
         C = new
-        state, (d_sums, d_counts, moved, computed, step_inertia) = bounds.step_chunk(X, state, C, moves, groups,
-                                                                                  exact=it == 11)
+        state, (d_sums, d_counts, moved, computed, step_inertia) = bounds.step_chunk(
+            X, state, C, moves, groups, exact=it == 11
+        )
         sums, counts = sums + d_sums, counts + d_counts
         plain_sums, plain_counts, plain_inertia = kernels.lloyd_partial(X, C)
         assert np.array_equal(state[0], kernels.assign(X, C)[0]), it
@@ -63,7 +64,9 @@ def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store):
     assert np.array_equal(fitted.labels.compute(), kernels.assign(X_np, fitted.centers)[0])
 
 
-def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(client, mnist_store, monkeypatch):
+def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(
+    client, mnist_store, monkeypatch
+):
     """k >= 32 on a persisted X: the sample's Lloyd runs with bounds, then (polish_passes=0) one pass
     assigns every row and keeps its labels on the workers: they, the counts, the sums and the inertia
     are those of the nearest centers; with polish_passes=2 the bounded loop polishes; "auto" polishes
@@ -103,8 +106,9 @@ def test_the_evaluation_pass_from_kept_labels_scores_as_the_full_pass(client, mn
     from job.kmeans.estimator import FusedKMeans
 
     X_np = _rows(mnist_store, 12_000)
-    truth = da.from_array(np.asarray(zarr.open_group(str(mnist_store), mode="r")["train/labels"][:12_000]),
-                          chunks=3_000)
+    truth = da.from_array(
+        np.asarray(zarr.open_group(str(mnist_store), mode="r")["train/labels"][:12_000]), chunks=3_000
+    )
     X = persist_balanced(client, da.from_array(X_np, chunks=(1_500, 784)))
     model = FusedKMeans(40, random_state=0, sample_size=4_000).fit(X)
     assert model.labels_kept_

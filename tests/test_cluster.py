@@ -78,5 +78,7 @@ def test_workers_drop_our_data_errors_and_keep_a_lost_heartbeat_to_one_line():
     assert "DamagedChunkError" not in text  # ours: the client says it in one line
     assert "ZeroDivisionError" in text and text.count("Traceback") == 1  # other failures keep theirs
     assert text.startswith("Failed to communicate with scheduler during heartbeat.\nCompute Failed\nKey: y")
-    assert text.endswith("failed during get data with tcp://127.0.0.1:1 -> tcp://127.0.0.1:2\n"
-                         "Worker stream died during communication: tcp://127.0.0.1:2\n")  # sentences, no traceback
+    assert text.endswith(
+        "failed during get data with tcp://127.0.0.1:1 -> tcp://127.0.0.1:2\n"
+        "Worker stream died during communication: tcp://127.0.0.1:2\n"
+    )  # sentences, no traceback

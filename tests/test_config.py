@@ -52,11 +52,15 @@ def test_cli_flags_override_the_file():
 def test_job_config_validates_in_one_place_and_the_cli_names_the_flags():
     """The library's errors name the field; the CLI's the flag it was given as (derived from the parser)."""
     flag_of = flags(build_parser())
-    for changes, field, flag in [({"split": "validation"}, "split", "--split"), ({"engine": "gpu"}, "engine", "--engine"),
-                                 ({"k": 0}, "k", "--k"), ({"k": "ten"}, "k", "--k"),
-                                 ({"examples_per_cluster": 8, "sample_size": "lots"}, "sample_size", "--sample-size"),
-                                 ({"n_init": 0}, "n_init", "--n-init"),
-                                 ({"polish_passes": -1}, "polish_passes", "--polish-passes")]:
+    for changes, field, flag in [
+        ({"split": "validation"}, "split", "--split"),
+        ({"engine": "gpu"}, "engine", "--engine"),
+        ({"k": 0}, "k", "--k"),
+        ({"k": "ten"}, "k", "--k"),
+        ({"examples_per_cluster": 8, "sample_size": "lots"}, "sample_size", "--sample-size"),
+        ({"n_init": 0}, "n_init", "--n-init"),
+        ({"polish_passes": -1}, "polish_passes", "--polish-passes"),
+    ]:
         with pytest.raises(ConfigError, match=f"^{field} ") as caught:
             JobConfig(**changes)
         assert caught.value.option == field
@@ -67,9 +71,19 @@ def test_job_config_validates_in_one_place_and_the_cli_names_the_flags():
 
 
 def test_the_result_determining_settings_are_declared_on_the_fields():
-    assert JobConfig.result_fields() == ("split", "k", "seed", "n_init", "sample_size", "polish_passes", "engine",
-                                         "max_iter", "tol",
-                                         "init_max_iter", "oversampling_factor")
+    assert JobConfig.result_fields() == (
+        "split",
+        "k",
+        "seed",
+        "n_init",
+        "sample_size",
+        "polish_passes",
+        "engine",
+        "max_iter",
+        "tol",
+        "init_max_iter",
+        "oversampling_factor",
+    )
 
 
 def test_each_kind_checks_its_own_keys_and_fields(tmp_path):
@@ -90,7 +104,9 @@ def test_each_kind_checks_its_own_keys_and_fields(tmp_path):
 
 
 def test_flags_that_do_not_apply_to_the_kind_are_errors():
-    args = build_parser().parse_args(["--cluster-config", str(CONFIGS / "scheduler.yaml"), "--n-workers", "3"])
+    args = build_parser().parse_args(
+        ["--cluster-config", str(CONFIGS / "scheduler.yaml"), "--n-workers", "3"]
+    )
     with pytest.raises(ConfigError, match="--n-workers does not apply to a 'scheduler' cluster"):
         config_from_args(args)
     # --scheduler with a LocalCluster flag names the two flags, not the default file the user never gave
@@ -99,7 +115,9 @@ def test_flags_that_do_not_apply_to_the_kind_are_errors():
         config_from_args(args)
     assert "local.yaml" not in str(caught.value)
     # --scheduler-file switches any file to an existing cluster, keeping nothing kind-specific.
-    args = build_parser().parse_args(["--cluster-config", str(CONFIGS / "ssh.yaml"), "--scheduler-file", "/s.json"])
+    args = build_parser().parse_args(
+        ["--cluster-config", str(CONFIGS / "ssh.yaml"), "--scheduler-file", "/s.json"]
+    )
     cluster = config_from_args(args).cluster
     assert cluster.kind == "scheduler" and cluster.scheduler_file == "/s.json"
 
@@ -109,16 +127,27 @@ def test_slurm_config_becomes_the_batch_script_it_describes(tmp_path):
     from job.deploy.slurm import slurm_cluster
 
     path = tmp_path / "slurm.yaml"
-    path.write_text((CONFIGS / "slurm.yaml").read_text().replace("# queue: normal", "queue: gpu-short")
-                    .replace("job_extra_directives: []", 'job_extra_directives: ["--constraint=skylake"]'))
+    path.write_text(
+        (CONFIGS / "slurm.yaml")
+        .read_text()
+        .replace("# queue: normal", "queue: gpu-short")
+        .replace("job_extra_directives: []", 'job_extra_directives: ["--constraint=skylake"]')
+    )
     config = load_cluster_config(path)
     cluster = slurm_cluster(config)
     try:
         script = cluster.job_script()
     finally:
         cluster.close()
-    for line in ("#SBATCH -p gpu-short", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH -t 01:00:00",
-                 "#SBATCH --constraint=skylake", "--nworkers 4", "--nthreads 2"):
+    for line in (
+        "#SBATCH -p gpu-short",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32G",
+        "#SBATCH -t 01:00:00",
+        "#SBATCH --constraint=skylake",
+        "--nworkers 4",
+        "--nthreads 2",
+    ):
         assert line in script, (line, script)
 
 

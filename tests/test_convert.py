@@ -40,8 +40,9 @@ def test_real_mnist_round_trips_bit_exactly(mnist_dir, mnist_store):
 @pytest.mark.parametrize("chunk_size", [7, 64, 1000])
 def test_tiny_dataset_round_trips_for_any_chunk_size(tiny_dir, tmp_path, chunk_size):
     arrays = synthetic_arrays()
-    out = prepare_dataset(PrepConfig(out=tmp_path / "t.zarr", source=str(tiny_dir), name="tiny",
-                                     chunk_size=chunk_size))
+    out = prepare_dataset(
+        PrepConfig(out=tmp_path / "t.zarr", source=str(tiny_dir), name="tiny", chunk_size=chunk_size)
+    )
     root = zarr.open_group(str(out), mode="r")
     for split, (images, labels) in arrays.items():
         np.testing.assert_array_equal(root[f"{split}/images"][:], images)
@@ -113,7 +114,9 @@ def test_truncated_images_midway_leave_no_store(tiny_dir, tmp_path):
 
 
 def test_validate_store_finds_missing_chunks_and_wrong_arrays(tiny_dir, tmp_path):
-    out = prepare_dataset(PrepConfig(out=tmp_path / "t.zarr", source=str(tiny_dir), name="tiny", chunk_size=50))
+    out = prepare_dataset(
+        PrepConfig(out=tmp_path / "t.zarr", source=str(tiny_dir), name="tiny", chunk_size=50)
+    )
     chunk = out / "train" / "images" / "c" / "1" / "0" / "0"
     assert chunk.exists()
     os.remove(chunk)

@@ -35,8 +35,18 @@ from .conftest import REPO
 from .synthetic import synthetic_arrays, write_dataset
 
 CHUNK = 64  # train: 300 images in 5 chunks; test: 100 in 2
-QUICK = ["--k", "3", "--silhouette-sample", "50", "--dashboard-address", "127.0.0.1:0", "--n-workers", "1",
-         "--memory-limit", "1GiB"]
+QUICK = [
+    "--k",
+    "3",
+    "--silhouette-sample",
+    "50",
+    "--dashboard-address",
+    "127.0.0.1:0",
+    "--n-workers",
+    "1",
+    "--memory-limit",
+    "1GiB",
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +81,7 @@ def snapshot(path: Path) -> dict[str, str]:
 
 # --- ways to damage a store (each returns the --data to give and the path the error must name) -------
 
+
 def _chunk_file(store: Path, array: str, index: int) -> Path:
     path = store / array / "c" / str(index)
     return path / "0" / "0" if array.endswith("images") else path
@@ -98,8 +109,10 @@ def _write_labels(store: Path, split: str, index: int, value: int, keep_digest: 
     rows[3] = value
     array[index * CHUNK : index * CHUNK + len(rows)] = rows
     if not keep_digest:
+
         def update(doc):
             doc["attributes"][DIGEST_ATTR][index] = chunk_digest(rows)
+
         _edit_json(store / split / "labels" / "zarr.json", update)
 
 
@@ -114,6 +127,7 @@ def _rewritten_labels(split, index, value, keep_digest):
     def apply(store, tmp):
         _write_labels(store, split, index, value, keep_digest)
         return store
+
     return apply
 
 
@@ -121,6 +135,7 @@ def _swapped(array, a, b):
     def apply(store, tmp):
         _swap(_chunk_file(store, array, a), _chunk_file(store, array, b))
         return store
+
     return apply
 
 
@@ -128,6 +143,7 @@ def _copied_over(array, a, b):
     def apply(store, tmp):
         shutil.copy(_chunk_file(store, array, a), _chunk_file(store, array, b))
         return store
+
     return apply
 
 
@@ -136,6 +152,7 @@ def _bytes(array, index, change):
         path = _chunk_file(store, array, index)
         path.write_bytes(change(path.read_bytes()))
         return store
+
     return apply
 
 
@@ -149,6 +166,7 @@ def _meta(component, edit):
     def apply(store, tmp):
         _edit_json(store / component / "zarr.json", edit)
         return store
+
     return apply
 
 
@@ -156,6 +174,7 @@ def _replace_file(relative, content: bytes):
     def apply(store, tmp):
         (store / relative).write_bytes(content)
         return store
+
     return apply
 
 
@@ -164,6 +183,7 @@ def _remove(relative):
         target = store / relative
         shutil.rmtree(target) if target.is_dir() else target.unlink()
         return store
+
     return apply
 
 
@@ -224,7 +244,9 @@ def _symlinked_chunk(store, tmp):
 
 def _foreign_labels(store, tmp):
     other = write_dataset(tmp / "other-idx", synthetic_arrays(seed=7))
-    other_store = prepare_dataset(PrepConfig(out=tmp / "other.zarr", source=str(other), name="tiny", chunk_size=CHUNK))
+    other_store = prepare_dataset(
+        PrepConfig(out=tmp / "other.zarr", source=str(other), name="tiny", chunk_size=CHUNK)
+    )
     shutil.copy(_chunk_file(other_store, "train/labels", 1), _chunk_file(store, "train/labels", 1))
     shutil.rmtree(other_store)
     return store
@@ -237,49 +259,106 @@ def _images_folder_is_a_file(store, tmp):
 
 
 STORE_DAMAGE = [
-    Damage("train label 255 (digest updated)", _rewritten_labels("train", 2, 255, False),
-           "train/labels: chunk 2 (rows 128-191) holds label 255, outside 0-9"),
-    Damage("test label 11 (digest updated)", _rewritten_labels("test", 1, 11, False),
-           "test/labels: chunk 1 (rows 64-99) holds label 11, outside 0-9"),
-    Damage("train label 255 (digest kept)", _rewritten_labels("train", 0, 255, True),
-           "train/labels: chunk 0 (rows 0-63, file c/0) is damaged: it decodes, but its rows are not the ones"),
-    Damage("two image chunks swapped", _swapped("train/images", 1, 3),  # whichever of the two is read first
-           "is damaged: it decodes, but its rows are not the ones written there (their SHA-256 differs from the one "
-           "recorded when the store was made); it holds the rows of chunk "),
+    Damage(
+        "train label 255 (digest updated)",
+        _rewritten_labels("train", 2, 255, False),
+        "train/labels: chunk 2 (rows 128-191) holds label 255, outside 0-9",
+    ),
+    Damage(
+        "test label 11 (digest updated)",
+        _rewritten_labels("test", 1, 11, False),
+        "test/labels: chunk 1 (rows 64-99) holds label 11, outside 0-9",
+    ),
+    Damage(
+        "train label 255 (digest kept)",
+        _rewritten_labels("train", 0, 255, True),
+        "train/labels: chunk 0 (rows 0-63, file c/0) is damaged: it decodes, but its rows are not the ones",
+    ),
+    Damage(
+        "two image chunks swapped",
+        _swapped("train/images", 1, 3),  # whichever of the two is read first
+        "is damaged: it decodes, but its rows are not the ones written there (their SHA-256 differs from the one "
+        "recorded when the store was made); it holds the rows of chunk ",
+    ),
     Damage("two label chunks swapped", _swapped("train/labels", 0, 2), "(chunk files moved or swapped)"),
-    Damage("an image chunk copied over another", _copied_over("train/images", 0, 1),
-           "train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its rows are not the ones "
-           "written there (their SHA-256 differs from the one recorded when the store was made); it holds the rows "
-           "of chunk 0 (chunk files moved or swapped)"),
+    Damage(
+        "an image chunk copied over another",
+        _copied_over("train/images", 0, 1),
+        "train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its rows are not the ones "
+        "written there (their SHA-256 differs from the one recorded when the store was made); it holds the rows "
+        "of chunk 0 (chunk files moved or swapped)",
+    ),
     Damage("a chunk that is a symlink to another", _symlinked_chunk, "it holds the rows of chunk 3"),
     Damage("labels chunk from another store", _foreign_labels, "train/labels: chunk 1 (rows 64-127"),
-    Damage("0-byte labels chunk", _bytes("train/labels", 1, lambda data: b""), "the chunk file is empty (0 bytes)"),
-    Damage("0-byte images chunk", _bytes("test/images", 0, lambda data: b""), "the chunk file is empty (0 bytes)"),
-    Damage("a flipped byte in an images chunk", _bytes("train/images", 2, _flip),
-           "its CRC32C checksum does not match"),
+    Damage(
+        "0-byte labels chunk",
+        _bytes("train/labels", 1, lambda data: b""),
+        "the chunk file is empty (0 bytes)",
+    ),
+    Damage(
+        "0-byte images chunk", _bytes("test/images", 0, lambda data: b""), "the chunk file is empty (0 bytes)"
+    ),
+    Damage(
+        "a flipped byte in an images chunk",
+        _bytes("train/images", 2, _flip),
+        "its CRC32C checksum does not match",
+    ),
     Damage("a flipped byte in a labels chunk", _bytes("test/labels", 0, _flip), "test/labels: chunk 0"),
-    Damage("a truncated images chunk", _bytes("train/images", 4, lambda data: data[: len(data) // 3]), "chunk 4"),
+    Damage(
+        "a truncated images chunk", _bytes("train/images", 4, lambda data: data[: len(data) // 3]), "chunk 4"
+    ),
     Damage("a zero-filled images chunk", _bytes("train/images", 1, lambda data: bytes(len(data))), "chunk 1"),
     Damage("a deleted labels chunk", _remove("train/labels/c/3"), "1 of 5 chunks are missing (first: c/3)"),
     Damage("a deleted images chunk", _remove("test/images/c/1/0/0"), "1 of 2 chunks are missing"),
-    Damage("an extra chunk file", _extra_chunk, "1 unexpected chunk file(s) outside the array's shape (first: c/9)"),
+    Damage(
+        "an extra chunk file",
+        _extra_chunk,
+        "1 unexpected chunk file(s) outside the array's shape (first: c/9)",
+    ),
     Damage("a chunk file that is a folder", _chunk_as_folder, "test/images"),
     Damage("no root zarr.json", _remove("zarr.json"), "is a folder without a zarr.json at its top"),
-    Damage("a truncated root zarr.json", lambda store, tmp: _replace_file(
-        "zarr.json", (store / "zarr.json").read_bytes()[:40])(store, tmp), "not a Zarr v3 group"),
-    Damage("a NUL-filled root zarr.json", lambda store, tmp: _replace_file(
-        "zarr.json", bytes(len((store / "zarr.json").read_bytes())))(store, tmp), "not a Zarr v3 group"),
-    Damage("wiped attributes", _meta(".", lambda doc: doc.update(attributes={})), "store is not marked complete"),
-    Damage("images of another dtype", _meta("train/images", lambda doc: doc.update(data_type="float32")),
-           "train/images: expected uint8 [n, h, w], found float32"),
-    Damage("images of another shape", _meta("test/images", lambda doc: doc["shape"].__setitem__(0, 90)),
-           "test: 90 images but 100 labels"),
-    Damage("labels shorter than images", _meta("train/labels", lambda doc: doc["shape"].__setitem__(0, 299)),
-           "train: 300 images but 299 labels"),
-    Damage("another chunk shape", _meta("train/images", lambda doc: doc["chunk_grid"]["configuration"][
-        "chunk_shape"].__setitem__(0, 65)), "train/images"),
-    Damage("an array zarr.json that is not JSON", _replace_file("test/labels/zarr.json", b"{\"zarr_format\": 3, "),
-           "test/labels: its zarr.json is damaged or not Zarr v3 metadata"),
+    Damage(
+        "a truncated root zarr.json",
+        lambda store, tmp: _replace_file("zarr.json", (store / "zarr.json").read_bytes()[:40])(store, tmp),
+        "not a Zarr v3 group",
+    ),
+    Damage(
+        "a NUL-filled root zarr.json",
+        lambda store, tmp: _replace_file("zarr.json", bytes(len((store / "zarr.json").read_bytes())))(
+            store, tmp
+        ),
+        "not a Zarr v3 group",
+    ),
+    Damage(
+        "wiped attributes", _meta(".", lambda doc: doc.update(attributes={})), "store is not marked complete"
+    ),
+    Damage(
+        "images of another dtype",
+        _meta("train/images", lambda doc: doc.update(data_type="float32")),
+        "train/images: expected uint8 [n, h, w], found float32",
+    ),
+    Damage(
+        "images of another shape",
+        _meta("test/images", lambda doc: doc["shape"].__setitem__(0, 90)),
+        "test: 90 images but 100 labels",
+    ),
+    Damage(
+        "labels shorter than images",
+        _meta("train/labels", lambda doc: doc["shape"].__setitem__(0, 299)),
+        "train: 300 images but 299 labels",
+    ),
+    Damage(
+        "another chunk shape",
+        _meta(
+            "train/images", lambda doc: doc["chunk_grid"]["configuration"]["chunk_shape"].__setitem__(0, 65)
+        ),
+        "train/images",
+    ),
+    Damage(
+        "an array zarr.json that is not JSON",
+        _replace_file("test/labels/zarr.json", b'{"zarr_format": 3, '),
+        "test/labels: its zarr.json is damaged or not Zarr v3 metadata",
+    ),
     Damage("a missing test split", _remove("test"), "missing array test/images"),
     Damage("an images folder that is a file", _images_folder_is_a_file, "test/images"),
     Damage("a dangling symlink as --data", _dangling, "is a symlink to"),
@@ -298,7 +377,9 @@ def clean_result(tiny_store, tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage", STORE_DAMAGE, ids=[d.name for d in STORE_DAMAGE])
-def test_a_damaged_store_is_one_line_and_nothing_is_written(damage, tiny_store, tmp_path, capfd, clean_result):
+def test_a_damaged_store_is_one_line_and_nothing_is_written(
+    damage, tiny_store, tmp_path, capfd, clean_result
+):
     store = tmp_path / "tiny.zarr"
     shutil.copytree(tiny_store, store, symlinks=True)
     data = damage.apply(store, tmp_path)
@@ -321,6 +402,7 @@ def test_a_damaged_store_is_one_line_and_nothing_is_written(damage, tiny_store, 
 
 
 # --- run folders ------------------------------------------------------------------------------------
+
 
 def _config(store: Path, run: Path):
     return config_from_args(build_parser().parse_args(["--data", str(store), "--out", str(run), *QUICK]))
@@ -377,30 +459,70 @@ def _complete(store, run):
 
 
 RUN_DAMAGE = [
-    ("a checkpoint whose job.json is gone, resumed", _orphan_checkpoint, ["--resume"],
-     "holds a checkpoint without its job.json"),
-    ("a checkpoint whose job.json is gone, run anew", _orphan_checkpoint, [],
-     "holds a checkpoint without its job.json"),
-    ("a checkpoint that is not a zip", _garbage_checkpoint, ["--resume"], "checkpoint.npz: the checkpoint is damaged"),
+    (
+        "a checkpoint whose job.json is gone, resumed",
+        _orphan_checkpoint,
+        ["--resume"],
+        "holds a checkpoint without its job.json",
+    ),
+    (
+        "a checkpoint whose job.json is gone, run anew",
+        _orphan_checkpoint,
+        [],
+        "holds a checkpoint without its job.json",
+    ),
+    (
+        "a checkpoint that is not a zip",
+        _garbage_checkpoint,
+        ["--resume"],
+        "checkpoint.npz: the checkpoint is damaged",
+    ),
     ("a job.json that is not JSON", _garbage_job_record, ["--resume"], "job.json: damaged"),
     ("a checkpoint of other centers", _wrong_centers, ["--resume"], "holds centers of shape (4, 784)"),
-    ("a partial folder with a file of the user's", _foreign_file_in_partial, [],
-     "exists and holds files this job did not write (notes.txt)"),
-    ("--overwrite on a folder with a damaged metrics.json", _garbage_metrics, ["--overwrite"],
-     "is not a run folder of this job"),
+    (
+        "a partial folder with a file of the user's",
+        _foreign_file_in_partial,
+        [],
+        "exists and holds files this job did not write (notes.txt)",
+    ),
+    (
+        "--overwrite on a folder with a damaged metrics.json",
+        _garbage_metrics,
+        ["--overwrite"],
+        "is not a run folder of this job",
+    ),
     ("--out naming a file", _a_file, [], "output folder exists"),
-    ("--out naming a file, --overwrite", _a_file, ["--overwrite"], "exists and is not a folder; it was left untouched"),
-    ("--out a dangling symlink, --overwrite", _dangling_out, ["--overwrite"], "exists and is not a plain file"),
-    ("--resume on a complete run", _complete, ["--resume"], "this run is already complete; nothing to resume"),
+    (
+        "--out naming a file, --overwrite",
+        _a_file,
+        ["--overwrite"],
+        "exists and is not a folder; it was left untouched",
+    ),
+    (
+        "--out a dangling symlink, --overwrite",
+        _dangling_out,
+        ["--overwrite"],
+        "exists and is not a plain file",
+    ),
+    (
+        "--resume on a complete run",
+        _complete,
+        ["--resume"],
+        "this run is already complete; nothing to resume",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, apply, flags, expect", RUN_DAMAGE, ids=[case[0] for case in RUN_DAMAGE])
-def test_a_damaged_run_folder_is_one_line_and_left_as_it_is(name, apply, flags, expect, tiny_store, tmp_path, capfd):
+def test_a_damaged_run_folder_is_one_line_and_left_as_it_is(
+    name, apply, flags, expect, tiny_store, tmp_path, capfd
+):
     run = tmp_path / "run"
     apply(tiny_store, run)
     before = snapshot(tmp_path)
-    args = ["--data", str(tiny_store)] + (["--resume", str(run)] if "--resume" in flags else ["--out", str(run)])
+    args = ["--data", str(tiny_store)] + (
+        ["--resume", str(run)] if "--resume" in flags else ["--out", str(run)]
+    )
     code, output = run_job_cli(capfd, *args, *[f for f in flags if f != "--resume"])
     assert code == 1 and "Traceback" not in output, output[-3000:]
     last = output.strip().splitlines()[-1]
@@ -414,9 +536,17 @@ def test_the_fuzz_covers_at_least_thirty_distinct_cases():
 
 # --- the cases above, one by one, where a line is not all there is to check ------------------------------
 
-def _cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
-                          timeout=timeout)
+
+def _cli(
+    module: str, *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_verify_proves_a_store_is_its_source_and_locates_moved_chunks_and_bad_labels(tiny_store, tmp_path):
@@ -454,7 +584,11 @@ def test_a_store_written_before_chunk_digests_still_verifies_against_its_source(
     for component in ("train/images", "train/labels", "test/images", "test/labels"):
         _edit_json(store / component / "zarr.json", lambda doc: doc["attributes"].pop(DIGEST_ATTR))
     proc = _cli("data_prep", "verify", str(store))
-    assert proc.returncode == 0 and "identical to the IDX file" in proc.stdout and "every chunk holds" not in proc.stdout
+    assert (
+        proc.returncode == 0
+        and "identical to the IDX file" in proc.stdout
+        and "every chunk holds" not in proc.stdout
+    )
     _swap(_chunk_file(store, "train/images", 0), _chunk_file(store, "train/images", 3))
     proc = _cli("data_prep", "verify", str(store))
     assert proc.returncode == 1, proc.stdout
@@ -477,12 +611,15 @@ def test_predict_refuses_a_decompression_bomb_without_decoding_it(tiny_store, tm
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here (a decompression "
-        "bomb?); it was not decoded")
+        "bomb?); it was not decoded"
+    )
     assert not (run / "predictions.csv").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
-                    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)",
+)
 def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(tiny_store, tmp_path, capfd):
     run = tmp_path / "run"
     assert run_job_cli(capfd, "--data", str(tiny_store), "--out", str(run))[0] == 0
@@ -490,30 +627,48 @@ def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(tiny_store, tmp_p
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(disk)], check=True)
     try:
-        proc = _cli("job.predict", str(run), str(tiny_store / "train"), "--out", str(disk / "predictions.csv"))
+        proc = _cli(
+            "job.predict", str(run), str(tiny_store / "train"), "--out", str(disk / "predictions.csv")
+        )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert proc.stderr.strip().splitlines()[-1] == (
             f"error: {disk / 'predictions.csv'}: cannot write the predictions (No space left on device); nothing "
-            "was kept")
+            "was kept"
+        )
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
 
-@pytest.mark.parametrize("flags", [["--memory-limit", "150MiB"], ["--memory-limit", "250MiB", "--persist", "always"]],
-                         ids=["too-small-to-start", "too-small-to-fit"])
+@pytest.mark.parametrize(
+    "flags",
+    [["--memory-limit", "150MiB"], ["--memory-limit", "250MiB", "--persist", "always"]],
+    ids=["too-small-to-start", "too-small-to-fit"],
+)
 def test_workers_out_of_memory_is_one_line_that_says_so(mnist_store, tmp_path, flags):
     """Real workers, really killed by their nannies for passing 95% of their memory limit. (With 250MiB
     they used to pause at 80% instead, holding persisted X, and the job waited forever: the LocalCluster's
     workers now never pause.) Which of distributed's errors surfaces first, a KilledWorker or a closed
     comm, depends on timing: the sentence says the same either way."""
     run = tmp_path / "run"
-    proc = _cli("job", "--data", str(mnist_store), "--out", str(run), "--dashboard-address", "127.0.0.1:0",
-                "--silhouette-sample", "100", *flags)
+    proc = _cli(
+        "job",
+        "--data",
+        str(mnist_store),
+        "--out",
+        str(run),
+        "--dashboard-address",
+        "127.0.0.1:0",
+        "--silhouette-sample",
+        "100",
+        *flags,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
     last = proc.stderr.strip().splitlines()[-1]
     limit = flags[1].replace("MiB", " MiB")
-    assert last.startswith("error: the workers ran out of memory ") and f"more than 95% of {limit} each" in last
+    assert (
+        last.startswith("error: the workers ran out of memory ") and f"more than 95% of {limit} each" in last
+    )
     assert "give each worker more memory (--memory-limit" in last, last
     assert list(tmp_path.iterdir()) == []  # no run folder, no partial, no lock file
 
@@ -523,13 +678,47 @@ def test_a_mirror_password_reaches_no_file_and_no_console(http_server, tmp_path)
     (pooch's own logger included, shown with --debug), not in the store's provenance, the cache, the run."""
     source = write_dataset(tmp_path / "served", synthetic_arrays())
     mirror = http_server(source, auth="reader:hunter2").replace("http://", "http://reader:hunter2@")
-    prep = _cli("data_prep", "--source", "download", "--mirror", mirror, "--name", "tiny", "--chunk-size", "64",
-                "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "prep.zarr"), "--debug")
+    prep = _cli(
+        "data_prep",
+        "--source",
+        "download",
+        "--mirror",
+        mirror,
+        "--name",
+        "tiny",
+        "--chunk-size",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "prep.zarr"),
+        "--debug",
+    )
     assert prep.returncode == 0, prep.stderr[-3000:]
     assert "Downloading file" in prep.stderr  # pooch's own line, masked
-    job = _cli("job", "--data", str(tmp_path / "job.zarr"), "--source", "download", "--mirror", mirror, "--name", "tiny",
-               "--chunk-size", "64", "--cache-dir", str(tmp_path / "cache2"), "--out", str(tmp_path / "run"),
-               "--k", "3", "--silhouette-sample", "50", "--dashboard-address", "127.0.0.1:0")
+    job = _cli(
+        "job",
+        "--data",
+        str(tmp_path / "job.zarr"),
+        "--source",
+        "download",
+        "--mirror",
+        mirror,
+        "--name",
+        "tiny",
+        "--chunk-size",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache2"),
+        "--out",
+        str(tmp_path / "run"),
+        "--k",
+        "3",
+        "--silhouette-sample",
+        "50",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert job.returncode == 0, job.stderr[-3000:]
     assert any(hits for path, hits in http_server.hits.items() if path.endswith(".gz"))
     written = [p for p in tmp_path.rglob("*") if p.is_file() and "served" not in p.parts]
@@ -541,7 +730,8 @@ def test_a_mirror_password_reaches_no_file_and_no_console(http_server, tmp_path)
     assert "reader:***@127.0.0.1" in prep.stderr
     provenance = json.loads((tmp_path / "prep.zarr" / "zarr.json").read_text())["attributes"]["provenance"]
     assert {meta["origin"] for meta in provenance["files"].values()} == {
-        mirror.replace("hunter2", "***") + stem + ".gz" for stem in provenance["files"]}
+        mirror.replace("hunter2", "***") + stem + ".gz" for stem in provenance["files"]
+    }
 
 
 def test_a_tls_key_open_to_others_is_refused(tmp_path):
@@ -555,8 +745,10 @@ def test_a_tls_key_open_to_others_is_refused(tmp_path):
         files["key"].chmod(mode)
         with pytest.raises(ConfigError) as caught:
             SecurityConfig(**{name: str(path) for name, path in files.items()})
-        assert str(caught.value) == (f"security.key: {files['key']} is open to {who} (mode {mode:04o}); a private key "
-                                     f"must be readable by its owner only: chmod 600 {files['key']}")
+        assert str(caught.value) == (
+            f"security.key: {files['key']} is open to {who} (mode {mode:04o}); a private key "
+            f"must be readable by its owner only: chmod 600 {files['key']}"
+        )
     files["key"].chmod(0o600)
     SecurityConfig(**{name: str(path) for name, path in files.items()})
 
@@ -588,12 +780,18 @@ def test_a_store_is_not_replaced_while_a_job_reads_it(tmp_path):
     from job import JobConfig, run_job
 
     source = write_dataset(tmp_path / "idx", synthetic_arrays())
-    store = prepare_dataset(PrepConfig(out=tmp_path / "tiny.zarr", source=str(source), name="tiny", chunk_size=CHUNK))
+    store = prepare_dataset(
+        PrepConfig(out=tmp_path / "tiny.zarr", source=str(source), name="tiny", chunk_size=CHUNK)
+    )
     before = snapshot(store)
     overwrite = ["data_prep", "--source", str(source), "--name", "tiny", "--out", str(store), "--overwrite"]
     results = []
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0", host="127.0.0.1"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.register_plugin(HoldAtLabelCheck(str(tmp_path)))
         config = JobConfig(data=store, out=tmp_path / "run", k=3, silhouette_sample=50)
         job = threading.Thread(target=lambda: results.append(run_job(config, client=client)))
@@ -607,7 +805,8 @@ def test_a_store_is_not_replaced_while_a_job_reads_it(tmp_path):
         job.join(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {store}: a job is reading this store; replace it once the job has finished")
+        f"error: {store}: a job is reading this store; replace it once the job has finished"
+    )
     assert snapshot(store) == before
     assert results and (tmp_path / "run" / "metrics.json").exists()
     assert _cli(*overwrite).returncode == 0  # once the job is done, --overwrite replaces it
@@ -637,7 +836,8 @@ def test_a_broken_symlink_as_the_output_store_converts_nothing(tiny_store, tmp_p
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {link}: is a symlink to {tmp_path / 'gone' / 'new.zarr'}, which does not exist; it was left "
-        "untouched (give the store's real path)")
+        "untouched (give the store's real path)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "new.zarr"] and link.is_symlink()
 
 

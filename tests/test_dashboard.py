@@ -22,7 +22,6 @@ PAGE_DATA = """() => {
 }"""
 
 
-
 def _wait_until_serving(url: str, proc, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -39,10 +38,27 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
     port = free_port()
     # tol=0 keeps Lloyd iterating for a while: the page is looked at while the fit is running.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "job", "--data", str(mnist_store), "--out", str(tmp_path / "run"),
-         "--tol", "0", "--max-iter", "300", "--silhouette-sample", "500",
-         "--dashboard-address", f"127.0.0.1:{port}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "job",
+            "--data",
+            str(mnist_store),
+            "--out",
+            str(tmp_path / "run"),
+            "--tol",
+            "0",
+            "--max-iter",
+            "300",
+            "--silhouette-sample",
+            "500",
+            "--dashboard-address",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         status = f"http://127.0.0.1:{port}/status"
@@ -67,7 +83,9 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
         # ... says where the full report will be, and how far the fit is
         assert (tmp_path / "run" / "report.html").resolve().as_uri() in live.read_text()
         while "Lloyd iteration" not in live.read_text():
-            assert time.monotonic() < deadline and proc.poll() is None, "the live page never showed Lloyd's progress"
+            assert time.monotonic() < deadline and proc.poll() is None, (
+                "the live page never showed Lloyd's progress"
+            )
             time.sleep(0.2)
         assert "over all rows: inertia" in live.read_text()
         ARTIFACTS.mkdir(exist_ok=True)
@@ -114,13 +132,37 @@ def test_a_busy_dashboard_port_is_one_line_and_the_dashboard_moves(mnist_store, 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        proc = subprocess.run([sys.executable, "-m", "job", "--data", str(mnist_store), "--split", "test", "--k", "3",
-                               "--silhouette-sample", "0", "--out", str(tmp_path / "run"), "--n-workers", "1",
-                               "--dashboard-address", f"127.0.0.1:{port}"],
-                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "job",
+                "--data",
+                str(mnist_store),
+                "--split",
+                "test",
+                "--k",
+                "3",
+                "--silhouette-sample",
+                "0",
+                "--out",
+                str(tmp_path / "run"),
+                "--n-workers",
+                "1",
+                "--dashboard-address",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "UserWarning" not in proc.stderr and "Perhaps you already have a cluster running" not in proc.stderr
-    moved = re.search(rf"dashboard: port {port} is busy \(another cluster or program\), so it is on port (\d+)",
-                      proc.stderr)
+    assert (
+        "UserWarning" not in proc.stderr and "Perhaps you already have a cluster running" not in proc.stderr
+    )
+    moved = re.search(
+        rf"dashboard: port {port} is busy \(another cluster or program\), so it is on port (\d+)", proc.stderr
+    )
     assert moved, proc.stderr[-3000:]
     assert f"dashboard: http://127.0.0.1:{moved[1]}/status" in proc.stderr

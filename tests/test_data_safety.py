@@ -30,8 +30,9 @@ ARRAYS = ["train/images", "train/labels", "test/images", "test/labels"]
 
 
 def _cli(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _one_line_error(proc) -> str:
@@ -72,6 +73,7 @@ def _untouched(folder: Path) -> None:
 
 # --- no entry point replaces what it did not create ---------------------------------------------------
 
+
 def test_job_overwrite_refuses_a_folder_that_is_not_a_run(tiny_store, users_folder):
     line = _one_line_error(_cli("job", "--data", str(tiny_store), "--out", str(users_folder), "--overwrite"))
     assert str(users_folder) in line and "is not a run folder of this job" in line
@@ -79,23 +81,41 @@ def test_job_overwrite_refuses_a_folder_that_is_not_a_run(tiny_store, users_fold
 
 
 def test_sweep_overwrite_refuses_a_folder_that_is_not_a_run(tiny_store, users_folder):
-    line = _one_line_error(_cli("job", "--data", str(tiny_store), "--k", "2,3", "--out", str(users_folder),
-                                "--overwrite"))
+    line = _one_line_error(
+        _cli("job", "--data", str(tiny_store), "--k", "2,3", "--out", str(users_folder), "--overwrite")
+    )
     assert "is not a run folder of this job" in line
     _untouched(users_folder)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
-                    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)",
+)
 @pytest.mark.parametrize("k", ["3", "2,3"], ids=["run", "sweep"])
-def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_no_half_folder(tiny_store, tmp_path, k):
+def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_no_half_folder(
+    tiny_store, tmp_path, k
+):
     """A run and a sweep share the session's atomic write: either way a full disk is one sentence."""
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
     try:
-        line = _one_line_error(_cli("job", "--data", str(tiny_store), "--k", k, "--out", str(disk / "run"),
-                                    "--dashboard-address", "127.0.0.1:0", "--silhouette-sample", "50"))
+        line = _one_line_error(
+            _cli(
+                "job",
+                "--data",
+                str(tiny_store),
+                "--k",
+                k,
+                "--out",
+                str(disk / "run"),
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--silhouette-sample",
+                "50",
+            )
+        )
         assert "cannot write the run folder (No space left on device); nothing was kept" in line
         left = sorted(p.name for p in disk.iterdir())
         assert "run" not in left and not [name for name in left if ".tmp-" in name], left
@@ -104,31 +124,69 @@ def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_no_half
 
 
 def test_data_prep_overwrite_refuses_a_folder_that_is_not_a_store(tiny_source, users_folder):
-    line = _one_line_error(_cli("data_prep", "--source", str(tiny_source), "--name", "tiny", "--out",
-                                str(users_folder), "--overwrite"))
+    line = _one_line_error(
+        _cli(
+            "data_prep",
+            "--source",
+            str(tiny_source),
+            "--name",
+            "tiny",
+            "--out",
+            str(users_folder),
+            "--overwrite",
+        )
+    )
     assert "not part of a dataset store" in line and "left untouched" in line
     _untouched(users_folder)
     # Without --overwrite it is not mistaken for a damaged store of ours either.
-    line = _one_line_error(_cli("data_prep", "--source", str(tiny_source), "--name", "tiny", "--out",
-                                str(users_folder)))
+    line = _one_line_error(
+        _cli("data_prep", "--source", str(tiny_source), "--name", "tiny", "--out", str(users_folder))
+    )
     assert "left untouched" in line and "--overwrite" not in line
     _untouched(users_folder)
 
 
 def test_generate_overwrite_refuses_a_folder_that_is_not_a_store(tiny_store, users_folder):
-    line = _one_line_error(_cli("job.generate", "--n", "100", "--mnist", str(tiny_store), "--out",
-                                str(users_folder), "--overwrite", "--n-workers", "1", "--memory-limit", "1GiB"))
+    line = _one_line_error(
+        _cli(
+            "job.generate",
+            "--n",
+            "100",
+            "--mnist",
+            str(tiny_store),
+            "--out",
+            str(users_folder),
+            "--overwrite",
+            "--n-workers",
+            "1",
+            "--memory-limit",
+            "1GiB",
+        )
+    )
     assert "not part of a dataset store" in line
     _untouched(users_folder)
 
 
 def test_predict_never_replaces_a_file_it_did_not_write(tiny_store, users_folder, tmp_path):
     run = tmp_path / "run"
-    proc = _cli("job", "--data", str(tiny_store), "--k", "3", "--silhouette-sample", "50", "--out", str(run),
-                "--dashboard-address", "127.0.0.1:0")
+    proc = _cli(
+        "job",
+        "--data",
+        str(tiny_store),
+        "--k",
+        "3",
+        "--silhouette-sample",
+        "50",
+        "--out",
+        str(run),
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     test_split = str(tiny_store / "test")
-    line = _one_line_error(_cli("job.predict", str(run), test_split, "--out", str(users_folder / "thesis.tex")))
+    line = _one_line_error(
+        _cli("job.predict", str(run), test_split, "--out", str(users_folder / "thesis.tex"))
+    )
     assert "is not a predictions file written by job.predict" in line
     _one_line_error(_cli("job.predict", str(run), test_split, "--out", str(users_folder)))
     _untouched(users_folder)
@@ -140,8 +198,18 @@ def test_predict_never_replaces_a_file_it_did_not_write(tiny_store, users_folder
 
 def test_a_run_folder_of_ours_is_replaced_but_not_one_the_user_added_files_to(tiny_store, tmp_path):
     run = tmp_path / "run"
-    args = ["--data", str(tiny_store), "--k", "3", "--silhouette-sample", "50", "--out", str(run),
-            "--dashboard-address", "127.0.0.1:0"]
+    args = [
+        "--data",
+        str(tiny_store),
+        "--k",
+        "3",
+        "--silhouette-sample",
+        "50",
+        "--out",
+        str(run),
+        "--dashboard-address",
+        "127.0.0.1:0",
+    ]
     assert _cli("job", *args).returncode == 0
     first = json.loads((run / "metrics.json").read_text())["started"]
     proc = _cli("job", *args, "--overwrite", "--seed", "1")
@@ -169,6 +237,7 @@ def test_the_guard_is_checked_again_when_the_folder_is_replaced(tmp_path):
 
 
 # --- damaged stores ----------------------------------------------------------------------------------
+
 
 def _chunk_files(store: Path, array: str) -> list[Path]:
     return sorted(p for p in (store / array / "c").rglob("*") if p.is_file())
@@ -211,8 +280,12 @@ def _read_like_the_job(store: Path) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(KINDS), array=st.sampled_from(ARRAYS), which=st.integers(0, 6),
-       where=st.floats(0.0, 1.0))
+@given(
+    kind=st.sampled_from(KINDS),
+    array=st.sampled_from(ARRAYS),
+    which=st.integers(0, 6),
+    where=st.floats(0.0, 1.0),
+)
 def test_any_store_damage_is_our_one_line_error(tiny_store, tmp_path_factory, kind, array, which, where):
     store = tmp_path_factory.mktemp("damaged") / "tiny.zarr"
     shutil.copytree(tiny_store, store)
@@ -225,16 +298,37 @@ def test_any_store_damage_is_our_one_line_error(tiny_store, tmp_path_factory, ki
     assert problems and all(str(store) in p for p in problems), what
 
 
-@pytest.mark.parametrize("kind, array", [("flip", "train/images"), ("truncate", "test/images"),
-                                         ("delete", "train/labels"), ("extra", "train/images"),
-                                         ("shape", "test/labels"), ("garbage", "train/images")])
+@pytest.mark.parametrize(
+    "kind, array",
+    [
+        ("flip", "train/images"),
+        ("truncate", "test/images"),
+        ("delete", "train/labels"),
+        ("extra", "train/images"),
+        ("shape", "test/labels"),
+        ("garbage", "train/images"),
+    ],
+)
 def test_the_job_on_a_damaged_store_is_one_line_and_writes_nothing(tiny_store, tmp_path, kind, array):
     store = tmp_path / "tiny.zarr"
     shutil.copytree(tiny_store, store)
     damage(store, kind, array, 1, 0.5)
     run = tmp_path / "run"
-    line = _one_line_error(_cli("job", "--data", str(store), "--k", "3", "--silhouette-sample", "50", "--out",
-                                str(run), "--dashboard-address", "127.0.0.1:0"))
+    line = _one_line_error(
+        _cli(
+            "job",
+            "--data",
+            str(store),
+            "--k",
+            "3",
+            "--silhouette-sample",
+            "50",
+            "--out",
+            str(run),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        )
+    )
     assert str(store) in line
     if kind in ("flip", "truncate"):
         assert f"{store}/{array}: chunk 1 (rows 64-" in line and "is damaged" in line
@@ -249,25 +343,37 @@ def test_verify_reads_every_chunk_and_names_the_damaged_one(tiny_store, tmp_path
     damage(store, "flip", "test/images", 1, 0.7)
     proc = _cli("data_prep", "verify", str(store))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert (f"error: {store}/test/images: chunk 1 (rows 64-99, file c/1/0/0) is damaged: its CRC32C checksum "
-            "does not match") in proc.stderr
+    assert (
+        f"error: {store}/test/images: chunk 1 (rows 64-99, file c/1/0/0) is damaged: its CRC32C checksum "
+        "does not match"
+    ) in proc.stderr
 
 
 # --- secrets -----------------------------------------------------------------------------------------
 
+
 def test_secrets_are_masked_in_urls_and_settings():
     assert redact_text("s3://AKIA:wJal/rXUtn@bucket/mnist.zarr") == "s3://AKIA:***@bucket/mnist.zarr"
-    assert redact_text("https://h/x.zarr?X-Amz-Signature=abc&part=1&token=t") == \
-        "https://h/x.zarr?X-Amz-Signature=***&part=1&token=***"
+    assert (
+        redact_text("https://h/x.zarr?X-Amz-Signature=abc&part=1&token=t")
+        == "https://h/x.zarr?X-Amz-Signature=***&part=1&token=***"
+    )
     assert redact_text("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
-    config = {"connect_options": {"password": "hunter2", "passphrase": "x", "username": "me", "port": 22},
-              "security": {"key": "/etc/dask/node.key"}, "data": "gs://u:pw@b/s.zarr"}
-    assert redact(config) == {"connect_options": {"password": "***", "passphrase": "***", "username": "me",
-                                                  "port": 22},
-                              "security": {"key": "/etc/dask/node.key"}, "data": "gs://u:***@b/s.zarr"}
+    config = {
+        "connect_options": {"password": "hunter2", "passphrase": "x", "username": "me", "port": 22},
+        "security": {"key": "/etc/dask/node.key"},
+        "data": "gs://u:pw@b/s.zarr",
+    }
+    assert redact(config) == {
+        "connect_options": {"password": "***", "passphrase": "***", "username": "me", "port": 22},
+        "security": {"key": "/etc/dask/node.key"},
+        "data": "gs://u:***@b/s.zarr",
+    }
 
 
 def test_a_url_password_never_reaches_the_log_or_the_error_line(tmp_path):
-    proc = _cli("job", "--data", "http://reader:hunter2@127.0.0.1:9/mnist.zarr", "--out", str(tmp_path / "run"))
+    proc = _cli(
+        "job", "--data", "http://reader:hunter2@127.0.0.1:9/mnist.zarr", "--out", str(tmp_path / "run")
+    )
     _one_line_error(proc)
     assert "hunter2" not in proc.stderr + proc.stdout and "reader:***@127.0.0.1" in proc.stderr

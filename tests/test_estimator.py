@@ -38,14 +38,21 @@ NOT_APPLICABLE = {
 
 
 def _checks():
-    for estimator, check in estimator_checks_generator(FusedKMeans(n_clusters=3, random_state=0), legacy=True):
+    for estimator, check in estimator_checks_generator(
+        FusedKMeans(n_clusters=3, random_state=0), legacy=True
+    ):
         name = getattr(check, "func", check).__name__
         if name in NOT_APPLICABLE:
             continue
         keywords = getattr(check, "keywords", {})
-        marks = [pytest.mark.xfail(reason=EXPECTED_FAILED_CHECKS[name], strict=True)] if name in EXPECTED_FAILED_CHECKS else []
-        yield pytest.param(estimator, check, marks=marks,
-                           id=name + "".join(f"[{k}={v}]" for k, v in keywords.items()))
+        marks = (
+            [pytest.mark.xfail(reason=EXPECTED_FAILED_CHECKS[name], strict=True)]
+            if name in EXPECTED_FAILED_CHECKS
+            else []
+        )
+        yield pytest.param(
+            estimator, check, marks=marks, id=name + "".join(f"[{k}={v}]" for k, v in keywords.items())
+        )
 
 
 @pytest.mark.parametrize("estimator, check", list(_checks()))
@@ -74,7 +81,9 @@ def test_every_input_type_gives_the_same_fit(client, kind):
     reference = FusedKMeans(3, random_state=0).fit(X)
     model = FusedKMeans(3, random_state=0).fit(inputs[kind])
     assert model.inertia_ == pytest.approx(reference.inertia_, rel=1e-9)
-    np.testing.assert_allclose(np.sort(model.cluster_centers_, axis=0), np.sort(reference.cluster_centers_, axis=0))
+    np.testing.assert_allclose(
+        np.sort(model.cluster_centers_, axis=0), np.sort(reference.cluster_centers_, axis=0)
+    )
     if kind in ("pandas", "dask DataFrame"):
         assert list(model.feature_names_in_) == list("abcd")
     assert model.transform(inputs[kind]).shape == (len(X), 3)
@@ -99,7 +108,10 @@ def test_dtypes_follow_scikit_learn():
     """As dask-ml's test_dtypes: centers, labels and transform in the dtypes scikit-learn gives."""
     X = da.from_array(np.random.default_rng(0).uniform(size=(100, 2)), chunks=(50, 2))
     for xx, yy in [(X, X), (X.astype("f4"), X.astype("f4")), (X, X.astype("f4")), (X.astype("f4"), X)]:
-        ours, theirs = FusedKMeans(random_state=0).fit(xx), KMeans(n_init="auto", random_state=0).fit(xx.compute())
+        ours, theirs = (
+            FusedKMeans(random_state=0).fit(xx),
+            KMeans(n_init="auto", random_state=0).fit(xx.compute()),
+        )
         assert ours.cluster_centers_.dtype == theirs.cluster_centers_.dtype
         assert ours.labels_.dtype == theirs.labels_.dtype
         assert ours.transform(yy).dtype == theirs.transform(yy.compute()).dtype
@@ -110,11 +122,14 @@ def test_empty_chunks_are_dropped_as_dask_ml_drops_them():
     assert FusedKMeans(n_clusters=2, random_state=0).fit_transform(X).chunks == ((5, 95), (2,))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.ones((10, 2)) + 1j, "Complex data not supported"),
-    (np.array([["a", "b"]] * 10), "dtype='numeric' is not compatible"),
-    (np.empty((0, 3)), r"Found array with 0 sample\(s\)"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.ones((10, 2)) + 1j, "Complex data not supported"),
+        (np.array([["a", "b"]] * 10), "dtype='numeric' is not compatible"),
+        (np.empty((0, 3)), r"Found array with 0 sample\(s\)"),
+    ],
+)
 def test_bad_input_is_refused_with_scikit_learns_messages(bad, message):
     for X in (bad, da.from_array(bad) if bad.dtype.kind != "U" else bad):
         with pytest.raises(ValueError, match=message):
@@ -130,8 +145,9 @@ def test_unknown_parameters_are_refused_and_bad_values_named():
         FusedKMeans(sample_size="half").fit(_blobs())
 
 
-@pytest.mark.parametrize("make", [lambda: 0, lambda: np.random.RandomState(0), lambda: np.random.default_rng(0),
-                                  lambda: None])
+@pytest.mark.parametrize(
+    "make", [lambda: 0, lambda: np.random.RandomState(0), lambda: np.random.default_rng(0), lambda: None]
+)
 def test_random_state_may_be_an_int_a_random_state_a_generator_or_none(make):
     model = FusedKMeans(3, random_state=make()).fit(_blobs())
     assert model.inertia_ == pytest.approx(FusedKMeans(3, random_state=0).fit(_blobs()).inertia_, rel=1e-6)
@@ -140,7 +156,9 @@ def test_random_state_may_be_an_int_a_random_state_a_generator_or_none(make):
 def test_an_int_seed_is_reproducible_and_a_generator_advances():
     rng = np.random.default_rng(5)
     X = _blobs(centers=(0.0, 1.0, 2.0, 3.0, 4.0))  # overlapping blobs: the seed matters
-    first, second = (FusedKMeans(5, random_state=rng, sample_size=None).fit(X).init_centers_ for _ in range(2))
+    first, second = (
+        FusedKMeans(5, random_state=rng, sample_size=None).fit(X).init_centers_ for _ in range(2)
+    )
     assert not np.array_equal(first, second)
     a, b = (FusedKMeans(5, random_state=9, sample_size=None).fit(X).init_centers_ for _ in range(2))
     np.testing.assert_array_equal(a, b)
@@ -148,13 +166,15 @@ def test_an_int_seed_is_reproducible_and_a_generator_advances():
 
 # --- sample_weight ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("chunks", [600, 97])
 def test_weighted_lloyd_equals_scikit_learn_from_the_same_centers(client, chunks):
     X = _blobs(seed=1)
     w = np.random.default_rng(2).uniform(0.1, 3.0, len(X))
     init = X[[0, 250, 500]]
-    ours = FusedKMeans(3, init=init, tol=0, max_iter=100).fit(da.from_array(X, chunks=chunks),
-                                                             sample_weight=da.from_array(w, chunks=50))
+    ours = FusedKMeans(3, init=init, tol=0, max_iter=100).fit(
+        da.from_array(X, chunks=chunks), sample_weight=da.from_array(w, chunks=50)
+    )
     theirs = KMeans(3, init=init, n_init=1, tol=0, max_iter=100, algorithm="lloyd").fit(X, sample_weight=w)
     assert ours.strategy_ == "weighted plain Lloyd"
     np.testing.assert_allclose(ours.cluster_centers_, theirs.cluster_centers_, rtol=1e-10, atol=1e-10)
@@ -205,7 +225,6 @@ def test_bad_weights_are_refused():
         FusedKMeans(3).fit(X, sample_weight=np.zeros(len(X)))
 
 
-
 def test_numpy_in_numpy_out_and_dask_in_lazy_out():
     """In-memory X gets numpy results (labels_, predict, transform, fit_predict), as scikit-learn's; a
     dask array gets dask-ml's lazy ones, with the same values."""
@@ -237,8 +256,9 @@ def test_dask_ml_keywords_are_accepted_and_change_nothing():
     """Code written for dask_ml.cluster.KMeans (n_jobs, algorithm, copy_x, precompute_distances) runs."""
     X = _blobs()
     plain = FusedKMeans(3, random_state=0).fit(X)
-    dask_ml_style = FusedKMeans(3, random_state=0, n_jobs=-1, algorithm="full", copy_x=False,
-                                precompute_distances=True).fit(X)
+    dask_ml_style = FusedKMeans(
+        3, random_state=0, n_jobs=-1, algorithm="full", copy_x=False, precompute_distances=True
+    ).fit(X)
     np.testing.assert_array_equal(plain.cluster_centers_, dask_ml_style.cluster_centers_)
     assert dask_ml_style.get_params()["n_jobs"] == -1
     with pytest.raises(ValueError, match="algorithm"):

@@ -15,7 +15,9 @@ def test_label_metrics_equal_sklearn(k):
     rng = np.random.default_rng(k)
     truth = rng.integers(0, 10, 4000)
     clusters = np.where(rng.random(4000) < 0.6, truth % k, rng.integers(0, k, 4000))
-    table = evaluate.contingency(da.from_array(clusters, chunks=700), da.from_array(truth, chunks=700), k).compute()
+    table = evaluate.contingency(
+        da.from_array(clusters, chunks=700), da.from_array(truth, chunks=700), k
+    ).compute()
     np.testing.assert_array_equal(table, metrics.cluster.contingency_matrix(clusters, truth))
     m = evaluate.label_metrics(table)
     assert m["ari"] == pytest.approx(metrics.adjusted_rand_score(truth, clusters), abs=1e-12)
@@ -48,9 +50,13 @@ def test_hungarian_mapping_is_the_best_one_to_one_mapping(seed):
     k, classes = [(4, 4), (5, 4), (3, 5), (6, 6), (5, 5), (6, 4)][seed]
     table = rng.integers(0, 50, (k, classes))
     if k >= classes:  # every class gets one cluster: choose which cluster, in order of the classes
-        best = max(sum(table[r, j] for j, r in enumerate(rows)) for rows in itertools.permutations(range(k), classes))
+        best = max(
+            sum(table[r, j] for j, r in enumerate(rows)) for rows in itertools.permutations(range(k), classes)
+        )
     else:  # every cluster gets one class
-        best = max(sum(table[i, c] for i, c in enumerate(cols)) for cols in itertools.permutations(range(classes), k))
+        best = max(
+            sum(table[i, c] for i, c in enumerate(cols)) for cols in itertools.permutations(range(classes), k)
+        )
     mapping = evaluate.hungarian_mapping(table)
     hits = sum(table[c, d] for c, d in enumerate(mapping.digits) if d >= 0)
     assert hits == best

@@ -53,26 +53,56 @@ def test_job_runs_on_a_cluster_started_with_the_dask_cli(processes, mnist_store,
         target = ["--cluster-config", str(_config_file(tmp_path, scheduler_file))]
     else:
         target = ["--scheduler", json.loads(scheduler_file.read_text())["address"]]
-    proc = _job("--data", str(mnist_store), "--split", "test", "--out", str(run), "--silhouette-sample", "500",
-                *target)
+    proc = _job(
+        "--data",
+        str(mnist_store),
+        "--split",
+        "test",
+        "--out",
+        str(run),
+        "--silhouette-sample",
+        "500",
+        *target,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cluster up (scheduler)" in proc.stderr and "2 worker(s)" in proc.stderr
     assert (run / "metrics.json").exists()
 
 
-@pytest.mark.skipif((os.geteuid() != 0 or not shutil.which("unshare")) and os.environ.get("CI") != "true",
-                    reason="hiding the data from one worker needs a mount namespace (root); under CI=true it "
-                    "always runs (and fails without root)")
+@pytest.mark.skipif(
+    (os.geteuid() != 0 or not shutil.which("unshare")) and os.environ.get("CI") != "true",
+    reason="hiding the data from one worker needs a mount namespace (root); under CI=true it "
+    "always runs (and fails without root)",
+)
 def test_a_worker_that_cannot_see_the_store_is_named(processes, mnist_store, tmp_path):
     scheduler_file = _scheduler(processes, tmp_path)
     _worker(processes, scheduler_file)
     # This worker runs in its own mount namespace where an empty tmpfs hides the store's folder.
     hidden = mnist_store.parent
-    _worker(processes, scheduler_file, prefix=("unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                               f'mount -t tmpfs tmpfs "{hidden}" && exec "$0" "$@"'))
+    _worker(
+        processes,
+        scheduler_file,
+        prefix=(
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount -t tmpfs tmpfs "{hidden}" && exec "$0" "$@"',
+        ),
+    )
     wait_for_workers(scheduler_file, 2)
-    proc = _job("--data", str(mnist_store), "--split", "test", "--out", str(tmp_path / "run"),
-                "--cluster-config", str(_config_file(tmp_path, scheduler_file)))
+    proc = _job(
+        "--data",
+        str(mnist_store),
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "run"),
+        "--cluster-config",
+        str(_config_file(tmp_path, scheduler_file)),
+    )
     assert proc.returncode == 1
     assert f"1 of 2 worker(s) cannot read {mnist_store}: tcp://127.0.0.1:" in proc.stderr
     assert "store not found" in proc.stderr and "Traceback" not in proc.stderr

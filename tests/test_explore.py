@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(module, *args, timeout=900):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_parse_k():
@@ -54,7 +55,12 @@ def test_elbow_and_suggestion_rules():
 
 def test_the_elbow_abstains_with_fewer_than_three_values_of_k():
     """With two values of k the "elbow" was always the first k: it must not count as a vote."""
-    ks, inertia, silhouette, davies_bouldin = [8, 10], [100, 90], [0.1, 0.2], [1.0, 1.5]  # DB: 8, silhouette: 10
+    ks, inertia, silhouette, davies_bouldin = (
+        [8, 10],
+        [100, 90],
+        [0.1, 0.2],
+        [1.0, 1.5],
+    )  # DB: 8, silhouette: 10
     suggestion = suggest_k(ks, inertia, silhouette, davies_bouldin)
     assert "elbow of inertia" not in suggestion.votes
     assert suggestion.k == 10 and suggestion.reason.startswith("no two criteria agree")
@@ -75,7 +81,9 @@ def test_internal_criteria_equal_scikit_learns(client):
     X[:2000] += 1.5
     labels = rng.integers(0, 5, 6000)
     labels[:2000] = 5
-    ours = internal_criteria(da.from_array(X, chunks=(1100, 30)), da.from_array(labels, chunks=1100), 7)  # 6 empty
+    ours = internal_criteria(
+        da.from_array(X, chunks=(1100, 30)), da.from_array(labels, chunks=1100), 7
+    )  # 6 empty
     assert ours["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(X, labels), rel=1e-9)
     assert ours["davies_bouldin"] == pytest.approx(davies_bouldin_score(X, labels), rel=1e-6)
 
@@ -83,19 +91,37 @@ def test_internal_criteria_equal_scikit_learns(client):
 def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
     """The issue's acceptance: a sweep over 5..15 on all of MNIST, end to end."""
     out = tmp_path / "sweep"
-    proc = _cli("job", "--data", str(mnist_store), "--k", "5..15", "--out", str(out), "--silhouette-sample", "3000",
-                "--dashboard-address", "127.0.0.1:0")
+    proc = _cli(
+        "job",
+        "--data",
+        str(mnist_store),
+        "--k",
+        "5..15",
+        "--out",
+        str(out),
+        "--silhouette-sample",
+        "3000",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "sweep.json").read_text())
     rows = metrics["sweep"]
     assert [r["k"] for r in rows] == list(range(5, 16))
     inertia = [r["inertia"] for r in rows]
     assert all(b < a for a, b in zip(inertia, inertia[1:])), inertia  # more clusters, less inertia
-    assert all(0 < r["ari"] < 1 and 0 < r["nmi"] < 1 and r["davies_bouldin"] > 0 and r["calinski_harabasz"] > 0
-               for r in rows)
+    assert all(
+        0 < r["ari"] < 1 and 0 < r["nmi"] < 1 and r["davies_bouldin"] > 0 and r["calinski_harabasz"] > 0
+        for r in rows
+    )
     assert metrics["suggested_k"] in range(5, 16) and "criteria" in metrics["suggestion_reason"]
-    for name in ["elbow.png", "silhouette.png", "criteria.png", "report.html",
-                 *(f"centers_k{k:02d}.png" for k in range(5, 16))]:
+    for name in [
+        "elbow.png",
+        "silhouette.png",
+        "criteria.png",
+        "report.html",
+        *(f"centers_k{k:02d}.png" for k in range(5, 16)),
+    ]:
         assert (out / name).stat().st_size > 2000, name
     assert f"suggested k = {metrics['suggested_k']}" in proc.stdout
     state = check_page(browser, out / "report.html", "sweep-report.png")
@@ -105,13 +131,26 @@ def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
 @pytest.fixture(scope="module")
 def train_run(mnist_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
-    proc = _cli("job", "--data", str(mnist_store), "--split", "train", "--out", str(out), "--silhouette-sample",
-                "2000", "--dashboard-address", "127.0.0.1:0")
+    proc = _cli(
+        "job",
+        "--data",
+        str(mnist_store),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+        "--silhouette-sample",
+        "2000",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
-def test_predict_on_the_test_split_reproduces_the_held_out_accuracy(train_run, mnist_dir, mnist_store, tmp_path):
+def test_predict_on_the_test_split_reproduces_the_held_out_accuracy(
+    train_run, mnist_dir, mnist_store, tmp_path
+):
     held_out = json.loads((train_run / "metrics.json").read_text())["held_out"]
     idx = next(p for p in mnist_dir.iterdir() if p.name.startswith("t10k-images"))
     for source in (idx, mnist_store / "test"):  # an IDX file (labels found beside it) and a Zarr split
@@ -140,7 +179,9 @@ def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, t
     assert "20 images assigned" in proc.stdout and "10 inverted" in proc.stderr
     with open(tmp_path / "p.csv") as f:
         png_rows = list(csv.DictReader(f))
-    reference = _cli("job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv"))
+    reference = _cli(
+        "job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv")
+    )
     assert reference.returncode == 0
     with open(tmp_path / "z.csv") as f:
         zarr_rows = list(csv.DictReader(f))[:20]
@@ -150,7 +191,9 @@ def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, t
     bad = _cli("job.predict", str(train_run), str(tmp_path / "blank.png"))
     assert bad.returncode == 1 and "blank.png: no digit found: the image is a single grey level" in bad.stderr
     missing = _cli("job.predict", str(tmp_path), str(folder))
-    assert missing.returncode == 1 and "no saved model" in missing.stderr and "Traceback" not in missing.stderr
+    assert (
+        missing.returncode == 1 and "no saved model" in missing.stderr and "Traceback" not in missing.stderr
+    )
 
 
 def _variants(image: np.ndarray, i: int):
@@ -160,7 +203,9 @@ def _variants(image: np.ndarray, i: int):
     from PIL import Image
 
     factor = 2 + i % 3
-    big = np.asarray(Image.fromarray(image).resize((28 * factor,) * 2, Image.Resampling.NEAREST), dtype=np.float64)
+    big = np.asarray(
+        Image.fromarray(image).resize((28 * factor,) * 2, Image.Resampling.NEAREST), dtype=np.float64
+    )
     canvas = np.zeros((28 * factor + 17, 28 * factor + 9))
     canvas[11 : 11 + big.shape[0], 2 : 2 + big.shape[1]] = big  # off-centre
     ink = canvas / 255
@@ -176,8 +221,9 @@ def _variants(image: np.ndarray, i: int):
     return Image.fromarray(rgba, "RGBA")
 
 
-def test_predict_prepares_pngs_of_any_size_colour_and_transparency_as_mnist_was_made(train_run, mnist_store,
-                                                                                        tmp_path):
+def test_predict_prepares_pngs_of_any_size_colour_and_transparency_as_mnist_was_made(
+    train_run, mnist_store, tmp_path
+):
     """PNGs of 40 test digits drawn larger, off-centre, dark on light, in colour and on transparent
     backgrounds get the digits of the same images in MNIST's format (the test split itself); an
     unreadable file among them is one line, and the others are still assigned."""
@@ -194,7 +240,9 @@ def test_predict_prepares_pngs_of_any_size_colour_and_transparency_as_mnist_was_
     assert "40 images assigned" in proc.stdout
     skipped = [line for line in proc.stderr.splitlines() if "broken.png" in line]
     assert len(skipped) == 1 and "skipped" in skipped[0] and "not a readable PNG" in skipped[0]
-    reference = _cli("job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv"))
+    reference = _cli(
+        "job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv")
+    )
     assert reference.returncode == 0
     with open(tmp_path / "drawn.csv") as f:
         drawn = [(r["source"], r["digit"]) for r in csv.DictReader(f)]
@@ -227,7 +275,9 @@ def test_predict_checks_the_model_and_the_labels_against_the_images(train_run, m
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_predict_streams_idx_and_zarr_inputs_in_blocks(train_run, mnist_dir, mnist_store, tmp_path, monkeypatch):
+def test_predict_streams_idx_and_zarr_inputs_in_blocks(
+    train_run, mnist_dir, mnist_store, tmp_path, monkeypatch
+):
     """Memory stays flat: with blocks of 500 images, the peak of Python allocations while predicting the
     10,000 test images stays below what loading them whole takes (7.8 MB, before any float32 copy). A
     Zarr input is read a stored chunk (8,192 images, 6.4 MB) at a time: zarr decodes it through a couple
@@ -276,8 +326,14 @@ def test_run_report_opens_offline_with_every_image(browser, train_run):
     alts = {i["alt"] for i in state["images"]}
     assert {"cluster centers", "PCA of a sample", "confusion matrix", "examples"} <= alts
     metrics = json.loads((train_run / "metrics.json").read_text())
-    for text in ("Worst-matched clusters", "Cluster to digit", "Timings", "Configuration", "held-out accuracy",
-                 f"{metrics['evaluation']['ari']:.4g}"):
+    for text in (
+        "Worst-matched clusters",
+        "Cluster to digit",
+        "Timings",
+        "Configuration",
+        "held-out accuracy",
+        f"{metrics['evaluation']['ari']:.4g}",
+    ):
         assert text in state["text"], text
 
 
@@ -288,7 +344,8 @@ def test_the_summary_maps_many_clusters_by_majority_digit():
     assert mapping_line([7, 1, 1]) == "  cluster -> digit it mostly holds: 0:7 1:1 2:1"
     majority = [0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
     assert mapping_line(majority) == (
-        "  clusters by majority digit: 0: 0, 11; 1: 1, 2; 2: 3; 3: 4; 4: 5; 5: 6; 6: 7; 7: 8; 8: 9; 9: 10")
+        "  clusters by majority digit: 0: 0, 11; 1: 1, 2; 2: 3; 3: 4; 4: 5; 5: 6; 6: 7; 7: 8; 8: 9; 9: 10"
+    )
 
 
 def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist_store, tmp_path):
@@ -306,8 +363,10 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
     model = FusedKMeans(n_clusters=64, random_state=0, n_init=1).fit(X)
     centers = np.asarray(model.cluster_centers_, dtype=np.float64) * PIXEL_SCALE
     members = model.labels_  # numpy in, numpy out
-    majority = [int(np.bincount(y[members == c], minlength=10).argmax()) if (members == c).any() else -1
-                for c in range(64)]
+    majority = [
+        int(np.bincount(y[members == c], minlength=10).argmax()) if (members == c).any() else -1
+        for c in range(64)
+    ]
     run = tmp_path / "run"
     run.mkdir()
     write_model(run / "model.npz", centers, (28, 28), [-1] * 64, majority)  # one-to-one: -1 but for ten
@@ -332,8 +391,21 @@ def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, bro
     from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
 
     out = tmp_path / "sweep"
-    proc = _cli("job", "--data", str(mnist_store), "--split", "train", "--k", "10,16", "--out", str(out),
-                "--silhouette-sample", "2000", "--dashboard-address", "127.0.0.1:0")
+    proc = _cli(
+        "job",
+        "--data",
+        str(mnist_store),
+        "--split",
+        "train",
+        "--k",
+        "10,16",
+        "--out",
+        str(out),
+        "--silhouette-sample",
+        "2000",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "sweep.json").read_text())
     test = open_dataset(mnist_store, "test")
@@ -361,12 +433,19 @@ def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, bro
 
     # job.predict takes the sweep folder (its best held-out k by default, or --k) or a model file
     best_csv, k10_csv, file_csv = tmp_path / "best.csv", tmp_path / "k10.csv", tmp_path / "file.csv"
-    for args, csv_path in (([str(out)], best_csv), ([str(out), "--k", "10"], k10_csv),
-                           ([str(out / "model_k16.npz")], file_csv)):
+    for args, csv_path in (
+        ([str(out)], best_csv),
+        ([str(out), "--k", "10"], k10_csv),
+        ([str(out / "model_k16.npz")], file_csv),
+    ):
         run = _cli("job.predict", *args, str(mnist_store / "test"), "--out", str(csv_path))
         assert run.returncode == 0, run.stderr[-3000:]
-    assert f"using k={c['best_k']}" in _cli("job.predict", str(out), str(mnist_store / "test"),
-                                            "--out", str(tmp_path / "again.csv")).stderr
+    assert (
+        f"using k={c['best_k']}"
+        in _cli(
+            "job.predict", str(out), str(mnist_store / "test"), "--out", str(tmp_path / "again.csv")
+        ).stderr
+    )
     for k, csv_path in ((c["best_k"], best_csv), (10, k10_csv), (16, file_csv)):
         with np.load(out / f"model_k{k:02d}.npz") as saved:
             expected = saved["mapping_majority"][pairwise_distances_argmin(X_test, saved["centers"])]

@@ -24,8 +24,14 @@ def _existing(cluster) -> SchedulerConfig:
 
 
 def test_train_split_reports_held_out_accuracy(dask_cluster, mnist_store, tmp_path):
-    config = JobConfig(data=mnist_store, split="train", out=tmp_path / "run", seed=0,
-                       silhouette_sample=2000, cluster=_existing(dask_cluster))
+    config = JobConfig(
+        data=mnist_store,
+        split="train",
+        out=tmp_path / "run",
+        seed=0,
+        silhouette_sample=2000,
+        cluster=_existing(dask_cluster),
+    )
     result = run_job(config)
     m = result.metrics
     assert m["dataset"]["n"] == 60_000
@@ -61,7 +67,11 @@ def test_unwritable_output_folder_is_a_clear_error(mnist_store, tmp_path):
 
 def _cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "job", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "job", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, **(env or {})},
     )
 
@@ -69,8 +79,16 @@ def _cli(*args, env=None):
 def test_cli_end_to_end_on_all_of_mnist_with_defaults(mnist_dir, tmp_path):
     """From IDX files to a run folder: conversion, a LocalCluster, k=10 on all 70,000 images."""
     store, run = tmp_path / "mnist.zarr", tmp_path / "run"
-    proc = _cli("--data", str(store), "--source", str(mnist_dir), "--out", str(run), "--dashboard-address",
-                "127.0.0.1:0")
+    proc = _cli(
+        "--data",
+        str(store),
+        "--source",
+        str(mnist_dir),
+        "--out",
+        str(run),
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dashboard: http://127.0.0.1:" in proc.stderr
     assert f"results in {run}" in proc.stdout
@@ -83,8 +101,15 @@ def test_cli_end_to_end_on_all_of_mnist_with_defaults(mnist_dir, tmp_path):
     assert m["fit"]["inertia"] == pytest.approx(2.74e6, rel=0.02)
     for name in FIGURES:
         assert (run / name).stat().st_size > 5_000
-    assert list(m["timings"]) == ["open data", "start cluster", "load data", "fit", "evaluate", "pick examples",
-                                  "plot and save"]
+    assert list(m["timings"]) == [
+        "open data",
+        "start cluster",
+        "load data",
+        "fit",
+        "evaluate",
+        "pick examples",
+        "plot and save",
+    ]
     model = np.load(run / "model.npz")
     assert model["centers"].shape == (10, 784) and list(model["image_shape"]) == [28, 28]
 
@@ -121,10 +146,30 @@ def test_a_mistyped_data_path_is_an_error_naming_the_nearest_store(tiny_dir, tmp
 def test_the_default_data_path_is_created_from_the_source(tiny_dir, tmp_path):
     """The default --data (data/mnist.zarr, relative to the working folder) is made from $MNIST_SOURCE
     when it does not exist: the two-command set-up of the README."""
-    proc = subprocess.run([sys.executable, "-m", "job", "--name", "tiny", "--split", "test", "--k", "3",
-                           "--silhouette-sample", "0", "--out", "run", "--dashboard-address", "127.0.0.1:0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MNIST_SOURCE": str(tiny_dir), "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "job",
+            "--name",
+            "tiny",
+            "--split",
+            "test",
+            "--k",
+            "3",
+            "--silhouette-sample",
+            "0",
+            "--out",
+            "run",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MNIST_SOURCE": str(tiny_dir), "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data/mnist.zarr does not exist yet: creating it from" in proc.stderr
     assert (tmp_path / "data" / "mnist.zarr" / "zarr.json").is_file()
@@ -133,8 +178,22 @@ def test_the_default_data_path_is_created_from_the_source(tiny_dir, tmp_path):
 
 def test_cli_refuses_k_larger_than_n(tiny_dir, tmp_path):
     store = tmp_path / "tiny.zarr"
-    proc = _cli("--data", str(store), "--source", str(tiny_dir), "--name", "tiny", "--split", "test",
-                "--k", "101", "--out", str(tmp_path / "run"), "--dashboard-address", "127.0.0.1:0")
+    proc = _cli(
+        "--data",
+        str(store),
+        "--source",
+        str(tiny_dir),
+        "--name",
+        "tiny",
+        "--split",
+        "test",
+        "--k",
+        "101",
+        "--out",
+        str(tmp_path / "run"),
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "--k 101 is larger than the 100 images" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
@@ -146,8 +205,22 @@ def test_images_of_another_size_are_clustered_in_their_own_shape(tmp_path):
 
     source = write_dataset(tmp_path / "idx", synthetic_arrays(shape=(14, 12)))
     run = tmp_path / "run"
-    proc = _cli("--data", str(tmp_path / "s.zarr"), "--source", str(source), "--name", "small", "--k", "4",
-                "--silhouette-sample", "100", "--out", str(run), "--dashboard-address", "127.0.0.1:0")
+    proc = _cli(
+        "--data",
+        str(tmp_path / "s.zarr"),
+        "--source",
+        str(source),
+        "--name",
+        "small",
+        "--k",
+        "4",
+        "--silhouette-sample",
+        "100",
+        "--out",
+        str(run),
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = np.load(run / "model.npz")
     assert list(model["image_shape"]) == [14, 12] and model["centers"].shape == (4, 168)
@@ -166,9 +239,17 @@ def test_the_run_lock_is_honoured_while_held_and_gone_after(dask_cluster, tiny_d
     run_job(config)
     assert not (tmp_path / ".run.lock").exists() and not partial_dir(run).exists()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from data_prep.atomic import held_lock\n"
-         f"with held_lock({str(run)!r}):\n    print('held', flush=True); sys.stdin.read()"],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from data_prep.atomic import held_lock\n"
+            f"with held_lock({str(run)!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(JobError, match="another job is writing this run folder"):
@@ -212,12 +293,22 @@ def test_help_lists_the_defaults_and_parsing_imports_no_pipeline():
     """--help shows every option's default, and the parser is built (--help answered, a typo refused)
     before numpy, dask, distributed, zarr or scikit-learn are imported: 5-8 s the user does not wait."""
     help_text = " ".join(_cli("--help").stdout.split())
-    for shown in ("--data DATA", "(default: data/mnist.zarr)", "(default: 10)", "--seed SEED", "(default: 300)",
-                  "(default: 8192)", "(default: 0.0001)", "one per core"):
+    for shown in (
+        "--data DATA",
+        "(default: data/mnist.zarr)",
+        "(default: 10)",
+        "--seed SEED",
+        "(default: 300)",
+        "(default: 8192)",
+        "(default: 0.0001)",
+        "one per core",
+    ):
         assert shown in help_text, shown
     assert help_text.startswith("usage: python -m job ")
-    probe = ("import sys; from job.cli import build_parser; build_parser().format_help(); "
-             "print(sorted(m for m in ('numpy', 'dask', 'distributed', 'zarr', 'sklearn') if m in sys.modules))")
+    probe = (
+        "import sys; from job.cli import build_parser; build_parser().format_help(); "
+        "print(sorted(m for m in ('numpy', 'dask', 'distributed', 'zarr', 'sklearn') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
 

@@ -21,8 +21,12 @@ def mnist_x(mnist_store):
 def test_same_seed_same_centers_and_labels_whatever_the_chunks_and_workers(mnist_x):
     results = []
     for n_workers, rows in [(2, 4096), (2, 8192), (2, 35_000), (1, 8192)]:
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             X = persist_balanced(client, mnist_x, rows)
             model = FusedKMeans(n_clusters=10, random_state=11).fit(X)
             init, _ = kmeans_parallel(X, 10, seed=11)
@@ -82,7 +86,9 @@ def test_duplicated_data_still_gives_k_distinct_centers(client):
     centers, info = kmeans_parallel(X, 4, seed=0)
     assert len(np.unique(centers.round(6), axis=0)) == 4
     assert info["candidates"] >= 4
-    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(4\) found smaller than n_clusters \(5\)"):
+    with pytest.warns(
+        ConvergenceWarning, match=r"distinct clusters \(4\) found smaller than n_clusters \(5\)"
+    ):
         centers, _ = kmeans_parallel(X, 5, seed=0)  # as scikit-learn: a warning, two centers coincide
     assert centers.shape == (5, 6) and len(np.unique(centers.round(6), axis=0)) == 4
 

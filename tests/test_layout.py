@@ -57,8 +57,11 @@ def _room(module: str) -> str | None:
 
 
 def test_data_prep_depends_on_nothing_in_job():
-    offending = {name: sorted(t for t in targets if t.split(".")[0] == "job")
-                 for name, targets in _graph().items() if name.startswith("data_prep")}
+    offending = {
+        name: sorted(t for t in targets if t.split(".")[0] == "job")
+        for name, targets in _graph().items()
+        if name.startswith("data_prep")
+    }
     assert {name: t for name, t in offending.items() if t} == {}
 
 
@@ -68,8 +71,11 @@ def test_each_room_imports_only_the_rooms_below_it():
         room = _room(name)
         if room is None:
             continue
-        bad = sorted(t for t in targets if t.startswith("job") and _room(t) not in ALLOWED[room] | {room}
-                     and t != "job")
+        bad = sorted(
+            t
+            for t in targets
+            if t.startswith("job") and _room(t) not in ALLOWED[room] | {room} and t != "job"
+        )
         if bad:
             wrong[name] = bad
     assert wrong == {}
@@ -87,7 +93,7 @@ def test_no_import_cycles_between_modules_or_rooms():
             if target in ("job", "data_prep"):  # the packages' own __init__: lazy exports only
                 continue
             if state.get(target) == 1:
-                cycles.append(trail[trail.index(target):] + [target] if target in trail else [node, target])
+                cycles.append(trail[trail.index(target) :] + [target] if target in trail else [node, target])
             elif target not in state:
                 visit(target, trail + [target])
         state[node] = 2

@@ -71,8 +71,12 @@ def test_result_does_not_depend_on_chunks_workers_or_persistence(mnist_sample):
     init = _init_centers(X_np, seed=5)
     results = []
     for n_workers, chunk_rows, persist in [(1, 4096, True), (2, 20_000, True), (2, 3000, False)]:
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster):
+        with (
+            LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster),
+        ):
             Xc = X.rechunk((chunk_rows, X.shape[1]))  # not persisted: read from Zarr every iteration
             model = FusedKMeans(n_clusters=10, init=init, tol=1e-4).fit(Xc.persist() if persist else Xc)
             results.append((model.labels_.compute(), model.inertia_, model.n_iter_))
@@ -105,7 +109,9 @@ def test_fit_rejects_nan_and_too_few_samples(client):
 def test_n_init_keeps_the_best_of_its_starts(client, mnist_store):
     """Plain Lloyd (sample_size=None): n_init full fits, the lowest inertia kept."""
     X = to_features(open_dataset(mnist_store, "test").images).persist()
-    singles = [FusedKMeans(n_clusters=10, random_state=20 + i, sample_size=None).fit(X).inertia_ for i in range(3)]
+    singles = [
+        FusedKMeans(n_clusters=10, random_state=20 + i, sample_size=None).fit(X).inertia_ for i in range(3)
+    ]
     model = FusedKMeans(n_clusters=10, random_state=20, n_init=3, sample_size=None).fit(X)
     assert [s["seed"] for s in model.starts_] == [20, 21, 22]
     assert [s["inertia"] for s in model.starts_] == pytest.approx(singles, rel=1e-9)

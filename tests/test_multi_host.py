@@ -84,18 +84,46 @@ def test_job_on_separate_hosts_matches_a_local_cluster(network, mnist_store, tmp
     try:
         scheduler_file = tmp_path / "scheduler.json"
         sched = network.addresses["sched"]
-        start_scheduler(processes, scheduler_file, host=sched, port=8786, prefix=network.exec_prefix("sched"),
-                        dashboard=f"{sched}:8787")
+        start_scheduler(
+            processes,
+            scheduler_file,
+            host=sched,
+            port=8786,
+            prefix=network.exec_prefix("sched"),
+            dashboard=f"{sched}:8787",
+        )
         for name in ("w1", "w2"):
-            start_worker(processes, f"tcp://{sched}:8786", host=network.addresses[name],
-                         prefix=network.exec_prefix(name), name=name)
-        settings = ["--data", str(mnist_store), "--split", "test", "--seed", "7", "--silhouette-sample", "500"]
-        remote = run_job(*settings, "--out", str(tmp_path / "remote"), "--scheduler", f"tcp://{sched}:8786",
-                         prefix=network.exec_prefix("job"))
+            start_worker(
+                processes,
+                f"tcp://{sched}:8786",
+                host=network.addresses[name],
+                prefix=network.exec_prefix(name),
+                name=name,
+            )
+        settings = [
+            "--data",
+            str(mnist_store),
+            "--split",
+            "test",
+            "--seed",
+            "7",
+            "--silhouette-sample",
+            "500",
+        ]
+        remote = run_job(
+            *settings,
+            "--out",
+            str(tmp_path / "remote"),
+            "--scheduler",
+            f"tcp://{sched}:8786",
+            prefix=network.exec_prefix("job"),
+        )
         assert remote.returncode == 0, remote.stderr[-3000:] + processes.log("w1")
         assert f"cluster up (scheduler): tcp://{sched}:8786, 2 worker(s)" in remote.stderr
         # Separate hosts indeed: the scheduler, the workers and this test each have a network stack of their own.
-        stacks = {os.readlink(f"/proc/{p.pid}/ns/net") for p in processes.started} | {os.readlink("/proc/self/ns/net")}
+        stacks = {os.readlink(f"/proc/{p.pid}/ns/net") for p in processes.started} | {
+            os.readlink("/proc/self/ns/net")
+        }
         assert len(stacks) == 4
         info = json.loads(scheduler_file.read_text())
         assert info["address"] == f"tcp://{sched}:8786"
@@ -105,6 +133,8 @@ def test_job_on_separate_hosts_matches_a_local_cluster(network, mnist_store, tmp
         m_remote = json.loads((tmp_path / "remote" / "metrics.json").read_text())
         m_local = json.loads((tmp_path / "local" / "metrics.json").read_text())
         assert m_remote["fit"]["inertia"] == pytest.approx(m_local["fit"]["inertia"], rel=1e-6)
-        assert sorted(w["host"] for w in m_remote["cluster"]["workers"]) == [network.addresses[w] for w in ("w1", "w2")]
+        assert sorted(w["host"] for w in m_remote["cluster"]["workers"]) == [
+            network.addresses[w] for w in ("w1", "w2")
+        ]
     finally:
         processes.stop()

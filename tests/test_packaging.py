@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(cmd, cwd, timeout=900, env=None):
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert proc.returncode == 0, (cmd, proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
 
@@ -41,7 +43,10 @@ def installed(tmp_path_factory):
     venv.create(root / "venv", with_pip=True)
     bin_dir = root / "venv" / "bin"
     # The repository's pinned versions, so that the installed package runs what CI tests.
-    _run([bin_dir / "python", "-m", "pip", "install", "--quiet", "-c", REPO / "constraints.txt", wheel], cwd=root)
+    _run(
+        [bin_dir / "python", "-m", "pip", "install", "--quiet", "-c", REPO / "constraints.txt", wheel],
+        cwd=root,
+    )
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     return bin_dir, elsewhere, build.stdout + build.stderr
@@ -60,8 +65,11 @@ def test_the_wheel_builds_without_warnings(installed):
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
     bin_dir, elsewhere, _ = installed
-    proc = _run([bin_dir / "python", "-c", "import job, data_prep; print(job.__file__); print(data_prep.__file__)"],
-                cwd=elsewhere, env=_clean_env())
+    proc = _run(
+        [bin_dir / "python", "-c", "import job, data_prep; print(job.__file__); print(data_prep.__file__)"],
+        cwd=elsewhere,
+        env=_clean_env(),
+    )
     for line in proc.stdout.split():
         assert str(bin_dir.parent) in line and str(REPO) not in line
     assert not (REPO / "build").exists()  # the build ran in a copy
@@ -69,9 +77,13 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
 
 def test_console_scripts_answer_help(installed):
     bin_dir, elsewhere, _ = installed
-    job_help = " ".join(_run([bin_dir / "mnist-kmeans", "--help"], cwd=elsewhere, env=_clean_env()).stdout.split())
+    job_help = " ".join(
+        _run([bin_dir / "mnist-kmeans", "--help"], cwd=elsewhere, env=_clean_env()).stdout.split()
+    )
     assert job_help.startswith("usage: mnist-kmeans ")  # the name the user typed, not python -m job
-    assert "local.yaml, scheduler.yaml, slurm.yaml, ssh.yaml" in job_help  # the shipped configs, found by name
+    assert (
+        "local.yaml, scheduler.yaml, slurm.yaml, ssh.yaml" in job_help
+    )  # the shipped configs, found by name
     assert "--cluster-config" in job_help
     assert "--source" in _run([bin_dir / "mnist-prep", "--help"], cwd=elsewhere, env=_clean_env()).stdout
 
@@ -81,9 +93,30 @@ def test_a_small_run_from_an_unrelated_folder(installed, tiny_dir):
     shipped local.yaml, and the run folder has what a run leaves."""
     bin_dir, elsewhere, _ = installed
     env = _clean_env()
-    _run([bin_dir / "mnist-prep", "--source", tiny_dir, "--name", "tiny", "--out", "tiny.zarr"], cwd=elsewhere, env=env)
-    _run([bin_dir / "mnist-kmeans", "--data", "tiny.zarr", "--k", "3", "--silhouette-sample", "50", "--out", "run",
-          "--n-workers", "1", "--dashboard-address", "127.0.0.1:0"], cwd=elsewhere, env=env)
+    _run(
+        [bin_dir / "mnist-prep", "--source", tiny_dir, "--name", "tiny", "--out", "tiny.zarr"],
+        cwd=elsewhere,
+        env=env,
+    )
+    _run(
+        [
+            bin_dir / "mnist-kmeans",
+            "--data",
+            "tiny.zarr",
+            "--k",
+            "3",
+            "--silhouette-sample",
+            "50",
+            "--out",
+            "run",
+            "--n-workers",
+            "1",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        cwd=elsewhere,
+        env=env,
+    )
     metrics = json.loads((elsewhere / "run" / "metrics.json").read_text())
     assert metrics["fit"]["n_iter"] >= 1 and metrics["dataset"]["n"] == 400
     assert metrics["config"]["cluster"]["kind"] == "local"

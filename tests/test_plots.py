@@ -50,8 +50,11 @@ def test_pca_colors_each_cluster_as_the_digit_it_mostly_holds(tmp_path):
     points = np.array([[0.0, 0.0]] * 50 + [[10.0, 10.0]] * 50)
     clusters = np.array([6] * 50 + [2] * 50)
     truth = np.array([0] * 50 + [2] * 50)
-    image = imread(plots.plot_pca(points, clusters, truth, tmp_path / "p.png",
-                                  cluster_digits=[2, 1, 2, 3, 4, 5, 0, 7, 8, 9]))[..., :3]
+    image = imread(
+        plots.plot_pca(
+            points, clusters, truth, tmp_path / "p.png", cluster_digits=[2, 1, 2, 3, 4, 5, 0, 7, 8, 9]
+        )
+    )[..., :3]
     zero = np.array(matplotlib.colormaps["tab10"](0)[:3])
     six = np.array(matplotlib.colormaps["tab10"](6)[:3])
     left = image[:, : image.shape[1] // 2].reshape(-1, 3)

@@ -18,8 +18,9 @@ def _notebook_example() -> str:
 def test_the_readme_library_example_runs_as_written(mnist_store, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist.zarr").symlink_to(mnist_store)
-    proc = subprocess.run([sys.executable, "-c", _notebook_example()], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", _notebook_example()], cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("dashboard: http://")
@@ -37,9 +38,18 @@ def test_every_public_name_resolves_and_workers_import_no_pipeline():
     import job
 
     assert all(getattr(job, name) is not None for name in job.__all__)
-    proc = subprocess.run([sys.executable, "-c", "import sys, job, job.engine.kernels; "
-                           "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.kmeans.estimator', 'job.pipeline') if m in sys.modules))"],
-                          capture_output=True, text=True, check=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, job, job.engine.kernels; "
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.kmeans.estimator', 'job.pipeline') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     assert proc.stdout.strip() == "[]"
 
 

@@ -29,8 +29,18 @@ from .synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 # tol=0 keeps the fit going for a few seconds, long enough to be killed in the middle of it.
-FIT_ARGS = ["--tol", "0", "--max-iter", "400", "--silhouette-sample", "500", "--seed", "3",
-            "--dashboard-address", "127.0.0.1:0"]
+FIT_ARGS = [
+    "--tol",
+    "0",
+    "--max-iter",
+    "400",
+    "--silhouette-sample",
+    "500",
+    "--seed",
+    "3",
+    "--dashboard-address",
+    "127.0.0.1:0",
+]
 
 
 def _default_sigint():
@@ -40,16 +50,25 @@ def _default_sigint():
 
 
 def _job(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "job", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_default_sigint, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "job", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+        **kwargs,
+    )
 
 
 def _wait_for_checkpoint(run: Path, proc, at_least: int, timeout: float = 120) -> int:
     path = partial_dir(run) / CHECKPOINT_FILE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the job ended before it could be interrupted: " + proc.stderr.read()[-2000:]
+        assert proc.poll() is None, (
+            "the job ended before it could be interrupted: " + proc.stderr.read()[-2000:]
+        )
         try:
             with np.load(path) as saved:
                 if int(saved["n_iter"]) >= at_least:
@@ -148,8 +167,12 @@ def test_losing_a_worker_mid_task_changes_nothing(mnist_store, tmp_path):
     X_lazy = to_features(open_dataset(mnist_store, "test").images)
     results = []
     for kill in (False, True):
-        with LocalCluster(n_workers=3, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=3, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             X = persist_balanced(client, X_lazy, rows=1000)
             pids = client.run(os.getpid)
             marker = tmp_path / "killed"
@@ -166,19 +189,25 @@ def test_losing_a_worker_mid_task_changes_nothing(mnist_store, tmp_path):
     assert inertia_k == pytest.approx(inertia, rel=1e-9) and n_iter_k == n_iter
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
-                    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="mounting a small tmpfs needs root; under CI=true it always runs (and fails without root)",
+)
 def test_disk_full_during_conversion_leaves_nothing(tmp_path):
     rng = np.random.default_rng(0)  # random pixels do not compress: 8 MB of images on a 2 MB disk
-    arrays = {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8))
-              for s, n in (("train", 8000), ("test", 2000))}
+    arrays = {
+        s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8))
+        for s, n in (("train", 8000), ("test", 2000))
+    }
     source = write_dataset(tmp_path / "idx", arrays, compress=False)
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
     try:
         with pytest.raises(StoreError, match="disk full while writing the store; nothing was kept"):
-            prepare_dataset(PrepConfig(out=disk / "big.zarr", source=str(source), name="random", chunk_size=1000))
+            prepare_dataset(
+                PrepConfig(out=disk / "big.zarr", source=str(source), name="random", chunk_size=1000)
+            )
         assert list(disk.iterdir()) == []  # no store, no staging folder, no lock file
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -187,10 +216,23 @@ def test_disk_full_during_conversion_leaves_nothing(tmp_path):
 
 def test_two_conversions_into_one_store_do_not_collide(tiny_dir, tmp_path):
     out = tmp_path / "t.zarr"
-    cmd = [sys.executable, "-m", "data_prep", "--source", str(tiny_dir), "--name", "tiny", "--out", str(out),
-           "--chunk-size", "7"]
-    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep",
+        "--source",
+        str(tiny_dir),
+        "--name",
+        "tiny",
+        "--out",
+        str(out),
+        "--chunk-size",
+        "7",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     assert sum("reusing it" in e for e in errs) == 1  # one wrote, the other waited and reused
@@ -212,10 +254,37 @@ def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, 
     dask_cli = str(Path(sys.executable).parent / "dask")
     address = f"tcp://127.0.0.1:{free_port()}"
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    scheduler = subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                                  "--dashboard-address", "127.0.0.1:0"], **quiet)
-    workers = [subprocess.Popen([dask_cli, "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                                 "--memory-limit", "4GiB", "--no-dashboard"], **quiet) for _ in range(2)]
+    scheduler = subprocess.Popen(
+        [
+            dask_cli,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            address.rsplit(":", 1)[1],
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        **quiet,
+    )
+    workers = [
+        subprocess.Popen(
+            [
+                dask_cli,
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "4GiB",
+                "--no-dashboard",
+            ],
+            **quiet,
+        )
+        for _ in range(2)
+    ]
     try:
         run = tmp_path / "run"
         job = _job("--data", str(mnist_store), "--out", str(run), "--scheduler", address, *FIT_ARGS[:-2])

@@ -17,15 +17,18 @@ from .cluster_processes import Processes, free_port, run_job, wait_for_port
 MOTO = str(Path(sys.executable).parent / "moto_server")
 
 
-
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
     """A local S3 endpoint; the AWS_* variables point s3fs (and the workers, which inherit them) at it."""
     port = free_port()
     processes = Processes(tmp_path_factory.mktemp("moto"))
     server = processes.start([MOTO, "-H", "127.0.0.1", "-p", str(port)], "moto")
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
     wait_for_port(port, server, processes, "moto")
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -49,7 +52,16 @@ def s3_store(s3_env, mnist_store) -> str:
 
 
 def test_job_reads_the_store_from_s3_with_the_same_result(s3_env, s3_store, mnist_store, tmp_path):
-    settings = ["--split", "test", "--seed", "2", "--silhouette-sample", "500", "--dashboard-address", "127.0.0.1:0"]
+    settings = [
+        "--split",
+        "test",
+        "--seed",
+        "2",
+        "--silhouette-sample",
+        "500",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    ]
     remote = run_job("--data", s3_store, "--out", str(tmp_path / "s3"), *settings, env=s3_env)
     assert remote.returncode == 0, remote.stderr[-3000:]
     local = run_job("--data", str(mnist_store), "--out", str(tmp_path / "local"), *settings)

@@ -28,8 +28,12 @@ def pixels(mnist_store):
 def test_the_sample_and_the_sampled_fit_do_not_depend_on_chunks_or_workers(pixels):
     results = []
     for n_workers, rows in [(1, 4096), (2, 8192), (2, 30_000)]:
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             X = persist_balanced(client, pixels, rows)
             sample = sample_rows(X, 10_000, seed=7).compute()
             model = FusedKMeans(n_clusters=10, random_state=7, sample_size=10_000).fit(X)
@@ -47,7 +51,9 @@ def test_uint8_pixels_cluster_as_float32_features_do(client, mnist_store):
     images = open_dataset(mnist_store, "test").images
     init = to_features(images)[:10].compute().astype(np.float64)
     floats = FusedKMeans(n_clusters=10, init=init, sample_size=None).fit(to_features(images).persist())
-    compact = FusedKMeans(n_clusters=10, init=init / PIXEL_SCALE, sample_size=None).fit(flat_pixels(images).persist())
+    compact = FusedKMeans(n_clusters=10, init=init / PIXEL_SCALE, sample_size=None).fit(
+        flat_pixels(images).persist()
+    )
     assert compact.cluster_centers_.dtype == np.float32 and compact.n_iter_ == floats.n_iter_
     np.testing.assert_allclose(compact.cluster_centers_ * PIXEL_SCALE, floats.cluster_centers_, atol=2e-5)
     assert compact.inertia_ * PIXEL_SCALE**2 == pytest.approx(floats.inertia_, rel=1e-6)
@@ -82,10 +88,32 @@ def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_di
     runs = {}
     for name, prefix in (("one core", ["taskset", "-c", "0"]), ("all cores", [])):
         run = tmp_path / name.replace(" ", "-")
-        proc = subprocess.run([*prefix, sys.executable, "-m", "job", "--data", str(store), "--source", str(tiny_dir),
-                               "--name", "tiny", "--k", "3", "--silhouette-sample", "50", "--out", str(run),
-                               "--dashboard-address", "127.0.0.1:0"], cwd=REPO, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "job",
+                "--data",
+                str(store),
+                "--source",
+                str(tiny_dir),
+                "--name",
+                "tiny",
+                "--k",
+                "3",
+                "--silhouette-sample",
+                "50",
+                "--out",
+                str(run),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = (json.loads((run / "metrics.json").read_text())["cluster"], proc.stderr)
     cluster, log = runs["one core"]
@@ -95,6 +123,7 @@ def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_di
     assert len(runs["all cores"][0]["workers"]) == cores
     memory = sum(w["memory_limit"] for w in runs["all cores"][0]["workers"])
     import psutil
+
     assert 0.7 * psutil.virtual_memory().total < memory < psutil.virtual_memory().total
 
 

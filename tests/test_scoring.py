@@ -23,7 +23,13 @@ def test_one_pass_gives_scikit_learns_metrics_for_the_same_labels(client, mnist_
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     idx = np.sort(np.random.default_rng(0).choice(data.n, 2_000, replace=False))
     scored = evaluate_at(X, data.labels, centers, model.counts_, model.cluster_sums_, idx, 4, seed=1)
-    labels, ev, closest, random, sample = scored.labels, scored.evaluation, scored.closest, scored.random, scored.sample
+    labels, ev, closest, random, sample = (
+        scored.labels,
+        scored.evaluation,
+        scored.closest,
+        scored.random,
+        scored.sample,
+    )
     Xn, truth, ours = X.compute().astype(np.float64), data.labels.compute(), labels.compute()
     np.testing.assert_array_equal(ours, kernels.labels_of(X.compute(), centers))
     assert ev.ari == pytest.approx(metrics.adjusted_rand_score(truth, ours), rel=1e-9)
@@ -58,7 +64,9 @@ def test_example_candidates_are_the_m_best_per_cluster_with_ties_by_index():
         scores = rng.integers(0, 5, n).astype(float)  # many ties
         index = rng.permutation(n) + 1000
         labels = rng.integers(0, k, n).astype(np.int32)
-        np.testing.assert_array_equal(examples._best(scores, index, labels, k, m), reference(scores, index, labels, k, m))
+        np.testing.assert_array_equal(
+            examples._best(scores, index, labels, k, m), reference(scores, index, labels, k, m)
+        )
 
 
 def test_take_rows_returns_the_rows_asked_for_in_their_order():

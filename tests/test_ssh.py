@@ -16,7 +16,6 @@ from .cluster_processes import Processes, free_port, run_job, wait_for_port
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
-
 @pytest.fixture
 def sshd(tmp_path):
     """An sshd of our own: loopback only, public-key login with a key made for this test, no PAM."""
@@ -66,14 +65,25 @@ def test_job_runs_on_an_ssh_cluster(sshd, mnist_store, tmp_path):
         "min_workers: 2\ntimeout: 60\n"
     )
     run = tmp_path / "run"
-    proc = run_job("--data", str(mnist_store), "--split", "test", "--out", str(run), "--silhouette-sample", "500",
-                   "--cluster-config", str(config))
+    proc = run_job(
+        "--data",
+        str(mnist_store),
+        "--split",
+        "test",
+        "--out",
+        str(run),
+        "--silhouette-sample",
+        "500",
+        "--cluster-config",
+        str(config),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cluster up (ssh)" in proc.stderr and "2 worker(s)" in proc.stderr
     assert (run / "metrics.json").exists()
     # The password in connect_options reaches no log line, metrics.json, summary or report (it is masked).
-    written = [proc.stdout, proc.stderr] + [(run / name).read_text() for name in ("metrics.json", "summary.txt",
-                                                                                   "report.html")]
+    written = [proc.stdout, proc.stderr] + [
+        (run / name).read_text() for name in ("metrics.json", "summary.txt", "report.html")
+    ]
     assert not [text for text in written if SECRET in text]
     connect_options = json.loads((run / "metrics.json").read_text())["config"]["cluster"]["connect_options"]
     assert connect_options["password"] == "***" and connect_options["port"] == sshd["port"]
@@ -87,9 +97,19 @@ def test_job_runs_on_an_ssh_cluster(sshd, mnist_store, tmp_path):
 def test_unreachable_ssh_host_is_a_clear_error(mnist_store, tmp_path):
     config = tmp_path / "ssh.yaml"
     config.write_text(f"kind: ssh\nhosts: [127.0.0.1, 127.0.0.1]\nconnect_options: {{port: {free_port()}}}\n")
-    proc = run_job("--data", str(mnist_store), "--split", "test", "--cluster-config", str(config),
-                   "--out", str(tmp_path / "run"))
+    proc = run_job(
+        "--data",
+        str(mnist_store),
+        "--split",
+        "test",
+        "--cluster-config",
+        str(config),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert "could not start an SSHCluster on 127.0.0.1, 127.0.0.1" in last and "Connect call failed" in last, last
+    assert (
+        "could not start an SSHCluster on 127.0.0.1, 127.0.0.1" in last and "Connect call failed" in last
+    ), last
     assert "Traceback" not in proc.stderr

@@ -64,8 +64,9 @@ def test_client_without_certificates_is_refused(tls_cluster, certs):
 
 def test_a_client_with_a_certificate_from_another_ca_is_refused(tls_cluster, tmp_path):
     subprocess.run(["bash", "-euc", MAKE_CERTS], cwd=tmp_path, check=True, capture_output=True)
-    stranger = SecurityConfig(ca_file=str(tmp_path / "ca.pem"), cert=str(tmp_path / "node.pem"),
-                              key=str(tmp_path / "node.key"))
+    stranger = SecurityConfig(
+        ca_file=str(tmp_path / "ca.pem"), cert=str(tmp_path / "node.pem"), key=str(tmp_path / "node.key")
+    )
     with pytest.raises(ClusterError, match="did not answer"):
         with connect(SchedulerConfig(scheduler_file=str(tls_cluster), security=stranger, timeout=3)):
             pass
@@ -73,18 +74,31 @@ def test_a_client_with_a_certificate_from_another_ca_is_refused(tls_cluster, tmp
 
 def test_job_runs_over_tls(tls_cluster, certs, mnist_store, tmp_path):
     config = tmp_path / "tls.yaml"
-    config.write_text(f"kind: scheduler\nscheduler_file: {tls_cluster}\nmin_workers: 2\n" + _security_yaml(certs))
+    config.write_text(
+        f"kind: scheduler\nscheduler_file: {tls_cluster}\nmin_workers: 2\n" + _security_yaml(certs)
+    )
     run = tmp_path / "run"
-    proc = run_job("--data", str(mnist_store), "--split", "test", "--out", str(run), "--silhouette-sample", "500",
-                   "--cluster-config", str(config))
+    proc = run_job(
+        "--data",
+        str(mnist_store),
+        "--split",
+        "test",
+        "--out",
+        str(run),
+        "--silhouette-sample",
+        "500",
+        "--cluster-config",
+        str(config),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tls://127.0.0.1:" in proc.stderr and (run / "metrics.json").exists()
 
 
 def test_local_cluster_with_tls(certs):
     security = SecurityConfig(**{k: str(v) for k, v in certs.items()})
-    with connect(LocalConfig(n_workers=1, memory_limit="1GiB", dashboard_address="127.0.0.1:0",
-                             security=security)) as client:
+    with connect(
+        LocalConfig(n_workers=1, memory_limit="1GiB", dashboard_address="127.0.0.1:0", security=security)
+    ) as client:
         assert client.scheduler.address.startswith("tls://")
         assert all(w.startswith("tls://") for w in client.scheduler_info()["workers"])
         assert client.submit(sum, [1, 2], pure=False).result() == 3

@@ -44,18 +44,26 @@ class SecurityConfig:
             if not path.is_file() or not os.access(path, os.R_OK):
                 raise ConfigError(f"security.{name}: {path} is not a readable file")
         mode = Path(self.key).stat().st_mode & 0o777
-        if mode & 0o077:  # as ssh refuses an unprotected private key: whoever can read it can join the cluster
+        if (
+            mode & 0o077
+        ):  # as ssh refuses an unprotected private key: whoever can read it can join the cluster
             who = "everyone" if mode & 0o007 else "its group"
-            raise ConfigError(f"security.key: {self.key} is open to {who} (mode {mode:04o}); a private key "
-                              f"must be readable by its owner only: chmod 600 {self.key}")
+            raise ConfigError(
+                f"security.key: {self.key} is open to {who} (mode {mode:04o}); a private key "
+                f"must be readable by its owner only: chmod 600 {self.key}"
+            )
 
     def to_security(self):
         from distributed import Security
 
         return Security(
-            tls_ca_file=self.ca_file, require_encryption=self.require_encryption,
-            **{f"tls_{role}_{part}": path for role in ("client", "scheduler", "worker")
-               for part, path in (("cert", self.cert), ("key", self.key))},
+            tls_ca_file=self.ca_file,
+            require_encryption=self.require_encryption,
+            **{
+                f"tls_{role}_{part}": path
+                for role in ("client", "scheduler", "worker")
+                for part, path in (("cert", self.cert), ("key", self.key))
+            },
         )
 
     def to_dask_config(self) -> dict[str, Any]:

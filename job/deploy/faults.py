@@ -71,7 +71,8 @@ def _out_of_memory(restarts: list[dict], limits: frozenset[int], what: str, resu
         f"the workers ran out of memory {what}: their nannies restarted them {len(restarts)} time(s) for using "
         f"more than 95% of {each} (up to {_mib(largest)}); give each worker more memory (--memory-limit, or "
         "fewer workers with more each: --n-workers), or let X stream from the store (--persist never)"
-        + resume_hint)
+        + resume_hint
+    )
 
 
 def explain(client, exc: BaseException, watch: Watch, resume_hint: str = "") -> ClusterError | None:
@@ -80,7 +81,9 @@ def explain(client, exc: BaseException, watch: Watch, resume_hint: str = "") -> 
     be resumed (e.g. "; the checkpoint in ... lets --resume ... continue")."""
     if client.status != "running":
         if isinstance(exc, LOST_SCHEDULER_ERRORS):
-            return ClusterError(f"lost the scheduler {client.scheduler.address} ({type(exc).__name__}){resume_hint}")
+            return ClusterError(
+                f"lost the scheduler {client.scheduler.address} ({type(exc).__name__}){resume_hint}"
+            )
         return None
     if not isinstance(exc, LOST_WORKER_ERRORS):
         return None
@@ -89,15 +92,23 @@ def explain(client, exc: BaseException, watch: Watch, resume_hint: str = "") -> 
     while not restarts and time.monotonic() < deadline:
         time.sleep(0.2)
         restarts = memory_restarts(client, watch.since)
-    task = f"while running {key_split(exc.task)}" if isinstance(exc, KilledWorker) else "during the computation"
+    task = (
+        f"while running {key_split(exc.task)}" if isinstance(exc, KilledWorker) else "during the computation"
+    )
     if restarts:
         return _out_of_memory(restarts, watch.memory_limits, task, resume_hint)
     if isinstance(exc, MemoryError):
-        return ClusterError(f"a worker ran out of memory {task} (MemoryError: {exc}); give each worker more memory "
-                            f"(--memory-limit) or let X stream from the store (--persist never){resume_hint}")
+        return ClusterError(
+            f"a worker ran out of memory {task} (MemoryError: {exc}); give each worker more memory "
+            f"(--memory-limit) or let X stream from the store (--persist never){resume_hint}"
+        )
     if isinstance(exc, KilledWorker):
-        return ClusterError(f"the workers died {exc.allowed_failures + 1} times {task} (the last was "
-                            f"{exc.last_worker.address}), not for lack of memory that their nannies saw; their "
-                            f"logs say why{resume_hint}")
-    return ClusterError(f"lost a worker {task} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); its "
-                        f"log says why{resume_hint}")
+        return ClusterError(
+            f"the workers died {exc.allowed_failures + 1} times {task} (the last was "
+            f"{exc.last_worker.address}), not for lack of memory that their nannies saw; their "
+            f"logs say why{resume_hint}"
+        )
+    return ClusterError(
+        f"lost a worker {task} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); its "
+        f"log says why{resume_hint}"
+    )

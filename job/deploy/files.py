@@ -36,8 +36,10 @@ def cluster_config_from_mapping(mapping: dict[str, Any], source: str = "cluster 
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(mapping) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} for kind {kind}; "
-                          f"known: kind, {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} for kind {kind}; "
+            f"known: kind, {', '.join(sorted(known))}"
+        )
     security = mapping.get("security")
     try:
         if security is not None:
@@ -57,7 +59,8 @@ def _security_from(mapping) -> SecurityConfig:
     missing = sorted({"ca_file", "cert", "key"} - set(mapping))
     if unknown or missing:
         problems = ([f"unknown key(s) {', '.join(unknown)}"] if unknown else []) + (
-            [f"missing {', '.join(missing)}"] if missing else [])
+            [f"missing {', '.join(missing)}"] if missing else []
+        )
         raise ConfigError(f"security: {'; '.join(problems)}")
     return SecurityConfig(**mapping)
 
@@ -69,7 +72,9 @@ DEFAULT_CLUSTER_CONFIG = "local.yaml"
 
 def shipped_configs() -> list[str]:
     """Names of the cluster configs shipped with the package (local.yaml, scheduler.yaml, ...)."""
-    return sorted(f.name for f in importlib.resources.files(PRESETS_PACKAGE).iterdir() if f.name.endswith(".yaml"))
+    return sorted(
+        f.name for f in importlib.resources.files(PRESETS_PACKAGE).iterdir() if f.name.endswith(".yaml")
+    )
 
 
 def shipped_config(name: str = DEFAULT_CLUSTER_CONFIG) -> Path:
@@ -101,8 +106,9 @@ def load_cluster_config(path: str | Path | None, **overrides) -> ClusterSpec:
     try:
         mapping = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: cluster config not found (shipped ones, by name: "
-                          f"{', '.join(shipped_configs())})") from None
+        raise ConfigError(
+            f"{path}: cluster config not found (shipped ones, by name: {', '.join(shipped_configs())})"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(mapping, dict):
@@ -121,10 +127,10 @@ def load_cluster_config(path: str | Path | None, **overrides) -> ClusterSpec:
                 flag = "--" + key.replace("_", "-")
                 if joining:  # the user said --scheduler: the file they never named is beside the point
                     joined = "--scheduler" if "address" in overrides else "--scheduler-file"
-                    raise ConfigError(f"{flag} sizes a LocalCluster we start; with {joined} the job joins a "
-                                      "running cluster, whose workers are already there: drop one of the two")
+                    raise ConfigError(
+                        f"{flag} sizes a LocalCluster we start; with {joined} the job joins a "
+                        "running cluster, whose workers are already there: drop one of the two"
+                    )
                 raise ConfigError(f"{flag} does not apply to a {kind!r} cluster ({path})")
     mapping.update(overrides)
     return cluster_config_from_mapping(mapping, str(path))
-
-

@@ -32,11 +32,16 @@ def connect(config: ClusterSpec) -> Iterator[Client]:
         except TimeoutError:
             have = len(client.scheduler_info(n_workers=-1)["workers"])
             what = "has no workers" if have == 0 else f"has {have} of the {wanted} workers asked for"
-            raise ClusterError(f"scheduler {client.scheduler.address} {what} (waited {config.timeout:g} s)") from None
+            raise ClusterError(
+                f"scheduler {client.scheduler.address} {what} (waited {config.timeout:g} s)"
+            ) from None
         workers = client.scheduler_info(n_workers=-1)["workers"]
         log.info(
-            "cluster up (%s): %s, %d worker(s), %d thread(s)", config.kind,
-            client.scheduler.address, len(workers), sum(w["nthreads"] for w in workers.values()),
+            "cluster up (%s): %s, %d worker(s), %d thread(s)",
+            config.kind,
+            client.scheduler.address,
+            len(workers),
+            sum(w["nthreads"] for w in workers.values()),
         )
         _log_dashboard(config, client)
         client.register_plugin(OneLineDataErrors(), name="mnist-kmeans-one-line-data-errors")
@@ -80,8 +85,11 @@ class OneLineDataErrors(WorkerPlugin):
 
 
 # Worker log lines whose traceback says only that a connection closed, whatever it was raised as.
-_SENTENCE_ONLY = ("Failed to communicate with scheduler during heartbeat", "Worker stream died during communication",
-                  "failed during get data with")
+_SENTENCE_ONLY = (
+    "Failed to communicate with scheduler during heartbeat",
+    "Worker stream died during communication",
+    "failed during get data with",
+)
 
 
 def _lost_connection(exc: BaseException | None) -> bool:
@@ -106,7 +114,9 @@ def worker_log_filter(record: logging.LogRecord) -> bool:
     if message.startswith(_SENTENCE_ONLY) or (record.exc_info and _lost_connection(record.exc_info[1])):
         record.exc_info, record.exc_text = None, None
         return True
-    return not (message.startswith("Compute Failed") and any(name in record.getMessage() for name in _OWN_ERRORS))
+    return not (
+        message.startswith("Compute Failed") and any(name in record.getMessage() for name in _OWN_ERRORS)
+    )
 
 
 def _log_dashboard(config: ClusterSpec, client: Client) -> None:
@@ -114,8 +124,11 @@ def _log_dashboard(config: ClusterSpec, client: Client) -> None:
     log.info("dashboard: %s", link)
     address = getattr(config, "dashboard_address", None)
     if config.kind != "scheduler" and address and not is_loopback(address):
-        log.warning("the dashboard listens on %s: anyone who can reach this machine can watch the job and "
-                    "its data (it has no login); keep it on 127.0.0.1 and use an SSH tunnel instead", address)
+        log.warning(
+            "the dashboard listens on %s: anyone who can reach this machine can watch the job and "
+            "its data (it has no login); keep it on 127.0.0.1 and use an SSH tunnel instead",
+            address,
+        )
 
 
 def describe_cluster(client: Client, config: ClusterSpec | None = None) -> dict:
@@ -129,8 +142,13 @@ def describe_cluster(client: Client, config: ClusterSpec | None = None) -> dict:
         "scheduler": client.scheduler.address,
         **({"sizing": sizing} if sizing else {}),
         "workers": [
-            {"address": address, "host": urlparse(address).hostname, "name": str(info.get("name")),
-             "nthreads": info["nthreads"], "memory_limit": info.get("memory_limit")}
+            {
+                "address": address,
+                "host": urlparse(address).hostname,
+                "name": str(info.get("name")),
+                "nthreads": info["nthreads"],
+                "memory_limit": info.get("memory_limit"),
+            }
             for address, info in sorted(workers.items())
         ],
     }

@@ -43,8 +43,9 @@ class LocalConfig(ClusterSpec):
         for name in ("n_workers", "memory_limit"):
             if getattr(self, name) == "auto":
                 object.__setattr__(self, name, None)
-        if (self.n_workers is not None and (not isinstance(self.n_workers, int) or self.n_workers < 1)) \
-                or self.threads_per_worker < 1:
+        if (
+            self.n_workers is not None and (not isinstance(self.n_workers, int) or self.n_workers < 1)
+        ) or self.threads_per_worker < 1:
             raise ConfigError("n_workers (a number or auto) and threads_per_worker must be at least 1")
         if self.memory_limit is not None:
             from dask.utils import parse_bytes
@@ -52,7 +53,9 @@ class LocalConfig(ClusterSpec):
             try:
                 parse_bytes(self.memory_limit)
             except (ValueError, TypeError):
-                raise ConfigError(f"memory_limit must be a size such as 4GiB, or auto; got {self.memory_limit!r}") from None
+                raise ConfigError(
+                    f"memory_limit must be a size such as 4GiB, or auto; got {self.memory_limit!r}"
+                ) from None
 
     def sized(self):
         """(this config with n_workers and memory_limit filled in from the machine where they are auto,
@@ -61,9 +64,14 @@ class LocalConfig(ClusterSpec):
 
         from job.deploy.sizing import local_sizing
 
-        sizing = local_sizing(self.n_workers, self.threads_per_worker,
-                              None if self.memory_limit is None else parse_bytes(self.memory_limit))
-        return dataclasses.replace(self, n_workers=sizing.n_workers, memory_limit=str(sizing.memory_limit)), sizing
+        sizing = local_sizing(
+            self.n_workers,
+            self.threads_per_worker,
+            None if self.memory_limit is None else parse_bytes(self.memory_limit),
+        )
+        return dataclasses.replace(
+            self, n_workers=sizing.n_workers, memory_limit=str(sizing.memory_limit)
+        ), sizing
 
     def sizing(self) -> dict:
         return self.sized()[1].to_dict()
@@ -113,7 +121,10 @@ def _relay(warning: warnings.WarningMessage) -> None:
     text = str(warning.message)
     busy = re.search(r"Port (\d+) is already in use.*?port (\d+) instead", text, re.S)
     if busy:
-        log.warning("dashboard: port %s is busy (another cluster or program), so it is on port %s instead",
-                    busy[1], busy[2])
+        log.warning(
+            "dashboard: port %s is busy (another cluster or program), so it is on port %s instead",
+            busy[1],
+            busy[2],
+        )
     else:
         log.warning("%s", " ".join(text.split()))

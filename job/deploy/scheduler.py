@@ -37,7 +37,9 @@ class SchedulerConfig(ClusterSpec):
         target = self.scheduler_file or self.address
         try:
             if self.scheduler_file:
-                client = Client(scheduler_file=self.scheduler_file, timeout=self.timeout, **self.security_kwargs())
+                client = Client(
+                    scheduler_file=self.scheduler_file, timeout=self.timeout, **self.security_kwargs()
+                )
             else:
                 client = Client(self.address, timeout=self.timeout, **self.security_kwargs())
         except (OSError, TimeoutError, ValueError) as exc:

@@ -28,8 +28,12 @@ class Sizing:
     reason: str
 
     def to_dict(self) -> dict:
-        return {"n_workers": self.n_workers, "threads_per_worker": self.threads_per_worker,
-                "memory_limit": self.memory_limit, "reason": self.reason}
+        return {
+            "n_workers": self.n_workers,
+            "threads_per_worker": self.threads_per_worker,
+            "memory_limit": self.memory_limit,
+            "reason": self.reason,
+        }
 
 
 def usable_cores() -> tuple[int, str]:
@@ -90,8 +94,9 @@ def usable_memory() -> tuple[int, str]:
     return total, f"{total / 2**30:.1f} GiB of memory"
 
 
-def local_sizing(n_workers: int | None = None, threads_per_worker: int | None = None,
-                 memory_limit: int | None = None) -> Sizing:
+def local_sizing(
+    n_workers: int | None = None, threads_per_worker: int | None = None, memory_limit: int | None = None
+) -> Sizing:
     """A LocalCluster sized to the machine: one single-threaded worker per usable core (our kernels run
     one BLAS call per task; processes keep the GIL out of the way), and the usable memory less a reserve
     for the client and scheduler, split evenly. Values given win over the machine's."""
@@ -105,7 +110,9 @@ def local_sizing(n_workers: int | None = None, threads_per_worker: int | None = 
     if n_workers is None:
         parts.append(f"{workers} worker(s) x {threads} thread(s) for {cores_how}")
     if memory_limit is None:
-        parts.append(f"{per_worker / 2**30:.1f} GiB each: {memory_how} less {reserve / 2**30:.1f} GiB kept for "
-                     "the client and scheduler")
+        parts.append(
+            f"{per_worker / 2**30:.1f} GiB each: {memory_how} less {reserve / 2**30:.1f} GiB kept for "
+            "the client and scheduler"
+        )
     reason = "; ".join(parts) if parts else "as configured"
     return Sizing(workers, threads, int(per_worker), reason)

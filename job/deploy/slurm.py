@@ -62,11 +62,18 @@ def slurm_cluster(config: SlurmConfig):
     except ImportError:
         raise ClusterError("kind slurm needs dask-jobqueue: pip install 'mnist-kmeans[slurm]'") from None
     options = dict(
-        cores=config.cores, memory=config.memory, processes=config.processes, queue=config.queue,
-        account=config.account, walltime=config.walltime, interface=config.interface,
-        local_directory=config.local_directory, job_extra_directives=list(config.job_extra_directives),
+        cores=config.cores,
+        memory=config.memory,
+        processes=config.processes,
+        queue=config.queue,
+        account=config.account,
+        walltime=config.walltime,
+        interface=config.interface,
+        local_directory=config.local_directory,
+        job_extra_directives=list(config.job_extra_directives),
         job_script_prologue=list(config.job_script_prologue),
-        scheduler_options={"dashboard_address": config.dashboard_address}, **config.security_kwargs(),
+        scheduler_options={"dashboard_address": config.dashboard_address},
+        **config.security_kwargs(),
     )
     if config.security is not None:
         options["protocol"] = "tls://"

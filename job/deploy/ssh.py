@@ -38,8 +38,10 @@ class SSHConfig(ClusterSpec):
         super().__post_init__()
         hosts = self.hosts
         if isinstance(hosts, str) or not hosts or len(hosts) < 2:
-            raise ConfigError("an 'ssh' cluster needs hosts: a list of at least 2 (the scheduler's host first, "
-                              "then one per worker host)")
+            raise ConfigError(
+                "an 'ssh' cluster needs hosts: a list of at least 2 (the scheduler's host first, "
+                "then one per worker host)"
+            )
         object.__setattr__(self, "hosts", tuple(str(h) for h in hosts))
 
     def start(self, stack: ExitStack) -> Client:
@@ -57,12 +59,18 @@ class SSHConfig(ClusterSpec):
             stack.enter_context(dask.config.set(self.security.to_dask_config()))
             scheduler_options.setdefault("protocol", "tls")
         try:
-            cluster = stack.enter_context(SSHCluster(
-                hosts=list(self.hosts), connect_options=dict(self.connect_options),
-                worker_options=dict(self.worker_options), scheduler_options=scheduler_options,
-                remote_python=self.remote_python, **self.security_kwargs(),
-            ))
+            cluster = stack.enter_context(
+                SSHCluster(
+                    hosts=list(self.hosts),
+                    connect_options=dict(self.connect_options),
+                    worker_options=dict(self.worker_options),
+                    scheduler_options=scheduler_options,
+                    remote_python=self.remote_python,
+                    **self.security_kwargs(),
+                )
+            )
         except Exception as exc:
-            raise ClusterError(f"could not start an SSHCluster on {', '.join(self.hosts)}: "
-                               f"{type(exc).__name__}: {exc}") from None
+            raise ClusterError(
+                f"could not start an SSHCluster on {', '.join(self.hosts)}: {type(exc).__name__}: {exc}"
+            ) from None
         return stack.enter_context(Client(cluster, **self.security_kwargs()))

@@ -37,8 +37,14 @@ def per_chunk(X, func, *args, with_offset: bool = False) -> list:
     """
     args = tuple(delayed(a) if isinstance(a, np.ndarray) else a for a in args)
     boxed = X.map_blocks(
-        _boxed, *args, kernel=func, with_offset=with_offset, drop_axis=list(range(1, X.ndim)),
-        chunks=((1,) * X.numblocks[0],), dtype=object, meta=np.empty((0,), dtype=object),
+        _boxed,
+        *args,
+        kernel=func,
+        with_offset=with_offset,
+        drop_axis=list(range(1, X.ndim)),
+        chunks=((1,) * X.numblocks[0],),
+        dtype=object,
+        meta=np.empty((0,), dtype=object),
         name=f"{getattr(func, '__name__', 'func').strip('_')}-{uuid.uuid4().hex}",
     )
     return list(boxed.to_delayed().ravel())
@@ -71,9 +77,23 @@ def boxed_pairs(X, other, func, *args, with_offset: bool = False):
     offsets = da.from_array(starts, chunks=1)
     # align_arrays=False: blocks are matched by position (the offsets' chunks of 1 against X's rows).
     return da.blockwise(
-        _boxed_pair, "i", X, "ij", other, "i", offsets, "i", *arg_pairs, kernel=func, with_offset=with_offset,
-        concatenate=True, align_arrays=False, dtype=object, meta=np.empty((0,), dtype=object),
-        adjust_chunks={"i": 1}, name=f"{getattr(func, '__name__', 'func').strip('_')}-{uuid.uuid4().hex}",
+        _boxed_pair,
+        "i",
+        X,
+        "ij",
+        other,
+        "i",
+        offsets,
+        "i",
+        *arg_pairs,
+        kernel=func,
+        with_offset=with_offset,
+        concatenate=True,
+        align_arrays=False,
+        dtype=object,
+        meta=np.empty((0,), dtype=object),
+        adjust_chunks={"i": 1},
+        name=f"{getattr(func, '__name__', 'func').strip('_')}-{uuid.uuid4().hex}",
     )
 
 

@@ -170,7 +170,9 @@ def init_chunk(X: np.ndarray, centers: np.ndarray, groups: Groups):
     for start in range(0, m, BLOCK_ROWS):
         xb = as_float(X[start : start + BLOCK_ROWS], buffer)
         stop = start + len(xb)
-        labels[start:stop], upper[start:stop], lower[start:stop] = _dense_search(xb, C_ordered, C_sq_ordered, groups)
+        labels[start:stop], upper[start:stop], lower[start:stop] = _dense_search(
+            xb, C_ordered, C_sq_ordered, groups
+        )
     inertia = float(np.square(upper, dtype=np.float64).sum())
     sums = np.zeros(C.shape, dtype=np.float64)
     counts = np.zeros(len(C), dtype=np.int64)
@@ -185,7 +187,9 @@ def _exact_upper(X, rows, labels, C) -> np.ndarray:
     return out
 
 
-def step_chunk(X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, groups: Groups, exact: bool = False):
+def step_chunk(
+    X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, groups: Groups, exact: bool = False
+):
     """Reassign a chunk's rows to `centers` (which moved by `moves` [k] since the state's): the bounds
     loosened, rows whose bounds still hold skipped, each of the others' distance to its own center made
     exact, and the rows still in doubt searched against every center (one BLAS product per block: a
@@ -249,7 +253,9 @@ def init_chunks(centers, groups: Groups, *chunks):
 
 def step_chunks(states, centers, moves, groups: Groups, exact: bool, *chunks):
     """step_chunk over the chunks one worker thread holds, with their states."""
-    results = [step_chunk(chunk, state, centers, moves, groups, exact) for chunk, state in zip(chunks, states)]
+    results = [
+        step_chunk(chunk, state, centers, moves, groups, exact) for chunk, state in zip(chunks, states)
+    ]
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
 
 

@@ -56,8 +56,9 @@ def block_buffer(X: np.ndarray) -> np.ndarray | None:
     return None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(X)), X.shape[1]), dtype=np.float32)
 
 
-def _block_distances(xb: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray,
-                     out: np.ndarray | None = None) -> np.ndarray:
+def _block_distances(
+    xb: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """Squared distances up to the per-row constant ||x||^2 (enough for the argmin), into `out` [>= b, k]
     when given (a reused buffer: see as_float on fresh pages)."""
     d = np.matmul(xb, centers.T, out=None if out is None else out[: len(xb)])
@@ -140,8 +141,9 @@ def _accumulate(xb, d, sums, counts, labels):  # pragma: no cover - compiled
     return inertia
 
 
-def lloyd_partial(X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
+def lloyd_partial(
+    X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """One Lloyd step's contribution of a chunk, in a single pass over it.
 
     Returns (sums float64 [k, p], counts int64 [k], inertia float): the per-cluster sums and sizes of
@@ -159,7 +161,9 @@ def lloyd_partial(X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None 
     labels = np.empty(min(BLOCK_ROWS, len(X)), dtype=np.int32) if labels is None else labels
     scratch = len(labels) < len(X)  # no labels asked for: one block's worth, overwritten
     for start, xb, d in distance_blocks(X, centers):
-        inertia += _accumulate(xb, d, sums, counts, labels[: len(xb)] if scratch else labels[start : start + len(xb)])
+        inertia += _accumulate(
+            xb, d, sums, counts, labels[: len(xb)] if scratch else labels[start : start + len(xb)]
+        )
     return sums, counts, inertia
 
 
@@ -184,7 +188,9 @@ def _accumulate_weighted(xb, wb, d, sums, counts):  # pragma: no cover - compile
     return inertia
 
 
-def lloyd_partial_weighted(X: np.ndarray, w: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def lloyd_partial_weighted(
+    X: np.ndarray, w: np.ndarray, centers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
     """lloyd_partial with sample weights w [m]: (weighted sums float64 [k, p], total weight per cluster
     float64 [k], weighted inertia), as scikit-learn's Lloyd step with sample_weight."""
     k, p = centers.shape
@@ -268,8 +274,14 @@ def with_known_labels(X: np.ndarray, labels: np.ndarray, centers: np.ndarray, me
     labels = np.ascontiguousarray(labels, dtype=np.int32)
     dist = np.empty(len(X), dtype=np.float64)
     spread = np.zeros(len(centers), dtype=np.float64)
-    sq_total = _known_label_pass(np.ascontiguousarray(X), labels, np.ascontiguousarray(centers, dtype=np.float64),
-                              np.ascontiguousarray(means, dtype=np.float64), dist, spread)
+    sq_total = _known_label_pass(
+        np.ascontiguousarray(X),
+        labels,
+        np.ascontiguousarray(centers, dtype=np.float64),
+        np.ascontiguousarray(means, dtype=np.float64),
+        dist,
+        spread,
+    )
     return labels, dist, spread, sq_total
 
 

@@ -92,8 +92,16 @@ def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
         # Keys named after the kernel, so the dashboard's task stream and progress bars say
         # "lloyd_partial" rather than "over_chunks".
         parts = [
-            client.submit(kernels.over_chunks, kernel, combine, args, *group, workers=[worker],
-                          allow_other_workers=True, key=f"{kernel.__name__}-{uuid.uuid4().hex}")
+            client.submit(
+                kernels.over_chunks,
+                kernel,
+                combine,
+                args,
+                *group,
+                workers=[worker],
+                allow_other_workers=True,
+                key=f"{kernel.__name__}-{uuid.uuid4().hex}",
+            )
             for worker, group in groups
         ]
         return _reduce_on_cluster(client, parts, combine)

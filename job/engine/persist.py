@@ -93,8 +93,11 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     threads = sum(nthreads.values())
     row_bytes = X.dtype.itemsize * X.shape[1]
     stored = max(X.chunks[0])
-    keep = (rows is None and X.numblocks[0] >= CHUNKS_PER_THREAD_KEPT * threads
-            and stored * row_bytes <= TARGET_CHUNK_BYTES)
+    keep = (
+        rows is None
+        and X.numblocks[0] >= CHUNKS_PER_THREAD_KEPT * threads
+        and stored * row_bytes <= TARGET_CHUNK_BYTES
+    )
     merge = max(1, TARGET_CHUNK_BYTES // (stored * row_bytes))
     if keep and merge > 1 and X.numblocks[0] // merge >= CHUNKS_PER_THREAD_KEPT * threads:
         # Many small stored chunks (8,192 MNIST images are 6.4 MB): whole ones are merged, so that every
@@ -110,17 +113,25 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     holders = client.who_has(futures)
     targets = _targets([tuple(holders.get(f.key, ())) for f in futures], nthreads)
     placed = [
-        f if target in holders.get(f.key, ()) else
-        client.submit(_settle, f, workers=[target], allow_other_workers=True, pure=False)
+        f
+        if target in holders.get(f.key, ())
+        else client.submit(_settle, f, workers=[target], allow_other_workers=True, pure=False)
         for f, target in zip(futures, targets)
     ]
     wait(placed)
     moved = sum(p is not f for p, f in zip(placed, futures))
     name = "balanced-" + X.name
     layer = {(name, i, 0): future for i, future in enumerate(placed)}
-    balanced = da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, X.chunks, meta=X._meta)
-    log.info("X persisted in %d chunks of up to %d rows over %d threads (%d chunk(s) moved to even the load)",
-             X.numblocks[0], max(X.chunks[0]), threads, moved)
+    balanced = da.Array(
+        HighLevelGraph.from_collections(name, layer, dependencies=()), name, X.chunks, meta=X._meta
+    )
+    log.info(
+        "X persisted in %d chunks of up to %d rows over %d threads (%d chunk(s) moved to even the load)",
+        X.numblocks[0],
+        max(X.chunks[0]),
+        threads,
+        moved,
+    )
     return balanced
 
 
@@ -128,7 +139,9 @@ def persist_spread(client: Client, X: da.Array) -> da.Array:
     """persist_balanced in equal chunks, one share per worker thread: a drawn sample (about one piece
     per chunk of the array it came from) made even before every Lloyd pass runs over it."""
     threads = sum(dict(client.nthreads()).values())
-    return persist_balanced(client, X, balanced_chunks(int(X.shape[0]), X.dtype.itemsize * X.shape[1], threads))
+    return persist_balanced(
+        client, X, balanced_chunks(int(X.shape[0]), X.dtype.itemsize * X.shape[1], threads)
+    )
 
 
 def persist_on_current_client(X: np.ndarray) -> da.Array | None:

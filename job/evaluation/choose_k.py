@@ -33,12 +33,17 @@ class KScore:
     mapping_hungarian: list[int]
     mapping_majority: list[int]
     held_out_accuracy: float | None = None
-    held_out: dict | None = None  # n, accuracy_majority, per_digit_accuracy, confusion (+ accuracy_hungarian at k=10)
+    held_out: dict | None = (
+        None  # n, accuracy_majority, per_digit_accuracy, confusion (+ accuracy_hungarian at k=10)
+    )
 
     def to_dict(self) -> dict:
         row = dataclasses.asdict(self)
-        return {key: value for key, value in row.items()
-                if not (key in ("held_out_accuracy", "held_out") and value is None)}
+        return {
+            key: value
+            for key, value in row.items()
+            if not (key in ("held_out_accuracy", "held_out") and value is None)
+        }
 
 
 def elbow(ks: list[int], inertias: list[float]) -> int:
@@ -60,14 +65,18 @@ class Suggestion:
     votes: dict[str, int]
 
 
-def suggest_k(ks: list[int], inertia: list[float], silhouette: list[float], davies_bouldin: list[float]) -> Suggestion:
+def suggest_k(
+    ks: list[int], inertia: list[float], silhouette: list[float], davies_bouldin: list[float]
+) -> Suggestion:
     """The internal criteria vote: the highest silhouette, the lowest Davies-Bouldin, the elbow of the
     inertia curve (each list by k, in the order of `ks`). The k with most votes wins; on a tie, the
     silhouette's choice. With fewer than three values of k a curve has no elbow, so that criterion
     abstains (it would always vote for the first k). NaN scores (a skipped silhouette) never win."""
     index = range(len(ks))
-    votes = {"silhouette (highest)": ks[max(index, key=lambda i: np.nan_to_num(silhouette[i], nan=-2))],
-             "Davies-Bouldin (lowest)": ks[min(index, key=lambda i: np.nan_to_num(davies_bouldin[i], nan=np.inf))]}
+    votes = {
+        "silhouette (highest)": ks[max(index, key=lambda i: np.nan_to_num(silhouette[i], nan=-2))],
+        "Davies-Bouldin (lowest)": ks[min(index, key=lambda i: np.nan_to_num(davies_bouldin[i], nan=np.inf))],
+    }
     if len(ks) >= 3:
         votes["elbow of inertia"] = elbow(ks, inertia)
     tally = {k: list(votes.values()).count(k) for k in set(votes.values())}
@@ -77,6 +86,9 @@ def suggest_k(ks: list[int], inertia: list[float], silhouette: list[float], davi
     picked = ", ".join(f"{name}: k={value}" for name, value in votes.items())
     if len(ks) < 3:
         picked += "; the elbow abstains with fewer than 3 values of k"
-    agree = (f"{tally[k]} of {len(votes)} criteria agree" if tally[k] > 1
-             else "no two criteria agree; the silhouette decides")
+    agree = (
+        f"{tally[k]} of {len(votes)} criteria agree"
+        if tally[k] > 1
+        else "no two criteria agree; the silhouette decides"
+    )
     return Suggestion(k, f"{agree} ({picked})", votes)

@@ -32,7 +32,9 @@ class HeldOut:
         return dataclasses.asdict(self)
 
 
-def held_out_scores(clusters: np.ndarray, truth: np.ndarray, k: int, mapping_majority, mapping_hungarian) -> HeldOut:
+def held_out_scores(
+    clusters: np.ndarray, truth: np.ndarray, k: int, mapping_majority, mapping_hungarian
+) -> HeldOut:
     """Scores of the test images' nearest clusters `clusters` [n] against their digits `truth` [n].
 
     Returns n, accuracy_majority (each cluster read as its majority training digit), accuracy_hungarian
@@ -48,8 +50,9 @@ def held_out_scores(clusters: np.ndarray, truth: np.ndarray, k: int, mapping_maj
     contingency = np.bincount(clusters * N_CLASSES + truth, minlength=k * N_CLASSES).reshape(k, N_CLASSES)
     predicted = majority[clusters]
     known = predicted >= 0
-    confusion = np.bincount(truth[known] * N_CLASSES + predicted[known],
-                            minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
+    confusion = np.bincount(
+        truth[known] * N_CLASSES + predicted[known], minlength=N_CLASSES * N_CLASSES
+    ).reshape(N_CLASSES, N_CLASSES)
     per_digit = np.diag(confusion) / np.maximum(np.bincount(truth, minlength=N_CLASSES), 1)
     return HeldOut(
         n=len(truth),
@@ -89,15 +92,26 @@ class SweepClassifier:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "images"}
 
 
-def sweep_classifier(rows: list, predicted_by_k: dict[int, np.ndarray], truth: np.ndarray,
-                     shown: int = 32) -> SweepClassifier:
+def sweep_classifier(
+    rows: list, predicted_by_k: dict[int, np.ndarray], truth: np.ndarray, shown: int = 32
+) -> SweepClassifier:
     """The best k as a classifier from the sweep's rows (each with k, held_out_accuracy, held_out) and the
     test images' predicted digits at each k."""
     best = max(rows, key=lambda r: (r.held_out_accuracy, -r.k))
     index, times_wrong = most_misclassified(predicted_by_k, truth, shown)
     return SweepClassifier(
-        best_k=best.k, held_out_accuracy=best.held_out_accuracy, n_test=len(truth),
-        per_digit_accuracy=best.held_out["per_digit_accuracy"], confusion=best.held_out["confusion"],
-        most_misclassified=[{"index": int(i), "true": int(truth[i]), "predicted": int(predicted_by_k[best.k][i]),
-                             "times_wrong": int(w)} for i, w in zip(index, times_wrong)],
+        best_k=best.k,
+        held_out_accuracy=best.held_out_accuracy,
+        n_test=len(truth),
+        per_digit_accuracy=best.held_out["per_digit_accuracy"],
+        confusion=best.held_out["confusion"],
+        most_misclassified=[
+            {
+                "index": int(i),
+                "true": int(truth[i]),
+                "predicted": int(predicted_by_k[best.k][i]),
+                "times_wrong": int(w),
+            }
+            for i, w in zip(index, times_wrong)
+        ],
     )

@@ -69,24 +69,49 @@ class EvaluationPass:
     sample: Sample = field(repr=False)
 
 
-def evaluate_at(X: da.Array, truth: da.Array, centers: np.ndarray, counts: np.ndarray, sums: np.ndarray,
-                sample_index: np.ndarray, examples_per_cluster: int, seed: int,
-                labels: da.Array | None = None) -> EvaluationPass:
+def evaluate_at(
+    X: da.Array,
+    truth: da.Array,
+    centers: np.ndarray,
+    counts: np.ndarray,
+    sums: np.ndarray,
+    sample_index: np.ndarray,
+    examples_per_cluster: int,
+    seed: int,
+    labels: da.Array | None = None,
+) -> EvaluationPass:
     """Score the clustering of X at `centers` (X's units) in one pass over X (job.evaluation.scoring);
     counts [k] and sums [k, p] are the fit's per-cluster counts and coordinate sums at those centers;
     labels, the fit's labels when its last pass kept them (then no distance is computed again)."""
     counts, sums = np.asarray(counts), np.asarray(sums, dtype=np.float64)
     means = sums / np.maximum(counts, 1)[:, None]
     started = time.perf_counter()
-    labels, small = scoring.score_pass(X, truth, centers, means, examples_per_cluster=examples_per_cluster,
-                                       seed=seed, sample_index=sample_index, labels=labels)
-    evaluation = Evaluation(
-        **label_metrics(small.contingency), contingency=small.contingency.tolist(),
-        calinski_harabasz=float(scoring.calinski_harabasz(counts, sums, small.sq_total)[0]),
-        davies_bouldin=scoring.davies_bouldin(counts, means, small.spread), silhouette_sample=int(len(sample_index)),
+    labels, small = scoring.score_pass(
+        X,
+        truth,
+        centers,
+        means,
+        examples_per_cluster=examples_per_cluster,
+        seed=seed,
+        sample_index=sample_index,
+        labels=labels,
     )
-    log.info("evaluation pass (labels, contingency, Calinski-Harabasz %.1f, Davies-Bouldin %.3f, examples, the "
-             "silhouette's %s rows) in %.2f s", evaluation.calinski_harabasz, evaluation.davies_bouldin,
-             f"{len(sample_index):,}", time.perf_counter() - started)
+    evaluation = Evaluation(
+        **label_metrics(small.contingency),
+        contingency=small.contingency.tolist(),
+        calinski_harabasz=float(scoring.calinski_harabasz(counts, sums, small.sq_total)[0]),
+        davies_bouldin=scoring.davies_bouldin(counts, means, small.spread),
+        silhouette_sample=int(len(sample_index)),
+    )
+    log.info(
+        "evaluation pass (labels, contingency, Calinski-Harabasz %.1f, Davies-Bouldin %.3f, examples, the "
+        "silhouette's %s rows) in %.2f s",
+        evaluation.calinski_harabasz,
+        evaluation.davies_bouldin,
+        f"{len(sample_index):,}",
+        time.perf_counter() - started,
+    )
     sample = Sample(small.sample_rows, small.sample_labels, small.sample_truth)
-    return EvaluationPass(labels, evaluation, examples.indices(small.closest), examples.indices(small.random), sample)
+    return EvaluationPass(
+        labels, evaluation, examples.indices(small.closest), examples.indices(small.random), sample
+    )

@@ -40,8 +40,9 @@ def _best(scores, index, labels, k, m):  # pragma: no cover - compiled
         if last[1] >= 0 and (s > last[0] or (s == last[0] and ix > last[1])):
             continue
         j = m - 1
-        while j > 0 and (out[c, j - 1, 1] < 0 or out[c, j - 1, 0] > s
-                         or (out[c, j - 1, 0] == s and out[c, j - 1, 1] > ix)):
+        while j > 0 and (
+            out[c, j - 1, 1] < 0 or out[c, j - 1, 0] > s or (out[c, j - 1, 0] == s and out[c, j - 1, 1] > ix)
+        ):
             out[c, j] = out[c, j - 1]
             j -= 1
         out[c, j, 0] = s

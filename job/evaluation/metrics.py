@@ -24,7 +24,9 @@ from job.engine.blockwise import boxed_pairs, reduce_boxes, take_rows
 from job.evaluation import scoring
 
 
-def contingency(cluster_labels: da.Array, true_labels: da.Array, k: int, n_classes: int = N_CLASSES) -> da.Array:
+def contingency(
+    cluster_labels: da.Array, true_labels: da.Array, k: int, n_classes: int = N_CLASSES
+) -> da.Array:
     """Lazy [k, n_classes] int64 table: how many points of each digit fall in each cluster."""
     flat = cluster_labels.astype(np.int64) * n_classes + true_labels.astype(np.int64)
     return da.bincount(flat, minlength=k * n_classes).reshape(k, n_classes)
@@ -120,6 +122,7 @@ def mapped_accuracy(table: np.ndarray, digits: list[int]) -> float:
 
 # --- silhouette -------------------------------------------------------------------------------------
 
+
 def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
     """Sorted, seeded random row indices (all rows when size >= n)."""
     if size >= n:
@@ -127,7 +130,9 @@ def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def silhouette(X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: int, block_rows: int = 1000) -> float:
+def silhouette(
+    X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: int, block_rows: int = 1000
+) -> float:
     """Mean silhouette of a seeded random sample of rows, computed on the workers.
 
     Only the sample's rows (and their labels) are gathered; each task scores `block_rows` of them against
@@ -238,6 +243,7 @@ def pca_2d_later(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]
 
 # --- internal criteria: Calinski-Harabasz and Davies-Bouldin, by two reductions over X -----------------
 
+
 def _chunk_sums(xb, lb, k):
     return scoring.cluster_sums(xb, lb, k)
 
@@ -258,5 +264,7 @@ def criteria_from_sums(X: da.Array, cluster_labels: da.Array, counts, sums, sq_t
     """Both indices from pass-1 sums (per-cluster counts and sums, total squared norm) and pass 2."""
     ch, means = scoring.calinski_harabasz(np.asarray(counts), np.asarray(sums), float(sq_total))
     distance_sums = scoring.distance_to_means(X, cluster_labels, means)
-    return {"calinski_harabasz": float(ch), "davies_bouldin": scoring.davies_bouldin(np.asarray(counts), means,
-                                                                                     distance_sums)}
+    return {
+        "calinski_harabasz": float(ch),
+        "davies_bouldin": scoring.davies_bouldin(np.asarray(counts), means, distance_sums),
+    }

@@ -99,9 +99,15 @@ def _merge(*parts) -> PassOne:
     parts = [p[1] if isinstance(p, tuple) else p for p in parts]
     closest, random = examples.merge_candidates(*((p.closest, p.random) for p in parts))
     return PassOne(
-        sum(p.contingency for p in parts), sum(p.spread for p in parts), sum(p.sq_total for p in parts),
-        closest, random,
-        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("sample_rows", "sample_labels", "sample_truth")),
+        sum(p.contingency for p in parts),
+        sum(p.spread for p in parts),
+        sum(p.sq_total for p in parts),
+        closest,
+        random,
+        *(
+            np.concatenate([getattr(p, name) for p in parts])
+            for name in ("sample_rows", "sample_labels", "sample_truth")
+        ),
     )
 
 
@@ -109,9 +115,18 @@ def _labels_of(box):
     return box[0][0]
 
 
-def score_pass(X: da.Array, truth: da.Array, centers: np.ndarray, means: np.ndarray, *, examples_per_cluster: int,
-               seed: int, sample_index: np.ndarray, n_classes: int = N_CLASSES,
-               labels: da.Array | None = None) -> tuple[da.Array, PassOne]:
+def score_pass(
+    X: da.Array,
+    truth: da.Array,
+    centers: np.ndarray,
+    means: np.ndarray,
+    *,
+    examples_per_cluster: int,
+    seed: int,
+    sample_index: np.ndarray,
+    n_classes: int = N_CLASSES,
+    labels: da.Array | None = None,
+) -> tuple[da.Array, PassOne]:
     """The evaluation's one pass over X [n, p] at `centers` [k, p] (X's units); `means` [k, p] are the
     means of the clusters that labelling gives (the fit's last pass computed them: FusedKMeans's
     cluster_sums_ / counts_). Returns the labels (int32 [n], persisted on the workers) and the combined
@@ -120,11 +135,26 @@ def score_pass(X: da.Array, truth: da.Array, centers: np.ndarray, means: np.ndar
     (kept on the workers): then no distance product is made, and the labels returned are those."""
     if labels is not None:  # one array per chunk for boxed_pairs: each row's cluster and digit in one int64
         truth = labels.astype(np.int64) * n_classes + truth.rechunk((labels.chunks[0],)).astype(np.int64)
-    boxes = boxed_pairs(X, truth, _pass_chunk, np.asarray(centers, dtype=np.float64),
-                        np.asarray(means, dtype=np.float64), n_classes, examples_per_cluster, seed,
-                        np.asarray(sample_index, dtype=np.int64), labels is not None, with_offset=True).persist()
-    labels = boxes.map_blocks(_labels_of, chunks=(X.chunks[0],), dtype=np.int32,
-                              meta=np.empty((0,), dtype=np.int32), name="labels-" + boxes.name).persist()
+    boxes = boxed_pairs(
+        X,
+        truth,
+        _pass_chunk,
+        np.asarray(centers, dtype=np.float64),
+        np.asarray(means, dtype=np.float64),
+        n_classes,
+        examples_per_cluster,
+        seed,
+        np.asarray(sample_index, dtype=np.int64),
+        labels is not None,
+        with_offset=True,
+    ).persist()
+    labels = boxes.map_blocks(
+        _labels_of,
+        chunks=(X.chunks[0],),
+        dtype=np.int32,
+        meta=np.empty((0,), dtype=np.int32),
+        name="labels-" + boxes.name,
+    ).persist()
     small = _merge(reduce_boxes(boxes, _merge))  # _merge again: with one chunk the tree has no node
     return labels, small
 
@@ -159,7 +189,9 @@ def calinski_harabasz(counts: np.ndarray, sums: np.ndarray, sq_total: float) -> 
     within = float(sq_total - (counts[present] * (means[present] ** 2).sum(axis=1)).sum())
     if kk < 2:
         return float("nan"), means
-    if within <= 1e-12 * sq_total:  # every point on its cluster's mean (up to rounding): scikit-learn says 1.0
+    if (
+        within <= 1e-12 * sq_total
+    ):  # every point on its cluster's mean (up to rounding): scikit-learn says 1.0
         return 1.0, means
     return between * (n - kk) / (within * (kk - 1)), means
 

@@ -65,11 +65,27 @@ class _Bounds:
         self.states: list = []
 
     def _submit(self, fn, *args, worker, chunks, name):
-        future = self.client.submit(fn, *args, *chunks, workers=[worker], allow_other_workers=True, pure=False,
-                                    key=f"{name}-{uuid.uuid4().hex}")
-        state = self.client.submit(operator.getitem, future, 0, workers=[worker], allow_other_workers=True,
-                                   pure=False, key=f"{name}-state-{uuid.uuid4().hex}")
-        summary = self.client.submit(operator.getitem, future, 1, pure=False, key=f"{name}-sums-{uuid.uuid4().hex}")
+        future = self.client.submit(
+            fn,
+            *args,
+            *chunks,
+            workers=[worker],
+            allow_other_workers=True,
+            pure=False,
+            key=f"{name}-{uuid.uuid4().hex}",
+        )
+        state = self.client.submit(
+            operator.getitem,
+            future,
+            0,
+            workers=[worker],
+            allow_other_workers=True,
+            pure=False,
+            key=f"{name}-state-{uuid.uuid4().hex}",
+        )
+        summary = self.client.submit(
+            operator.getitem, future, 1, pure=False, key=f"{name}-sums-{uuid.uuid4().hex}"
+        )
         return state, summary
 
     def _run(self, fn, *args, name):
@@ -102,13 +118,23 @@ class _Bounds:
         position = {}
         for state, (worker, chunks) in zip(self.states, self.groups_of_chunks):
             for index, chunk in enumerate(chunks):
-                position[chunk.key] = self.client.submit(bounds.labels_of_states, state, index, workers=[worker],
-                                                         allow_other_workers=True, pure=False)
+                position[chunk.key] = self.client.submit(
+                    bounds.labels_of_states,
+                    state,
+                    index,
+                    workers=[worker],
+                    allow_other_workers=True,
+                    pure=False,
+                )
         graph = X.__dask_graph__()
         keys = list(dask.core.flatten(X.__dask_keys__()))
         layer = {(name, i): position[graph[key].key] for i, key in enumerate(keys)}
-        return da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, (X.chunks[0],),
-                        dtype=np.int32)
+        return da.Array(
+            HighLevelGraph.from_collections(name, layer, dependencies=()),
+            name,
+            (X.chunks[0],),
+            dtype=np.int32,
+        )
 
 
 def assign_kept(X: da.Array, plan, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, da.Array]:
@@ -123,9 +149,20 @@ def assign_kept(X: da.Array, plan, centers: np.ndarray) -> tuple[np.ndarray, np.
     return sums, counts, float(inertia), state.labels(X)
 
 
-def bounded_lloyd(X: da.Array, plan, centers: np.ndarray, *, tol: float, max_iter: int, done_before: int = 0,
-                  min_gain: float = 0.0, previous_inertia: float | None = None, on_iteration=None,
-                  seed: int = 0, label: str = "") -> Fitted:
+def bounded_lloyd(
+    X: da.Array,
+    plan,
+    centers: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int,
+    done_before: int = 0,
+    min_gain: float = 0.0,
+    previous_inertia: float | None = None,
+    on_iteration=None,
+    seed: int = 0,
+    label: str = "",
+) -> Fitted:
     """Lloyd from `centers` on persisted X (plan: job.engine.map_reduce.plan_tasks(X)) until the summed
     squared center shift is <= tol, or (min_gain > 0) a pass lowers the inertia by less than min_gain
     (relative), or max_iter; then one exact pass. on_iteration gets what FusedKMeans._lloyd gives it."""
@@ -139,8 +176,11 @@ def bounded_lloyd(X: da.Array, plan, centers: np.ndarray, *, tol: float, max_ite
     sums, counts, inertia, sq_total = state.init(centers)
     n = int(X.shape[0])
     passes, computed = 1, float(n * k)  # distances computed over `passes` passes of n x k each
-    log.info("bounds: %d groups of centers; first pass (every distance) in %.2f s", groups.count,
-             time.perf_counter() - started)
+    log.info(
+        "bounds: %d groups of centers; first pass (every distance) in %.2f s",
+        groups.count,
+        time.perf_counter() - started,
+    )
     previous, last_report, n_iter = previous_inertia, time.perf_counter(), done_before
     for n_iter in range(done_before + 1, max_iter + 1):
         gain = None if previous is None or previous <= 0 else (previous - inertia) / previous
@@ -158,19 +198,42 @@ def bounded_lloyd(X: da.Array, plan, centers: np.ndarray, *, tol: float, max_ite
         level = logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
         if level == logging.INFO:
             last_report = now
-        log.log(level, "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s); "
-                "distances computed %.1f%%", n_iter, max_iter, label, inertia, shift, tol,
-                f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "",
-                100 * computed / (passes * n * k))
+        log.log(
+            level,
+            "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s); "
+            "distances computed %.1f%%",
+            n_iter,
+            max_iter,
+            label,
+            inertia,
+            shift,
+            tol,
+            f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "",
+            100 * computed / (passes * n * k),
+        )
         if on_iteration is not None:
-            on_iteration({"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift, "converged": done})
+            on_iteration(
+                {"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift, "converged": done}
+            )
         delta_sums, delta_counts, _, distances, step_inertia = state.step(centers, moves, exact=done)
         sums, counts = sums + delta_sums, counts + delta_counts
         passes, computed = passes + 1, computed + distances
         inertia = step_inertia if done else _assignment_inertia(sq_total, centers, sums, counts)
         if done:
             break
-    log.info("bounded Lloyd%s: %d iterations in %.2f s, %.1f%% of the distances computed", label,
-             n_iter - done_before, time.perf_counter() - started, 100 * computed / (passes * n * k))
-    return Fitted(centers=centers, n_iter=n_iter, sums=sums, counts=counts, inertia=float(inertia),
-                  labels=state.labels(X), distance_share=computed / (passes * n * k))
+    log.info(
+        "bounded Lloyd%s: %d iterations in %.2f s, %.1f%% of the distances computed",
+        label,
+        n_iter - done_before,
+        time.perf_counter() - started,
+        100 * computed / (passes * n * k),
+    )
+    return Fitted(
+        centers=centers,
+        n_iter=n_iter,
+        sums=sums,
+        counts=counts,
+        inertia=float(inertia),
+        labels=state.labels(X),
+        distance_share=computed / (passes * n * k),
+    )

@@ -224,9 +224,24 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "algorithm": [StrOptions({"full", "lloyd"})],
     }
 
-    def __init__(self, n_clusters=8, *, init="k-means||", oversampling_factor=2, max_iter=300, tol=1e-4,
-                 random_state=None, init_max_iter=None, n_init="auto", sample_size="auto", polish_passes="auto",
-                 precompute_distances="auto", copy_x=True, n_jobs=1, algorithm="full"):
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        init="k-means||",
+        oversampling_factor=2,
+        max_iter=300,
+        tol=1e-4,
+        random_state=None,
+        init_max_iter=None,
+        n_init="auto",
+        sample_size="auto",
+        polish_passes="auto",
+        precompute_distances="auto",
+        copy_x=True,
+        n_jobs=1,
+        algorithm="full",
+    ):
         self.n_clusters = n_clusters
         self.init = init
         self.oversampling_factor = oversampling_factor
@@ -303,7 +318,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         labels = best.get("labels")
         # The bounded loop's last pass left every row's label on the workers: no pass to compute them again.
         self.labels_ = labels if labels is not None else predict_labels(X, self.cluster_centers_)
-        if in_memory:  # numpy in, numpy out (scikit-learn's contract); a dask collection gets dask-ml's lazy one
+        if (
+            in_memory
+        ):  # numpy in, numpy out (scikit-learn's contract); a dask collection gets dask-ml's lazy one
             self.labels_ = np.asarray(self.labels_.compute())
         self.labels_kept_ = labels is not None
         self.n_iter_ = best["n_iter"]
@@ -312,15 +329,21 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     def _check_init(self, n_features: int, weights) -> None:
         if isinstance(self.init, str):
             if weights is not None and self.init != "k-means||":
-                raise ValueError(f"sample_weight needs init='k-means||' or an array of centers, not {self.init!r}")
+                raise ValueError(
+                    f"sample_weight needs init='k-means||' or an array of centers, not {self.init!r}"
+                )
             return
         init = np.asarray(self.init)
         if init.ndim != 2 or init.shape[0] != self.n_clusters:
-            raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
-                             f"clusters {self.n_clusters}.")
+            raise ValueError(
+                f"The shape of the initial centers {init.shape} does not match the number of "
+                f"clusters {self.n_clusters}."
+            )
         if init.shape[1] != n_features:
-            raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
-                             f"features of the data {n_features}.")
+            raise ValueError(
+                f"The shape of the initial centers {init.shape} does not match the number of "
+                f"features of the data {n_features}."
+            )
 
     def _sample_rows(self, n: int) -> int:
         from job.kmeans.sampling import auto_sample_size
@@ -359,7 +382,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         started = time.perf_counter()
         if sampled:
             sample = sample_rows(X, size, seeds[0])
-            if plan is not None:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
+            if (
+                plan is not None
+            ):  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
                 from job.engine.persist import persist_spread
 
                 sample = persist_spread(plan[0], sample)
@@ -370,13 +395,16 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if not finite:
             raise ValueError("Input contains NaN or infinity.")
         if m < self.n_clusters:
-            raise ValueError(f"the sample of {m} rows has fewer than n_clusters={self.n_clusters}; "
-                             "raise sample_size")
+            raise ValueError(
+                f"the sample of {m} rows has fewer than n_clusters={self.n_clusters}; raise sample_size"
+            )
         # tol relative to the feature variance, estimated on the sample (the same for a resumed run).
         tol = relative_tol(self.tol, m, col_sum, col_sumsq)
         draw_seconds = time.perf_counter() - started
         if sampled:
-            log.info("sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds)
+            log.info(
+                "sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds
+            )
         sample_record = {"rows": int(m), "draw_seconds": draw_seconds}
         bounded = self._bounded(plan)
         if start is None:
@@ -388,12 +416,26 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 # With many clusters the sample's loop also stops on the gain (its shift reaches tol only
                 # after hundreds of iterations that no longer move the inertia: docs/benchmarks.md, 14).
                 centers, sample_iter, _, _, sample_inertia, _ = self._converge(
-                    sample, sample_plan, centers, tol, min_gain=SAMPLE_MIN_GAIN if bounded else 0.0,
-                    label=" on the sample", seed=seeds[0])
-                sample_record.update(n_iter=int(sample_iter), inertia=float(sample_inertia),
-                                     fit_seconds=time.perf_counter() - started - draw_seconds, **init_info)
-                log.info("sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
-                         sample_iter, sample_inertia, f"{n:,}")
+                    sample,
+                    sample_plan,
+                    centers,
+                    tol,
+                    min_gain=SAMPLE_MIN_GAIN if bounded else 0.0,
+                    label=" on the sample",
+                    seed=seeds[0],
+                )
+                sample_record.update(
+                    n_iter=int(sample_iter),
+                    inertia=float(sample_inertia),
+                    fit_seconds=time.perf_counter() - started - draw_seconds,
+                    **init_info,
+                )
+                log.info(
+                    "sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
+                    sample_iter,
+                    sample_inertia,
+                    f"{n:,}",
+                )
             done_before = 0
         else:
             self.starts_ = []
@@ -426,8 +468,18 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             max_iter = min(max_iter, done_before + self._polish_passes(n))
         min_gain = self.tol if sampled else (SAMPLE_MIN_GAIN if bounded else 0.0)
         centers, n_iter, sums, counts, inertia, labels = self._converge(
-            X, plan, centers, tol, done_before, notify, min_gain=min_gain,
-            previous_inertia=previous, max_iter=max_iter, label=" over all rows" if sampled else "", seed=seeds[0])
+            X,
+            plan,
+            centers,
+            tol,
+            done_before,
+            notify,
+            min_gain=min_gain,
+            previous_inertia=previous,
+            max_iter=max_iter,
+            label=" over all rows" if sampled else "",
+            seed=seeds[0],
+        )
         self.lloyd_time_ = time.perf_counter() - started
         self.strategy_ += " (bounded Lloyd)" if bounded else ""
         if sampled:
@@ -436,15 +488,27 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             sample_record["inertia_all_rows_final"] = float(inertia)
             sample_record["full_passes"] = int(n_iter - done_before)
             self.sample_ = sample_record
-            log.info("fit: %d Lloyd passes over all rows after the sample, inertia %.6g", n_iter - done_before,
-                     inertia)
+            log.info(
+                "fit: %d Lloyd passes over all rows after the sample, inertia %.6g",
+                n_iter - done_before,
+                inertia,
+            )
         else:
             self.sample_ = None
         # the draw, then Lloyd (bounded: its first pass, then one per iteration; plain: one per iteration,
         # then the final one)
         self.passes_over_all_rows_ = 2 + (n_iter - done_before)
-        return {"seed": seeds[0], "centers": centers, "inertia": inertia, "counts": counts, "sums": sums,
-                "n_iter": n_iter, "init_centers": init_centers, "init_info": init_info, "labels": labels}
+        return {
+            "seed": seeds[0],
+            "centers": centers,
+            "inertia": inertia,
+            "counts": counts,
+            "sums": sums,
+            "n_iter": n_iter,
+            "init_centers": init_centers,
+            "init_info": init_info,
+            "labels": labels,
+        }
 
     def _coarse_fit(self, rows, plan, centers, tol, seed, level=1) -> tuple[np.ndarray, list]:
         """The centers Lloyd reaches (with bounds, the sample's stopping rules) on a nested quarter of
@@ -461,10 +525,22 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         quarter = persist_spread(plan[0], sample_rows(rows, size, seed, stream=COARSE_STREAM + level))
         centers, levels = self._coarse_fit(quarter, plan, centers, tol, seed, level + 1)
         centers, n_iter, _, _, inertia, _ = self._converge(
-            quarter, plan_tasks(quarter), centers, tol, min_gain=SAMPLE_MIN_GAIN,
-            label=f" on {int(quarter.shape[0]):,} rows (coarse level {level})", seed=seed)
-        levels.append({"rows": int(quarter.shape[0]), "n_iter": int(n_iter), "inertia": float(inertia),
-                       "seconds": time.perf_counter() - started})
+            quarter,
+            plan_tasks(quarter),
+            centers,
+            tol,
+            min_gain=SAMPLE_MIN_GAIN,
+            label=f" on {int(quarter.shape[0]):,} rows (coarse level {level})",
+            seed=seed,
+        )
+        levels.append(
+            {
+                "rows": int(quarter.shape[0]),
+                "n_iter": int(n_iter),
+                "inertia": float(inertia),
+                "seconds": time.perf_counter() - started,
+            }
+        )
         return centers, levels
 
     def _polish_passes(self, n: int) -> int:
@@ -477,8 +553,20 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         """Whether Lloyd runs with Yinyang bounds (job.kmeans.bounded): with many clusters, on a persisted X."""
         return plan is not None and self.n_clusters >= BOUNDED_MIN_K
 
-    def _converge(self, X, plan, centers, tol, done_before=0, on_iteration=None, min_gain=0.0,
-                  previous_inertia=None, max_iter=None, label="", seed=0):
+    def _converge(
+        self,
+        X,
+        plan,
+        centers,
+        tol,
+        done_before=0,
+        on_iteration=None,
+        min_gain=0.0,
+        previous_inertia=None,
+        max_iter=None,
+        label="",
+        seed=0,
+    ):
         """Lloyd from `centers` (FusedKMeans._lloyd's rules) and the assignment at its last centers:
         (centers, n_iter, sums, counts, inertia, labels). labels: the assignment's labels on the workers
         (the bounded loop keeps them) or None (plain Lloyd: computed again when asked for)."""
@@ -491,14 +579,33 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if self._bounded(plan):
             from job.kmeans.bounded import bounded_lloyd
 
-            fitted = bounded_lloyd(X, plan, centers, tol=tol, max_iter=max_iter, done_before=done_before,
-                                   min_gain=min_gain, previous_inertia=previous_inertia, on_iteration=on_iteration,
-                                   seed=seed, label=label)
+            fitted = bounded_lloyd(
+                X,
+                plan,
+                centers,
+                tol=tol,
+                max_iter=max_iter,
+                done_before=done_before,
+                min_gain=min_gain,
+                previous_inertia=previous_inertia,
+                on_iteration=on_iteration,
+                seed=seed,
+                label=label,
+            )
             return fitted.centers, fitted.n_iter, fitted.sums, fitted.counts, fitted.inertia, fitted.labels
         n_iter = done_before
         if max_iter > done_before:
-            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration, min_gain=min_gain,
-                                          previous_inertia=previous_inertia, max_iter=max_iter)
+            centers, n_iter = self._lloyd(
+                X,
+                centers,
+                tol,
+                plan,
+                done_before,
+                on_iteration,
+                min_gain=min_gain,
+                previous_inertia=previous_inertia,
+                max_iter=max_iter,
+            )
         sums, counts, inertia = lloyd_step(X, centers, plan)
         return centers, n_iter, sums, counts, inertia, None
 
@@ -532,30 +639,65 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         size = subsample_size(m, self.n_clusters) if local_iter else seeding_rows(m, self.n_clusters)
         sub = sample_rows(sample, size, seeds[0], stream=SUBSAMPLE_STREAM) if size < m else sample
         rows = delayed(np.concatenate)(list(sub.to_delayed().ravel()))
-        results = dask.compute(*[delayed(local_fit, name=f"local_fit-{uuid.uuid4().hex}")(
-            rows, self.n_clusters, seed, tol, local_iter) for seed in seeds])
+        results = dask.compute(
+            *[
+                delayed(local_fit, name=f"local_fit-{uuid.uuid4().hex}")(
+                    rows, self.n_clusters, seed, tol, local_iter
+                )
+                for seed in seeds
+            ]
+        )
         best = min(results, key=lambda r: r["inertia"])
-        self.starts_ = [{"seed": r["seed"], "inertia": r["inertia"], "n_iter": r["n_iter"], "init_seconds": 0.0,
-                         "lloyd_seconds": r["seconds"], "init_info": {"init": "k-means++"}} for r in results]
+        self.starts_ = [
+            {
+                "seed": r["seed"],
+                "inertia": r["inertia"],
+                "n_iter": r["n_iter"],
+                "init_seconds": 0.0,
+                "lloyd_seconds": r["seconds"],
+                "init_info": {"init": "k-means++"},
+            }
+            for r in results
+        ]
         for r in results:
-            log.info("start (seed %s) on a subsample of %s rows: inertia %.6g after %d iterations, %.2f s%s",
-                     r["seed"], f"{int(sub.shape[0]):,}", r["inertia"], r["n_iter"], r["seconds"],
-                     " (best)" if r is best else "")
+            log.info(
+                "start (seed %s) on a subsample of %s rows: inertia %.6g after %d iterations, %.2f s%s",
+                r["seed"],
+                f"{int(sub.shape[0]):,}",
+                r["inertia"],
+                r["n_iter"],
+                r["seconds"],
+                " (best)" if r is best else "",
+            )
         log.info("%d start(s) in %.2f s", len(results), time.perf_counter() - started)
         return best["centers"], {
-            "centers": best["centers"].copy(), "subsample_rows": int(sub.shape[0]),
-            "starts": [{key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results]}
+            "centers": best["centers"].copy(),
+            "subsample_rows": int(sub.shape[0]),
+            "starts": [{key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results],
+        }
 
     def _best_of_starts(self, X, plan, seeds, tol, start, on_iteration, weights=None) -> dict:
         self.starts_, best = [], None
         for index, seed in enumerate(seeds):
-            notify = None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
+            notify = (
+                None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
+            )
             result = self._one_start(X, seed, tol, plan, start, notify, weights)
-            self.starts_.append({key: result[key] for key in ("seed", "inertia", "n_iter", "init_seconds",
-                                                                 "lloyd_seconds", "init_info")})
+            self.starts_.append(
+                {
+                    key: result[key]
+                    for key in ("seed", "inertia", "n_iter", "init_seconds", "lloyd_seconds", "init_info")
+                }
+            )
             if len(seeds) > 1:
-                log.info("start %d/%d (seed %s): inertia %.6g after %d iterations", index + 1, len(seeds),
-                         seed, result["inertia"], result["n_iter"])
+                log.info(
+                    "start %d/%d (seed %s): inertia %.6g after %d iterations",
+                    index + 1,
+                    len(seeds),
+                    seed,
+                    result["inertia"],
+                    result["n_iter"],
+                )
             if best is None or result["inertia"] < best["inertia"]:
                 best = result
             self.init_time_ += result["init_seconds"]
@@ -573,8 +715,12 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         started = time.perf_counter()
         if start is None:
             centers, init_info = self._init_centers(X, seed, weights)
-            log.info("init (%s): %d centers in %.2f s", self.init if isinstance(self.init, str) else "given",
-                     len(centers), time.perf_counter() - started)
+            log.info(
+                "init (%s): %d centers in %.2f s",
+                self.init if isinstance(self.init, str) else "given",
+                len(centers),
+                time.perf_counter() - started,
+            )
         else:
             centers = np.asarray(start["centers"], dtype=np.float64)
             init_info = {"resumed_after_iteration": int(start["n_iter"])}
@@ -589,9 +735,18 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration, weights=weights)
         lloyd_seconds = time.perf_counter() - started
         sums, counts, inertia = lloyd_step(X, centers, plan, weights)
-        return {"seed": seed, "centers": centers, "inertia": inertia, "counts": counts, "sums": sums, "n_iter": n_iter,
-                "init_centers": init_centers, "init_info": init_info, "init_seconds": init_seconds,
-                "lloyd_seconds": lloyd_seconds}
+        return {
+            "seed": seed,
+            "centers": centers,
+            "inertia": inertia,
+            "counts": counts,
+            "sums": sums,
+            "n_iter": n_iter,
+            "init_centers": init_centers,
+            "init_info": init_info,
+            "init_seconds": init_seconds,
+            "lloyd_seconds": lloyd_seconds,
+        }
 
     def _init_centers(self, X: da.Array, seed: int, weights=None) -> tuple[np.ndarray, dict]:
         """The given centers for an array; ours for "k-means||" (job.kmeans.kmeans_parallel: seeded, weighted
@@ -600,16 +755,40 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             return np.asarray(self.init, dtype=np.float64).copy(), {"init": "given"}
         if self.init == "k-means||":
             rounds = self.init_max_iter or DEFAULT_INIT_ROUNDS
-            return kmeans_parallel(X, self.n_clusters, seed=seed, rounds=rounds, oversampling=self.oversampling_factor,
-                                   weights=weights)
+            return kmeans_parallel(
+                X,
+                self.n_clusters,
+                seed=seed,
+                rounds=rounds,
+                oversampling=self.oversampling_factor,
+                weights=weights,
+            )
         from dask_ml.cluster.k_means import k_init  # imported only here: dask_ml takes 1.4 s to import
 
-        centers = k_init(X, self.n_clusters, init=self.init, random_state=seed, max_iter=self.init_max_iter,
-                         oversampling_factor=self.oversampling_factor, n_init="auto")
+        centers = k_init(
+            X,
+            self.n_clusters,
+            init=self.init,
+            random_state=seed,
+            max_iter=self.init_max_iter,
+            oversampling_factor=self.oversampling_factor,
+            n_init="auto",
+        )
         return np.asarray(centers, dtype=np.float64), {}
 
-    def _lloyd(self, X, centers, tol, plan, done_before=0, on_iteration=None, min_gain=0.0,
-               previous_inertia=None, weights=None, max_iter=None) -> tuple[np.ndarray, int]:
+    def _lloyd(
+        self,
+        X,
+        centers,
+        tol,
+        plan,
+        done_before=0,
+        on_iteration=None,
+        min_gain=0.0,
+        previous_inertia=None,
+        weights=None,
+        max_iter=None,
+    ) -> tuple[np.ndarray, int]:
         """Lloyd iterations from `centers` until the squared center shift is <= tol (scikit-learn's rule),
         or, with min_gain > 0, until a pass lowers the inertia by less than min_gain (relative; the
         polishing stage of the sampled fit), or max_iter. previous_inertia: the inertia of the pass
@@ -636,15 +815,32 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             done = shift <= tol or (min_gain > 0 and gain is not None and gain < min_gain)
             # Progress once a second (every iteration at DEBUG): ~100 iterations would flood the log.
             now = time.perf_counter()
-            level = logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
+            level = (
+                logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
+            )
             if level == logging.INFO:
                 last_report = now
-            log.log(level, "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s)",
-                    n_iter, max_iter, " over all rows" if min_gain else "", inertia, shift, tol,
-                    f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "")
+            log.log(
+                level,
+                "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s)",
+                n_iter,
+                max_iter,
+                " over all rows" if min_gain else "",
+                inertia,
+                shift,
+                tol,
+                f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "",
+            )
             if on_iteration is not None:
-                on_iteration({"n_iter": n_iter, "centers": centers, "inertia": inertia, "shift": shift,
-                              "converged": done})
+                on_iteration(
+                    {
+                        "n_iter": n_iter,
+                        "centers": centers,
+                        "inertia": inertia,
+                        "shift": shift,
+                        "converged": done,
+                    }
+                )
             if done:
                 break
         return centers, n_iter
@@ -681,7 +877,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         """
         self._check_fitted()
         X, weights = check_rows_and_weights(self, X, sample_weight, reset=False)
-        return -float(lloyd_step(X, np.asarray(self.cluster_centers_, dtype=np.float64), plan_tasks(X), weights)[2])
+        return -float(
+            lloyd_step(X, np.asarray(self.cluster_centers_, dtype=np.float64), plan_tasks(X), weights)[2]
+        )
 
     def transform(self, X, y=None):
         """Euclidean distances of X's rows to the centers.
@@ -706,7 +904,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         dtype = np.result_type(kernels.compute_dtype(X.dtype), centers.dtype)
         if kernels.compute_dtype(X.dtype) != dtype:
             X = X.astype(dtype)
-        distances = X.map_blocks(kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)), dtype=dtype)
+        distances = X.map_blocks(
+            kernels.center_distances, centers, chunks=(X.chunks[0], (len(centers),)), dtype=dtype
+        )
         return distances if lazy else np.asarray(distances.compute())
 
     def _check_fitted(self):

@@ -172,8 +172,12 @@ def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> n
 
 def seeding_rows(n: int, k: int) -> int:
     """How many of n rows greedy k-means++ seeds k centers from (the rules above)."""
-    return min(n, SEEDING_ROWS_PER_CENTER * k, SEEDING_MAX_ROWS,
-               max(SEEDING_MIN_ROWS_PER_CENTER * k, SEEDING_MAX_WORK // k))
+    return min(
+        n,
+        SEEDING_ROWS_PER_CENTER * k,
+        SEEDING_MAX_ROWS,
+        max(SEEDING_MIN_ROWS_PER_CENTER * k, SEEDING_MAX_WORK // k),
+    )
 
 
 def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> dict:
@@ -196,5 +200,10 @@ def local_fit(X: np.ndarray, k: int, seed: int, tol: float, max_iter: int) -> di
         init = greedy_kmeans_plusplus(seeding, k, rng)
         centers, n_iter = hamerly(X, init, float(tol), int(max_iter)) if max_iter > 0 else (init, 0)
         _, _, inertia = kernels.lloyd_partial(X, centers)
-    return {"seed": int(seed), "centers": centers, "inertia": float(inertia), "n_iter": int(n_iter),
-            "seconds": time.perf_counter() - started}
+    return {
+        "seed": int(seed),
+        "centers": centers,
+        "inertia": float(inertia),
+        "n_iter": int(n_iter),
+        "seconds": time.perf_counter() - started,
+    }

@@ -159,8 +159,18 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     if weights is None:
         costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
     else:
-        costs = da.blockwise(_chunk_costs_weighted, "i", X, "ij", weights, "i", delayed(candidates[0]), None,
-                             concatenate=True, dtype=np.float64).persist()
+        costs = da.blockwise(
+            _chunk_costs_weighted,
+            "i",
+            X,
+            "ij",
+            weights,
+            "i",
+            delayed(candidates[0]),
+            None,
+            concatenate=True,
+            dtype=np.float64,
+        ).persist()
     phi = float(costs.sum().compute())
     passes, phis = 1, [phi]
     log.info("k-means|| seed %d: first center row %d, cost %.6g", seed, first, phi)
@@ -175,33 +185,74 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
         candidates.append(new)
         if round_ < rounds and len(new):
             if weights is None:
-                costs = da.blockwise(_chunk_update, "i", X, "ij", costs, "i", delayed(new), None,
-                                     concatenate=True, dtype=np.float64).persist()
+                costs = da.blockwise(
+                    _chunk_update,
+                    "i",
+                    X,
+                    "ij",
+                    costs,
+                    "i",
+                    delayed(new),
+                    None,
+                    concatenate=True,
+                    dtype=np.float64,
+                ).persist()
             else:
-                costs = da.blockwise(_chunk_update_weighted, "i", X, "ij", weights, "i", costs, "i",
-                                     delayed(new), None, concatenate=True, dtype=np.float64).persist()
+                costs = da.blockwise(
+                    _chunk_update_weighted,
+                    "i",
+                    X,
+                    "ij",
+                    weights,
+                    "i",
+                    costs,
+                    "i",
+                    delayed(new),
+                    None,
+                    concatenate=True,
+                    dtype=np.float64,
+                ).persist()
             phi = float(costs.sum().compute())
             passes += 1
             phis.append(phi)
-        log.info("k-means|| round %d/%d: %d new candidates, %d in all%s", round_, rounds, len(new),
-                 len(chosen), f", cost {phi:.6g}" if round_ < rounds else "")
+        log.info(
+            "k-means|| round %d/%d: %d new candidates, %d in all%s",
+            round_,
+            rounds,
+            len(new),
+            len(chosen),
+            f", cost {phi:.6g}" if round_ < rounds else "",
+        )
     del costs
 
     cand = np.vstack(candidates)
     if weights is None:
         tasks = per_chunk(X, _chunk_weights, cand, k, with_offset=True)
     else:
-        tasks = list(boxed_pairs(X, weights, _chunk_weights_weighted, cand, k, with_offset=True).to_delayed().ravel())
+        tasks = list(
+            boxed_pairs(X, weights, _chunk_weights_weighted, cand, k, with_offset=True).to_delayed().ravel()
+        )
     parts = [unbox(p) for p in dask.compute(*tasks)]
     passes += 1
     weights = np.sum([p[0] for p in parts], axis=0).astype(np.float64)
     cand, weights = _add_farthest(X, cand, weights, parts, k, gathers)
     centers = _reduce_candidates(cand, weights, k, seed)
-    info = {"first_index": first, "rounds": rounds, "candidates": int(len(cand)), "passes": passes,
-            "chunk_reads": passes * X.numblocks[0] + sum(gathers), "phi": phis,
-            "seconds": time.perf_counter() - started}
-    log.info("k-means|| done: %d candidates -> %d centers, %d passes over X, %.2f s",
-             len(cand), k, passes, info["seconds"])
+    info = {
+        "first_index": first,
+        "rounds": rounds,
+        "candidates": int(len(cand)),
+        "passes": passes,
+        "chunk_reads": passes * X.numblocks[0] + sum(gathers),
+        "phi": phis,
+        "seconds": time.perf_counter() - started,
+    }
+    log.info(
+        "k-means|| done: %d candidates -> %d centers, %d passes over X, %.2f s",
+        len(cand),
+        k,
+        passes,
+        info["seconds"],
+    )
     return centers, info
 
 
@@ -222,11 +273,18 @@ def _add_farthest(X, cand, weights, parts, k, gathers):
     distinct = len(np.unique(cand, axis=0))
     if distinct < k:
         # As scikit-learn's KMeans: a warning, and some centers coincide (their clusters stay empty).
-        warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
-                      "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+            "Possibly due to duplicate points in X.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
         if len(cand) < k:
             extra = np.resize(np.arange(len(cand)), k - len(cand))
-            cand, weights = np.vstack([cand, cand[extra]]), np.concatenate([weights, np.full(len(extra), 1e-12)])
+            cand, weights = (
+                np.vstack([cand, cand[extra]]),
+                np.concatenate([weights, np.full(len(extra), 1e-12)]),
+            )
     return cand, weights
 
 

@@ -24,7 +24,9 @@ def lloyd_step(X: da.Array, centers: np.ndarray, plan=None, weights=None):
     With sample weights (a dask array chunked like X): weighted sums, total weights (float64) and the
     weighted inertia, by tasks that pair each chunk with its weights (job.engine.blockwise.boxed_pairs)."""
     if weights is not None:
-        return reduce_boxes(boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials)
+        return reduce_boxes(
+            boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials
+        )
     return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
 
 
@@ -58,11 +60,14 @@ def reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarr
     empty = np.flatnonzero(counts == 0)
     # Twice as many candidates as empty clusters, so that duplicates and singletons can be skipped.
     if weights is None:
-        _, rows, owners, row_weights = map_reduce(X, kernels.farthest_rows, kernels.merge_farthest, centers,
-                                                  2 * len(empty), plan=plan)
+        _, rows, owners, row_weights = map_reduce(
+            X, kernels.farthest_rows, kernels.merge_farthest, centers, 2 * len(empty), plan=plan
+        )
     else:
         _, rows, owners, row_weights = reduce_boxes(
-            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)), kernels.merge_farthest)
+            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)),
+            kernels.merge_farthest,
+        )
     sums, counts = sums.copy(), counts.copy() if weights is None else counts.astype(np.float64)
     if weights is None:
         row_weights = np.ones(len(rows), dtype=counts.dtype)  # counts stay integers
@@ -77,6 +82,9 @@ def reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarr
         counts[owner] -= weight
         sums[target], counts[target] = weight * row, weight
         taken.append(row)
-    log.info("re-seeded %d of %d empty cluster(s) with the points farthest from their centers",
-             len(taken), len(empty))
+    log.info(
+        "re-seeded %d of %d empty cluster(s) with the points farthest from their centers",
+        len(taken),
+        len(empty),
+    )
     return sums, counts

@@ -47,9 +47,15 @@ def sample_rows(X: da.Array, size: int, seed: int, stream: int = SAMPLE_STREAM) 
     if size >= n:
         return X
     fraction = size / n
-    picked = X.map_blocks(_chunk_rows, fraction, seed, stream, dtype=X.dtype,
-                          chunks=((math.nan,) * X.numblocks[0], (X.shape[1],)),
-                          name=f"sample_rows-{da.core.tokenize(X.name, fraction, seed, stream)}")
+    picked = X.map_blocks(
+        _chunk_rows,
+        fraction,
+        seed,
+        stream,
+        dtype=X.dtype,
+        chunks=((math.nan,) * X.numblocks[0], (X.shape[1],)),
+        name=f"sample_rows-{da.core.tokenize(X.name, fraction, seed, stream)}",
+    )
     picked = picked.persist()
     picked.compute_chunk_sizes()
     return picked

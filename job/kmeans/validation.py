@@ -55,8 +55,9 @@ def check_features(estimator, X, *, reset: bool) -> da.Array:
         if any(np.isnan(c) for c in X.chunks[0]):
             X = X.compute_chunk_sizes()  # a filtered array: its rows are counted once, here
         stand_in = np.zeros((min(int(X.shape[0]), 2), *X.shape[1:]), dtype=X.dtype)
-        validate_data(estimator, _with_columns(stand_in, columns), reset=reset, dtype=None,
-                      ensure_all_finite=False)
+        validate_data(
+            estimator, _with_columns(stand_in, columns), reset=reset, dtype=None, ensure_all_finite=False
+        )
     else:
         X = validate_data(estimator, X, reset=reset, dtype="numeric")
         X = _in_memory_as_dask(X)

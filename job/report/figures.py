@@ -46,8 +46,9 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
     mosaic = np.full((rows * (h + gap_y), cols * (w + gap_x) - gap_x), np.nan)
     for c in range(k):
         r, q = divmod(c, cols)
-        mosaic[r * (h + gap_y) + gap_y : (r + 1) * (h + gap_y), q * (w + gap_x) : q * (w + gap_x) + w] = \
+        mosaic[r * (h + gap_y) + gap_y : (r + 1) * (h + gap_y), q * (w + gap_x) : q * (w + gap_x) + w] = (
             centers[c].reshape(image_shape)
+        )
     # Inches a center, and its caption's points: at k=128 captions of 6 points on 0.9-inch cells were
     # unreadable at page size; 1.2 inches and 8 points up to 256 clusters (16 x 16 of them).
     cell = 1.4 if k <= 100 else 1.2 if k <= 256 else 0.9
@@ -59,8 +60,14 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
     ax.axis("off")
     for c in range(k):
         r, q = divmod(c, cols)
-        ax.text(q * (w + gap_x) + w / 2, r * (h + gap_y) + gap_y - 1, f"#{c}→{_digit(digits[c])}\nn={sizes[c]:,}",
-                ha="center", va="bottom", fontsize=8 if k <= 256 else 6)
+        ax.text(
+            q * (w + gap_x) + w / 2,
+            r * (h + gap_y) + gap_y - 1,
+            f"#{c}→{_digit(digits[c])}\nn={sizes[c]:,}",
+            ha="center",
+            va="bottom",
+            fontsize=8 if k <= 256 else 6,
+        )
     return _save(fig, path)
 
 
@@ -122,8 +129,15 @@ def _share_heatmap(fig: Figure, ax, share: np.ndarray, min_shown: float, aspect:
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect=aspect)
     for (row, col), value in np.ndenumerate(share):
         if value >= min_shown:
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.6 else "black")
+            ax.text(
+                col,
+                row,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > 0.6 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.04)
 
 
@@ -145,8 +159,16 @@ def _curve_against_k(rows: list, key: str, suggested: int, ylabel: str, title: s
     ax = fig.add_subplot()
     ax.plot(ks, values, "o-", color=color)
     if suggested in ks:
-        ax.scatter([suggested], [values[ks.index(suggested)]], s=140, facecolors="none", edgecolors="crimson",
-                   linewidths=2, zorder=3, label=f"suggested k={suggested}")
+        ax.scatter(
+            [suggested],
+            [values[ks.index(suggested)]],
+            s=140,
+            facecolors="none",
+            edgecolors="crimson",
+            linewidths=2,
+            zorder=3,
+            label=f"suggested k={suggested}",
+        )
     _k_axis(ax, ks)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -164,8 +186,14 @@ def _k_axis(ax, ks: list[int]) -> None:
 
 def plot_sweep_elbow(rows: list, suggested: int, elbow_k: int, path: Path) -> Path:
     """Inertia against k, with the elbow and the suggested k marked."""
-    fig, ax, ks, inertia = _curve_against_k(rows, "inertia", suggested, "inertia (sum of squared distances)",
-                                            "Elbow: inertia against k", "steelblue")
+    fig, ax, ks, inertia = _curve_against_k(
+        rows,
+        "inertia",
+        suggested,
+        "inertia (sum of squared distances)",
+        "Elbow: inertia against k",
+        "steelblue",
+    )
     ax.plot([ks[0], ks[-1]], [inertia[0], inertia[-1]], ":", color="grey", label="first to last k")
     if elbow_k in ks:
         ax.axvline(elbow_k, color="orange", linestyle="--", label=f"elbow k={elbow_k}")
@@ -174,8 +202,14 @@ def plot_sweep_elbow(rows: list, suggested: int, elbow_k: int, path: Path) -> Pa
 
 
 def plot_sweep_silhouette(rows: list, suggested: int, path: Path) -> Path:
-    fig, ax, _, _ = _curve_against_k(rows, "silhouette", suggested, "mean silhouette (sample)",
-                                     "Silhouette against k (higher is better)", "seagreen")
+    fig, ax, _, _ = _curve_against_k(
+        rows,
+        "silhouette",
+        suggested,
+        "mean silhouette (sample)",
+        "Silhouette against k (higher is better)",
+        "seagreen",
+    )
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -205,9 +239,14 @@ def plot_sweep_criteria(rows: list, suggested: int, path: Path) -> Path:
 def plot_sweep_accuracy(rows: list, best: int, path: Path) -> Path:
     """Held-out accuracy against k (each cluster read as its majority training digit), the in-sample
     accuracy beside it, the best k circled."""
-    fig, ax, ks, held_out = _curve_against_k(rows, "held_out_accuracy", best, "accuracy",
-                                             "Held-out accuracy against k\n(each cluster read as its majority digit)",
-                                             "crimson")
+    fig, ax, ks, held_out = _curve_against_k(
+        rows,
+        "held_out_accuracy",
+        best,
+        "accuracy",
+        "Held-out accuracy against k\n(each cluster read as its majority digit)",
+        "crimson",
+    )
     ax.lines[0].set_label("held-out (test split)")
     ax.plot(ks, [r.accuracy_majority for r in rows], "s--", color="grey", label="in-sample (train)")
     ax.collections[0].set_label(f"best k={best}: {held_out[ks.index(best)]:.3f}")
@@ -245,8 +284,9 @@ def plot_digit_confusion(confusion, k: int, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_misclassified(images: np.ndarray, truth, predicted, times_wrong, n_k: int, k: int, path: Path,
-                       columns: int = 8) -> Path:
+def plot_misclassified(
+    images: np.ndarray, truth, predicted, times_wrong, n_k: int, k: int, path: Path, columns: int = 8
+) -> Path:
     """The test images misclassified most often over the sweep's k values: each titled with its true
     digit, what the best k predicts, and for how many of the k values it was wrong."""
     m = len(images)
@@ -257,13 +297,15 @@ def plot_misclassified(images: np.ndarray, truth, predicted, times_wrong, n_k: i
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=PIXEL_MAX, interpolation="nearest")
         ax.set_title(f"{truth[i]}→{_digit(predicted[i])} ({times_wrong[i]}/{n_k})", fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"Test images misclassified most often (true→predicted at k={k}, wrong for x of {n_k} k)",
-                 fontsize=10)
+    fig.suptitle(
+        f"Test images misclassified most often (true→predicted at k={k}, wrong for x of {n_k} k)", fontsize=10
+    )
     return _save(fig, path)
 
 
-def plot_pca(points: np.ndarray, clusters: np.ndarray, digits: np.ndarray, path: Path,
-             cluster_digits=None) -> Path:
+def plot_pca(
+    points: np.ndarray, clusters: np.ndarray, digits: np.ndarray, path: Path, cluster_digits=None
+) -> Path:
     """A 2-D PCA projection of a sample, colored by cluster (left) and by true digit (right), in one
     palette: each cluster in the color of the digit it mostly holds (`cluster_digits`, its majority
     digit), so that the two panels can be read against each other. (With a color per cluster index,
@@ -273,25 +315,44 @@ def plot_pca(points: np.ndarray, clusters: np.ndarray, digits: np.ndarray, path:
     if cluster_digits is None:
         cluster_digits = np.arange(int(clusters.max()) + 1)
     cluster_digits = np.asarray(cluster_digits)
-    panels = [(clusters, lambda c: cluster_digits[c], lambda c: f"#{c}→{_digit(cluster_digits[c])}",
-               "colored by the digit each cluster mostly holds", "cluster"),
-              (digits, lambda d: d, str, "colored by true digit", "digit")]
+    panels = [
+        (
+            clusters,
+            lambda c: cluster_digits[c],
+            lambda c: f"#{c}→{_digit(cluster_digits[c])}",
+            "colored by the digit each cluster mostly holds",
+            "cluster",
+        ),
+        (digits, lambda d: d, str, "colored by true digit", "digit"),
+    ]
     for i, (values, color_of, label_of, title, legend) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
         shown = np.unique(values)
         for v in shown:
             sel = values == v
             digit = int(color_of(int(v)))
-            ax.scatter(points[sel, 0], points[sel, 1], s=3, alpha=0.5,
-                       color=cmap(digit % cmap.N) if digit >= 0 else "grey", label=label_of(int(v)))
+            ax.scatter(
+                points[sel, 0],
+                points[sel, 1],
+                s=3,
+                alpha=0.5,
+                color=cmap(digit % cmap.N) if digit >= 0 else "grey",
+                label=label_of(int(v)),
+            )
         ax.set_title(f"PCA of {len(points):,} sampled images,\n{title}", fontsize=10)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         # Outside the axes: loc="best" makes matplotlib test every one of the 10,000 points for overlap;
         # with it and a second draw (bbox_inches="tight") this figure took 1.5 s, now 0.5 s.
         if len(shown) <= 40:
-            ax.legend(markerscale=4, fontsize=7, ncol=1 if len(shown) <= 10 else 2, loc="upper left",
-                      bbox_to_anchor=(1.0, 1.0), title=legend)
+            ax.legend(
+                markerscale=4,
+                fontsize=7,
+                ncol=1 if len(shown) <= 10 else 2,
+                loc="upper left",
+                bbox_to_anchor=(1.0, 1.0),
+                title=legend,
+            )
     return _save(fig, path)
 
 
@@ -304,5 +365,12 @@ def plot_sweep_classifier(rows: list, as_classifier, n_k: int, out: Path) -> Non
     plot_digit_confusion(as_classifier.confusion, best, out / "confusion_test.png")
     shown = as_classifier.most_misclassified
     if shown:
-        plot_misclassified(as_classifier.images, [m["true"] for m in shown], [m["predicted"] for m in shown],
-                           [m["times_wrong"] for m in shown], n_k, best, out / "misclassified.png")
+        plot_misclassified(
+            as_classifier.images,
+            [m["true"] for m in shown],
+            [m["predicted"] for m in shown],
+            [m["times_wrong"] for m in shown],
+            n_k,
+            best,
+            out / "misclassified.png",
+        )

@@ -60,18 +60,27 @@ def _fmt(value) -> str:
 
 
 def _table(rows: list[list], header: list[str], left: int = 1) -> str:
-    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(header))
+    head = "".join(
+        f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(header)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(v)}</td>' for i, v in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(v)}</td>' for i, v in enumerate(row))
+        + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _cards(items: list[tuple[str, object]]) -> str:
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><span class="muted">{html.escape(name)}</span><b>{_fmt(v)}</b></div>' for name, v in items
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><span class="muted">{html.escape(name)}</span><b>{_fmt(v)}</b></div>'
+            for name, v in items
+        )
+        + "</div>"
+    )
 
 
 def _flat(config: dict, prefix: str = "") -> list[list]:
@@ -86,9 +95,15 @@ def _flat(config: dict, prefix: str = "") -> list[list]:
 
 def _timings(metrics: dict) -> str:
     memory = metrics.get("memory", {})
-    rows = [[name, seconds, (memory.get(name, {}).get("client_peak_rss") or 0) / 2**20,
-             (memory.get(name, {}).get("cluster_peak_memory") or 0) / 2**20]
-            for name, seconds in metrics.get("timings", {}).items()]
+    rows = [
+        [
+            name,
+            seconds,
+            (memory.get(name, {}).get("client_peak_rss") or 0) / 2**20,
+            (memory.get(name, {}).get("cluster_peak_memory") or 0) / 2**20,
+        ]
+        for name, seconds in metrics.get("timings", {}).items()
+    ]
     return _table(rows, ["phase", "seconds", "client peak MiB", "cluster peak MiB"])
 
 
@@ -97,13 +112,17 @@ def _dashboard(metrics: dict) -> str:
     if not link:
         return ""
     safe = html.escape(link)
-    return (f'<p class="muted">Dask dashboard while the run was live: <a href="{safe}">{safe}</a> '
-            "(a cluster the job started closes with it; a cluster it joined keeps serving it).</p>")
+    return (
+        f'<p class="muted">Dask dashboard while the run was live: <a href="{safe}">{safe}</a> '
+        "(a cluster the job started closes with it; a cluster it joined keeps serving it).</p>"
+    )
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
 
 
 def write_run_report(out: Path, metrics: dict, example_strips: dict[int, np.ndarray]) -> Path:
@@ -114,59 +133,108 @@ def write_run_report(out: Path, metrics: dict, example_strips: dict[int, np.ndar
     purity = np.where(sizes > 0, table.max(axis=1) / np.maximum(sizes, 1), 0.0)
     digits_h, digits_m = ev["mapping_hungarian"], ev["mapping_majority"]
 
-    parts = [f'<p class="muted">{_fmt(ds["n"])} images of {ds["store"]} ({"+".join(ds["splits"])}), '
-             f'k={cfg["k"]}, seed {cfg["seed"]}, started {html.escape(str(metrics.get("started")))}.</p>',
-             _dashboard(metrics)]
-    cards = [("ARI", ev["ari"]), ("NMI", ev["nmi"]), ("accuracy (Hungarian)", ev["accuracy_hungarian"]),
-             ("accuracy (majority)", ev["accuracy_majority"]), ("silhouette", ev.get("silhouette")),
-             ("Davies-Bouldin", ev.get("davies_bouldin")), ("Calinski-Harabasz", ev.get("calinski_harabasz")),
-             ("inertia", fit["inertia"]), ("iterations", fit["n_iter"])]
+    parts = [
+        f'<p class="muted">{_fmt(ds["n"])} images of {ds["store"]} ({"+".join(ds["splits"])}), '
+        f"k={cfg['k']}, seed {cfg['seed']}, started {html.escape(str(metrics.get('started')))}.</p>",
+        _dashboard(metrics),
+    ]
+    cards = [
+        ("ARI", ev["ari"]),
+        ("NMI", ev["nmi"]),
+        ("accuracy (Hungarian)", ev["accuracy_hungarian"]),
+        ("accuracy (majority)", ev["accuracy_majority"]),
+        ("silhouette", ev.get("silhouette")),
+        ("Davies-Bouldin", ev.get("davies_bouldin")),
+        ("Calinski-Harabasz", ev.get("calinski_harabasz")),
+        ("inertia", fit["inertia"]),
+        ("iterations", fit["n_iter"]),
+    ]
     if metrics.get("held_out"):
         # Each test image read as the digit its cluster mostly holds: what job.predict answers, at any k.
         cards.append(("held-out accuracy (majority)", metrics["held_out"]["accuracy_majority"]))
         if cfg["k"] <= len(ev["contingency"][0]):  # the one-to-one score means something up to ten clusters
             cards.append(("held-out accuracy (Hungarian)", metrics["held_out"]["accuracy_hungarian"]))
-    parts += ["<h2>Metrics</h2>", _cards(cards),
-              _table([[name, ev.get(key)] for name, key in [
-                  ("adjusted Rand index", "ari"), ("normalized mutual information", "nmi"),
-                  ("homogeneity", "homogeneity"), ("completeness", "completeness"), ("V-measure", "v_measure"),
-                  ("accuracy, one-to-one (Hungarian) mapping", "accuracy_hungarian"),
-                  ("accuracy, majority mapping", "accuracy_majority"),
-                  (f"silhouette (sample of {ev.get('silhouette_sample')})", "silhouette"),
-                  ("Davies-Bouldin (all points)", "davies_bouldin"),
-                  ("Calinski-Harabasz (all points)", "calinski_harabasz")]], ["metric", "value"])]
+    parts += [
+        "<h2>Metrics</h2>",
+        _cards(cards),
+        _table(
+            [
+                [name, ev.get(key)]
+                for name, key in [
+                    ("adjusted Rand index", "ari"),
+                    ("normalized mutual information", "nmi"),
+                    ("homogeneity", "homogeneity"),
+                    ("completeness", "completeness"),
+                    ("V-measure", "v_measure"),
+                    ("accuracy, one-to-one (Hungarian) mapping", "accuracy_hungarian"),
+                    ("accuracy, majority mapping", "accuracy_majority"),
+                    (f"silhouette (sample of {ev.get('silhouette_sample')})", "silhouette"),
+                    ("Davies-Bouldin (all points)", "davies_bouldin"),
+                    ("Calinski-Harabasz (all points)", "calinski_harabasz"),
+                ]
+            ],
+            ["metric", "value"],
+        ),
+    ]
     if fit.get("starts") and len(fit["starts"]) > 1:
         rows = (fit.get("init") or {}).get("subsample_rows")
         where = f"on a subsample of {rows:,} rows; the best one continued" if rows else "each a whole fit"
-        parts += [f"<h3>Starts (--n-init): inertia {where}</h3>",
-                  _table([[s["seed"], s["inertia"], s["n_iter"]] for s in fit["starts"]], ["seed", "inertia", "iterations"])]
+        parts += [
+            f"<h3>Starts (--n-init): inertia {where}</h3>",
+            _table(
+                [[s["seed"], s["inertia"], s["n_iter"]] for s in fit["starts"]],
+                ["seed", "inertia", "iterations"],
+            ),
+        ]
 
     parts.append("<h2>Cluster centers</h2>")
-    for name, alt in [("centers.png", "cluster centers"), ("pca.png", "PCA of a sample"),
-                      ("examples_closest.png", "images closest to each center"),
-                      ("examples_random.png", "random images of each cluster"), ("confusion.png", "confusion matrix"),
-                      ("sizes.png", "cluster sizes")]:
+    for name, alt in [
+        ("centers.png", "cluster centers"),
+        ("pca.png", "PCA of a sample"),
+        ("examples_closest.png", "images closest to each center"),
+        ("examples_random.png", "random images of each cluster"),
+        ("confusion.png", "confusion matrix"),
+        ("sizes.png", "cluster sizes"),
+    ]:
         if (out / name).exists():
             parts.append(_img(out / name, alt))
 
     parts.append("<h2>Cluster to digit</h2>")
-    rows = [[c, digits_h[c], digits_m[c], int(sizes[c]), float(purity[c]),
-             ", ".join(f"{d}: {int(n)}" for d, n in sorted(enumerate(table[c]), key=lambda t: -t[1])[:3] if n)]
-            for c in range(len(table))]
-    parts.append(_table(rows, ["cluster", "digit (Hungarian)", "digit (majority)", "size", "purity",
-                               "most frequent digits"]))
+    rows = [
+        [
+            c,
+            digits_h[c],
+            digits_m[c],
+            int(sizes[c]),
+            float(purity[c]),
+            ", ".join(f"{d}: {int(n)}" for d, n in sorted(enumerate(table[c]), key=lambda t: -t[1])[:3] if n),
+        ]
+        for c in range(len(table))
+    ]
+    parts.append(
+        _table(
+            rows,
+            ["cluster", "digit (Hungarian)", "digit (majority)", "size", "purity", "most frequent digits"],
+        )
+    )
 
     worst = [int(c) for c in np.argsort(purity, kind="stable")[:3] if sizes[c] > 0]
-    parts.append("<h2>Worst-matched clusters</h2><p class='muted'>The clusters whose most frequent digit is "
-                 "the smallest share of their images; their examples show what they mix.</p>")
+    parts.append(
+        "<h2>Worst-matched clusters</h2><p class='muted'>The clusters whose most frequent digit is "
+        "the smallest share of their images; their examples show what they mix.</p>"
+    )
     for c in worst:
         parts.append(f"<h3>Cluster {c}: {purity[c]:.0%} are {digits_m[c]}s</h3>")
         if c in example_strips:
             parts.append(_png(example_strips[c]))
 
-    parts += ["<h2>Timings</h2>", _timings(metrics),
-              f'<p class="muted">{fit.get("persist_reason", "")}</p>',
-              "<h2>Configuration</h2>", _table(_flat(cfg), ["setting", "value"])]
+    parts += [
+        "<h2>Timings</h2>",
+        _timings(metrics),
+        f'<p class="muted">{fit.get("persist_reason", "")}</p>',
+        "<h2>Configuration</h2>",
+        _table(_flat(cfg), ["setting", "value"]),
+    ]
     path = out / "report.html"
     path.write_text(_page(f"K-Means on {ds['store']}: k={cfg['k']}", "".join(parts)))
     return path
@@ -175,31 +243,69 @@ def write_run_report(out: Path, metrics: dict, example_strips: dict[int, np.ndar
 def write_sweep_report(out: Path, metrics: dict) -> Path:
     rows = metrics["sweep"]
     k = metrics["suggested_k"]
-    parts = [f'<p class="muted">{_fmt(metrics["dataset"]["n"])} images of {metrics["dataset"]["store"]}; '
-             f'k in {", ".join(str(r["k"]) for r in rows)}.</p>', _dashboard(metrics),
-             f"<h2>Suggested k = {k}</h2><p>{html.escape(metrics['suggestion_reason'])}</p>"]
+    parts = [
+        f'<p class="muted">{_fmt(metrics["dataset"]["n"])} images of {metrics["dataset"]["store"]}; '
+        f"k in {', '.join(str(r['k']) for r in rows)}.</p>",
+        _dashboard(metrics),
+        f"<h2>Suggested k = {k}</h2><p>{html.escape(metrics['suggestion_reason'])}</p>",
+    ]
     for name, alt in [("elbow.png", "elbow"), ("silhouette.png", "silhouette"), ("criteria.png", "criteria")]:
         parts.append(_img(out / name, alt))
     if metrics.get("classifier"):
         parts.append(_classifier_section(out, metrics["classifier"]))
     held_out = bool(metrics.get("classifier"))
-    parts += ["<h2>Every k</h2>", _table(
-        # The one-to-one (Hungarian) accuracy means something only while no digit needs two clusters:
-        # at k=128 it scored 0.0996 (all but ten clusters count as wrong). "-" above ten clusters.
-        [[r["k"], r["inertia"], r["n_iter"], r["silhouette"], r["ari"], r["nmi"],
-          r["accuracy_hungarian"] if r["k"] <= N_CLASSES else None,
-          r["accuracy_majority"], *([r["held_out_accuracy"]] if held_out else []), r["davies_bouldin"],
-          r["calinski_harabasz"], r["fit_seconds"]] for r in rows],
-        ["k", "inertia", "iterations", "silhouette", "ARI", "NMI", "accuracy (Hungarian)", "accuracy (majority)",
-         *(["held-out accuracy"] if held_out else []), "Davies-Bouldin", "Calinski-Harabasz", "fit s"])]
+    parts += [
+        "<h2>Every k</h2>",
+        _table(
+            # The one-to-one (Hungarian) accuracy means something only while no digit needs two clusters:
+            # at k=128 it scored 0.0996 (all but ten clusters count as wrong). "-" above ten clusters.
+            [
+                [
+                    r["k"],
+                    r["inertia"],
+                    r["n_iter"],
+                    r["silhouette"],
+                    r["ari"],
+                    r["nmi"],
+                    r["accuracy_hungarian"] if r["k"] <= N_CLASSES else None,
+                    r["accuracy_majority"],
+                    *([r["held_out_accuracy"]] if held_out else []),
+                    r["davies_bouldin"],
+                    r["calinski_harabasz"],
+                    r["fit_seconds"],
+                ]
+                for r in rows
+            ],
+            [
+                "k",
+                "inertia",
+                "iterations",
+                "silhouette",
+                "ARI",
+                "NMI",
+                "accuracy (Hungarian)",
+                "accuracy (majority)",
+                *(["held-out accuracy"] if held_out else []),
+                "Davies-Bouldin",
+                "Calinski-Harabasz",
+                "fit s",
+            ],
+        ),
+    ]
     parts.append(f"<h2>Centers at the suggested k = {k}</h2>")
     parts.append(_img(out / f"centers_k{k:02d}.png", f"centers for k={k}"))
     parts.append("<h2>Centers for every k</h2>")
     for r in rows:
         if r["k"] != k:
-            parts.append(f"<h3>k = {r['k']}</h3>" + _img(out / f"centers_k{r['k']:02d}.png", f"centers for k={r['k']}"))
-    parts += ["<h2>Timings</h2>", _timings(metrics), "<h2>Configuration</h2>",
-              _table(_flat(metrics["config"]), ["setting", "value"])]
+            parts.append(
+                f"<h3>k = {r['k']}</h3>" + _img(out / f"centers_k{r['k']:02d}.png", f"centers for k={r['k']}")
+            )
+    parts += [
+        "<h2>Timings</h2>",
+        _timings(metrics),
+        "<h2>Configuration</h2>",
+        _table(_flat(metrics["config"]), ["setting", "value"]),
+    ]
     path = out / "report.html"
     path.write_text(_page(f"Choosing k on {metrics['dataset']['store']}", "".join(parts)))
     return path
@@ -208,19 +314,30 @@ def write_sweep_report(out: Path, metrics: dict) -> Path:
 def _classifier_section(out: Path, c: dict) -> str:
     """The sweep as a classifier: the accuracy curve, the best k, its per-digit accuracy and confusion,
     and the test images misclassified most often (pictures)."""
-    parts = [f'<h2 id="classifier">As a classifier</h2><p>Each cluster is read as the majority digit of its '
-             f'training images, and every test image as the digit of its nearest center. Best k = '
-             f'<b>{c["best_k"]}</b>: held-out accuracy <b>{c["held_out_accuracy"]:.3f}</b> on '
-             f'{_fmt(c["n_test"])} test images.</p>', _img(out / "accuracy.png", "held-out accuracy against k"),
-             _img(out / "per_digit.png", f"per-digit held-out accuracy at k={c['best_k']}"),
-             _img(out / "confusion_test.png", f"test split confusion at k={c['best_k']}")]
+    parts = [
+        f'<h2 id="classifier">As a classifier</h2><p>Each cluster is read as the majority digit of its '
+        f"training images, and every test image as the digit of its nearest center. Best k = "
+        f"<b>{c['best_k']}</b>: held-out accuracy <b>{c['held_out_accuracy']:.3f}</b> on "
+        f"{_fmt(c['n_test'])} test images.</p>",
+        _img(out / "accuracy.png", "held-out accuracy against k"),
+        _img(out / "per_digit.png", f"per-digit held-out accuracy at k={c['best_k']}"),
+        _img(out / "confusion_test.png", f"test split confusion at k={c['best_k']}"),
+    ]
     if (out / "misclassified.png").exists():
         parts.append(_img(out / "misclassified.png", "the test images misclassified most often"))
     return "".join(parts)
 
 
-def write_live_page(path: Path, title: str, dashboard: str | None, done: dict[str, float], current: str | None,
-                    total: int | None, detail: str | None = None, final_report: Path | None = None) -> Path:
+def write_live_page(
+    path: Path,
+    title: str,
+    dashboard: str | None,
+    done: dict[str, float],
+    current: str | None,
+    total: int | None,
+    detail: str | None = None,
+    final_report: Path | None = None,
+) -> Path:
     """A page that reloads itself every 5 s while the job runs: the phases so far, how far the running
     one is (`detail`: the fit's latest Lloyd iteration), the dashboard link, and where the full report
     will be. Written next to the checkpoint (<run>.partial/report.html), which goes when the job ends."""
@@ -228,13 +345,18 @@ def write_live_page(path: Path, title: str, dashboard: str | None, done: dict[st
     if current:
         rows.append([f"{current} (running{': ' + detail if detail else ''})", None])
     final = final_report.resolve().as_uri() if final_report is not None else None
-    body = (f"<p>Running: phase {len(done) + (1 if current else 0)} of {total or '?'}. This page reloads every "
-            f"5 s and goes when the job ends; the full report will then be "
-            + (f'<a href="{html.escape(final)}">{html.escape(final)}</a>' if final else "in the run folder")
-            + ".</p>"
-            + (f'<p>Dask dashboard: <a href="{html.escape(dashboard)}">{html.escape(dashboard)}</a></p>'
-               if dashboard else "")
-            + _table(rows, ["phase", "seconds"]))
+    body = (
+        f"<p>Running: phase {len(done) + (1 if current else 0)} of {total or '?'}. This page reloads every "
+        f"5 s and goes when the job ends; the full report will then be "
+        + (f'<a href="{html.escape(final)}">{html.escape(final)}</a>' if final else "in the run folder")
+        + ".</p>"
+        + (
+            f'<p>Dask dashboard: <a href="{html.escape(dashboard)}">{html.escape(dashboard)}</a></p>'
+            if dashboard
+            else ""
+        )
+        + _table(rows, ["phase", "seconds"])
+    )
     page = _page(title, body).replace("<head>", '<head><meta http-equiv="refresh" content="5">', 1)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(page)

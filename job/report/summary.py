@@ -46,8 +46,11 @@ def write_metrics(path: Path, metrics: dict) -> Path:
 def write_model(path: Path, centers: np.ndarray, image_shape, mapping_hungarian, mapping_majority) -> Path:
     """Everything `predict` needs: centers [k, p] float32, the cluster->digit mappings, the image shape."""
     np.savez(
-        path, centers=centers.astype(np.float32), image_shape=np.asarray(image_shape),
-        mapping_hungarian=np.asarray(mapping_hungarian), mapping_majority=np.asarray(mapping_majority),
+        path,
+        centers=centers.astype(np.float32),
+        image_shape=np.asarray(image_shape),
+        mapping_hungarian=np.asarray(mapping_hungarian),
+        mapping_majority=np.asarray(mapping_majority),
     )
     return path
 
@@ -60,7 +63,8 @@ def mapping_line(majority: list[int]) -> str:
         return f"  cluster -> digit it mostly holds: {' '.join(f'{c}:{d}' for c, d in enumerate(majority))}"
     groups = {d: [c for c, m in enumerate(majority) if m == d] for d in sorted(set(majority))}
     return "  clusters by majority digit: " + "; ".join(
-        f"{d}: {', '.join(map(str, clusters))}" for d, clusters in groups.items())
+        f"{d}: {', '.join(map(str, clusters))}" for d, clusters in groups.items()
+    )
 
 
 def summary_text(metrics: dict, run_dir: Path) -> str:
@@ -90,18 +94,26 @@ def sweep_summary_text(metrics: dict, run_dir: Path) -> str:
     header = "    k    inertia  silhouette    ARI    NMI  Davies-Bouldin  Calinski-Harabasz"
     if metrics.get("classifier"):
         header += "  held-out accuracy"
-    lines = [f"k sweep on {metrics['dataset']['n']:,} images: {', '.join(str(r['k']) for r in metrics['sweep'])}",
-             header]
+    lines = [
+        f"k sweep on {metrics['dataset']['n']:,} images: {', '.join(str(r['k']) for r in metrics['sweep'])}",
+        header,
+    ]
     for r in metrics["sweep"]:
-        lines.append(f"  {r['k']:3d} {r['inertia']:10,.0f} {r['silhouette']:11.4f} {r['ari']:6.3f} {r['nmi']:6.3f}"
-                     f" {r['davies_bouldin']:15.3f} {r['calinski_harabasz']:18,.0f}"
-                     + (f" {r['held_out_accuracy']:18.3f}" if "held_out_accuracy" in r else ""))
+        lines.append(
+            f"  {r['k']:3d} {r['inertia']:10,.0f} {r['silhouette']:11.4f} {r['ari']:6.3f} {r['nmi']:6.3f}"
+            f" {r['davies_bouldin']:15.3f} {r['calinski_harabasz']:18,.0f}"
+            + (f" {r['held_out_accuracy']:18.3f}" if "held_out_accuracy" in r else "")
+        )
     lines.append(f"  suggested k = {metrics['suggested_k']}: {metrics['suggestion_reason']}")
     if metrics.get("classifier"):
         c = metrics["classifier"]
-        lines.append(f"  as a classifier: best k = {c['best_k']}, held-out accuracy {c['held_out_accuracy']:.3f} on "
-                     f"{c['n_test']:,} test images (each cluster read as its majority training digit)")
-    lines.append(f"  total {sum(metrics['timings'].values()):.1f} s; results in {run_dir}/ (open report.html)")
+        lines.append(
+            f"  as a classifier: best k = {c['best_k']}, held-out accuracy {c['held_out_accuracy']:.3f} on "
+            f"{c['n_test']:,} test images (each cluster read as its majority training digit)"
+        )
+    lines.append(
+        f"  total {sum(metrics['timings'].values()):.1f} s; results in {run_dir}/ (open report.html)"
+    )
     return "\n".join(lines)
 
 
@@ -115,7 +127,11 @@ def library_versions() -> dict:
     import zarr
 
     return {
-        "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
-        "distributed": distributed.__version__, "dask_ml": version("dask-ml"),  # not imported: it takes 1.4 s
-        "scikit_learn": sklearn.__version__, "zarr": zarr.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "dask_ml": version("dask-ml"),  # not imported: it takes 1.4 s
+        "scikit_learn": sklearn.__version__,
+        "zarr": zarr.__version__,
     }
