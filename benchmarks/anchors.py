@@ -18,7 +18,8 @@ the generated store (python -m job.generate --n 8100000, seed 0: the same bytes 
 and the job runs with --split train on data/mnist-<n>.zarr generated with the same seed. Inertia is always
 the sum of squared distances over all n rows, pixels in [0, 1]. "fit s" is the wall time from opening the
 data to the final centers (for the job: its "load data" and "fit" phases, persisting X and then the fit);
-"passes" counts reads of all n rows; peaks are each process's VmHWM (the job records its client, scheduler and workers).
+"passes" counts reads of all n rows; peaks are each process's VmHWM (the job records its client, scheduler
+and workers).
 
 --e2e R alternates R runs of the task's script and of `python -m job` (defaults, whole job: evaluation,
 figures, report) on MNIST and reports the median wall time of each, start-up included.

@@ -11,7 +11,8 @@ of any other center) must rescan against all k centers, and the share of row-cen
 Yinyang (Ding et al. 2015: one lower bound per group of ~10 centers, lowered by the group's largest move)
 and Elkan (one per center) would compute. Also the seconds per iteration of job.kmeans.in_memory.hamerly
 (its fallback scans rows in a scalar loop; its first, full assignment included) against the BLAS kernel
-(job.engine.kernels.lloyd_partial), one thread each, over the same number of iterations. Writes benchmarks/results/bounds_pruning.json.
+(job.engine.kernels.lloyd_partial), one thread each, over the same number of iterations. Writes
+benchmarks/results/bounds_pruning.json.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def simulate(X: np.ndarray, C: np.ndarray, iters: int, seed: int = 0) -> dict:
         D.copy(),
     )  # Elkan: per center
     scanned, yinyang, elkan = [], [], []
-    for it in range(iters):
+    for _it in range(iters):
         counts = np.bincount(labels, minlength=k)
         sums = np.zeros_like(C)
         np.add.at(sums, labels, X)

@@ -145,7 +145,8 @@ def main() -> None:
         for k in ks:
             sk[k] = _sklearn(k, seed, store)
             print(
-                f"seed {seed}, k={k}: scikit-learn accuracy {sk[k]['accuracy']:.3f}, fit {sk[k]['fit s']:.1f} s",
+                f"seed {seed}, k={k}: scikit-learn accuracy {sk[k]['accuracy']:.3f}, fit "
+                f"{sk[k]['fit s']:.1f} s",
                 flush=True,
             )
         job = _job(ks, seed, store)

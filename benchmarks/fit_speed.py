@@ -34,9 +34,13 @@ from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
 from job.kmeans.passes import inertia_and_counts
 
-CLUSTER = dict(
-    n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit="4GiB"
-)
+CLUSTER = {
+    "n_workers": 2,
+    "threads_per_worker": 1,
+    "host": "127.0.0.1",
+    "dashboard_address": "127.0.0.1:0",
+    "memory_limit": "4GiB",
+}
 
 
 def fixed_work(X, X_np, init, iters, repeats):
@@ -195,7 +199,8 @@ def main():
         init = np.asarray(k_init(X, 10, init="k-means||", random_state=0), dtype=np.float64)
 
         print(
-            f"\nA. Same initial centers, tol=0, {args.iters} iterations, X persisted (median of {args.repeats})"
+            f"\nA. Same initial centers, tol=0, {args.iters} iterations, X persisted (median of "
+            f"{args.repeats})"
         )
         results["fixed_work"] = fixed_work(X, X_np, init, args.iters, args.repeats)
         print_table(

@@ -8,7 +8,8 @@ first --rows rows of the generated set (row r = training image r mod 60,000 defo
 exactly what data_prep.generate writes) fitted by scikit-learn's `KMeans(k, n_init=1, random_state=seed)`
 in [0, 1] pixels, each cluster read as the majority digit of its training members, accuracy on MNIST's
 real 10,000 test images; and how far the generated digits' centers of mass lie from their sources'. A
-setting worth generating with reaches the real rows' accuracy. Writes benchmarks/results/generator_fidelity.json.
+setting worth generating with reaches the real rows' accuracy. Writes
+benchmarks/results/generator_fidelity.json.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@
 
 Data: the MNIST-derived store from data_prep.generate (made first if missing: `--store`, default
 data/mnist-8100000.zarr); size n is its first n training images. For each n, a fresh cluster of separate
-processes: `dask scheduler` and 2 `dask worker --nthreads 1 --memory-limit 2GiB --no-nanny` (each one's peak RSS is
+processes: `dask scheduler` and 2 `dask worker --nthreads 1 --memory-limit 2GiB --no-nanny` (each one's peak
+RSS is
 the kernel's VmHWM, read just before it is stopped). On it, in this process (the client):
 
   read      one pass that reads and decompresses every chunk of the n images and does nothing else
-  arith     one iteration's arithmetic (uint8 -> float32 / 255 and job.engine.kernels.lloyd_partial) on the same
+  arith     one iteration's arithmetic (uint8 -> float32 / 255 and job.engine.kernels.lloyd_partial) on the
+  same
             chunks, each read first and then timed from memory on its worker: the sum over chunks divided
             by the 2 worker threads
   floor     read + arith: what a streaming iteration cannot beat without overlapping the two
@@ -25,6 +27,7 @@ and reports the job's wall time and the peak RSS of each process. Writes benchma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -49,7 +52,7 @@ class Cluster:
     def __init__(self, memory_limit: str = "2GiB"):
         self.folder = tempfile.TemporaryDirectory()
         self.scheduler_file = Path(self.folder.name) / "scheduler.json"
-        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         # What a Nanny would set before starting a worker (distributed.nanny.pre-spawn-environ): without
         # it each worker's BLAS starts a thread per core and two workers fight over two cores.
         env = {
@@ -261,10 +264,8 @@ def run_whole_job(store: Path, n: int, extra: list[str]) -> dict:
     )
     job_peak = 0
     while job.poll() is None:  # VmHWM only grows: the last reading before exit is the peak (to 0.2 s)
-        try:
+        with contextlib.suppress(FileNotFoundError, StopIteration, ProcessLookupError):
             job_peak = max(job_peak, vm_hwm(job.pid))
-        except (FileNotFoundError, StopIteration, ProcessLookupError):
-            pass
         time.sleep(0.2)
     status = job.returncode
     wall = time.perf_counter() - started
@@ -354,8 +355,8 @@ def main():
     if args.job:
         whole = run_whole_job(store, max(sizes), args.job_args.split())
         print(
-            f"\nwhole job on n={whole['n']:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak RSS MiB: "
-            + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items())
+            f"\nwhole job on n={whole['n']:,}: exit {whole['exit status']}, {whole['wall s']:.0f} s; peak "
+            f"RSS MiB: " + ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in whole["peaks"].items())
         )
         result["job"] = whole
     save("out_of_core", result)

@@ -37,7 +37,7 @@ from job.engine.persist import persist_balanced
 def dask_ml_iteration_graph(X, centers, k):
     """The body of dask-ml's Lloyd loop up to its compute() (dask_ml/cluster/k_means.py)."""
     P = X.shape[1]
-    labels, distances = pairwise_distances_argmin_min(
+    labels, _distances = pairwise_distances_argmin_min(
         X, centers, metric="euclidean", metric_kwargs={"squared": True}
     )
     labels = labels.astype(np.int32)
@@ -112,19 +112,18 @@ def main():
             _, numba_s = timed(lambda: _centers_dense(chunk, labels, 10), 10)
             _, dist_s = timed(lambda: sk_argmin_min(chunk, centers, metric_kwargs={"squared": True}), 10)
             _, fused_s = timed(lambda: kernels.lloyd_partial(chunk, centers.astype(np.float64)), 10)
+        column = f"kernel (one chunk of {len(chunk)} rows, 1 thread)"
         kernel_rows = [
             {
-                "kernel (one chunk of %d rows, 1 thread)" % len(chunk): "dask-ml _centers_dense (numba)",
+                column: "dask-ml _centers_dense (numba)",
                 "ms": numba_s * 1e3,
             },
             {
-                "kernel (one chunk of %d rows, 1 thread)"
-                % len(chunk): "dask-ml distances + argmin (sklearn, float64 out)",
+                column: "dask-ml distances + argmin (sklearn, float64 out)",
                 "ms": dist_s * 1e3,
             },
             {
-                "kernel (one chunk of %d rows, 1 thread)"
-                % len(chunk): "job fused kernel: distances + argmin + sums + counts + inertia",
+                column: "job fused kernel: distances + argmin + sums + counts + inertia",
                 "ms": fused_s * 1e3,
             },
         ]

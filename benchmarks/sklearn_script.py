@@ -39,9 +39,9 @@ if __name__ == "__main__":
         ax.axis("off")
     fig.savefig(out)
     # VmHWM, not ru_maxrss: a forked-and-exec'ed child's ru_maxrss starts from its parent's.
-    peak = next(
-        int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")
-    )
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
     print(
-        f"inertia={kmeans.inertia_:.1f} iterations={kmeans.n_iter_} fit_seconds={fit_seconds:.3f} peak_rss={peak}"
+        f"inertia={kmeans.inertia_:.1f} iterations={kmeans.n_iter_} fit_seconds={fit_seconds:.3f} "
+        f"peak_rss={peak}"
     )

@@ -6,7 +6,8 @@ Takes the first --n images of the generated store (data/mnist-8100000.zarr; defo
 compress less well than MNIST's own) and writes them into a temporary Zarr v3 store per layout: chunk
 sizes 2,048 / 8,192 / 32,768 with zstd(5)+crc32c, and at 8,192 other compressors. For each, on a LocalCluster
 of 2 single-threaded workers: size on disk, one read-and-decompress pass, and the median streaming
-Lloyd iteration (job.kmeans.passes.lloyd_step, X never persisted). The files sit in the page cache after writing, as
+Lloyd iteration (job.kmeans.passes.lloyd_step, X never persisted). The files sit in the page cache after
+writing, as
 they would on a machine with enough RAM; the times are decompression and parsing, not disk.
 Writes benchmarks/results/stream_layout.json.
 """

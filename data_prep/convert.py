@@ -9,7 +9,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +111,7 @@ def _provenance(config: PrepConfig, files: dict[tuple[str, str], SourceFile]) ->
         },
         "codec": f"zstd(level={config.zstd_level}) + crc32c",
         "chunk_size": config.chunk_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {
             "data_prep": __version__,
             "zarr": zarr.__version__,

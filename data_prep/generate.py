@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -183,13 +183,12 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
             )
             for start in range(0, config.n, config.chunk_size)
         ]
-        counts, done, last_report = np.zeros(N_CLASSES, dtype=np.int64), 0, 0.0
+        counts, last_report = np.zeros(N_CLASSES, dtype=np.int64), 0.0
         digests, chunk_of = {}, {future.key: i for i, future in enumerate(futures)}
-        for future in as_completed(futures):
+        for done, future in enumerate(as_completed(futures), start=1):
             chunk_counts, image_digest, label_digest = future.result()
             counts += chunk_counts
             digests[chunk_of[future.key]] = (image_digest, label_digest)
-            done += 1
             now = time.perf_counter() - started
             if now - last_report >= 5 or done == len(futures):
                 rows = min(done * config.chunk_size, config.n)
@@ -236,12 +235,14 @@ def _copy_test_split(source: Path, root: zarr.Group, chunk_size: int, compressor
 def _provenance(config: GenerateConfig, source: Path, counts: np.ndarray) -> dict:
     return {
         "dataset": "mnist-deformed",
-        "generator": "data_prep.generate (row r = train image r mod n_train, randomly deformed; test = MNIST test)",
+        "generator": (
+            "data_prep.generate (row r = train image r mod n_train, randomly deformed; test = MNIST test)"
+        ),
         "recipe": config.recipe(),
         "source": str(source),
         "label_counts": [int(c) for c in counts],
         "codec": f"zstd(level={config.zstd_level}) + crc32c",
         "chunk_size": config.chunk_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"data_prep": __version__, "zarr": zarr.__version__, "numpy": np.__version__},
     }

@@ -9,6 +9,8 @@ May use: data_prep.errors only.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import zlib
 from collections.abc import Iterator
@@ -55,7 +57,7 @@ class IdxHeader:
 @contextmanager
 def _open_stream(path: Path) -> Iterator[BinaryIO]:
     try:
-        raw = open(path, "rb")
+        raw = open(path, "rb")  # noqa: SIM115 (closed by the `with raw:` below, once open errors are ours)
     except FileNotFoundError:
         raise IdxFormatError(f"{path}: file not found") from None
     except OSError as exc:
@@ -134,10 +136,8 @@ class IdxReader:
     def __exit__(self, *exc_info) -> None:
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
-            try:
+            with contextlib.suppress(OSError, EOFError, zlib.error):  # a broken gzip stream: already reported
                 ctx.__exit__(None, None, None)
-            except (OSError, EOFError, zlib.error):
-                pass  # closing a broken gzip stream: the read already reported it
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -179,7 +179,7 @@ class IdxReader:
         while done < n:
             count = min(records_per_block, n - done)
             want = count * record_nbytes
-            data = self._translate(lambda: _read_exactly(self._stream, want))
+            data = self._translate(functools.partial(_read_exactly, self._stream, want))
             if len(data) < want:
                 got = done * record_nbytes + len(data)
                 raise IdxFormatError(

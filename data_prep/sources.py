@@ -141,7 +141,7 @@ def download(
             try:
                 log.info("fetching %s", url)
                 path = Path(fetcher.fetch(fname, progressbar=False))
-            except Exception as exc:  # pooch raises requests/OSError/ValueError alike
+            except Exception as exc:  # noqa: BLE001 (pooch raises requests, OSError and ValueError alike)
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.warning("%s failed: %s", url, reason)
                 failures.append(f"{url} ({reason[:120]})")

@@ -213,7 +213,7 @@ def open_root(location: str | Path) -> zarr.Group:
         raise StoreError(
             f"{location}: reading this URL needs {exc.name or 'an fsspec backend'} installed"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (each fsspec backend has its own errors: one line each)
         kind = (
             "store not found"
             if "NotFound" in type(exc).__name__
@@ -272,7 +272,7 @@ def open_array(root: zarr.Group, location, component: str):
         node = root[component]
     except KeyError:
         raise StoreError(f"{location}: missing array {component}") from None
-    except Exception as exc:  # zarr.json that is not JSON, or not valid Zarr v3 metadata
+    except Exception as exc:  # noqa: BLE001 (zarr.json that is not JSON, or not Zarr v3 metadata)
         raise StoreError(
             f"{location}/{component}: its zarr.json is damaged or not Zarr v3 metadata ({type(exc).__name__})"
         ) from None
@@ -371,10 +371,11 @@ def read_chunk(array, location: str, component: str, index: int) -> np.ndarray:
             reason = _digest_problem(array, index, rows_read)
             if reason is None:
                 return rows_read
-    except Exception as exc:  # checksum mismatch, truncated zstd frame, wrong size: all mean damage
+    except Exception as exc:  # noqa: BLE001 (bad checksum, truncated zstd frame, wrong size: damage)
         reason = "the chunk file is empty (0 bytes)" if _size(store, full_key) == 0 else _damage_reason(exc)
     raise DamagedChunkError(
-        f"{location}/{component}: chunk {index} (rows {start:,}-{stop - 1:,}, file {key}) is damaged: {reason}; "
+        f"{location}/{component}: chunk {index} (rows {start:,}-{stop - 1:,}, file {key}) is damaged: "
+        f"{reason}; "
         f"check the whole store with `python -m data_prep verify {location}` and re-create it"
     )
 
@@ -384,7 +385,7 @@ def _size(store, key: str) -> int | None:
 
     try:
         return int(sync(store.getsize(key)))
-    except Exception:  # a store that cannot say: the decoding error is reported as it is
+    except Exception:  # noqa: BLE001 (a store that cannot say: the decoding error is reported as it is)
         return None
 
 
@@ -543,7 +544,8 @@ def reuse_if_same(out: Path, same_data: Callable[[Mapping], bool]) -> Path:
 
 
 def existing_store_problem(out: Path) -> str:
-    """What to tell a user whose existing `out` cannot be reused: --overwrite if it is ours, else hands off."""
+    """What to tell a user whose existing `out` cannot be reused: --overwrite if it is ours, else
+    hands off."""
     reason = why_store_not_ours(Path(out)) if Path(out).exists() else None
     if reason:
         return f"{out}: {reason}; it was left untouched (choose another output path)"

@@ -10,6 +10,7 @@ May use: job.config, job.dataset, job.errors, data_prep (atomic writes, store pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -89,10 +90,8 @@ def remove_partial(run_dir: Path) -> None:
         for path in partial.iterdir():
             if SWEEP_K.fullmatch(path.name):
                 path.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):  # missing, or holds something that is not ours: left as it is
         partial.rmdir()
-    except OSError:
-        pass  # missing, or holds something that is not ours: left as it is
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -201,7 +200,7 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
             }
     except FileNotFoundError:
         return None
-    except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+    except Exception as exc:  # noqa: BLE001 (truncated zip, missing array, garbage: np.load raises many kinds)
         raise JobError(
             f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
             f"run it again with --out {run_dir} --overwrite"
@@ -266,7 +265,7 @@ def load_sweep(config: JobConfig, run_dir: Path, ks: tuple[int, ...], n_features
                 centers = np.asarray(saved["raw_centers"], dtype=np.float64)
                 row = json.loads(str(saved["row"]))
                 predicted = np.asarray(saved["predicted"]) if bool(saved["has_predicted"]) else None
-        except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+        except Exception as exc:  # noqa: BLE001 (truncated zip, missing array, garbage: np.load raises many kinds)
             raise JobError(
                 f"{path}: damaged ({type(exc).__name__}); resume cannot use it: run the sweep again "
                 f"with --out {run_dir} --overwrite"

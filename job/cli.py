@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = JobConfig()
     p = SuggestingParser(
         prog=program_name("python -m job"),
-        description="Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the result.",
+        description="Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the "
+        "result.",
         formatter_class=DefaultsFormatter,
     )
     data = p.add_argument_group("data")

@@ -50,7 +50,7 @@ def _one_of(options) -> tuple:
 class JobConfig:
     """Everything one run of the job depends on (recorded in metrics.json)."""
 
-    data: Path | str = _setting(Path("data/mnist.zarr"), convert=lambda v: v if is_url(v) else Path(v))
+    data: Path | str = _setting(Path("data/mnist.zarr"), convert=lambda v: v if is_url(v) else Path(v))  # noqa: RUF009
     # a path, or an fsspec URL (s3://bucket/mnist.zarr)
     split: str = _setting("all", *_one_of(SPLITS), result=True)
     k: int = _setting(10, lambda v: v >= 1, "must be at least 1", result=True)
@@ -129,7 +129,8 @@ class JobConfig:
 
     @classmethod
     def result_fields(cls) -> tuple[str, ...]:
-        """The settings a clustering's result depends on; the cluster, output and evaluation options do not."""
+        """The settings a clustering's result depends on; the cluster, output and evaluation options
+        do not."""
         return tuple(f.name for f in fields(cls) if f.metadata.get("result"))
 
     def replace(self, **changes) -> JobConfig:

@@ -67,7 +67,7 @@ def lazy_array(root, location: str, component: str) -> da.Array:
     array = root[component]
     rows = int(array.chunks[0])
     n = int(array.shape[0])
-    chunks = (tuple(min(rows, n - s) for s in range(0, n, rows)),) + tuple((d,) for d in array.shape[1:])
+    chunks = (tuple(min(rows, n - s) for s in range(0, n, rows)), *tuple((d,) for d in array.shape[1:]))
     return da.map_blocks(
         _read_block,
         delayed(array, pure=True),
@@ -99,7 +99,7 @@ def _absolute(store: str | Path) -> str:
 def _probe_store(path: str, splits: tuple[str, ...]) -> str | None:
     try:
         validate_store(path, splits)
-    except Exception as exc:  # whatever stops this worker, it is reported with the worker's name
+    except Exception as exc:  # noqa: BLE001 (whatever stops this worker is reported with its name)
         return str(exc)
     return None
 

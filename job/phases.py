@@ -87,7 +87,7 @@ class PhaseRecorder:
                 finally:
                     try:
                         sampling.__exit__(None, None, None)
-                    except Exception as exc:  # e.g. the scheduler is gone: keep the phase's own error
+                    except Exception as exc:  # noqa: BLE001 (e.g. the scheduler is gone: keep the phase's own error)
                         log.debug("memory sampling of %s failed: %s", name, exc)
             else:
                 yield
@@ -132,6 +132,6 @@ def peak_memory_per_process(client) -> dict:
     try:
         peaks["scheduler"] = client.run_on_scheduler(peak_rss)
         peaks["workers"] = dict(sorted(client.run(peak_rss).items()))
-    except Exception as exc:  # a scheduler we lost: record what we have
+    except Exception as exc:  # noqa: BLE001 (a scheduler we lost: record what we have)
         log.debug("peak memory of the cluster's processes not read: %s", exc)
     return peaks

@@ -21,7 +21,7 @@ import shutil
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -72,7 +72,8 @@ class RunResult:
 
 
 def run_job(config: JobConfig, client=None) -> RunResult:
-    """Fit config.k, evaluate, plot, and write the run folder atomically; return where it is and what it holds.
+    """Fit config.k, evaluate, plot, and write the run folder atomically; return where it is and what it
+    holds.
 
     client: a distributed Client to run on (a notebook's, say: its dashboard shows the job), left open;
     None connects to config.cluster and closes what it started.
@@ -166,7 +167,7 @@ def _run_session_logged(config: JobConfig, plan: Plan, given_client) -> RunResul
     run_dir = Path(config.out) if config.out else default_run_dir()
     if config.out:  # a default name is never an existing folder: exclusive() passes over those
         check_output_folder(run_dir, config.overwrite, config.resume)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     with exclusive(run_dir, pick_free=not config.out) as run_dir, reading_store(config.data):
         with written_atomically(run_dir, config.overwrite) as tmp:
             metrics = _phases(config, plan, tmp, run_dir, started_at, given_client)
@@ -556,7 +557,8 @@ class Sweep:
         self.phases = len(ks) + 1
         self.models: dict = {}
         self.partial: Path | None = None
-        self.done: dict = {}  # k -> (raw centers, sweep.json row, predicted test digits): finished before a resume
+        # k -> (raw centers, sweep.json row, predicted test digits): finished before a resume
+        self.done: dict = {}
 
     def open(self, run_dir: Path, X: da.Array, out: Path) -> None:
         if self.config.resume:

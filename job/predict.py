@@ -13,7 +13,8 @@ data_prep.digit_images; dark digits on a light background are inverted to MNIST'
 that cannot be read is one warning line, the others are still assigned). Writes a CSV (row, source,
 cluster, digit, distance) and prints a summary; with known labels, the accuracy of that reading, which
 on the MNIST test split reproduces the held-out accuracy the run reported.
-May use: job.dataset (the feature scaling), job.engine.kernels (assignment), data_prep (readers, atomic writes).
+May use: job.dataset (the feature scaling), job.engine.kernels (assignment), data_prep (readers, atomic
+writes).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Model:
                 )
         except FileNotFoundError:
             raise DataError(f"{path}: no saved model (is {source} a finished run or sweep folder?)") from None
-        except Exception as exc:  # a truncated zip, a missing array, garbage: np.load raises many kinds
+        except Exception as exc:  # noqa: BLE001 (truncated zip, missing array, garbage: np.load raises many kinds)
             raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from None
         k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
         if len(model.image_shape) != 2 or width != int(np.prod(model.image_shape)):
@@ -189,7 +190,7 @@ def _zarr(path: Path) -> Images:
 
     try:
         node = zarr.open(store=str(path), mode="r")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (zarr raises many kinds for a folder that is not a store)
         raise DataError(f"{path}: not a Zarr array or group ({type(exc).__name__})") from None
     labels = None
     if isinstance(node, zarr.Group):
@@ -303,7 +304,7 @@ def open_images(inputs: list[Path], image_shape: tuple[int, int], labels: Path |
         if not path.exists():
             raise DataError(f"{path}: not found")
     first = inputs[0]
-    if all(p.suffix.lower() == ".png" or p.is_dir() and not (p / "zarr.json").exists() for p in inputs):
+    if all(p.suffix.lower() == ".png" or (p.is_dir() and not (p / "zarr.json").exists()) for p in inputs):
         return _pngs(inputs, image_shape)
     if len(inputs) > 1:
         raise DataError("give one IDX file or one Zarr array, or any number of PNG files and folders")

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-
 from data_prep.atomic import (
     LockTimeout,
     NotOursError,

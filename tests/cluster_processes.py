@@ -3,6 +3,7 @@ separate processes (optionally inside a network namespace, or with TLS), killed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,11 +24,10 @@ class Processes:
         self.log_dir = log_dir
 
     def start(self, args, name: str, **kwargs) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(
-            list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
-        )
-        log.close()
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(
+                list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+            )
         self.started.append(proc)
         return proc
 
@@ -36,10 +36,8 @@ class Processes:
 
     def stop(self) -> None:
         for proc in self.started:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
 
 

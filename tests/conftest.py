@@ -74,7 +74,8 @@ def client(dask_cluster):
 
 @pytest.fixture
 def http_server():
-    """Serve folders on 127.0.0.1: yields a function (folder, auth="user:password" or None) -> base URL; counts
+    """Serve folders on 127.0.0.1: yields a function (folder, auth="user:password" or None) -> base URL;
+    counts
     requests per path. With auth, a request without those Basic credentials is answered 401."""
     servers, hits = [], {}
 

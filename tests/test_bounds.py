@@ -29,7 +29,7 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store):
     k = 64
     C = X[np.random.default_rng(0).choice(len(X), k, replace=False)].astype(np.float64)
     groups = bounds.make_groups(C, bounds.group_count(k), seed=0)
-    state, (sums, counts, inertia, sq_total) = bounds.init_chunk(X, C, groups)
+    state, (sums, counts, _inertia, sq_total) = bounds.init_chunk(X, C, groups)
     assert np.array_equal(state[0], kernels.assign(X, C)[0])
     assert np.isclose(sq_total, float((X.astype(np.float64) ** 2).sum()))
     skipped = []
@@ -37,7 +37,7 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store):
         new = sums / np.maximum(counts, 1)[:, None]
         moves = np.sqrt(((new - C) ** 2).sum(axis=1))
         C = new
-        state, (d_sums, d_counts, moved, computed, step_inertia) = bounds.step_chunk(
+        state, (d_sums, d_counts, _moved, computed, step_inertia) = bounds.step_chunk(
             X, state, C, moves, groups, exact=it == 11
         )
         sums, counts = sums + d_sums, counts + d_counts

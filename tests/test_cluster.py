@@ -1,4 +1,5 @@
-"""Getting a cluster: a LocalCluster with its dashboard on loopback, and a bounded wait for a dead scheduler."""
+"""Getting a cluster: a LocalCluster with its dashboard on loopback, and a bounded wait for a dead
+scheduler."""
 
 import os
 import time
@@ -36,7 +37,7 @@ def test_local_cluster_from_config_serves_the_dashboard_on_loopback():
 
 def test_unreachable_scheduler_fails_within_the_timeout():
     started = time.perf_counter()
-    with pytest.raises(ClusterError, match="tcp://127.0.0.1:9 did not answer within 2 s"):
+    with pytest.raises(ClusterError, match=r"tcp://127.0.0.1:9 did not answer within 2 s"):
         with connect(SchedulerConfig(address="tcp://127.0.0.1:9", timeout=2)):
             pass
     assert time.perf_counter() - started < 15

@@ -93,7 +93,8 @@ def test_each_kind_checks_its_own_keys_and_fields(tmp_path):
         "kind: ssh\nhosts: [only-one]\n": "needs hosts",
         "kind: slurm\njobs: 2\n": "needs cores and memory",
         "kind: slurm\ncores: 4\nmemory: 8GiB\nhosts: [a, b]\n": r"unknown key\(s\) hosts for kind slurm",
-        "kind: scheduler\naddress: tcp://h:8786\nn_workers: 3\n": r"unknown key\(s\) n_workers for kind scheduler",
+        "kind: scheduler\naddress: tcp://h:8786\nn_workers: "
+        "3\n": r"unknown key\(s\) n_workers for kind scheduler",
         "kind: kubernetes\n": "kind must be one of local, scheduler, slurm, ssh",
         "kind: local\nsecurity: yes\n": "security must be a mapping",
     }
@@ -160,7 +161,7 @@ def test_shipped_configs_are_found_by_name_and_the_default_ignores_the_working_f
     assert load_cluster_config(None).kind == "local"  # the default is the shipped file, not ./local.yaml
     assert resolve_config_path("ssh.yaml").read_text() == (CONFIGS / "ssh.yaml").read_text()
     assert resolve_config_path("local.yaml") == Path("local.yaml")  # a name that is a file here: that file
-    with pytest.raises(ConfigError, match="cluster config not found .*local.yaml, scheduler.yaml"):
+    with pytest.raises(ConfigError, match=r"cluster config not found .*local.yaml, scheduler.yaml"):
         load_cluster_config("nosuch.yaml")
 
 

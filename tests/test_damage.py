@@ -277,15 +277,18 @@ STORE_DAMAGE = [
     Damage(
         "two image chunks swapped",
         _swapped("train/images", 1, 3),  # whichever of the two is read first
-        "is damaged: it decodes, but its rows are not the ones written there (their SHA-256 differs from the one "
+        "is damaged: it decodes, but its rows are not the ones written there (their SHA-256 differs from the "
+        "one "
         "recorded when the store was made); it holds the rows of chunk ",
     ),
     Damage("two label chunks swapped", _swapped("train/labels", 0, 2), "(chunk files moved or swapped)"),
     Damage(
         "an image chunk copied over another",
         _copied_over("train/images", 0, 1),
-        "train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its rows are not the ones "
-        "written there (their SHA-256 differs from the one recorded when the store was made); it holds the rows "
+        "train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its rows are not the "
+        "ones "
+        "written there (their SHA-256 differs from the one recorded when the store was made); it holds the "
+        "rows "
         "of chunk 0 (chunk files moved or swapped)",
     ),
     Damage("a chunk that is a symlink to another", _symlinked_chunk, "it holds the rows of chunk 3"),
@@ -563,11 +566,15 @@ def test_verify_proves_a_store_is_its_source_and_locates_moved_chunks_and_bad_la
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
-        f"error: {store}/train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its rows are "
-        "not the ones written there (their SHA-256 differs from the one recorded when the store was made); it "
+        f"error: {store}/train/images: chunk 1 (rows 64-127, file c/1/0/0) is damaged: it decodes, but its "
+        f"rows are "
+        "not the ones written there (their SHA-256 differs from the one recorded when the store was made); "
+        "it "
         "holds the rows of chunk 2 (chunk files moved or swapped)",
-        f"error: {store}/train/images: chunk 2 (rows 128-191, file c/2/0/0) is damaged: it decodes, but its rows "
-        "are not the ones written there (their SHA-256 differs from the one recorded when the store was made); it "
+        f"error: {store}/train/images: chunk 2 (rows 128-191, file c/2/0/0) is damaged: it decodes, but its "
+        f"rows "
+        "are not the ones written there (their SHA-256 differs from the one recorded when the store was "
+        "made); it "
         "holds the rows of chunk 1 (chunk files moved or swapped)",
         f"error: {store}/test/labels: chunk 0 holds label 200 (first at row 3), outside 0-9",
         f"error: {store}/test/labels: its rows differ from the IDX file it was made from (SHA-256 "
@@ -610,7 +617,8 @@ def test_predict_refuses_a_decompression_bomb_without_decoding_it(tiny_store, tm
     proc = _cli("job.predict", str(run), str(bomb))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here (a decompression "
+        f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here (a "
+        f"decompression "
         "bomb?); it was not decoded"
     )
     assert not (run / "predictions.csv").exists()
@@ -632,7 +640,8 @@ def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(tiny_store, tmp_p
         )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert proc.stderr.strip().splitlines()[-1] == (
-            f"error: {disk / 'predictions.csv'}: cannot write the predictions (No space left on device); nothing "
+            f"error: {disk / 'predictions.csv'}: cannot write the predictions (No space left on device); "
+            f"nothing "
             "was kept"
         )
         assert list(disk.iterdir()) == []

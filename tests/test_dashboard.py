@@ -93,7 +93,7 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
         assert (ARTIFACTS / "dashboard-status.png").stat().st_size > 10_000
         assert not errors, errors
         page.close()
-        out, err = proc.communicate(timeout=600)
+        _out, err = proc.communicate(timeout=600)
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-3000:]

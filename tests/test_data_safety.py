@@ -231,9 +231,8 @@ def test_the_guard_is_checked_again_when_the_folder_is_replaced(tmp_path):
             (target / "users-file").write_text("arrived meanwhile")
     assert (target / "users-file").read_text() == "arrived meanwhile"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # our staging folder is gone
-    with pytest.raises(ValueError, match="ownership check"):
-        with atomic_directory(target, overwrite=True):
-            pass
+    with pytest.raises(ValueError, match="ownership check"), atomic_directory(target, overwrite=True):
+        pass
 
 
 # --- damaged stores ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Explore and explain: k sweeps, predict on new images, Davies-Bouldin / Calinski-Harabasz by reductions."""
 
 import csv
+import itertools
 import json
 import subprocess
 import sys
@@ -33,9 +34,9 @@ def test_parse_k():
     assert parse_k("10..50+10") == (10, 20, 30, 40, 50)  # a step
     assert parse_k("10, 16..100x2") == (10, 16, 32, 64)
     for bad in ("five", "1..3", "4..64x1", "4..64x", "4..64+0", "0..64x2"):
-        with pytest.raises(JobError, match="^k must be|every k"):
+        with pytest.raises(JobError, match=r"^k must be|every k"):
             parse_k(bad)
-    with pytest.raises(JobError, match="^k range '8..5' runs backwards: write it 5..8"):
+    with pytest.raises(JobError, match=r"^k range '8..5' runs backwards: write it 5..8"):
         parse_k("8..5")
 
 
@@ -109,7 +110,7 @@ def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
     rows = metrics["sweep"]
     assert [r["k"] for r in rows] == list(range(5, 16))
     inertia = [r["inertia"] for r in rows]
-    assert all(b < a for a, b in zip(inertia, inertia[1:])), inertia  # more clusters, less inertia
+    assert all(b < a for a, b in itertools.pairwise(inertia)), inertia  # more clusters, less inertia
     assert all(
         0 < r["ari"] < 1 and 0 < r["nmi"] < 1 and r["davies_bouldin"] > 0 and r["calinski_harabasz"] > 0
         for r in rows
@@ -215,7 +216,7 @@ def _variants(image: np.ndarray, i: int):
     if kind == 1:  # blue ink on light yellow
         rgb = np.array([250, 240, 180.0]) * (1 - ink[..., None]) + np.array([20, 40, 200.0]) * ink[..., None]
         return Image.fromarray(rgb.astype(np.uint8), "RGB")
-    rgba = np.zeros(canvas.shape + (4,), dtype=np.uint8)  # black ink (kind 2) or white ink (kind 3)
+    rgba = np.zeros((*canvas.shape, 4), dtype=np.uint8)  # black ink (kind 2) or white ink (kind 3)
     rgba[..., :3] = 0 if kind == 2 else 255
     rgba[..., 3] = canvas.astype(np.uint8)  # the ink's coverage; the background fully transparent
     return Image.fromarray(rgba, "RGBA")

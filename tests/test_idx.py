@@ -68,7 +68,7 @@ def test_corrupt_gzip_is_our_error(tmp_path):
     good = gzip.compress(_header() + bytes(range(8)) * 1000)
     path = tmp_path / "bad.idx.gz"
     path.write_bytes(good[:20] + b"\xff" * 40 + good[60:])
-    with pytest.raises(IdxFormatError, match="corrupt gzip|truncated|unexpected"):
+    with pytest.raises(IdxFormatError, match=r"corrupt gzip|truncated|unexpected"):
         read_idx(path)
 
 

@@ -281,9 +281,8 @@ def test_a_lock_file_removed_under_a_waiter_never_lets_two_holders_in(tmp_path, 
         return real_flock(fd, operation)
 
     monkeypatch.setattr(atomic.fcntl, "flock", flock_after_the_release)
-    with pytest.raises(atomic.LockTimeout, match="locked by another process"):
-        with atomic.held_lock(target):
-            steps.append("entered beside the third")
+    with pytest.raises(atomic.LockTimeout, match="locked by another process"), atomic.held_lock(target):
+        steps.append("entered beside the third")
     assert steps == ["released"]
     third.__exit__(None, None, None)
     assert list(tmp_path.iterdir()) == []

@@ -31,7 +31,7 @@ def test_same_seed_same_centers_and_labels_whatever_the_chunks_and_workers(mnist
             model = FusedKMeans(n_clusters=10, random_state=11).fit(X)
             init, _ = kmeans_parallel(X, 10, seed=11)
             results.append((init, model.labels_.compute(), model.inertia_, model.init_info_))
-    first_init, first_labels, first_inertia, info = results[0]
+    first_init, first_labels, first_inertia, _info = results[0]
     assert len(np.unique(first_init, axis=0)) == 10
     for init, labels, inertia, _ in results[1:]:
         np.testing.assert_array_equal(init, first_init)

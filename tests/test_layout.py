@@ -93,9 +93,9 @@ def test_no_import_cycles_between_modules_or_rooms():
             if target in ("job", "data_prep"):  # the packages' own __init__: lazy exports only
                 continue
             if state.get(target) == 1:
-                cycles.append(trail[trail.index(target) :] + [target] if target in trail else [node, target])
+                cycles.append([*trail[trail.index(target) :], target] if target in trail else [node, target])
             elif target not in state:
-                visit(target, trail + [target])
+                visit(target, [*trail, target])
         state[node] = 2
 
     for module in sorted(graph):

@@ -120,7 +120,8 @@ def test_job_on_separate_hosts_matches_a_local_cluster(network, mnist_store, tmp
         )
         assert remote.returncode == 0, remote.stderr[-3000:] + processes.log("w1")
         assert f"cluster up (scheduler): tcp://{sched}:8786, 2 worker(s)" in remote.stderr
-        # Separate hosts indeed: the scheduler, the workers and this test each have a network stack of their own.
+        # Separate hosts indeed: the scheduler, the workers and this test each have a network stack of their
+        # own.
         stacks = {os.readlink(f"/proc/{p.pid}/ns/net") for p in processes.started} | {
             os.readlink("/proc/self/ns/net")
         }

@@ -43,7 +43,8 @@ def test_every_public_name_resolves_and_workers_import_no_pipeline():
             sys.executable,
             "-c",
             "import sys, job, job.engine.kernels; "
-            "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.kmeans.estimator', 'job.pipeline') if m in sys.modules))",
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'job.kmeans.estimator', 'job.pipeline') if m "
+            "in sys.modules))",
         ],
         capture_output=True,
         text=True,

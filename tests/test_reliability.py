@@ -1,5 +1,6 @@
 """Faults during a run: killed and interrupted jobs, a lost worker, a full disk, resuming."""
 
+import contextlib
 import json
 import os
 import re
@@ -253,7 +254,7 @@ def test_a_second_job_on_the_same_run_folder_is_refused(mnist_store, tmp_path):
 def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, reference_run, tmp_path):
     dask_cli = str(Path(sys.executable).parent / "dask")
     address = f"tcp://127.0.0.1:{free_port()}"
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
     scheduler = subprocess.Popen(
         [
             dask_cli,
@@ -296,10 +297,8 @@ def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, 
         assert "Traceback" not in err
     finally:
         for proc in (scheduler, *workers):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     resumed = _job("--data", str(mnist_store), "--resume", str(run), *FIT_ARGS)  # a new LocalCluster
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]

@@ -72,7 +72,7 @@ def test_job_reads_the_store_from_s3_with_the_same_result(s3_env, s3_store, mnis
 
 
 def test_missing_or_broken_remote_stores_are_clear_errors(s3_env, s3_store):
-    with pytest.raises(StoreError, match="s3://datasets/nothing.zarr: store not found"):
+    with pytest.raises(StoreError, match=r"s3://datasets/nothing.zarr: store not found"):
         validate_store("s3://datasets/nothing.zarr")
     proc = run_job("--data", "s3://no-such-bucket/mnist.zarr", env=s3_env)
     assert proc.returncode == 1

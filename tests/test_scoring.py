@@ -1,4 +1,5 @@
-"""The evaluation's single pass (job.evaluation.scoring) against scikit-learn on the same labels, and its parts:
+"""The evaluation's single pass (job.evaluation.scoring) against scikit-learn on the same labels, and its
+parts:
 example candidates, row gathering, Hamerly's Lloyd."""
 
 import dask.array as da
@@ -83,7 +84,7 @@ def test_hamerly_reaches_plain_lloyds_centers(mnist_store):
     tol = 1e-4 * X.astype(np.float64).var(axis=0).mean()
     centers, n_iter = hamerly(X, init, tol, 300)
     plain = init.copy()
-    for plain_iter in range(1, 301):
+    for plain_iter in range(1, 301):  # noqa: B007 (read after the loop: the iterations plain Lloyd took)
         sums, counts, _ = kernels.lloyd_partial(X, plain)
         new = sums / counts[:, None]
         shift = ((new - plain) ** 2).sum()

@@ -43,13 +43,13 @@ def test_tampered_file_is_refused_by_name(mnist_dir, tmp_path):
     data = bytearray(gzip.decompress(target.read_bytes()))
     data[100] = (data[100] + 1) % 10
     target.write_bytes(gzip.compress(bytes(data)))
-    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+    with pytest.raises(ChecksumError, match=r"t10k-labels-idx1-ubyte.gz: checksum mismatch"):
         from_folder(tmp_path, MNIST_FILES)
 
 
 def test_missing_files_are_named(tmp_path, tiny_dir):
     (tiny_dir / "t10k-images-idx3-ubyte.gz").unlink()
-    with pytest.raises(SourceError, match="missing IDX file.*t10k-images-idx3-ubyte"):
+    with pytest.raises(SourceError, match=r"missing IDX file.*t10k-images-idx3-ubyte"):
         from_folder(tiny_dir, files_for("tiny"))
     with pytest.raises(SourceError, match="source folder not found"):
         from_folder(tmp_path / "absent", files_for("tiny"))
@@ -94,6 +94,6 @@ def test_download_fails_clearly_when_every_mirror_fails(http_server, tiny_dir, t
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_dir, corrupt)
     (corrupt / "train-images-idx3-ubyte.gz").write_bytes(b"garbage")
-    with pytest.raises(SourceError, match="train-images-idx3-ubyte.gz: download failed from every mirror"):
+    with pytest.raises(SourceError, match=r"train-images-idx3-ubyte.gz: download failed from every mirror"):
         download(specs, cache_dir=tmp_path / "cache", mirrors=[http_server(corrupt)], retries=1)
     assert not (tmp_path / "cache" / "train-images-idx3-ubyte.gz").exists()  # never kept, never used

@@ -54,7 +54,7 @@ def memory_restarts(client, since: float) -> list[dict]:
     """The nannies' memory restarts logged on the scheduler after `since` (time.time())."""
     try:
         events = client.get_events(MEMORY_RESTART_EVENT)
-    except Exception:  # the scheduler itself is gone: nothing to read
+    except Exception:  # noqa: BLE001 (the scheduler itself is gone: nothing to read)
         return []
     return [event for stamp, event in events if stamp >= since and isinstance(event, dict)]
 
@@ -68,7 +68,8 @@ def _out_of_memory(restarts: list[dict], limits: frozenset[int], what: str, resu
     largest = max(int(event.get("rss") or 0) for event in restarts)
     each = f"{' or '.join(_mib(limit) for limit in sorted(limits))} each" if limits else "their memory limit"
     return ClusterError(
-        f"the workers ran out of memory {what}: their nannies restarted them {len(restarts)} time(s) for using "
+        f"the workers ran out of memory {what}: their nannies restarted them {len(restarts)} time(s) for "
+        f"using "
         f"more than 95% of {each} (up to {_mib(largest)}); give each worker more memory (--memory-limit, or "
         "fewer workers with more each: --n-workers), or let X stream from the store (--persist never)"
         + resume_hint

@@ -69,7 +69,7 @@ class SSHConfig(ClusterSpec):
                     **self.security_kwargs(),
                 )
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (asyncssh and distributed raise many kinds: one line)
             raise ClusterError(
                 f"could not start an SSHCluster on {', '.join(self.hosts)}: {type(exc).__name__}: {exc}"
             ) from None

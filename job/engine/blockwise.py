@@ -73,7 +73,7 @@ def boxed_pairs(X, other, func, *args, with_offset: bool = False):
     args = tuple(delayed(a) if isinstance(a, np.ndarray) else a for a in args)
     arg_pairs = [a for arg in args for a in (arg, None)]
     other = other.rechunk((X.chunks[0],))
-    starts = np.cumsum((0,) + X.chunks[0][:-1]).astype(np.int64)
+    starts = np.cumsum((0, *X.chunks[0][:-1])).astype(np.int64)
     offsets = da.from_array(starts, chunks=1)
     # align_arrays=False: blocks are matched by position (the offsets' chunks of 1 against X's rows).
     return da.blockwise(

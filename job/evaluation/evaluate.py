@@ -101,7 +101,7 @@ def evaluate_at(
         contingency=small.contingency.tolist(),
         calinski_harabasz=float(scoring.calinski_harabasz(counts, sums, small.sq_total)[0]),
         davies_bouldin=scoring.davies_bouldin(counts, means, small.spread),
-        silhouette_sample=int(len(sample_index)),
+        silhouette_sample=len(sample_index),
     )
     log.info(
         "evaluation pass (labels, contingency, Calinski-Harabasz %.1f, Davies-Bouldin %.3f, examples, the "

@@ -255,7 +255,8 @@ def _add(*parts):
 def internal_criteria(X: da.Array, cluster_labels: da.Array, k: int) -> dict:
     """Calinski-Harabasz and Davies-Bouldin indices of a labelling of all of X, as scikit-learn defines
     them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums.
-    The job gets the first pass's sums from its scoring pass (job.evaluation.scoring) and makes only the second."""
+    The job gets the first pass's sums from its scoring pass (job.evaluation.scoring) and makes only the
+    second."""
     counts, sums, sq_total = reduce_boxes(boxed_pairs(X, cluster_labels, _chunk_sums, k), _add)
     return criteria_from_sums(X, cluster_labels, counts, sums, sq_total)
 

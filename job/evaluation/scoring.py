@@ -4,7 +4,8 @@ One task per chunk of X (fused with the chunk's read when X is streamed) compute
 every row (kept on the workers, 4 bytes a row, for the labels store), and per chunk only small things:
 the contingency table against the true digits, each cluster's sum of distances to its mean and the total
 of squared norms (with the fit's per-cluster counts and sums: Davies-Bouldin and Calinski-Harabasz), the
-example candidates per cluster (the closest to the center and seeded random ones, job.evaluation.examples), and the
+example candidates per cluster (the closest to the center and seeded random ones, job.evaluation.examples),
+and the
 rows of the silhouette's sample with their labels. Those are combined in a tree on the workers.
 
 The cluster means come from the fit's last pass at the same centers (FusedKMeans.cluster_sums_): the

@@ -2,7 +2,8 @@
 
 `FusedKMeans` keeps dask-ml's estimator contract (parameters, `cluster_centers_`, lazy `labels_`,
 `inertia_`, `n_iter_`, `predict`, `transform`) and replaces its slow parts. By default it fits a sample
-first, from the best of several single-task starts on a subsample (job.kmeans.sampling, job.kmeans.in_memory), and
+first, from the best of several single-task starts on a subsample (job.kmeans.sampling,
+job.kmeans.in_memory), and
 reads all rows only for a few polishing passes. Its k-means|| (for plain Lloyd) is ours
 (job.kmeans.kmeans_parallel: seeded, weighted, independent of chunking). Its Lloyd loop is one task per worker
 thread and iteration, pinned to the worker holding the chunks, that runs job.engine.kernels.lloyd_partial
@@ -21,6 +22,7 @@ import logging
 import time
 import uuid
 from numbers import Integral, Real
+from typing import ClassVar
 
 import dask
 import dask.array as da
@@ -43,7 +45,8 @@ DEFAULT_INIT_ROUNDS = 5
 BOUNDED_MIN_K = 32
 # With many clusters, polishing passes over all rows (polish_passes="auto") only while one costs at most
 # this many row-centers (k=64 on 4M rows, k=256 on 1M): on 8.1M rows at k=256 (2.1G) each pass cost as
-# much as the sample's whole fit (7 passes: 0.23% of inertia, 70% of the fit); on 1M rows at k=64 a pass is ~1 s, the
+# much as the sample's whole fit (7 passes: 0.23% of inertia, 70% of the fit); on 1M rows at k=64 a pass is
+# ~1 s, the
 # sample's centers, left unpolished, ended 0.15% above scikit-learn's on 100,000 rows (section 14).
 POLISH_MAX_WORK = 2**28
 # The sample's loop with bounds (or X's, when the sample is all of it) also stops once an iteration lowers
@@ -109,7 +112,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Number of clusters (k).
     init : {"k-means||", "k-means++", "random"} or array-like of shape (n_clusters, n_features), \
             default="k-means||"
-        How the plain-Lloyd fit (``sample_size=None``) starts: our seeded k-means|| (job.kmeans.kmeans_parallel),
+        How the plain-Lloyd fit (``sample_size=None``) starts: our seeded k-means||
+        (job.kmeans.kmeans_parallel),
         or dask-ml's k-means++ / random. The sampled fit always starts by k-means++ on its subsample.
         An array gives the initial centers and skips both (one start).
     oversampling_factor : float, default=2
@@ -167,7 +171,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     counts_ : ndarray of shape (n_clusters,)
         Rows (with sample_weight: total weight) nearest each center.
     cluster_sums_ : ndarray of shape (n_clusters, n_features)
-        Their (weighted) coordinate sums, float64: ``cluster_sums_ / counts_[:, None]`` are the clusters' means.
+        Their (weighted) coordinate sums, float64: ``cluster_sums_ / counts_[:, None]`` are the clusters'
+        means.
     strategy_ : str
         "sampled", "starts on a subsample" (the sample is all of X), "plain Lloyd" or "weighted plain Lloyd".
     starts_ : list of dict
@@ -205,7 +210,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     16.0
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"k-means||", "k-means++", "random"}), "array-like"],
         "oversampling_factor": [Interval(Real, 0, None, closed="neither")],
@@ -550,7 +555,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return int(self.polish_passes)
 
     def _bounded(self, plan) -> bool:
-        """Whether Lloyd runs with Yinyang bounds (job.kmeans.bounded): with many clusters, on a persisted X."""
+        """Whether Lloyd runs with Yinyang bounds (job.kmeans.bounded): with many clusters, on a
+        persisted X."""
         return plan is not None and self.n_clusters >= BOUNDED_MIN_K
 
     def _converge(
@@ -611,7 +617,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
     def _run_starts(self, sample, seeds, tol):
         """The starts: each one task fitting a nested subsample of the sample in memory
-        (job.kmeans.in_memory.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run side
+        (job.kmeans.in_memory.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run
+        side
         by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
         array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
         from job.kmeans.in_memory import local_fit, seeding_rows

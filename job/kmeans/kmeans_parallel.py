@@ -240,7 +240,7 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     info = {
         "first_index": first,
         "rounds": rounds,
-        "candidates": int(len(cand)),
+        "candidates": len(cand),
         "passes": passes,
         "chunk_reads": passes * X.numblocks[0] + sum(gathers),
         "phi": phis,

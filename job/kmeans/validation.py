@@ -61,7 +61,7 @@ def check_features(estimator, X, *, reset: bool) -> da.Array:
     else:
         X = validate_data(estimator, X, reset=reset, dtype="numeric")
         X = _in_memory_as_dask(X)
-    if X.dtype.kind in "iub" and X.dtype not in COMPACT_INTEGERS or X.dtype.kind not in "fiub":
+    if (X.dtype.kind in "iub" and X.dtype not in COMPACT_INTEGERS) or X.dtype.kind not in "fiub":
         X = X.astype(np.float64)
     elif X.dtype == np.float16:
         X = X.astype(np.float32)  # BLAS has no half precision

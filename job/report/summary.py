@@ -82,7 +82,8 @@ def summary_text(metrics: dict, run_dir: Path) -> str:
     if metrics.get("held_out"):
         ho = metrics["held_out"]
         lines.append(
-            f"  held-out test split ({ho['n']:,} images): accuracy {ho['accuracy_hungarian']:.3f} (Hungarian), "
+            f"  held-out test split ({ho['n']:,} images): accuracy {ho['accuracy_hungarian']:.3f} "
+            f"(Hungarian), "
             f"{ho['accuracy_majority']:.3f} (majority)"
         )
     total = sum(metrics["timings"].values())
