@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+):
 #   make run    build .venv if needed, get MNIST, convert it to Zarr, cluster it on a LocalCluster
 #   make test   build .venv if needed, run the test suite
+#   make check  lint (ruff check), formatting (ruff format --check) and types (mypy); CI runs it first
 # MNIST_SOURCE=DIR uses a local folder of IDX files instead of downloading (e.g. ../shared/data/mnist).
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup clean
+.PHONY: run test check setup clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) data runs .pytest_cache

@@ -108,6 +108,7 @@ def atomic_directory(
         if target.exists() or target.is_symlink():
             if not overwrite:
                 raise TargetExistsError(errno.EEXIST, "exists", str(target))
+            assert why_not_ours is not None  # refused above when overwrite had none
             check_replaceable(target, why_not_ours)
             trash = _sibling(target, "trash")
             os.rename(target, trash)

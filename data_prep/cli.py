@@ -129,7 +129,7 @@ def default_source() -> str:
     return os.environ.get("MNIST_SOURCE", "download")
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, source_default: str | None = "") -> None:
+def add_source_arguments(parser: argparse._ActionsContainer, source_default: str | None = "") -> None:
     """--source and its companions. source_default: "" for default_source(); None leaves --source None
     when not given (the caller tells "asked for" from "defaulted")."""
     parser.add_argument(

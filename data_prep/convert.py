@@ -5,6 +5,7 @@ May use: data_prep's sources, registry, idx, zarr_store, atomic, digits, errors.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import time
@@ -66,7 +67,11 @@ def locate_sources(config: PrepConfig) -> dict[tuple[str, str], SourceFile]:
     return {(f.spec.split, f.spec.kind): f for f in files}
 
 
-def _check_headers(files: dict[tuple[str, str], SourceFile]) -> dict[str, tuple[int, tuple[int, int]]]:
+def _log_progress(split: str, n: int, done: int) -> None:
+    log.info("%s: %d/%d images", split, done, n)
+
+
+def _check_headers(files: dict[tuple[str, str], SourceFile]) -> dict[str, tuple[int, tuple[int, ...]]]:
     """Validate the four headers against each other; return (n, image shape) per split."""
     layout = {}
     for split in SPLITS:
@@ -169,7 +174,7 @@ def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
                     _checked_labels(labels.iter_blocks(config.chunk_size), lab_path),
                     config.chunk_size,
                     compressors,
-                    on_progress=lambda done, n=n, s=split: log.info("%s: %d/%d images", s, done, n),
+                    on_progress=functools.partial(_log_progress, split, n),
                 )
         root.attrs.update({"provenance": _provenance(config, files), "complete": True})
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)

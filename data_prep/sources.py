@@ -87,10 +87,11 @@ def from_folder(folder: str | Path, specs: Sequence[IdxFileSpec]) -> list[Source
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceError(f"{folder}: source folder not found")
-    missing = [s.stem for s in specs if _find_in_folder(folder, s.stem) is None]
+    found = {s.stem: _find_in_folder(folder, s.stem) for s in specs}
+    missing = [stem for stem, path in found.items() if path is None]
     if missing:
         raise SourceError(f"{folder}: missing IDX file(s) {', '.join(missing)} (gzipped or not)")
-    return [_verify(s, _find_in_folder(folder, s.stem), str(folder)) for s in specs]
+    return [_verify(s, found[s.stem], str(folder)) for s in specs]  # type: ignore[arg-type]  # none is None here
 
 
 def _tame(pooch_logger: logging.Logger) -> None:

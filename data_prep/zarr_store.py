@@ -82,7 +82,7 @@ def write_split(
     group: zarr.Group,
     split: str,
     n: int,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     image_blocks: Iterator[np.ndarray],
     label_blocks: Iterator[np.ndarray],
     chunk_size: int,

@@ -232,8 +232,8 @@ def nearest_store(data: Path) -> Path | None:
     """The existing *.zarr store whose path is closest to `data` (beside it, or under ./data), or None."""
     import difflib
 
-    folders = {data.parent if data.parent.is_dir() else None, Path("data") if Path("data").is_dir() else None}
-    stores = sorted({p for folder in folders - {None} for p in folder.iterdir() if p.suffix == ".zarr"})
+    folders = {folder for folder in (data.parent, Path("data")) if folder.is_dir()}
+    stores = sorted({p for folder in folders for p in folder.iterdir() if p.suffix == ".zarr"})
     names = {str(p): p for p in stores}
     match = difflib.get_close_matches(str(data), list(names), n=1, cutoff=0.6)
     return names[match[0]] if match else None
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.source = default_source() if args.source is None else args.source
                 log.info("%s does not exist yet: creating it from %s", config.data, args.source)
                 args.overwrite_data = False
-                prepare_dataset(prep_config_from_args(args, config.data))
+                prepare_dataset(prep_config_from_args(args, Path(config.data)))
             ks = parse_k(args.k)
             result = run_sweep(config, ks) if len(ks) > 1 else run_job(config)
         except JobError as exc:  # the library names its settings; the user typed flags

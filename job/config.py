@@ -25,7 +25,7 @@ SPLITS = ("all", "train", "test")
 PERSIST_POLICIES = ("auto", "always", "never")
 
 
-def _setting(default, check=None, problem: str = "", convert=None, result: bool = False, **kwargs):
+def _setting(default, check=None, problem: str = "", *, convert=None, result: bool = False, **kwargs):
     """A JobConfig field: its default, the rule its value must meet, and whether the result depends on it."""
     return field(
         default=default,
@@ -118,7 +118,7 @@ class JobConfig:
             raise ConfigError(
                 f"sample_size must be at least k ({self.k}), got {self.sample_size}", option="sample_size"
             )
-        if self.n_init != "auto" and self.n_init > 1 and (self.resume or self.engine != "fused"):
+        if isinstance(self.n_init, int) and self.n_init > 1 and (self.resume or self.engine != "fused"):
             raise ConfigError(
                 "n_init above 1 works with the fused engine, and not with resume", option="n_init"
             )
@@ -175,22 +175,22 @@ def parse_k(text: str) -> tuple[int, ...]:
 
 
 def _k_range(part: str) -> list[int]:
-    lo, rest = part.split("..")
-    step, factor, tail = "1", None, ""
+    lo_text, rest = part.split("..")
+    step_text, factor_text, tail = "1", None, ""
     if "x" in rest:
-        rest, factor = rest.split("x")
-        tail = f"x{factor}"
+        rest, factor_text = rest.split("x")
+        tail = f"x{factor_text}"
     elif "+" in rest:
-        rest, step = rest.split("+")
-        tail = f"+{step}"
-    lo, hi, step = int(lo), int(rest), int(step)
+        rest, step_text = rest.split("+")
+        tail = f"+{step_text}"
+    lo, hi, step = int(lo_text), int(rest), int(step_text)
     if hi < lo:  # said as it is, not as "k must be a number"
         raise ConfigError(f"k range {part!r} runs backwards: write it {hi}..{lo}{tail}", option="k")
     if step < 1:
         raise ValueError
-    if factor is None:
+    if factor_text is None:
         return list(range(lo, hi + 1, step))
-    factor = int(factor)
+    factor = int(factor_text)
     if factor < 2 or lo < 1:
         raise ValueError
     values = [lo]

@@ -134,7 +134,7 @@ def check_labels(store: str | Path, splits: tuple[str, ...]) -> None:
     arrays = [(split, lazy_array(root, url, f"{split}/labels")) for split in splits]
     maxima = dask.compute(
         *[
-            labels.map_blocks(_chunk_max, chunks=((1,) * labels.numblocks[0],), dtype=np.int64)
+            labels.map_blocks(_chunk_max, chunks=((1,) * labels.numblocks[0],), dtype=np.int64)  # type: ignore[call-arg, arg-type]  # dask's @derived_from
             for _, labels in arrays
         ]
     )

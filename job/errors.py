@@ -20,7 +20,7 @@ class JobError(Exception):
         """The same error with its leading setting written as its command-line flag (`k=101 ...` as
         `--k 101 ...`)."""
         message, flag = str(self), flags.get(self.option or "")
-        if flag is None or not message.startswith(self.option):
+        if flag is None or self.option is None or not message.startswith(self.option):
             return self
         rest = message[len(self.option) :]
         return type(self)(flag + (" " + rest[1:] if rest.startswith("=") else rest), self.option)

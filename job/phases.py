@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,8 @@ class PhaseRecorder:
     scheduler); client memory is this process's RSS.
     """
 
-    client: object | None = None
-    on_change: object | None = None  # called with the running phase's name (None when none runs)
+    client: Client | None = None
+    on_change: Callable[[str | None], object] | None = None  # called with the running phase (None: none runs)
     seconds: dict[str, float] = field(default_factory=dict)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)
     total: int | None = None
@@ -128,7 +132,7 @@ def peak_rss() -> int:
 
 def peak_memory_per_process(client) -> dict:
     """Peak resident memory of every process of the run: this client, the scheduler, each worker."""
-    peaks = {"client": peak_rss()}
+    peaks: dict[str, object] = {"client": peak_rss()}
     try:
         peaks["scheduler"] = client.run_on_scheduler(peak_rss)
         peaks["workers"] = dict(sorted(client.run(peak_rss).items()))

@@ -210,7 +210,7 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
                 check_workers_can_read(client, config.data, data.splits)
                 check_labels(config.data, data.splits + (("test",) if config.split == "train" else ()))
                 persist, reason = decide_persist(
-                    X.nbytes, cluster_memory(client), config.persist, config.memory_fraction
+                    int(X.nbytes), cluster_memory(client), config.persist, config.memory_fraction
                 )
                 log.info("persist decision: %s", reason)
                 if persist:

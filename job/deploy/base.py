@@ -68,7 +68,7 @@ class SecurityConfig:
 
     def to_dask_config(self) -> dict[str, Any]:
         """The same settings as dask config, for processes we start on other hosts (they inherit it)."""
-        tls = {"ca-file": self.ca_file}
+        tls: dict[str, object] = {"ca-file": self.ca_file}
         for role in ("client", "scheduler", "worker"):
             tls[role] = {"cert": self.cert, "key": self.key}
         return {"distributed.comm.tls": tls, "distributed.comm.require-encryption": self.require_encryption}
@@ -81,7 +81,6 @@ class ClusterSpec:
     kind: ClassVar[str]
     security: SecurityConfig | None = None
     timeout: float = 30.0  # seconds to wait for the scheduler and the first worker
-    min_workers: ClassVar[int] = 1  # kinds that may start fitting before every worker joins make it a field
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

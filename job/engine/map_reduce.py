@@ -51,7 +51,7 @@ def _group_by_worker_thread(client, futures: list) -> list[tuple[str, list]]:
         candidates = sorted(holders.get(future.key, ()) or nthreads)
         worker = min(candidates, key=lambda w: len(by_worker.get(w, ())) / nthreads.get(w, 1))
         by_worker.setdefault(worker, []).append(future)
-    groups = []
+    groups: list[tuple[str, list]] = []
     for worker, chunk_futures in by_worker.items():
         slots = max(1, min(nthreads.get(worker, 1), len(chunk_futures)))
         groups.extend((worker, chunk_futures[i::slots]) for i in range(slots))

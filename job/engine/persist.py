@@ -62,7 +62,7 @@ def _targets(holders: list[tuple[str, ...]], nthreads: dict[str, int]) -> list[s
     targets: list[str | None] = []
     for held in holders:
         keep = [w for w in held if w in load and load[w] < quota[w]]
-        worker = min(keep, key=load.get) if keep else None
+        worker = min(keep, key=lambda w: load[w]) if keep else None
         if worker is not None:
             load[worker] += 1
         targets.append(worker)
@@ -71,7 +71,7 @@ def _targets(holders: list[tuple[str, ...]], nthreads: dict[str, int]) -> list[s
             worker = min(load, key=lambda w: load[w] / nthreads[w])
             load[worker] += 1
             targets[i] = worker
-    return targets
+    return [w for w in targets if w is not None]  # every one is set by now
 
 
 def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da.Array:
@@ -121,7 +121,7 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     wait(placed)
     moved = sum(p is not f for p, f in zip(placed, futures))
     name = "balanced-" + X.name
-    layer = {(name, i, 0): future for i, future in enumerate(placed)}
+    layer: dict = {(name, i, 0): future for i, future in enumerate(placed)}
     balanced = da.Array(
         HighLevelGraph.from_collections(name, layer, dependencies=()), name, X.chunks, meta=X._meta
     )
@@ -167,6 +167,6 @@ def persist_on_current_client(X: np.ndarray) -> da.Array | None:
     # reason: lost dependencies", tests/test_estimator.py).
     futures = client.scatter([X[i : i + rows] for i in range(0, len(X), rows)], hash=False)
     name = f"scattered-{uuid.uuid4().hex}"
-    layer = {(name, i, 0): future for i, future in enumerate(futures)}
+    layer: dict = {(name, i, 0): future for i, future in enumerate(futures)}
     chunks = (tuple(len(X[i : i + rows]) for i in range(0, len(X), rows)), (X.shape[1],))
     return da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, chunks, meta=X[:0])

@@ -97,16 +97,16 @@ def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, know
 
 def _merge(*parts) -> PassOne:
     # A leaf is a chunk's (labels, PassOne); a node's result is a PassOne.
-    parts = [p[1] if isinstance(p, tuple) else p for p in parts]
-    closest, random = examples.merge_candidates(*((p.closest, p.random) for p in parts))
+    passes = [p[1] if isinstance(p, tuple) else p for p in parts]
+    closest, random = examples.merge_candidates(*((p.closest, p.random) for p in passes))
     return PassOne(
-        sum(p.contingency for p in parts),
-        sum(p.spread for p in parts),
-        sum(p.sq_total for p in parts),
+        sum(p.contingency for p in passes),
+        sum(p.spread for p in passes),
+        sum(p.sq_total for p in passes),
         closest,
         random,
         *(
-            np.concatenate([getattr(p, name) for p in parts])
+            np.concatenate([getattr(p, name) for p in passes])
             for name in ("sample_rows", "sample_labels", "sample_truth")
         ),
     )

@@ -128,7 +128,7 @@ class _Bounds:
                 )
         graph = X.__dask_graph__()
         keys = list(dask.core.flatten(X.__dask_keys__()))
-        layer = {(name, i): position[graph[key].key] for i, key in enumerate(keys)}
+        layer: dict = {(name, i): position[graph[key].key] for i, key in enumerate(keys)}
         return da.Array(
             HighLevelGraph.from_collections(name, layer, dependencies=()),
             name,

@@ -63,7 +63,7 @@ def _min_sq_dist(X: np.ndarray, C: np.ndarray, with_argmin: bool = False):
         d = np.einsum("ij,ij->i", xb, xb)[:, None] - 2 * xb @ C.T + c_sq[None, :]
         j = d.argmin(axis=1)
         dist[start : start + len(xb)] = np.maximum(d[np.arange(len(xb)), j], 0.0)
-        if with_argmin:
+        if arg is not None:
             arg[start : start + len(xb)] = j
     return (dist, arg) if with_argmin else dist
 
@@ -157,7 +157,7 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     # Per-point costs stay on the cluster as a persisted dask array chunked like X; each pass over X runs
     # in the tasks that read X's chunks (job.engine.blockwise: fused, so streamed chunks never travel).
     if weights is None:
-        costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()
+        costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()  # type: ignore[arg-type]  # dask's @derived_from types Array.map_blocks as da.map_blocks
     else:
         costs = da.blockwise(
             _chunk_costs_weighted,

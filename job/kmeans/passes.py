@@ -38,7 +38,7 @@ def inertia_and_counts(X: da.Array, centers: np.ndarray, plan=None) -> tuple[flo
 
 def predict_labels(X: da.Array, centers: np.ndarray) -> da.Array:
     """Lazy int32 [n] labels: the nearest center of each row."""
-    return X.map_blocks(kernels.labels_of, centers, drop_axis=1, dtype=np.int32)
+    return X.map_blocks(kernels.labels_of, centers, drop_axis=1, dtype=np.int32)  # type: ignore[arg-type]  # dask's @derived_from types Array.map_blocks as da.map_blocks
 
 
 def relative_tol(tol: float, n: int, col_sum: np.ndarray, col_sumsq: np.ndarray) -> float:

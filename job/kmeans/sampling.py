@@ -48,7 +48,7 @@ def sample_rows(X: da.Array, size: int, seed: int, stream: int = SAMPLE_STREAM) 
         return X
     fraction = size / n
     picked = X.map_blocks(
-        _chunk_rows,
+        _chunk_rows,  # type: ignore[arg-type]  # dask's @derived_from types Array.map_blocks as da.map_blocks
         fraction,
         seed,
         stream,

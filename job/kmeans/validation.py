@@ -101,7 +101,7 @@ def check_sample_weight(sample_weight, X: da.Array) -> da.Array | None:
         return None
     n = int(X.shape[0])
     if isinstance(sample_weight, numbers.Number):
-        sample_weight = np.full(n, float(sample_weight))
+        sample_weight = np.full(n, float(sample_weight))  # type: ignore[arg-type]  # a real number here
     if isinstance(sample_weight, da.Array):
         w = sample_weight.astype(np.float64)
         if w.ndim != 1:

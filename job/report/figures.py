@@ -8,6 +8,7 @@ May use: data_prep.digits, numpy, matplotlib.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -315,7 +316,8 @@ def plot_pca(
     if cluster_digits is None:
         cluster_digits = np.arange(int(clusters.max()) + 1)
     cluster_digits = np.asarray(cluster_digits)
-    panels = [
+    # (values, color index of a value, legend label of a value, title, legend title) per panel
+    panels: list[tuple[np.ndarray, Callable[[int], int], Callable[[int], str], str, str]] = [
         (
             clusters,
             lambda c: cluster_digits[c],
