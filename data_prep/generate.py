@@ -20,9 +20,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
+
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
 
 from . import __version__
 from .atomic import LockTimeout, store_lock
@@ -32,6 +36,7 @@ from .errors import DataPrepError, StoreError
 from .zarr_store import (
     IMAGE_DIMS,
     LABEL_DIMS,
+    array_in,
     building_store,
     check_store_replaceable,
     chunk_digest,
@@ -48,7 +53,7 @@ log = logging.getLogger(__name__)
 BATCH = 4096  # images deformed at a time inside a chunk: bounds a task's memory whatever the chunk size
 LOCK_WAIT_SECONDS = 600
 # zarr skips chunks equal to the fill value; validate_store counts written chunks, so write them all.
-WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
+WRITE_EVERY_CHUNK: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 @dataclass(frozen=True)
@@ -95,17 +100,18 @@ def make_chunk(
     SHA-256 of the chunk's images and labels (recorded in the store by the client)."""
     params = Deformation(**{**deformation, "scale_range": tuple(deformation["scale_range"])})
     src = zarr.open_group(store=source, mode="r", zarr_format=3)
-    src_images, src_labels = src["train/images"], src["train/labels"]
-    n_src, shape = src_images.shape[0], tuple(src_images.shape[1:])
+    src_images, src_labels = array_in(src, "train/images", source), array_in(src, "train/labels", source)
+    n_src, height, width = src_images.shape
+    shape = (int(height), int(width))
     dst = zarr.open_group(store=out, mode="r+", zarr_format=3)
-    images, labels = dst["train/images"], dst["train/labels"]
+    images, labels = array_in(dst, "train/images", out), array_in(dst, "train/labels", out)
     counts = np.zeros(N_CLASSES, dtype=np.int64)
     block = np.empty((stop - start, *shape), dtype=np.uint8)
     rows = np.arange(start, stop) % n_src
-    label_block = src_labels.get_orthogonal_selection(rows)
+    label_block = np.asarray(src_labels.get_orthogonal_selection(rows))
     for lo in range(0, stop - start, BATCH):
         hi = min(lo + BATCH, stop - start)
-        originals = src_images.get_orthogonal_selection((rows[lo:hi], slice(None), slice(None)))
+        originals = np.asarray(src_images.get_orthogonal_selection((rows[lo:hi], slice(None), slice(None))))
         block[lo:hi] = deform(originals, deformation_draws(seed, start + lo, hi - lo, shape), params)
     images[start:stop] = block
     labels[start:stop] = label_block
@@ -215,7 +221,7 @@ def _copy_test_split(source: Path, root: zarr.Group, chunk_size: int, compressor
     src = zarr.open_group(store=str(source), mode="r", zarr_format=3)
     test = root.create_group("test")
     for name, dims in (("images", IMAGE_DIMS), ("labels", LABEL_DIMS)):
-        data = src[f"test/{name}"][:]
+        data = np.asarray(array_in(src, f"test/{name}", str(source))[:])
         array = test.create_array(
             name,
             shape=data.shape,

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
 from .errors import IdxFormatError
 
-DTYPE_CODES = {
+DTYPE_CODES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -66,7 +66,7 @@ def _open_stream(path: Path) -> Iterator[BinaryIO]:
         if raw.read(2) == GZIP_MAGIC:
             raw.seek(0)
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                yield stream
+                yield cast(BinaryIO, stream)
         else:
             raw.seek(0)
             yield raw
@@ -117,16 +117,16 @@ class IdxReader:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._ctx = None
+        self._ctx: contextlib.AbstractContextManager[BinaryIO] | None = None
         self._stream: BinaryIO | None = None
-        self.header: IdxHeader | None = None
+        self._header: IdxHeader | None = None
 
     def __enter__(self) -> IdxReader:
         self._ctx = _open_stream(self.path)
-        self._stream = self._ctx.__enter__()
+        stream = self._stream = self._ctx.__enter__()
         try:
-            self.header = self._translate(lambda: _parse_header(self._stream, self.path))
-            if not isinstance(self._stream, gzip.GzipFile):
+            self._header = self._translate(lambda: _parse_header(stream, self.path))
+            if not isinstance(stream, gzip.GzipFile):
                 self._check_raw_size()
         except BaseException:
             self.__exit__(None, None, None)
@@ -138,6 +138,18 @@ class IdxReader:
             ctx, self._ctx = self._ctx, None
             with contextlib.suppress(OSError, EOFError, zlib.error):  # a broken gzip stream: already reported
                 ctx.__exit__(None, None, None)
+
+    @property
+    def header(self) -> IdxHeader:
+        if self._header is None:
+            raise RuntimeError("IdxReader is read inside its `with` block")
+        return self._header
+
+    @property
+    def stream(self) -> BinaryIO:
+        if self._stream is None:
+            raise RuntimeError("IdxReader is read inside its `with` block")
+        return self._stream
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -179,7 +191,7 @@ class IdxReader:
         while done < n:
             count = min(records_per_block, n - done)
             want = count * record_nbytes
-            data = self._translate(functools.partial(_read_exactly, self._stream, want))
+            data = self._translate(functools.partial(_read_exactly, self.stream, want))
             if len(data) < want:
                 got = done * record_nbytes + len(data)
                 raise IdxFormatError(
@@ -189,7 +201,7 @@ class IdxReader:
             block = np.frombuffer(data, dtype=header.dtype).reshape((count, *header.record_shape))
             yield block.astype(self.dtype, copy=False)
             done += count
-        trailing = self._translate(lambda: self._stream.read(1))
+        trailing = self._translate(lambda: self.stream.read(1))
         if trailing:
             raise IdxFormatError(
                 f"{self.path}: unexpected bytes after the {header.data_nbytes} data bytes "

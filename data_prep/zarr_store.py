@@ -365,7 +365,7 @@ def read_chunk(array, location: str, component: str, index: int) -> np.ndarray:
     full_key = f"{prefix}/{key}" if prefix else key
     try:
         if not sync(store.exists(full_key)):
-            reason = "the chunk file is missing (zarr would read it as zeros)"
+            reason: str | None = "the chunk file is missing (zarr would read it as zeros)"
         else:
             rows_read = array[start:stop]
             reason = _digest_problem(array, index, rows_read)
@@ -428,7 +428,8 @@ def _source_digests(provenance: Mapping) -> dict[str, str]:
     from .registry import SPLITS, STANDARD_STEMS
 
     if "recipe" in provenance:  # generated: only its test split is a copy of the source's
-        recorded, splits = dict(provenance["recipe"].get("source_sha256") or {}), ("test",)
+        splits: tuple[str, ...] = ("test",)
+        recorded = dict(provenance["recipe"].get("source_sha256") or {})
     else:
         recorded, splits = (
             {stem: meta.get("sha256") for stem, meta in (provenance.get("files") or {}).items()},
@@ -439,6 +440,14 @@ def _source_digests(provenance: Mapping) -> dict[str, str]:
         for (split, kind), stem in STANDARD_STEMS.items()
         if split in splits and recorded.get(stem)
     }
+
+
+def array_in(group: zarr.Group, name: str, location: str) -> zarr.Array:
+    """group[name] as an array: a group where an array belongs is damage, said in one line."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{location}/{name}: a Zarr group where an array was expected")
+    return node
 
 
 def verify_store(path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> Verification:
@@ -458,9 +467,9 @@ def verify_store(path: str | Path, on_progress: Callable[[int, int], None] | Non
     except StoreError as exc:
         return Verification([str(exc)], [])
     root = open_root(path)
-    sources = _source_digests(root.attrs.get("provenance") or {})
+    sources = _source_digests(dict(root.attrs.get("provenance") or {}))  # type: ignore[arg-type]  # a JSON object
     arrays = [
-        (f"{split}/{name}", root[f"{split}/{name}"])
+        (f"{split}/{name}", array_in(root, f"{split}/{name}", str(path)))
         for split in ("train", "test")
         for name in ("images", "labels")
     ]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def result_settings(config: JobConfig) -> dict:
     return {name: getattr(config, name) for name in config.result_fields()}
 
 
-def data_fingerprint(store: Path, split: str) -> str:
+def data_fingerprint(store: Path | str, split: str) -> str:
     """SHA-256 over what the clustering's result depends on: the store's provenance without the fields
     that say how or when it was written (so a copy, or the same data in other chunks, matches), and the
     size and image shape of each split used. A converted store's provenance holds its source files'
@@ -192,7 +193,7 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
     path = partial / CHECKPOINT_FILE
     try:
         with np.load(path) as saved:
-            state = {
+            state: dict[str, Any] = {
                 "centers": np.asarray(saved["centers"], dtype=np.float64),
                 "n_iter": int(saved["n_iter"]),
                 "converged": bool(saved["converged"]),

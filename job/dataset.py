@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import dask.array as da
 import numpy as np
@@ -15,6 +16,8 @@ from data_prep.digits import N_CLASSES, PIXEL_MAX
 from data_prep.errors import StoreError
 from data_prep.zarr_store import open_root, read_chunk, validate_store
 from job.errors import DataError
+
+ArrayT = TypeVar("ArrayT", da.Array, np.ndarray)  # lazy rows, or one block of them
 
 PIXEL_SCALE = 1.0 / PIXEL_MAX  # raw uint8 pixels -> [0, 1]
 
@@ -158,7 +161,7 @@ def flat_pixels(images: da.Array) -> da.Array:
     return images.reshape(n, int(np.prod(images.shape[1:])))
 
 
-def to_features(images: da.Array, dtype=np.float32) -> da.Array:
+def to_features(images: ArrayT, dtype=np.float32) -> ArrayT:
     """uint8 [n, h, w] -> `dtype` [n, h*w] in [0, 1], lazily and chunk by chunk.
 
     The reshape merges only the unchunked trailing axes, so it never rechunks along samples.

@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import dask.array as da
 import numpy as np
@@ -434,6 +434,7 @@ class SingleK:
 
     def connected(self, client, recorder: PhaseRecorder) -> None:
         """A live progress page in the partial folder, rewritten at each phase."""
+        assert self.partial is not None and self.run_dir is not None  # open() came first
         live = self.partial / "report.html"
         final = self.run_dir / "report.html"
         recorder.on_change = lambda current: report_html.write_live_page(
@@ -587,6 +588,7 @@ class Sweep:
                     self.models[k], row, predicted[k] = self._restored(s, k, *self.done[k])
                 else:
                     self.models[k], row, predicted[k] = self._score_one_k(s, k)
+                    assert self.partial is not None  # open() came first
                     checkpoint.save_sweep_k(
                         self.partial,
                         k,
@@ -646,13 +648,12 @@ class Sweep:
         fit = _fit(config, k, s.X)
         scored = _evaluate(s, fit)
         ev = scored.evaluation
-        silhouette = silhouette_later(
-            scored.sample.rows, scored.sample.labels, k
-        )  # on the workers while we draw
+        # On the workers while we draw.
+        silhouette_of = silhouette_later(scored.sample.rows, scored.sample.labels, k)
         _save_model(s.out, f"_k{k:02d}", fit, s.data.image_shape, ev)
         held_out, predicted = _classify_test(s.test, fit, ev) if s.test is not None else (None, None)
-        silhouette = silhouette() if config.silhouette_sample >= 2 else float("nan")
-        extra = (
+        silhouette = silhouette_of() if config.silhouette_sample >= 2 else float("nan")
+        extra: dict[str, Any] = (
             {}
             if held_out is None
             else {

@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class Model:
             with np.load(path) as saved:
                 model = cls(
                     saved["centers"].astype(np.float32),
-                    tuple(int(v) for v in saved["image_shape"]),
+                    tuple(int(v) for v in saved["image_shape"]),  # type: ignore[arg-type]  # checked below
                     saved["mapping_hungarian"].astype(np.int64),
                     saved["mapping_majority"].astype(np.int64),
                 )
@@ -133,7 +134,7 @@ class Images:
     Every kind is read block by block (BLOCK images at a time): memory stays flat however many there are.
     """
 
-    blocks: object  # callable () -> iterator of (names, uint8 [b, h, w])
+    blocks: Callable[[], Iterator[tuple[list[str], np.ndarray]]]  # () -> (names, uint8 [b, h, w]) each
     n: int
     labels: np.ndarray | None  # uint8 [n]: one byte per image, small next to the images
     description: str
@@ -186,7 +187,7 @@ def _idx(path: Path, labels_path: Path | None) -> Images:
 def _zarr(path: Path) -> Images:
     import zarr
 
-    from data_prep.zarr_store import read_chunk
+    from data_prep.zarr_store import array_in, read_chunk
 
     try:
         node = zarr.open(store=str(path), mode="r")
@@ -198,7 +199,10 @@ def _zarr(path: Path) -> Images:
             raise DataError(
                 f"{path}: a Zarr group without an 'images' array (give a split, e.g. {path}/test)"
             )
-        array, name = node["images"], "images"
+        try:
+            array, name = array_in(node, "images", str(path)), "images"
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
     else:
         array, name = node, ""
     if array.ndim != 3 or array.dtype != np.uint8:
@@ -213,7 +217,10 @@ def _zarr(path: Path) -> Images:
             raise DataError(str(exc)) from None
 
     if isinstance(node, zarr.Group) and "labels" in node:
-        stored = node["labels"]
+        try:
+            stored = array_in(node, "labels", str(path))
+        except DataPrepError as exc:
+            raise DataError(str(exc)) from None
         if stored.ndim != 1 or stored.shape[0] != n:
             raise DataError(f"{path}/labels: {stored.shape} labels for the {n:,} images of {path}/images")
         labels = np.concatenate(list(chunks(stored, "labels")))

@@ -617,9 +617,23 @@ def test_predict_refuses_a_decompression_bomb_without_decoding_it(tiny_store, tm
     proc = _cli("job.predict", str(run), str(bomb))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here (a "
-        f"decompression "
-        "bomb?); it was not decoded"
+        f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here "
+        "(a decompression bomb?); it was not decoded"
+    )
+    assert not (run / "predictions.csv").exists()
+
+
+def test_predict_on_a_store_with_a_group_where_the_images_belong_is_one_line(tiny_store, tmp_path, capfd):
+    import zarr
+
+    run = tmp_path / "run"
+    assert run_job_cli(capfd, "--data", str(tiny_store), "--out", str(run))[0] == 0
+    odd = tmp_path / "odd.zarr"
+    zarr.open_group(str(odd), mode="w").create_group("images")
+    proc = _cli("job.predict", str(run), str(odd))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {odd}/images: a Zarr group where an array was expected"
     )
     assert not (run / "predictions.csv").exists()
 
@@ -641,8 +655,7 @@ def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(tiny_store, tmp_p
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert proc.stderr.strip().splitlines()[-1] == (
             f"error: {disk / 'predictions.csv'}: cannot write the predictions (No space left on device); "
-            f"nothing "
-            "was kept"
+            "nothing was kept"
         )
         assert list(disk.iterdir()) == []
     finally:

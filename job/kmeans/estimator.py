@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import dask
 import dask.array as da
@@ -72,7 +72,7 @@ def base_seed(random_state) -> int:
     for any chunking and number of workers), one draw from a RandomState or Generator, or fresh entropy
     for None."""
     if random_state is None:
-        return int(np.random.SeedSequence().entropy % 2**63)
+        return int(np.random.default_rng().integers(2**63))
     if isinstance(random_state, Integral):
         return int(random_state)
     if isinstance(random_state, np.random.RandomState):
@@ -369,7 +369,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if not finite:
             raise ValueError("Input contains NaN or infinity.")
         tol = relative_tol(self.tol, n, col_sum, col_sumsq)
-        self.sample_ = None
+        self.sample_: dict[str, Any] | None = None
         best = self._best_of_starts(X, plan, seeds, tol, start, on_iteration, weights)
         init_passes = sum(s["init_info"].get("chunk_reads", 0) for s in self.starts_) / max(1, X.numblocks[0])
         self.passes_over_all_rows_ = 1 + init_passes + sum(s["n_iter"] + 1 for s in self.starts_)
@@ -410,7 +410,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             log.info(
                 "sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds
             )
-        sample_record = {"rows": int(m), "draw_seconds": draw_seconds}
+        sample_record: dict[str, Any] = {"rows": int(m), "draw_seconds": draw_seconds}
         bounded = self._bounded(plan)
         if start is None:
             centers, init_info = self._run_starts(sample, seeds, tol)
@@ -443,7 +443,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 )
             done_before = 0
         else:
-            self.starts_ = []
+            self.starts_: list = []
             centers = np.asarray(start["centers"], dtype=np.float64)
             init_centers, init_info = centers.copy(), {"resumed_after_iteration": int(start["n_iter"])}
             sample_record["resumed"] = True
@@ -709,6 +709,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 best = result
             self.init_time_ += result["init_seconds"]
             self.lloyd_time_ += result["lloyd_seconds"]
+        assert best is not None  # seeds is never empty
         return best
 
     def _start_seeds(self) -> list:

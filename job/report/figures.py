@@ -185,7 +185,7 @@ def _k_axis(ax, ks: list[int]) -> None:
     ax.set_xlabel("k (log scale)" if ax.get_xscale() == "log" else "k")
 
 
-def plot_sweep_elbow(rows: list, suggested: int, elbow_k: int, path: Path) -> Path:
+def plot_sweep_elbow(rows: list, suggested: int, elbow_k: int | None, path: Path) -> Path:
     """Inertia against k, with the elbow and the suggested k marked."""
     fig, ax, ks, inertia = _curve_against_k(
         rows,
