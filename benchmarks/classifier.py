@@ -1,6 +1,6 @@
 """K-Means as a digit classifier: scikit-learn and the job on the same k list, in one run.
 
-    python benchmarks/classifier.py [--ks 10,32,64,128,256] [--seeds 0,1,2]
+    python benchmarks/classifier.py [--ks 10,32,64,128,256] [--seeds 0,1,2] [--name classifier]
 
 For each seed, alternating: scikit-learn's `KMeans(k, random_state=seed, n_init=1)` on the 60,000 MNIST
 training images scaled to [0, 1] (float64, as the task's script scales them), each cluster mapped to the
@@ -125,11 +125,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ks", default="10,32,64,128,256")
     parser.add_argument("--seeds", default="0,1,2")
-    (
-        parser.add_argument("--one", type=int),
-        parser.add_argument("--seed-one", type=int),
-        parser.add_argument("--store"),
-    )
+    parser.add_argument("--name", default="classifier", help="results file name (another name: no figure)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seed-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(sklearn_one(args.one, args.seed_one, Path(args.store))))
@@ -194,8 +193,9 @@ def main() -> None:
     print()
     print_table(rows, list(rows[0]))
     print("\n" + "; ".join(f"{name}: {value:.2f}" for name, value in totals.items()))
-    save("classifier", {"ks": ks, "seeds": seeds, "rows": rows, "totals": totals, "runs": runs})
-    plot(rows, Path(os.environ.get("CLASSIFIER_PLOT", REPO / "docs" / "images" / "classifier.png")))
+    save(args.name, {"ks": ks, "seeds": seeds, "rows": rows, "totals": totals, "runs": runs})
+    if args.name == "classifier":
+        plot(rows, Path(os.environ.get("CLASSIFIER_PLOT", REPO / "docs" / "images" / "classifier.png")))
 
 
 if __name__ == "__main__":
