@@ -241,7 +241,7 @@ def test_numpy_in_numpy_out_and_dask_in_lazy_out():
 
 def test_a_numpy_fit_on_a_client_sends_the_rows_to_the_workers_once(client):
     """With a Client, an in-memory X is scattered once, not embedded in every pass's graph: no pass
-    sends distributed a graph above its 10 MB warning threshold (each did before: 7.3 s against 3.2 s on
+    sends distributed a graph above its 10 MB warning threshold (each did before: 7.3 s against 3.3 s on
     MNIST's 60,000 rows, benchmarks/in_memory_fit.py)."""
     import warnings
 

@@ -149,9 +149,9 @@ def persist_on_current_client(X: np.ndarray) -> da.Array | None:
     per thread, as a dask array of their futures; None when this process has no Client.
 
     Without it every pass of a fit embeds the numpy chunks in its graph and ships them to the workers
-    again: MNIST's 60,000 float32 images fitted in 7.3 s that way, against 2.6 s as a persisted dask
-    array (benchmarks/in_memory_fit.py). Scattered, not persisted from a graph: distributed warns about
-    (and pickles) a graph that carries 188 MB of data.
+    again: MNIST's 60,000 float32 images fitted in 7.3 s that way, 3.3 s scattered once (3.0 s as a
+    persisted dask array; docs/benchmarks.md, section 16). Scattered, not persisted from a graph:
+    distributed warns about (and pickles) a graph that carries 188 MB of data.
     """
     from dask.highlevelgraph import HighLevelGraph
     from distributed import default_client
