@@ -83,8 +83,6 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     chunks that sit on an over-full worker are copied once to an under-full one, pinned there, and the
     returned array is built from the resulting futures.
     """
-    from dask.highlevelgraph import HighLevelGraph
-
     # Client.nthreads() asks the scheduler; scheduler_info() answered with no workers at all once, right
     # after a large persist on 8.1M images (a cached identity), and the placement below then failed.
     nthreads = dict(client.nthreads())
@@ -120,11 +118,7 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     ]
     wait(placed)
     moved = sum(p is not f for p, f in zip(placed, futures))
-    name = "balanced-" + X.name
-    layer: dict = {(name, i, 0): future for i, future in enumerate(placed)}
-    balanced = da.Array(
-        HighLevelGraph.from_collections(name, layer, dependencies=()), name, X.chunks, meta=X._meta
-    )
+    balanced = _array_of_futures("balanced-" + X.name, placed, X.chunks, X._meta)
     log.info(
         "X persisted in %d chunks of up to %d rows over %d threads (%d chunk(s) moved to even the load)",
         X.numblocks[0],
@@ -153,7 +147,6 @@ def persist_on_current_client(X: np.ndarray) -> da.Array | None:
     persisted dask array; docs/benchmarks.md, section 16). Scattered, not persisted from a graph:
     distributed warns about (and pickles) a graph that carries 188 MB of data.
     """
-    from dask.highlevelgraph import HighLevelGraph
     from distributed import default_client
 
     try:
@@ -166,7 +159,13 @@ def persist_on_current_client(X: np.ndarray) -> da.Array | None:
     # re-scattered the keys the first fit was releasing, and the second fit lost them ("cancelled for
     # reason: lost dependencies", tests/test_estimator.py).
     futures = client.scatter([X[i : i + rows] for i in range(0, len(X), rows)], hash=False)
-    name = f"scattered-{uuid.uuid4().hex}"
-    layer: dict = {(name, i, 0): future for i, future in enumerate(futures)}
     chunks = (tuple(len(X[i : i + rows]) for i in range(0, len(X), rows)), (X.shape[1],))
-    return da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, chunks, meta=X[:0])
+    return _array_of_futures(f"scattered-{uuid.uuid4().hex}", futures, chunks, X[:0])
+
+
+def _array_of_futures(name: str, futures: list, chunks, meta) -> da.Array:
+    """A dask array [n, p] whose row chunks are these futures, in order (one column chunk)."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer: dict = {(name, i, 0): future for i, future in enumerate(futures)}
+    return da.Array(HighLevelGraph.from_collections(name, layer, dependencies=()), name, chunks, meta=meta)
