@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+import pytest
 import zarr
 
 from job.engine import bounds, kernels
@@ -24,9 +25,24 @@ def _plain_lloyd(X, centers, iterations):
     return centers
 
 
-def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store):
+def _assert_bounds_hold(X, C, groups, state):
+    """Each row's upper bound is at least its distance to its center, and each group's lower bound at
+    most its distance to every other center of that group (float64 distances, float32 bounds)."""
+    labels, upper, lower = state
+    Xf = X.astype(np.float64)
+    D = np.sqrt(np.maximum(kernels.squared_norms(Xf)[:, None] - 2 * Xf @ C.T + kernels.squared_norms(C), 0))
+    rows = np.arange(len(X))
+    margin = 1e-4 * D.max()
+    assert (upper >= D[rows, labels] - margin).all()
+    D[rows, labels] = np.inf
+    for g in range(groups.count):
+        assert (lower[:, g] <= D[:, groups.members(g)].min(axis=1) + margin).all(), g
+
+
+@pytest.mark.parametrize("k", [64, 256])  # every center searched; from 256 on only the failed groups
+def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k):
+    assert bounds.searches_groups(k) == (k >= bounds.GROUP_SEARCH_MIN_K)
     X = _rows(mnist_store, 6_000)
-    k = 64
     C = X[np.random.default_rng(0).choice(len(X), k, replace=False)].astype(np.float64)
     groups = bounds.make_groups(C, bounds.group_count(k), seed=0)
     state, (sums, counts, _inertia, sq_total) = bounds.init_chunk(X, C, groups)
@@ -44,6 +60,7 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store):
         plain_sums, plain_counts, plain_inertia = kernels.lloyd_partial(X, C)
         assert np.array_equal(state[0], kernels.assign(X, C)[0]), it
         assert np.array_equal(counts, plain_counts) and np.array_equal(sums, plain_sums)  # uint8: exact sums
+        _assert_bounds_hold(X, C, groups, state)
         skipped.append(1 - computed / (len(X) * k))
     assert np.isclose(step_inertia, plain_inertia, rtol=1e-6)
     assert skipped[-1] > 0.3  # the bounds do skip distances once the centers settle

@@ -28,6 +28,15 @@ from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype
 # Bounds are stored in float32; each update is widened by this much of the largest center norm, so that
 # rounding never lets a bound cross the true distance.
 SLACK = 1e-6
+# From GROUP_SEARCH_MIN_K centers on, a row in doubt is searched only in the groups whose bound it fails
+# (Ding et al.'s group filter), the groups holding SEARCH_GROUP_CENTERS centers each: one gathered BLAS
+# product per group needs ~32 columns to pay for gathering its rows (with ~10 it was slower than searching
+# every center). Measured by benchmarks/group_search.py (docs/benchmarks.md, section 17): the steps took
+# 0.64x the time of searching every center at k=1024, 0.77x at 512, 0.84-0.94x at 256, 1.05-1.19x at 128.
+# A row whose failed groups hold more than GROUP_SEARCH_SHARE of the centers is searched against all.
+GROUP_SEARCH_MIN_K = 256
+SEARCH_GROUP_CENTERS = 32
+GROUP_SEARCH_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,15 @@ class Groups:
         return self.order[self.starts[g] : stop]
 
 
+def searches_groups(k: int) -> bool:
+    """Whether rows in doubt are searched in their failed groups only (else against every center)."""
+    return k >= GROUP_SEARCH_MIN_K
+
+
 def group_count(k: int, rows: int | None = None, max_bytes: int = 0) -> int:
-    """Ding et al.'s k/10 groups, at least 1; with `rows` and `max_bytes`, no more than the float32
-    lower bounds of that many rows fit in."""
-    groups = max(1, k // 10)
+    """Ding et al.'s k/10 groups (k/32 when rows are searched by group), at least 1; with `rows` and
+    `max_bytes`, no more than the float32 lower bounds of that many rows fit in."""
+    groups = max(1, k // (SEARCH_GROUP_CENTERS if searches_groups(k) else 10))
     if rows and max_bytes:
         groups = min(groups, max(1, max_bytes // (4 * rows)))
     return groups
@@ -143,6 +157,73 @@ def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compile
             lower[i, g] = np.sqrt(max(m + x_sq[i], 0.0)) if m < np.inf else np.inf
 
 
+@numba.njit(nogil=True, cache=True)
+def _nearest_in_group(d, x_sq, members, at, g, first, second, nearest):  # pragma: no cover - compiled
+    """Per row of d [b, m] (squared distances up to ||x||^2 to the centers `members` of group g): the
+    nearest member, its distance and the next nearest's distance, into row at[i], column g of
+    nearest / first / second [r, G]."""
+    for i in range(d.shape[0]):
+        m1, m2, a1 = np.inf, np.inf, 0
+        for j in range(d.shape[1]):
+            v = d[i, j]
+            if v < m1:
+                m2, m1, a1 = m1, v, j
+            elif v < m2:
+                m2 = v
+        first[at[i], g] = np.sqrt(max(m1 + x_sq[i], 0.0))
+        second[at[i], g] = np.sqrt(max(m2 + x_sq[i], 0.0)) if m2 < np.inf else np.inf
+        nearest[at[i], g] = members[a1]
+
+
+@numba.njit(nogil=True, cache=True)
+def _merge_groups(rows, opened, first, second, nearest, labels, upper, lower, group_of):  # pragma: no cover
+    """Each row's best center over its searched groups (opened [r, G]) and the one it had (at its exact
+    upper bound); the searched groups' lower bounds made exact, and the old center's group bounded by its
+    distance when the row leaves it. Updates upper and lower in place; returns the new labels."""
+    best_of = np.empty(len(rows), dtype=np.int32)
+    for r in range(len(rows)):
+        i = rows[r]
+        old = labels[i]
+        best, best_d = old, upper[i]
+        for g in range(opened.shape[1]):
+            if opened[r, g] and first[r, g] < best_d:
+                best, best_d = nearest[r, g], first[r, g]
+        for g in range(opened.shape[1]):
+            if opened[r, g]:
+                lower[i, g] = second[r, g] if nearest[r, g] == best else first[r, g]
+        go = group_of[old]
+        if best != old and not opened[r, go]:
+            lower[i, go] = min(lower[i, go], upper[i])
+        best_of[r] = best
+        upper[i] = best_d
+    return best_of
+
+
+def _group_search(X, rows, labels, upper, lower, C_ordered, C_sq_ordered, groups: Groups):
+    """Ding et al.'s group filter: each row in `rows` (its upper bound exact) searched only in the groups
+    whose lower bound is below it, one BLAS product per group over the rows that opened it. Updates upper
+    and lower in place; returns (the new labels of `rows`, distances computed)."""
+    opened = lower[rows] < upper[rows, None]
+    G = groups.count
+    first = np.full((len(rows), G), np.inf, dtype=np.float32)
+    second = np.full((len(rows), G), np.inf, dtype=np.float32)
+    nearest = np.zeros((len(rows), G), dtype=np.int64)
+    xs = as_float(X[rows])
+    x_sq = squared_norms(xs)
+    ends = np.append(groups.starts[1:], len(groups.order))
+    computed = 0
+    for g in np.flatnonzero(opened.any(axis=0)):
+        at = np.flatnonzero(opened[:, g])
+        block = slice(groups.starts[g], ends[g])
+        d = xs[at] @ C_ordered[block].T
+        d *= -2
+        d += C_sq_ordered[block]
+        _nearest_in_group(d, x_sq[at], groups.order[block], at, g, first, second, nearest)
+        computed += len(at) * (ends[g] - groups.starts[g])
+    best = _merge_groups(rows, opened, first, second, nearest, labels, upper, lower, groups.of)
+    return best, computed
+
+
 def _dense_search(xb, C_ordered, C_sq_ordered, groups: Groups):
     """All k distances of a block against the centers in group order (C[groups.order]): (nearest
     center, its distance, lower bound per group [b, G])."""
@@ -192,8 +273,9 @@ def step_chunk(
 ):
     """Reassign a chunk's rows to `centers` (which moved by `moves` [k] since the state's): the bounds
     loosened, rows whose bounds still hold skipped, each of the others' distance to its own center made
-    exact, and the rows still in doubt searched against every center (one BLAS product per block: a
-    gathered product per open group was slower than that at any share of open groups, measured).
+    exact, and the rows still in doubt searched: from GROUP_SEARCH_MIN_K centers on in the groups whose
+    bound they fail (one gathered product per group), else against every center (one BLAS product per
+    block: with Ding's groups of ~10 centers a gathered product per group was slower, measured).
 
     Returns (the new state, (sum changes float64 [k, p], count changes int64 [k], rows that changed
     center, distances computed, inertia)); the inertia (sum of squared distances to the new centers) is
@@ -220,6 +302,24 @@ def step_chunk(
     sums = np.zeros(C.shape, dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     moved = 0
+    if len(open_rows) and searches_groups(k):
+        # Rows whose failed groups hold few centers are searched in those groups only, the others below
+        # against every center.
+        group_sizes = np.diff(np.append(groups.starts, k))
+        centers_in_doubt = (lower[open_rows] < upper[open_rows, None]) @ group_sizes
+        few = centers_in_doubt <= GROUP_SEARCH_SHARE * k
+        sparse_rows, open_rows = open_rows[few], open_rows[~few]
+        if len(sparse_rows):
+            old = labels[sparse_rows]
+            best, searched = _group_search(
+                X, sparse_rows, labels, upper, lower, C_ordered, C_sq_ordered, groups
+            )
+            computed += searched
+            changed = best != old
+            if changed.any():
+                _move_rows(X, sparse_rows[changed], old[changed], best[changed], sums, counts)
+                moved += int(changed.sum())
+            labels[sparse_rows] = best
     for start in range(0, len(open_rows), BLOCK_ROWS):
         idx = open_rows[start : start + BLOCK_ROWS]
         old = labels[idx]
