@@ -347,13 +347,25 @@ def _fit(
         record["strategy"] = model.strategy_
         record["passes_over_all_rows"] = model.passes_over_all_rows_
         if model.sample_:
-            record["sample"] = {
-                key: value * PIXEL_SCALE**2 if key.startswith("inertia") else value
-                for key, value in model.sample_.items()
-            }
+            record["sample"] = _inertias_in_pixel_units(model.sample_)
     record["inertia"] = float(inertia) * PIXEL_SCALE**2
     labels = model.labels_ if getattr(model, "labels_kept_", False) else None
     return Fit(model, centers, record, np.asarray(counts), np.asarray(sums), labels)
+
+
+def _inertias_in_pixel_units(record):
+    """The record with every inertia in it (keys starting "inertia", in nested records and lists too:
+    the coarse levels', the starts') scaled from 0-255 pixel units to the reports' [0, 1] units."""
+    if isinstance(record, list):
+        return [_inertias_in_pixel_units(item) for item in record]
+    if not isinstance(record, dict):
+        return record
+    return {
+        key: value * PIXEL_SCALE**2
+        if key.startswith("inertia") and isinstance(value, (int, float))
+        else _inertias_in_pixel_units(value)
+        for key, value in record.items()
+    }
 
 
 def _evaluate(session: Session, fit: Fit) -> EvaluationPass:

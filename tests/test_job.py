@@ -319,3 +319,29 @@ def test_a_mistyped_flag_is_two_lines_with_the_nearest_flag():
     assert len(lines) == 2, proc.stderr
     assert "did you mean --k for --kk?" in lines[0] and "did you mean --seed for --sed?" in lines[0]
     assert lines[1] == "(see python -m job --help)"
+
+
+def test_every_inertia_of_a_large_k_fit_record_is_in_the_reports_units(dask_cluster, mnist_store, tmp_path):
+    """metrics.json gives the sample's, its coarse level's and its start's inertias in [0, 1] pixel units,
+    as the fit's own: per row they are of one size (a level left in 0-255 units is 65,025 times larger)."""
+    config = JobConfig(
+        data=mnist_store,
+        split="train",
+        k=40,
+        sample_size=40_000,
+        silhouette_sample=500,
+        seed=0,
+        out=tmp_path / "run",
+        cluster=_existing(dask_cluster),
+    )
+    fit = run_job(config).metrics["fit"]
+    sample = fit["sample"]
+    per_row = fit["inertia"] / 60_000
+    (level,) = sample["coarse"]  # a quarter of the sample: 250 rows per center
+    (start,) = sample["starts"]
+    for inertia, rows in [
+        (sample["inertia"], sample["rows"]),
+        (level["inertia"], level["rows"]),
+        (start["inertia"], sample["subsample_rows"]),
+    ]:
+        assert 0.5 < inertia / rows / per_row < 2, (inertia, rows)
