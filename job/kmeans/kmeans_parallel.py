@@ -120,10 +120,6 @@ def _first_index(n: int, seed: int, weights) -> int:
     return int(min(np.searchsorted(cumulative, u * cumulative[-1], side="right"), n - 1))
 
 
-def _sum(values):
-    return float(np.sum(values))
-
-
 def _rows(X: da.Array, index, reads: list) -> np.ndarray:
     """The rows `index` of X (float64), gathered on the cluster; appends how many chunks that read."""
     index = np.asarray(sorted(index), dtype=np.int64)
