@@ -87,7 +87,23 @@ def _job(ks: list[int], seed: int, store: Path) -> dict:
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
-        metrics = json.loads((out / "sweep.json").read_text())
+        if len(ks) == 1:  # one k is a run, not a sweep: its metrics.json
+            run = json.loads((out / "metrics.json").read_text())
+            fit = run["fit"]
+            held = run["held_out"]["accuracy_majority"]
+            metrics = {
+                "timings": run["timings"],
+                "sweep": [
+                    {
+                        "k": ks[0],
+                        "fit_seconds": fit["fit_seconds"],
+                        "held_out_accuracy": held,
+                        "n_iter": fit["n_iter"],
+                    }
+                ],
+            }
+        else:
+            metrics = json.loads((out / "sweep.json").read_text())
     return {
         "wall s": wall,
         "timings": metrics["timings"],
