@@ -785,7 +785,7 @@ class HoldAtLabelCheck(WorkerPlugin):
 
     def transition(self, key, start, finish, **kwargs):
         name = key[0] if isinstance(key, tuple) else str(key)
-        if finish != "executing" or not name.startswith("_chunk_max-"):
+        if finish != "executing" or not name.startswith("_label_maxima-"):
             return
         try:
             os.close(os.open(os.path.join(self.folder, "entered"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
     from distributed import Client
 
 log = logging.getLogger(__name__)
+
+# glibc's malloc settings for the worker processes the job starts. distributed starts its workers with
+# MALLOC_TRIM_THRESHOLD_=65536 (its pre-spawn-environ), which also turns off glibc's dynamic mmap threshold:
+# in such a worker every temporary of 128 KiB or more is a fresh mmap, and memory freed at the top of a
+# heap goes back to the kernel at once, so the next temporary is fresh pages again, page-faulted in and
+# zeroed by the kernel (on these machines a page fault costs more than the arithmetic on the page). A Lloyd
+# step with bounds makes many such temporaries (rows in doubt gathered as float32, per-group products):
+# 32,000 uint8 rows at k=256 stepped in 105 ms with distributed's setting, 51-58 ms with these (one
+# thread); on 2 workers the bounded loop over 64,000 rows took 6.0 s instead of 7.6 s (docs/benchmarks.md,
+# section 18). Temporaries below the mmap threshold come from the heap, and the top pad keeps that much of
+# a heap's freed top for the next one; distributed's trim threshold still returns anything beyond it.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 64 * 2**20, "MALLOC_TOP_PAD_": 64 * 2**20}
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class LocalConfig(ClusterSpec):
         return self.sized()[1].to_dict()
 
     def start(self, stack: ExitStack) -> Client:
+        import dask
         from distributed import Client, LocalCluster  # imported when a cluster starts: --help stays fast
 
         config, sizing = self.sized()
@@ -99,6 +113,12 @@ class LocalConfig(ClusterSpec):
             # job says the workers ran out of memory (job.deploy.faults). The Nanny keeps this config for
             # the workers it restarts.
             kwargs["config"] = {"distributed.worker.memory.pause": False}
+        # Read by each Nanny when it is made, and set before it spawns (and re-spawns) its worker: glibc
+        # reads MALLOC_* once, when the process starts, so the Nanny's env= (set later) would be too late.
+        spawn_env = {
+            **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+            **WORKER_MALLOC,
+        }
         if self.security is not None:
             kwargs["protocol"] = "tls://"
         elif not config.processes:
@@ -106,12 +126,29 @@ class LocalConfig(ClusterSpec):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                cluster = stack.enter_context(LocalCluster(**kwargs))
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}), _environ_kept():
+                    cluster = stack.enter_context(LocalCluster(**kwargs))
         except Exception as exc:
             raise ClusterError(f"could not start a LocalCluster: {exc}") from exc
         for warning in caught:
             _relay(warning)
         return stack.enter_context(Client(cluster, **self.security_kwargs()))
+
+
+@contextmanager
+def _environ_kept():
+    """Undo, in this process, what the Nannies write into os.environ before they spawn (distributed sets
+    its pre-spawn-environ there): WORKER_MALLOC is for the workers, not for whatever this process, a
+    notebook's kernel say, starts later. A Nanny writes it again before it re-spawns its worker."""
+    saved = {key: os.environ.get(key) for key in WORKER_MALLOC}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _relay(warning: warnings.WarningMessage) -> None:
