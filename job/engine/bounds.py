@@ -202,26 +202,48 @@ def _merge_groups(rows, opened, first, second, nearest, labels, upper, lower, gr
 def _group_search(X, rows, labels, upper, lower, C_ordered, C_sq_ordered, groups: Groups):
     """Ding et al.'s group filter: each row in `rows` (its upper bound exact) searched only in the groups
     whose lower bound is below it, one BLAS product per group over the rows that opened it. Updates upper
-    and lower in place; returns (the new labels of `rows`, distances computed)."""
+    and lower in place; returns (the new labels of `rows`, distances computed).
+
+    Each group's rows are gathered from X itself, BLOCK_ROWS at a time, into one reused float32 buffer:
+    gathering every row in doubt as float32 first and then each group's rows from that (4 bytes a pixel,
+    twice) spent more time moving memory than multiplying (at k=1024 on 131,072 rows, 80% of a step).
+    """
     opened = lower[rows] < upper[rows, None]
     G = groups.count
     first = np.full((len(rows), G), np.inf, dtype=np.float32)
     second = np.full((len(rows), G), np.inf, dtype=np.float32)
     nearest = np.zeros((len(rows), G), dtype=np.int64)
-    xs = as_float(X[rows])
-    x_sq = squared_norms(xs)
+    x_sq = _squared_norms_of(X, rows).astype(C_ordered.dtype, copy=False)
+    buffer = None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(rows)), X.shape[1]), np.float32)
     ends = np.append(groups.starts[1:], len(groups.order))
     computed = 0
     for g in np.flatnonzero(opened.any(axis=0)):
-        at = np.flatnonzero(opened[:, g])
         block = slice(groups.starts[g], ends[g])
-        d = xs[at] @ C_ordered[block].T
-        d *= -2
-        d += C_sq_ordered[block]
-        _nearest_in_group(d, x_sq[at], groups.order[block], at, g, first, second, nearest)
-        computed += len(at) * (ends[g] - groups.starts[g])
+        C_g, C_sq_g, members = C_ordered[block], C_sq_ordered[block], groups.order[block]
+        at_all = np.flatnonzero(opened[:, g])
+        for start in range(0, len(at_all), BLOCK_ROWS):
+            at = at_all[start : start + BLOCK_ROWS]
+            xb = as_float(X[rows[at]], buffer)
+            d = xb @ C_g.T
+            d *= -2
+            d += C_sq_g
+            _nearest_in_group(d, x_sq[at], members, at, g, first, second, nearest)
+        computed += len(at_all) * (ends[g] - groups.starts[g])
     best = _merge_groups(rows, opened, first, second, nearest, labels, upper, lower, groups.of)
     return best, computed
+
+
+@numba.njit(nogil=True, cache=True)
+def _squared_norms_of(X, rows):  # pragma: no cover - compiled
+    """||x||^2 of X's rows `rows`, summed in float64 (exact for integer pixels)."""
+    out = np.empty(len(rows), dtype=np.float64)
+    for r in range(len(rows)):
+        s = 0.0
+        for f in range(X.shape[1]):
+            v = np.float64(X[rows[r], f])
+            s += v * v
+        out[r] = s
+    return out
 
 
 def _dense_search(xb, C_ordered, C_sq_ordered, groups: Groups):
