@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from job.engine import bounds, kernels
+from job.engine import bounds, kernels, projected
 from job.engine.map_reduce import plan_tasks
 from job.engine.persist import persist_balanced
 from job.kmeans.bounded import bounded_lloyd
@@ -39,13 +39,19 @@ def _assert_bounds_hold(X, C, groups, state):
         assert (lower[:, g] <= D[:, groups.members(g)].min(axis=1) + margin).all(), g
 
 
-@pytest.mark.parametrize("k", [64, 256])  # every center searched; from 256 on only the failed groups
-def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k):
+@pytest.mark.parametrize(
+    "k, through_projection",
+    [(64, False), (256, False), (256, True)],  # every center searched; from 256 on only the failed groups
+)
+def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k, through_projection):
+    """Also with the first pass and the searches against every center made through the centers'
+    projection (job.engine.projected), its directions kept while the centers move."""
     assert bounds.searches_groups(k) == (k >= bounds.GROUP_SEARCH_MIN_K)
     X = _rows(mnist_store, 6_000)
     C = X[np.random.default_rng(0).choice(len(X), k, replace=False)].astype(np.float64)
     groups = bounds.make_groups(C, bounds.group_count(k), seed=0)
-    state, (sums, counts, _inertia, sq_total) = bounds.init_chunk(X, C, groups)
+    first = projected.project(C[groups.order]) if through_projection else None
+    state, (sums, counts, _inertia, sq_total) = bounds.init_chunk(X, C, groups, first)
     assert np.array_equal(state[0], kernels.assign(X, C)[0])
     assert np.isclose(sq_total, float((X.astype(np.float64) ** 2).sum()))
     skipped = []
@@ -53,8 +59,9 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k):
         new = sums / np.maximum(counts, 1)[:, None]
         moves = np.sqrt(((new - C) ** 2).sum(axis=1))
         C = new
+        projection = projected.project(C[groups.order], like=first) if through_projection else None
         state, (d_sums, d_counts, _moved, computed, step_inertia) = bounds.step_chunk(
-            X, state, C, moves, groups, exact=it == 11
+            X, state, C, moves, groups, exact=it == 11, projection=projection
         )
         sums, counts = sums + d_sums, counts + d_counts
         plain_sums, plain_counts, plain_inertia = kernels.lloyd_partial(X, C)
@@ -66,10 +73,10 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k):
     assert skipped[-1] > 0.3  # the bounds do skip distances once the centers settle
 
 
-def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store):
+@pytest.mark.parametrize("k", [40, 128])  # from projected.MIN_K on, the dense searches go through the bound
+def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store, k):
     X_np = _rows(mnist_store, 8_000)
     X = persist_balanced(client, da.from_array(X_np, chunks=(1_000, 784)))
-    k = 40
     start = X_np[:: len(X_np) // k][:k].astype(np.float64)
     fitted = bounded_lloyd(X, plan_tasks(X), start, tol=0.0, max_iter=10)
     expected = _plain_lloyd(X_np, start, 10)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from job.engine import projected
 from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype, squared_norms
 
 # Bounds are stored in float32; each update is widened by this much of the largest center norm, so that
@@ -259,23 +260,31 @@ def _dense_search(xb, C_ordered, C_sq_ordered, groups: Groups):
     return groups.order[best], best_d, lower
 
 
-def init_chunk(X: np.ndarray, centers: np.ndarray, groups: Groups):
-    """The bounds of a chunk against `centers`, from every distance: (state, (sums float64 [k, p],
-    counts int64 [k], inertia, total of squared norms))."""
+def init_chunk(X: np.ndarray, centers: np.ndarray, groups: Groups, projection=None):
+    """The bounds of a chunk against `centers`, from every distance, or through `projection` (of the
+    centers in group order: job.engine.projected, every distance bounded, few measured): (state, (sums
+    float64 [k, p], counts int64 [k], inertia, total of squared norms))."""
     C = np.asarray(centers).astype(compute_dtype(X.dtype), copy=False)
-    C_ordered = np.ascontiguousarray(C[groups.order])
-    C_sq_ordered = squared_norms(C_ordered)
     m = len(X)
     labels = np.empty(m, dtype=np.int32)
     upper = np.empty(m, dtype=np.float32)
     lower = np.empty((m, groups.count), dtype=np.float32)
-    buffer = block_buffer(X)
-    for start in range(0, m, BLOCK_ROWS):
-        xb = as_float(X[start : start + BLOCK_ROWS], buffer)
-        stop = start + len(xb)
-        labels[start:stop], upper[start:stop], lower[start:stop] = _dense_search(
-            xb, C_ordered, C_sq_ordered, groups
-        )
+    if projection is not None:
+        C_ordered = np.asarray(centers, dtype=np.float64)[groups.order]
+        blocks = projected.nearest_blocks(X, C_ordered, projection, starts=groups.starts)
+        for start, _, best, best_d, low, _ in blocks:
+            stop = start + len(best)
+            labels[start:stop], upper[start:stop], lower[start:stop] = groups.order[best], best_d, low
+    else:
+        C_ordered = np.ascontiguousarray(C[groups.order])
+        C_sq_ordered = squared_norms(C_ordered)
+        buffer = block_buffer(X)
+        for start in range(0, m, BLOCK_ROWS):
+            xb = as_float(X[start : start + BLOCK_ROWS], buffer)
+            stop = start + len(xb)
+            labels[start:stop], upper[start:stop], lower[start:stop] = _dense_search(
+                xb, C_ordered, C_sq_ordered, groups
+            )
     inertia = float(np.square(upper, dtype=np.float64).sum())
     sums = np.zeros(C.shape, dtype=np.float64)
     counts = np.zeros(len(C), dtype=np.int64)
@@ -291,7 +300,13 @@ def _exact_upper(X, rows, labels, C) -> np.ndarray:
 
 
 def step_chunk(
-    X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, groups: Groups, exact: bool = False
+    X: np.ndarray,
+    state,
+    centers: np.ndarray,
+    moves: np.ndarray,
+    groups: Groups,
+    exact: bool = False,
+    projection=None,
 ):
     """Reassign a chunk's rows to `centers` (which moved by `moves` [k] since the state's): the bounds
     loosened, rows whose bounds still hold skipped, each of the others' distance to its own center made
@@ -302,7 +317,8 @@ def step_chunk(
     Returns (the new state, (sum changes float64 [k, p], count changes int64 [k], rows that changed
     center, distances computed, inertia)); the inertia (sum of squared distances to the new centers) is
     computed only with exact=True, which also makes every upper bound exact (one dot product per row),
-    else it is nan.
+    else it is nan. With `projection` (of the centers in group order), the rows searched against every
+    center are searched through it (job.engine.projected).
     """
     # Updated in place: each state is stepped once (job.kmeans.bounded drops the previous one), and a copy
     # of the lower bounds would be as large as an eighth of the chunk each pass.
@@ -324,6 +340,8 @@ def step_chunk(
     sums = np.zeros(C.shape, dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     moved = 0
+    if projection is not None:
+        C64_ordered = np.ascontiguousarray(np.asarray(centers, dtype=np.float64)[groups.order])
     if len(open_rows) and searches_groups(k):
         # Rows whose failed groups hold few centers are searched in those groups only, the others below
         # against every center.
@@ -345,8 +363,15 @@ def step_chunk(
     for start in range(0, len(open_rows), BLOCK_ROWS):
         idx = open_rows[start : start + BLOCK_ROWS]
         old = labels[idx]
-        best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C_ordered, C_sq_ordered, groups)
-        computed += len(idx) * k
+        if projection is None:
+            best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C_ordered, C_sq_ordered, groups)
+            computed += len(idx) * k
+        else:
+            ((_, _, best, best_d, lower[idx], searched),) = projected.nearest_blocks(
+                X, C64_ordered, projection, rows=idx, starts=groups.starts
+            )
+            best = groups.order[best]
+            computed += searched
         changed = best != old
         if changed.any():
             _move_rows(X, idx[changed], old[changed], best[changed].astype(np.int32), sums, counts)
@@ -367,29 +392,49 @@ def add_steps(*parts):
     return tuple(total)
 
 
-def init_chunks(centers, groups: Groups, *chunks):
+def init_chunks(centers, groups: Groups, projection, *chunks):
     """init_chunk over the chunks one worker thread holds: (their states, the summed summary)."""
-    results = [init_chunk(chunk, centers, groups) for chunk in chunks]
+    results = [init_chunk(chunk, centers, groups, projection) for chunk in chunks]
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
 
 
-def step_chunks(states, centers, moves, groups: Groups, exact: bool, *chunks):
+def step_chunks(states, centers, moves, groups: Groups, exact: bool, projection, *chunks):
     """step_chunk over the chunks one worker thread holds, with their states."""
     results = [
-        step_chunk(chunk, state, centers, moves, groups, exact) for chunk, state in zip(chunks, states)
+        step_chunk(chunk, state, centers, moves, groups, exact, projection)
+        for chunk, state in zip(chunks, states)
     ]
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
 
 
-def assign_chunks(centers, *chunks):
-    """The plain fused pass (job.engine.kernels.lloyd_partial, no bounds) over the chunks one worker
-    thread holds, keeping each row's label: (their states (labels,), the summed (sums, counts, inertia))."""
+def assign_chunk(X: np.ndarray, centers: np.ndarray, projection) -> tuple[np.ndarray, tuple]:
+    """Every row of a chunk assigned to `centers` through their `projection` (job.engine.projected):
+    (labels int32 [m], (sums float64 [k, p], counts int64 [k], inertia))."""
+    labels = np.empty(len(X), dtype=np.int32)
+    inertia = 0.0
+    for start, _, best, best_d, _, _ in projected.nearest_blocks(X, centers, projection):
+        labels[start : start + len(best)] = best
+        inertia += float(np.square(best_d).sum())
+    sums = np.zeros(np.shape(centers), dtype=np.float64)
+    counts = np.zeros(len(centers), dtype=np.int64)
+    _add_rows(X, labels, sums, counts)
+    return labels, (sums, counts, inertia)
+
+
+def assign_chunks(centers, projection, *chunks):
+    """The plain pass (no bounds) over the chunks one worker thread holds, keeping each row's label: the
+    fused kernel (job.engine.kernels.lloyd_partial), or through `projection` when given. Returns (their
+    states (labels,), the summed (sums, counts, inertia))."""
     from job.engine.kernels import add_partials, lloyd_partial
 
     states, parts = [], []
     for chunk in chunks:
-        labels = np.empty(len(chunk), dtype=np.int32)
-        parts.append(lloyd_partial(chunk, centers, labels))
+        if projection is None:
+            labels = np.empty(len(chunk), dtype=np.int32)
+            parts.append(lloyd_partial(chunk, centers, labels))
+        else:
+            labels, part = assign_chunk(chunk, centers, projection)
+            parts.append(part)
         states.append((labels,))
     return states, add_partials(*parts)
 

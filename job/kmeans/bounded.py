@@ -5,10 +5,12 @@ that stays in that worker's memory as a future between iterations; each iteratio
 and their moves, and only the changes of the per-cluster sums and counts come back ([k, p]). A row whose
 bounds hold costs two comparisons instead of k distances (at k=256 on a 255,534-row sample: 57% of the
 distances skipped by iteration 35, 72% by iteration 78; over all 8.1M rows polished from the sample's
-centers 36-65%, those centers still moving). The first pass computes every distance (the bounds
-start exact), so this pays only when a fit makes several passes over the same rows: the estimator's loop
-from 32 clusters on (job.kmeans.estimator.BOUNDED_MIN_K), on the sample and when polishing over all rows;
-assign_kept is its final pass when no iteration over all rows follows (docs/benchmarks.md, section 14).
+centers 36-65%, those centers still moving). The first pass finds every row's nearest center (from 128
+centers on through the centers' projection, job.engine.projected, which bounds every distance and
+measures a few), so this pays only when a fit makes several passes over the same rows: the estimator's
+loop from 32 clusters on (job.kmeans.estimator.BOUNDED_MIN_K), on the sample and when polishing over all
+rows; assign_kept is its final pass when no iteration over all rows follows (docs/benchmarks.md,
+sections 14 and 19).
 
 The loop is plain Lloyd's (the same stopping rules as FusedKMeans._lloyd: the summed squared shift <= tol,
 or a pass that lowers the inertia by less than min_gain), with the inertia of each assignment at the
@@ -28,12 +30,18 @@ import dask.array as da
 import dask.core
 import numpy as np
 
-from job.engine import bounds
+from job.engine import bounds, projected
 
 log = logging.getLogger(__name__)
 
 # The lower bounds of a worker's rows may take at most this many bytes per thread's share of rows.
 BOUNDS_BYTES_PER_ROW = 128
+# The first pass and the final one search every row through the centers' projection from
+# job.engine.projected.MIN_K centers on; an iteration's rows in doubt only from this many: its per-call
+# costs outweigh the distances it saves on the few rows in doubt below (2 workers, bounded steps through
+# it against without: 1.25x the time at k=256 on 64,128 rows, 0.97x at k=512 on 150,000, 0.85x at
+# k=1024 on 200,000; docs/benchmarks.md section 19).
+PROJECTED_STEP_MIN_K = 1024
 
 
 @dataclass
@@ -63,6 +71,7 @@ class _Bounds:
         self.client, self.groups_of_chunks = plan
         self.groups = groups
         self.states: list = []
+        self.projection: projected.Projection | None = None
 
     def _submit(self, fn, *args, worker, chunks, name):
         future = self.client.submit(
@@ -100,15 +109,27 @@ class _Bounds:
 
     def init(self, centers):
         self.states = []
-        return self._run(bounds.init_chunks, centers, self.groups, name="bounds_init")
+        self.projection = self._projection(centers)
+        return self._run(bounds.init_chunks, centers, self.groups, self.projection, name="bounds_init")
 
     def assign(self, centers):
         """The plain pass (no bounds) that keeps only the labels: (sums, counts, inertia)."""
         self.states = []
-        return self._run(bounds.assign_chunks, centers, name="assign")
+        projection = projected.project(centers) if projected.pays(len(centers)) else None
+        return self._run(bounds.assign_chunks, centers, projection, name="assign")
 
     def step(self, centers, moves, exact=False):
-        return self._run(bounds.step_chunks, centers, moves, self.groups, exact, name="bounds_step")
+        projection = self._projection(centers) if len(centers) >= PROJECTED_STEP_MIN_K else None
+        return self._run(
+            bounds.step_chunks, centers, moves, self.groups, exact, projection, name="bounds_step"
+        )
+
+    def _projection(self, centers):
+        """The centers in group order projected for job.engine.projected's search (on the first
+        projection's directions: the bound holds for any), or None below projected.MIN_K centers."""
+        if self.groups is None or not projected.pays(len(centers)):
+            return None
+        return projected.project(np.asarray(centers)[self.groups.order], like=self.projection)
 
     def labels(self, X: da.Array) -> da.Array:
         """The labels of the last assignment, as a dask array over X's rows (chunks as X's)."""
@@ -138,7 +159,8 @@ class _Bounds:
 
 
 def assign_kept(X: da.Array, plan, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, da.Array]:
-    """One plain pass over persisted X at `centers` that keeps every row's label on the workers:
+    """One pass over persisted X at `centers` that keeps every row's label on the workers (from
+    job.engine.projected.MIN_K centers on through their projection, else the fused kernel):
     (sums [k, p], counts [k], inertia, labels as a dask array over X's rows). The final pass of a fit
     whose Lloyd loop ran elsewhere (on a sample): cheaper than bounded_lloyd's first pass, which also
     computes the bounds that later iterations need."""
@@ -177,8 +199,9 @@ def bounded_lloyd(
     n = int(X.shape[0])
     passes, computed = 1, float(n * k)  # distances computed over `passes` passes of n x k each
     log.info(
-        "bounds: %d groups of centers; first pass (every distance) in %.2f s",
+        "bounds: %d groups of centers; first pass%s in %.2f s",
         groups.count,
+        " (through the centers' projection)" if state.projection is not None else " (every distance)",
         time.perf_counter() - started,
     )
     previous, last_report, n_iter = previous_inertia, time.perf_counter(), done_before
