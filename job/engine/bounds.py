@@ -234,9 +234,10 @@ def _group_search(X, rows, labels, upper, lower, C_ordered, C_sq_ordered, groups
     return best, computed
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, fastmath=True, cache=True)
 def _squared_norms_of(X, rows):  # pragma: no cover - compiled
-    """||x||^2 of X's rows `rows`, summed in float64 (exact for integer pixels)."""
+    """||x||^2 of X's rows `rows`, summed in float64 (exact for integer pixels). fastmath lets the sum be
+    vectorized: without it this took 10 ms per step at k=256 on 32,064 rows, a sixth of the step."""
     out = np.empty(len(rows), dtype=np.float64)
     for r in range(len(rows)):
         s = 0.0

@@ -62,15 +62,16 @@ def dims_for(k: int) -> int:
     return max(1, min(k - 1, 32))
 
 
-def project(centers: np.ndarray, like: Projection | None = None) -> Projection:
-    """The Projection of `centers` [k, p]: onto their own dims_for(k) principal directions about their
-    mean, or onto those of `like` (the bound holds for any orthonormal directions; a Lloyd loop keeps the
-    first ones while the centers move, and saves an SVD per iteration)."""
+def project(centers: np.ndarray, like: Projection | None = None, dims: int | None = None) -> Projection:
+    """The Projection of `centers` [k, p]: onto their own `dims` (dims_for(k) when None) principal
+    directions about their mean, or onto those of `like` (the bound holds for any orthonormal directions;
+    a Lloyd loop keeps the first ones while the centers move, and saves an SVD per iteration)."""
     C = np.asarray(centers, dtype=np.float64)
     if like is None:
         mean = C.mean(axis=0)
         _, _, vt = np.linalg.svd(C - mean, full_matrices=False)
-        basis = np.hstack([vt[: dims_for(len(C))].T, mean[:, None]]).astype(np.float32)
+        q = dims_for(len(C)) if dims is None else max(1, min(int(dims), len(vt)))
+        basis = np.hstack([vt[:q].T, mean[:, None]]).astype(np.float32)
     else:
         basis = like.basis
     # Everything below from the float32 basis the rows are multiplied with, so that rows and centers are

@@ -1,0 +1,147 @@
+"""What finding nearest centers through the centers' projection (job.engine.projected) buys over one BLAS
+product against every center.
+
+    python benchmarks/projected_search.py [--ks 64,128,256,512,1024] [--dims 16,24,32,48] [--steps]
+
+On MNIST's 60,000 training images (uint8, as the workers hold them), one thread: centers from 5 plain
+Lloyd iterations after random rows; every row assigned by job.engine.kernels.assign (the fused kernel's
+distances) and by job.engine.projected.assign with `--dims` directions, medians of 3. Prints seconds,
+the ratio, the exact distances measured per row, and whether the labels agree with a float64 brute
+force on the first 2,000 rows. With --steps: bounded Lloyd (job.kmeans.bounded) on a 2-worker
+LocalCluster started as the job starts its own (job.deploy.local.WORKER_MALLOC), its rows in doubt
+searched through the projection or against every center, 3 runs of each, interleaved. Writes
+benchmarks/results/projected_search.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import zarr
+from threadpoolctl import threadpool_limits
+
+from _common import mnist_store, print_table, save
+from job.engine import kernels, projected
+
+
+def centers_for(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    C = X[np.random.default_rng(seed).choice(len(X), k, replace=False)].astype(np.float64)
+    for _ in range(5):
+        sums, counts, _ = kernels.lloyd_partial(X, C)
+        C = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], C)
+    return C
+
+
+def median_seconds(fn, repeats: int = 3):
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return result, statistics.median(times)
+
+
+def search_rows(X: np.ndarray, ks, dims) -> list[dict]:
+    rows = []
+    check = X[:2_000].astype(np.float64)
+    with threadpool_limits(1):
+        for k in ks:
+            C = centers_for(X, k)
+            brute = np.argmin(((check[:, None, :] - C[None]) ** 2).sum(axis=2), axis=1)
+            (plain, _), plain_s = median_seconds(lambda: kernels.assign(X, C))
+            for q in dims:
+                if q >= k:
+                    continue
+                projection = projected.project(C, dims=q)
+                projected.assign(X[:100], C, projection)  # compiled before timing
+                (labels, _), s = median_seconds(lambda: projected.assign(X, C, projection))
+                measured = sum(b[-1] for b in projected.nearest_blocks(X, C, projection))
+                rows.append(
+                    {
+                        "k": k,
+                        "dims": q,
+                        "product s": plain_s,
+                        "projection s": s,
+                        "ratio": s / plain_s,
+                        "distances per row": measured / len(X),
+                        "labels as the product's": int((labels == plain).sum()) / len(X),
+                        "labels as float64 brute force": bool(np.array_equal(labels[:2_000], brute)),
+                    }
+                )
+                print_table(rows[-1:], list(rows[-1]))
+    return rows
+
+
+def bounded_steps(X: np.ndarray, ks, repeats: int = 3, iters: int = 15) -> list[dict]:
+    """Bounded Lloyd on a real 2-worker cluster, rows in doubt through the projection or not."""
+    import dask
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from job.deploy.local import WORKER_MALLOC
+    from job.engine.map_reduce import plan_tasks
+    from job.engine.persist import persist_balanced
+    from job.kmeans import bounded
+
+    env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
+    rows = []
+    with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": env}),
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        Xd = persist_balanced(client, da.from_array(X, chunks=(len(X) // 2 + 1, X.shape[1])))
+        plan = plan_tasks(Xd)
+        saved = bounded.PROJECTED_STEP_MIN_K
+        try:
+            for k in ks:
+                start = centers_for(X, k)
+                times: dict[bool, list[float]] = {False: [], True: []}
+                for _ in range(repeats):
+                    for through in (False, True):
+                        bounded.PROJECTED_STEP_MIN_K = 1 if through else 10**9
+                        started = time.perf_counter()
+                        bounded.bounded_lloyd(Xd, plan, start, tol=0.0, max_iter=iters)
+                        times[through].append(time.perf_counter() - started)
+                plain, through = statistics.median(times[False]), statistics.median(times[True])
+                rows.append(
+                    {
+                        "k": k,
+                        "iterations": iters,
+                        "every center s": plain,
+                        "through the projection s": through,
+                        "ratio": through / plain,
+                    }
+                )
+                print_table(rows[-1:], list(rows[-1]))
+        finally:
+            bounded.PROJECTED_STEP_MIN_K = saved
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", default="64,128,256,512,1024")
+    parser.add_argument("--dims", default="16,24,32,48")
+    parser.add_argument("--steps", action="store_true", help="also bounded Lloyd on a 2-worker cluster")
+    args = parser.parse_args()
+    images = zarr.open_group(str(mnist_store()), mode="r")["train/images"][:]
+    X = np.ascontiguousarray(images.reshape(len(images), -1))
+    ks = [int(v) for v in args.ks.split(",")]
+    search = search_rows(X, ks, [int(v) for v in args.dims.split(",")])
+    print()
+    print_table(search, list(search[0]))
+    payload: dict = {"rows": len(X), "search": search}
+    if args.steps:
+        steps = bounded_steps(X, [k for k in ks if k >= 256])
+        print()
+        print_table(steps, list(steps[0]))
+        payload["bounded_steps"] = steps
+    save("projected_search", payload)
+
+
+if __name__ == "__main__":
+    main()
