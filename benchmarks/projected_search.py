@@ -1,16 +1,16 @@
 """What finding nearest centers through the centers' projection (job.engine.projected) buys over one BLAS
 product against every center.
 
-    python benchmarks/projected_search.py [--ks 64,128,256,512,1024] [--dims 16,24,32,48] [--steps]
+    python benchmarks/projected_search.py [--ks 64,128,256,512,1024] [--dims 16,24,32,48]
+        [--store data/mnist-1000000.zarr --rows 200000 --name NAME]
 
 On MNIST's 60,000 training images (uint8, as the workers hold them), one thread: centers from 5 plain
 Lloyd iterations after random rows; every row assigned by job.engine.kernels.assign (the fused kernel's
 distances) and by job.engine.projected.assign with `--dims` directions, medians of 3. Prints seconds,
 the ratio, the exact distances measured per row, and whether the labels agree with a float64 brute
-force on the first 2,000 rows. With --steps: bounded Lloyd (job.kmeans.bounded) on a 2-worker
-LocalCluster started as the job starts its own (job.deploy.local.WORKER_MALLOC), its rows in doubt
-searched through the projection or against every center, 3 runs of each, interleaved. Writes
-benchmarks/results/projected_search.json.
+force on the first 2,000 rows. --store and --rows take the first rows of another store's train split
+instead. Writes
+benchmarks/results/<name>.json (default projected_search).
 """
 
 from __future__ import annotations
@@ -75,72 +75,23 @@ def search_rows(X: np.ndarray, ks, dims) -> list[dict]:
     return rows
 
 
-def bounded_steps(X: np.ndarray, ks, repeats: int = 3, iters: int = 15) -> list[dict]:
-    """Bounded Lloyd on a real 2-worker cluster, rows in doubt through the projection or not."""
-    import dask
-    import dask.array as da
-    from distributed import Client, LocalCluster
-
-    from job.deploy.local import WORKER_MALLOC
-    from job.engine.map_reduce import plan_tasks
-    from job.engine.persist import persist_balanced
-    from job.kmeans import bounded
-
-    env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
-    rows = []
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ": env}),
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        Xd = persist_balanced(client, da.from_array(X, chunks=(len(X) // 2 + 1, X.shape[1])))
-        plan = plan_tasks(Xd)
-        saved = bounded.PROJECTED_STEP_MIN_K
-        try:
-            for k in ks:
-                start = centers_for(X, k)
-                times: dict[bool, list[float]] = {False: [], True: []}
-                for _ in range(repeats):
-                    for through in (False, True):
-                        bounded.PROJECTED_STEP_MIN_K = 1 if through else 10**9
-                        started = time.perf_counter()
-                        bounded.bounded_lloyd(Xd, plan, start, tol=0.0, max_iter=iters)
-                        times[through].append(time.perf_counter() - started)
-                plain, through = statistics.median(times[False]), statistics.median(times[True])
-                rows.append(
-                    {
-                        "k": k,
-                        "iterations": iters,
-                        "every center s": plain,
-                        "through the projection s": through,
-                        "ratio": through / plain,
-                    }
-                )
-                print_table(rows[-1:], list(rows[-1]))
-        finally:
-            bounded.PROJECTED_STEP_MIN_K = saved
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="64,128,256,512,1024")
     parser.add_argument("--dims", default="16,24,32,48")
-    parser.add_argument("--steps", action="store_true", help="also bounded Lloyd on a 2-worker cluster")
+    parser.add_argument("--store", default=None, help="another store (default: MNIST's)")
+    parser.add_argument("--rows", type=int, default=None, help="its first rows (default: all)")
+    parser.add_argument("--name", default="projected_search")
     args = parser.parse_args()
-    images = zarr.open_group(str(mnist_store()), mode="r")["train/images"][:]
+    store = mnist_store() if args.store is None else args.store
+    images = zarr.open_group(str(store), mode="r")["train/images"][: args.rows]
     X = np.ascontiguousarray(images.reshape(len(images), -1))
     ks = [int(v) for v in args.ks.split(",")]
     search = search_rows(X, ks, [int(v) for v in args.dims.split(",")])
     print()
     print_table(search, list(search[0]))
-    payload: dict = {"rows": len(X), "search": search}
-    if args.steps:
-        steps = bounded_steps(X, [k for k in ks if k >= 256])
-        print()
-        print_table(steps, list(steps[0]))
-        payload["bounded_steps"] = steps
-    save("projected_search", payload)
+    payload: dict = {"store": str(args.store or "MNIST"), "rows": len(X), "search": search}
+    save(args.name, payload)
 
 
 if __name__ == "__main__":

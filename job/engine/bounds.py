@@ -301,13 +301,7 @@ def _exact_upper(X, rows, labels, C) -> np.ndarray:
 
 
 def step_chunk(
-    X: np.ndarray,
-    state,
-    centers: np.ndarray,
-    moves: np.ndarray,
-    groups: Groups,
-    exact: bool = False,
-    projection=None,
+    X: np.ndarray, state, centers: np.ndarray, moves: np.ndarray, groups: Groups, exact: bool = False
 ):
     """Reassign a chunk's rows to `centers` (which moved by `moves` [k] since the state's): the bounds
     loosened, rows whose bounds still hold skipped, each of the others' distance to its own center made
@@ -318,8 +312,7 @@ def step_chunk(
     Returns (the new state, (sum changes float64 [k, p], count changes int64 [k], rows that changed
     center, distances computed, inertia)); the inertia (sum of squared distances to the new centers) is
     computed only with exact=True, which also makes every upper bound exact (one dot product per row),
-    else it is nan. With `projection` (of the centers in group order), the rows searched against every
-    center are searched through it (job.engine.projected).
+    else it is nan.
     """
     # Updated in place: each state is stepped once (job.kmeans.bounded drops the previous one), and a copy
     # of the lower bounds would be as large as an eighth of the chunk each pass.
@@ -341,8 +334,6 @@ def step_chunk(
     sums = np.zeros(C.shape, dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     moved = 0
-    if projection is not None:
-        C64_ordered = np.ascontiguousarray(np.asarray(centers, dtype=np.float64)[groups.order])
     if len(open_rows) and searches_groups(k):
         # Rows whose failed groups hold few centers are searched in those groups only, the others below
         # against every center.
@@ -364,15 +355,8 @@ def step_chunk(
     for start in range(0, len(open_rows), BLOCK_ROWS):
         idx = open_rows[start : start + BLOCK_ROWS]
         old = labels[idx]
-        if projection is None:
-            best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C_ordered, C_sq_ordered, groups)
-            computed += len(idx) * k
-        else:
-            ((_, _, best, best_d, lower[idx], searched),) = projected.nearest_blocks(
-                X, C64_ordered, projection, rows=idx, starts=groups.starts
-            )
-            best = groups.order[best]
-            computed += searched
+        best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C_ordered, C_sq_ordered, groups)
+        computed += len(idx) * k
         changed = best != old
         if changed.any():
             _move_rows(X, idx[changed], old[changed], best[changed].astype(np.int32), sums, counts)
@@ -399,11 +383,10 @@ def init_chunks(centers, groups: Groups, projection, *chunks):
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
 
 
-def step_chunks(states, centers, moves, groups: Groups, exact: bool, projection, *chunks):
+def step_chunks(states, centers, moves, groups: Groups, exact: bool, *chunks):
     """step_chunk over the chunks one worker thread holds, with their states."""
     results = [
-        step_chunk(chunk, state, centers, moves, groups, exact, projection)
-        for chunk, state in zip(chunks, states)
+        step_chunk(chunk, state, centers, moves, groups, exact) for chunk, state in zip(chunks, states)
     ]
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
 

@@ -1,4 +1,4 @@
-"""Per-chunk numerical kernels: pure numpy functions that run inside one Dask task each.
+"""Per-chunk numerical kernels: numpy and numba-compiled functions that run inside one Dask task each.
 
 All of them work on one chunk of samples X [m, p] against the centers C [k, p]. Squared distances use
 ||x||^2 - 2 x.c + ||c||^2 so that the heavy part is one BLAS matrix product; rows are processed in

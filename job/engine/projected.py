@@ -10,8 +10,8 @@ is the squared distance between the (q + 1)-vectors [z, r]: one small BLAS produ
 every row-center distance. The center with the lowest bound is measured exactly (a difference per
 pixel, in float64), then every center whose bound is below that distance; no other can be nearer. The
 centers' own principal directions hold the directions that tell them apart, so the bound is tight: on
-MNIST-style digits at k=256 with q=32, 2.5 centers a row need an exact distance, 1.3 with q=64
-(docs/benchmarks.md, section 19). A row then costs 2pq + 2(q + 1)k multiply-adds instead of 2pk.
+MNIST's 60,000 training images at k=256 with q=32, 3.3 centers a row need an exact distance, 1.9 with
+q=48 (docs/benchmarks.md, section 19). A row then costs 2pq + 2(q + 1)k multiply-adds instead of 2pk.
 
 The bounds are computed in float32, and a center is passed over only when its bound exceeds the best
 distance by more than BOUND_ROUNDING of the squared norms involved (float32 products of a few hundred
@@ -32,8 +32,8 @@ from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer
 # Relative slack on the float32 bounds (see the module docstring): generous, and costs nothing measurable.
 BOUND_ROUNDING = 1e-5
 # From this many centers on, the search through the bound takes less time than one BLAS product against
-# every center (one thread, 100,000 MNIST-style rows, 32 directions: 1.28x the time at k=64, 0.81x at 128,
-# 0.52x at 256, 0.31x at 1024; docs/benchmarks.md section 19).
+# every center (one thread, MNIST's 60,000 training images, 32 directions: 1.22x the time at k=64, 0.79x
+# at 128, 0.58x at 256, 0.36x at 512, 0.31x at 1024; docs/benchmarks.md section 19).
 MIN_K = 128
 
 
@@ -62,18 +62,14 @@ def dims_for(k: int) -> int:
     return max(1, min(k - 1, 32))
 
 
-def project(centers: np.ndarray, like: Projection | None = None, dims: int | None = None) -> Projection:
-    """The Projection of `centers` [k, p]: onto their own `dims` (dims_for(k) when None) principal
-    directions about their mean, or onto those of `like` (the bound holds for any orthonormal directions;
-    a Lloyd loop keeps the first ones while the centers move, and saves an SVD per iteration)."""
+def project(centers: np.ndarray, dims: int | None = None) -> Projection:
+    """The Projection of `centers` [k, p] onto their own `dims` (dims_for(k) when None) principal
+    directions about their mean."""
     C = np.asarray(centers, dtype=np.float64)
-    if like is None:
-        mean = C.mean(axis=0)
-        _, _, vt = np.linalg.svd(C - mean, full_matrices=False)
-        q = dims_for(len(C)) if dims is None else max(1, min(int(dims), len(vt)))
-        basis = np.hstack([vt[:q].T, mean[:, None]]).astype(np.float32)
-    else:
-        basis = like.basis
+    mean = C.mean(axis=0)
+    _, _, vt = np.linalg.svd(C - mean, full_matrices=False)
+    q = dims_for(len(C)) if dims is None else max(1, min(int(dims), len(vt)))
+    basis = np.hstack([vt[:q].T, mean[:, None]]).astype(np.float32)
     # Everything below from the float32 basis the rows are multiplied with, so that rows and centers are
     # projected alike.
     P, mean = basis[:, :-1].astype(np.float64), basis[:, -1].astype(np.float64)
@@ -168,11 +164,9 @@ def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, be
     return computed
 
 
-def nearest_blocks(
-    X: np.ndarray, centers: np.ndarray, projection: Projection, rows: np.ndarray | None = None, starts=None
-):
+def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, starts=None):
     """(start, the block's rows of X, nearest [b] int64, distance [b] float64, lower [b, G] float32,
-    exact distances computed) for each block of BLOCK_ROWS rows of X (or of X[rows]), against `centers`
+    exact distances computed) for each block of BLOCK_ROWS rows of X, against `centers`
     [k, p] (those `projection` was made from, in its order). `starts` [G]: where each group of centers
     begins when the centers are in group order (lower bounds per group are then filled in), else no
     groups. The output arrays are fresh."""
@@ -182,13 +176,11 @@ def nearest_blocks(
     k = len(C)
     hat_sq_max = float(P.hat_sq.max())
     offset = P.offset.astype(np.float64)
-    m = len(X) if rows is None else len(rows)
-    buffer = block_buffer(X) if rows is None else None
+    buffer = block_buffer(X)
     seen = np.full(k, -1.0)
     found = np.empty(k, dtype=np.int64)
-    for start in range(0, m, BLOCK_ROWS):
-        block = X[start : start + BLOCK_ROWS] if rows is None else X[rows[start : start + BLOCK_ROWS]]
-        block = np.ascontiguousarray(block)
+    for start in range(0, len(X), BLOCK_ROWS):
+        block = np.ascontiguousarray(X[start : start + BLOCK_ROWS])
         xb = as_float(block, buffer)
         zx = xb @ P.basis
         hats = np.empty_like(zx)

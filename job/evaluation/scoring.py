@@ -11,11 +11,11 @@ rows of the silhouette's sample with their labels. Those are combined in a tree 
 The cluster means come from the fit's last pass at the same centers (FusedKMeans.cluster_sums_): the
 same kernel on the same blocks gives the same labelling, so one pass is enough.
 
-Before this module the evaluation made five passes (an assignment, a contingency over its labels, two
-internal-criteria passes that converted every chunk to float64, a gather of the silhouette's rows by
-fancy indexing, and a tree over per-chunk example candidates): 79 s on 8.1M persisted images, 2 cores,
-of which the float64 criteria passes were 54 s. The per-row work here is compiled (numba), reads the
-uint8 pixels as they are, and shares the distance product with the labels.
+Why one pass: the same work as five (an assignment, a contingency over its labels, two internal-criteria
+passes converting every chunk to float64, a gather of the silhouette's rows by fancy indexing, a tree
+over per-chunk example candidates) took 79 s on 8.1M persisted images on 2 cores, 54 s of it the float64
+criteria. The per-row work here is compiled (numba), reads the uint8 pixels as they are, and shares the
+distance product with the labels.
 May use: job.engine (kernels, blockwise), job.evaluation.examples, data_prep.digits, numba, scipy.
 """
 

@@ -36,12 +36,6 @@ log = logging.getLogger(__name__)
 
 # The lower bounds of a worker's rows may take at most this many bytes per thread's share of rows.
 BOUNDS_BYTES_PER_ROW = 128
-# The first pass and the final one search every row through the centers' projection from
-# job.engine.projected.MIN_K centers on; an iteration's rows in doubt only from this many: its per-call
-# costs outweigh the distances it saves on the few rows in doubt below (2 workers, bounded steps through
-# it against without: 1.25x the time at k=256 on 64,128 rows, 0.97x at k=512 on 150,000, 0.85x at
-# k=1024 on 200,000; docs/benchmarks.md section 19).
-PROJECTED_STEP_MIN_K = 1024
 
 
 @dataclass
@@ -71,7 +65,7 @@ class _Bounds:
         self.client, self.groups_of_chunks = plan
         self.groups = groups
         self.states: list = []
-        self.projection: projected.Projection | None = None
+        self.projection: projected.Projection | None = None  # the first pass's
 
     def _submit(self, fn, *args, worker, chunks, name):
         future = self.client.submit(
@@ -119,17 +113,16 @@ class _Bounds:
         return self._run(bounds.assign_chunks, centers, projection, name="assign")
 
     def step(self, centers, moves, exact=False):
-        projection = self._projection(centers) if len(centers) >= PROJECTED_STEP_MIN_K else None
-        return self._run(
-            bounds.step_chunks, centers, moves, self.groups, exact, projection, name="bounds_step"
-        )
+        return self._run(bounds.step_chunks, centers, moves, self.groups, exact, name="bounds_step")
 
     def _projection(self, centers):
-        """The centers in group order projected for job.engine.projected's search (on the first
-        projection's directions: the bound holds for any), or None below projected.MIN_K centers."""
+        """The centers in group order projected for job.engine.projected's search, or None below
+        projected.MIN_K centers. Not for an iteration's rows in doubt: searching them through it took
+        1.31x the time at k=256 and 512 and 1.00-1.05x at k=1024 (benchmarks/projected_search.py
+        --steps, docs/benchmarks.md section 19), a chunk's rows in doubt being too few to repay it."""
         if self.groups is None or not projected.pays(len(centers)):
             return None
-        return projected.project(np.asarray(centers)[self.groups.order], like=self.projection)
+        return projected.project(np.asarray(centers)[self.groups.order])
 
     def labels(self, X: da.Array) -> da.Array:
         """The labels of the last assignment, as a dask array over X's rows (chunks as X's)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.atomic import durable_replace
 from data_prep.digits import N_CLASSES, PIXEL_MAX
 
 CSS = """
@@ -360,7 +361,7 @@ def write_live_page(
     page = _page(title, body).replace("<head>", '<head><meta http-equiv="refresh" content="5">', 1)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(page)
-    tmp.replace(path)  # atomically: a reload never sees half a page
+    durable_replace(tmp, path)  # a reload never sees half a page
     return path
 
 
