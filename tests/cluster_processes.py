@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
+
 DASK = str(Path(sys.executable).parent / "dask")
 
 

@@ -14,9 +14,8 @@ import pytest
 
 from data_prep import PrepConfig, prepare_dataset
 
+from . import REPO
 from .synthetic import synthetic_arrays, write_dataset
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def mnist_source() -> Path:

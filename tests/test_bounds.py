@@ -44,8 +44,8 @@ def _assert_bounds_hold(X, C, groups, state):
     [(64, False), (256, False), (256, True)],  # every center searched; from 256 on only the failed groups
 )
 def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k, through_projection):
-    """Also with the first pass and the searches against every center made through the centers'
-    projection (job.engine.projected), its directions kept while the centers move."""
+    """Also with the first pass made through the centers' projection (job.engine.projected), as the
+    job makes it from projected.MIN_K centers on."""
     assert bounds.searches_groups(k) == (k >= bounds.GROUP_SEARCH_MIN_K)
     X = _rows(mnist_store, 6_000)
     C = X[np.random.default_rng(0).choice(len(X), k, replace=False)].astype(np.float64)
@@ -59,9 +59,8 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k, through_p
         new = sums / np.maximum(counts, 1)[:, None]
         moves = np.sqrt(((new - C) ** 2).sum(axis=1))
         C = new
-        projection = projected.project(C[groups.order], like=first) if through_projection else None
         state, (d_sums, d_counts, _moved, computed, step_inertia) = bounds.step_chunk(
-            X, state, C, moves, groups, exact=it == 11, projection=projection
+            X, state, C, moves, groups, exact=it == 11
         )
         sums, counts = sums + d_sums, counts + d_counts
         plain_sums, plain_counts, plain_inertia = kernels.lloyd_partial(X, C)
@@ -73,7 +72,7 @@ def test_each_bounded_step_assigns_as_plain_lloyd_does(mnist_store, k, through_p
     assert skipped[-1] > 0.3  # the bounds do skip distances once the centers settle
 
 
-@pytest.mark.parametrize("k", [40, 128])  # from projected.MIN_K on, the dense searches go through the bound
+@pytest.mark.parametrize("k", [40, 128])  # from projected.MIN_K on, the first pass goes through the bound
 def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store, k):
     X_np = _rows(mnist_store, 8_000)
     X = persist_balanced(client, da.from_array(X_np, chunks=(1_000, 784)))

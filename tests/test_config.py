@@ -11,7 +11,9 @@ from job.deploy.base import kinds
 from job.deploy.files import load_cluster_config
 from job.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parent.parent / "cluster_config"
+from . import REPO
+
+CONFIGS = REPO / "cluster_config"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -22,9 +22,9 @@ from data_prep.zarr_store import verify_store
 from job.dataset import open_dataset, to_features
 from job.errors import JobError
 
+from . import REPO
 from .synthetic import synthetic_arrays, write_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 CHUNK = 64  # the tiny store: train 300 images in 5 chunks, test 100 in 2
 ARRAYS = ["train/images", "train/labels", "test/images", "test/labels"]
 

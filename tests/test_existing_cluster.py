@@ -38,10 +38,6 @@ def _config_file(tmp_path, scheduler_file) -> Path:
     return path
 
 
-def _job(*args):
-    return run_job(*args)
-
-
 @pytest.mark.parametrize("how", ["scheduler-file", "address"])
 def test_job_runs_on_a_cluster_started_with_the_dask_cli(processes, mnist_store, tmp_path, how):
     scheduler_file = _scheduler(processes, tmp_path)
@@ -53,7 +49,7 @@ def test_job_runs_on_a_cluster_started_with_the_dask_cli(processes, mnist_store,
         target = ["--cluster-config", str(_config_file(tmp_path, scheduler_file))]
     else:
         target = ["--scheduler", json.loads(scheduler_file.read_text())["address"]]
-    proc = _job(
+    proc = run_job(
         "--data",
         str(mnist_store),
         "--split",
@@ -93,7 +89,7 @@ def test_a_worker_that_cannot_see_the_store_is_named(processes, mnist_store, tmp
         ),
     )
     wait_for_workers(scheduler_file, 2)
-    proc = _job(
+    proc = run_job(
         "--data",
         str(mnist_store),
         "--split",

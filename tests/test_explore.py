@@ -17,7 +17,7 @@ from job.errors import JobError
 from job.evaluation.choose_k import elbow, suggest_k
 from job.evaluation.metrics import internal_criteria
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
 
 
 def _cli(module, *args, timeout=900):

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,9 @@ from job.deploy.scheduler import SchedulerConfig
 from job.errors import JobError
 from job.pipeline import run_job
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
+from .cluster_processes import run_job as _cli  # python -m job in a process of its own
+
 FIGURES = ["centers.png", "examples_closest.png", "examples_random.png", "confusion.png", "sizes.png"]
 
 
@@ -63,17 +64,6 @@ def test_unwritable_output_folder_is_a_clear_error(mnist_store, tmp_path):
     blocker.write_text("")
     with pytest.raises(JobError, match="cannot write the run folder"):
         run_job(JobConfig(data=mnist_store, out=blocker / "run"))
-
-
-def _cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "job", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_cli_end_to_end_on_all_of_mnist_with_defaults(mnist_dir, tmp_path):

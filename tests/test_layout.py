@@ -4,7 +4,7 @@
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
 
 # A room's modules may import job modules only from these rooms (data_prep and libraries are not listed).
 ALLOWED = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
 
 
 def _run(cmd, cwd, timeout=900, env=None):

@@ -68,9 +68,8 @@ def test_fewer_centers_than_directions(k):
     _assert_nearest(X, C, labels, dist)
 
 
-def test_group_lower_bounds_hold_and_other_directions_still_bound(mnist_store):
-    """Per group, the least distance to its other centers is at least the bound given; and the directions
-    of other centers (a Lloyd loop keeps the first ones) give the same nearest centers."""
+def test_group_lower_bounds_hold(mnist_store):
+    """Per group, the least distance to its other centers is at least the bound given."""
     X = _rows(mnist_store, 2_000)
     rng = np.random.default_rng(3)
     C = X[rng.choice(len(X), 256, replace=False)].astype(np.float64)
@@ -78,7 +77,7 @@ def test_group_lower_bounds_hold_and_other_directions_still_bound(mnist_store):
     ordered = C[groups.order]
     moved = ordered + rng.normal(0, 20, size=ordered.shape)
     D = np.sqrt(_brute(X, moved))
-    for projection in (projected.project(moved), projected.project(moved, like=projected.project(ordered))):
+    for projection in (projected.project(moved), projected.project(moved, dims=8)):
         ((_, _, best, best_d, lower, _), *rest) = projected.nearest_blocks(
             X, moved, projection, starts=groups.starts
         )

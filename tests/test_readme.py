@@ -4,9 +4,8 @@ data/mnist.zarr is the real MNIST store the other tests use)."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
 
 
 def _notebook_example() -> str:

@@ -25,10 +25,10 @@ from job.dataset import open_dataset, to_features
 from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
 
+from . import REPO
 from .cluster_processes import free_port
 from .synthetic import write_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 # tol=0 keeps the fit going for a few seconds, long enough to be killed in the middle of it.
 FIT_ARGS = [
     "--tol",

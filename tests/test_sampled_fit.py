@@ -5,7 +5,6 @@ the machine the job runs on."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
 from job.kmeans.sampling import auto_sample_size, auto_starts, sample_rows
 
-REPO = Path(__file__).resolve().parent.parent
+from . import REPO
 
 
 @pytest.fixture(scope="module")
