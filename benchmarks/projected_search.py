@@ -16,14 +16,12 @@ benchmarks/results/<name>.json (default projected_search).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import zarr
 from threadpoolctl import threadpool_limits
 
-from _common import mnist_store, print_table, save
+from _common import mnist_store, print_table, save, timed
 from job.engine import kernels, projected
 
 
@@ -35,15 +33,6 @@ def centers_for(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return C
 
 
-def median_seconds(fn, repeats: int = 3):
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return result, statistics.median(times)
-
-
 def search_rows(X: np.ndarray, ks, dims) -> list[dict]:
     rows = []
     check = X[:2_000].astype(np.float64)
@@ -51,13 +40,13 @@ def search_rows(X: np.ndarray, ks, dims) -> list[dict]:
         for k in ks:
             C = centers_for(X, k)
             brute = np.argmin(((check[:, None, :] - C[None]) ** 2).sum(axis=2), axis=1)
-            (plain, _), plain_s = median_seconds(lambda: kernels.assign(X, C))
+            (plain, _), plain_s = timed(lambda: kernels.assign(X, C), repeats=3)
             for q in dims:
                 if q >= k:
                     continue
                 projection = projected.project(C, dims=q)
                 projected.assign(X[:100], C, projection)  # compiled before timing
-                (labels, _), s = median_seconds(lambda: projected.assign(X, C, projection))
+                (labels, _), s = timed(lambda: projected.assign(X, C, projection), repeats=3)
                 measured = sum(b[-1] for b in projected.nearest_blocks(X, C, projection))
                 rows.append(
                     {

@@ -127,12 +127,7 @@ def _own_distances(X, rows, labels, C, out):  # pragma: no cover - compiled
     """The distance of each row in `rows` to its own center, by differences (no cancellation)."""
     for r in range(len(rows)):
         i = rows[r]
-        c = labels[i]
-        s = 0.0
-        for f in range(X.shape[1]):
-            d = np.float64(X[i, f]) - C[c, f]
-            s += d * d
-        out[r] = np.sqrt(s)
+        out[r] = np.sqrt(projected.exact_sq(X, i, C, labels[i]))
 
 
 @numba.njit(nogil=True, cache=True)

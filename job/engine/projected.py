@@ -87,7 +87,7 @@ def project(centers: np.ndarray, dims: int | None = None) -> Projection:
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _exact_sq(X, i, C, j):  # pragma: no cover - compiled
+def exact_sq(X, i, C, j):  # pragma: no cover - compiled
     """||X[i] - C[j]||^2 by differences, summed in float64."""
     s = 0.0
     for f in range(X.shape[1]):
@@ -134,14 +134,14 @@ def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, be
         xs = x_hat_sq[i]
         slack = BOUND_ROUNDING * (xs + hat_sq_max)
         nearest = first[i]
-        nearest_d = _exact_sq(X, i, C, nearest)
+        nearest_d = exact_sq(X, i, C, nearest)
         seen[nearest] = nearest_d
         found[0] = nearest
         n_found = 1
         limit = np.float32(nearest_d - xs + slack)
         for j in range(k):
             if bound[i, j] < limit and j != first[i]:
-                d = _exact_sq(X, i, C, j)
+                d = exact_sq(X, i, C, j)
                 seen[j] = d
                 found[n_found] = j
                 n_found += 1
