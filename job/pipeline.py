@@ -508,6 +508,7 @@ class SingleK:
                 digits,
                 "Images closest to each center",
                 out / "examples_closest.png",
+                sizes=ev.cluster_sizes,
             )
             figures.plot_examples(
                 random_images,
@@ -515,6 +516,7 @@ class SingleK:
                 digits,
                 "Random images of each cluster",
                 out / "examples_random.png",
+                sizes=ev.cluster_sizes,
             )
             figures.plot_confusion(np.asarray(ev.contingency), digits, out / "confusion.png")
             figures.plot_sizes(ev.cluster_sizes, digits, out / "sizes.png")

@@ -36,6 +36,27 @@ def test_examples_mosaic_leaves_missing_examples_white(tmp_path):
     assert 0.25 < lower / upper < 0.45
 
 
+def test_with_many_clusters_the_examples_show_the_largest(tmp_path):
+    """300 clusters: 256 rows (EXAMPLE_CLUSTERS_SHOWN), those of the largest clusters. The 44 smallest
+    clusters' examples are black, the others white, so a black pixel in the picture is a small cluster."""
+    k, shown = 300, plots.EXAMPLE_CLUSTERS_SHOWN
+    images = np.zeros((k, 2, 28, 28), dtype=np.uint8)
+    sizes = np.arange(k) + 1
+    sizes[[5, 17]] = 10_000  # two large clusters among the first: drawn
+    small = np.argsort(-sizes, kind="stable")[shown:]
+    images[small] = 255
+    indices = np.arange(2 * k).reshape(k, 2)
+    digits = list(np.arange(k) % 10)
+    largest = imread(plots.plot_examples(images, indices, digits, "t", tmp_path / "l.png", sizes=sizes))
+    first = imread(plots.plot_examples(images, indices, digits, "t", tmp_path / "f.png"))
+    white = np.zeros_like(images[:shown])
+    text_only = imread(plots.plot_examples(white, indices[:shown], digits, "t", tmp_path / "w.png"))
+    assert largest.shape == first.shape == text_only.shape  # 256 rows each
+    dark = lambda image: int((image[..., :3].mean(axis=2) < 0.2).sum())  # noqa: E731
+    assert dark(first) > dark(text_only) + 100_000  # the first 256 clusters include the small ones
+    assert dark(largest) < dark(text_only) * 1.1  # the largest do not: only the labels' text is dark
+
+
 def test_the_confusion_rows_follow_the_digits_the_clusters_hold():
     """Rows in the order of each cluster's majority digit (the largest share first among clusters of one
     digit): the matrix reads along a diagonal, not in cluster-number order."""
