@@ -73,7 +73,8 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
 
 
 # Example rows drawn at most: one row of images per cluster, so at k=1024 two figures of 1,024 rows took
-# 27 s each to draw (2 cores) into PNGs 77,000 pixels tall that no one scrolls; 256 rows take ~5 s.
+# 23 s each to draw (2 cores, a test run beside) into PNGs 76,880 pixels tall that no one scrolls; 256
+# rows took 5 s.
 EXAMPLE_CLUSTERS_SHOWN = 256
 
 
