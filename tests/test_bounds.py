@@ -170,3 +170,20 @@ def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_st
     monkeypatch.setattr(estimator, "COARSE_MIN_ROWS_PER_CENTER", 200)  # 5,000 < 200 x 40: no coarse level
     direct = FusedKMeans(40, random_state=0, sample_size=20_000, polish_passes=0).fit(X)
     assert direct.sample_["coarse"] == [] and not np.allclose(direct.cluster_centers_, model.cluster_centers_)
+
+
+def test_the_pass_that_assigns_every_row_through_the_projection_is_the_fused_kernels(client, mnist_store):
+    """assign_kept from projected.MIN_K centers on (through the centers' projection): the labels kept on
+    the workers, the counts, the sums and the inertia are those of the fused kernel."""
+    from job.engine import projected
+    from job.kmeans.bounded import assign_kept
+
+    X_np = _rows(mnist_store, 8_000)
+    X = persist_balanced(client, da.from_array(X_np, chunks=(1_000, 784)))
+    C = X_np[np.random.default_rng(2).choice(len(X_np), 160, replace=False)].astype(np.float64) + 0.5
+    assert projected.pays(len(C))
+    sums, counts, inertia, labels = assign_kept(X, plan_tasks(X), C)
+    plain_sums, plain_counts, plain_inertia = kernels.lloyd_partial(X_np, C)
+    assert np.array_equal(labels.compute(), kernels.assign(X_np, C)[0])
+    assert np.array_equal(counts, plain_counts) and np.array_equal(sums, plain_sums)  # uint8: exact sums
+    assert np.isclose(inertia, plain_inertia, rtol=1e-6)

@@ -390,13 +390,14 @@ def assign_chunk(X: np.ndarray, centers: np.ndarray, projection) -> tuple[np.nda
     """Every row of a chunk assigned to `centers` through their `projection` (job.engine.projected):
     (labels int32 [m], (sums float64 [k, p], counts int64 [k], inertia))."""
     labels = np.empty(len(X), dtype=np.int32)
-    inertia = 0.0
-    for start, _, best, best_d, _, _ in projected.nearest_blocks(X, centers, projection):
-        labels[start : start + len(best)] = best
-        inertia += float(np.square(best_d).sum())
     sums = np.zeros(np.shape(centers), dtype=np.float64)
     counts = np.zeros(len(centers), dtype=np.int64)
-    _add_rows(X, labels, sums, counts)
+    inertia = 0.0
+    for start, block, best, best_d, _, _ in projected.nearest_blocks(X, centers, projection):
+        stop = start + len(best)
+        labels[start:stop] = best
+        inertia += float(np.square(best_d).sum())
+        _add_rows(block, labels[start:stop], sums, counts)  # while the block is in cache: one read of X
     return labels, (sums, counts, inertia)
 
 
