@@ -1,7 +1,7 @@
 """Large k: the job against faiss-cpu and scikit-learn at hundreds to thousands of clusters, in one run.
 
     python benchmarks/large_k.py --store data/mnist-8100000.zarr --k 256 [--only faiss,job] [--name NAME]
-                                 [--repeats N]
+                                 [--repeats N] [--cores N]
 
 Every anchor runs in a fresh process of its own, one after the other, on the same machine and data, and
 does what a user of it would: read the store's train split once into memory as uint8 ("load"), fit
@@ -25,6 +25,10 @@ gives the median of each time over its runs, the runs themselves kept in the JSO
 the same read of the store into memory took 12.8 s to 26.4 s from one process to the next (the kernel's
 page faults on fresh memory, 60% of its time: sys, not user), which one run per anchor cannot tell from
 a difference between anchors.
+
+With --cores N every process (each anchor, the job's client, scheduler and workers) runs on the first N
+cores only (the CPU affinity mask, as `taskset` sets it): the job's default cluster then has N workers
+and faiss N threads, so one machine measures the scaling from 2 to 16 cores of the same code and data.
 
 Peak memory is each process's VmHWM (the job: client, scheduler and every worker). Writes
 benchmarks/results/<name>.json and docs/images/<name>.png (inertia against total time).
@@ -215,6 +219,8 @@ def _job(store: Path, k: int) -> dict:
         "passes": fit.get("passes_over_all_rows"),
         "sample": fit.get("sample"),
         "timings": t,
+        "fit detail": fit,
+        "cluster sizing": m["cluster"]["sizing"],
         "client peak RSS MiB by phase": client_peak,
     }
 
@@ -271,16 +277,20 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated anchor name prefixes")
     parser.add_argument("--name", default=None, help="results file name (default large_k-<rows>-k<k>)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every anchor, round-robin (medians)")
+    parser.add_argument("--cores", type=int, default=None, help="run every process on the first N cores")
     parser.add_argument("--anchor", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.store = args.store.resolve()
+    if args.cores:
+        os.sched_setaffinity(0, range(args.cores))  # inherited by every process started from here
     if args.anchor:
         anchor_main(args.anchor, args.store, args.k)
         return
     import zarr
 
     n = zarr.open_group(str(args.store), mode="r")["train/images"].shape[0]
-    name = args.name or f"large_k-{n}-k{args.k}"
+    cores = len(os.sched_getaffinity(0))
+    name = args.name or f"large_k-{n}-k{args.k}" + (f"-{cores}cores" if args.cores else "")
     prefixes = [p.strip() for p in args.only.split(",") if p.strip()]
     # --only re-runs some anchors: the others' rows are kept from the results file (each is saved as it ends)
     path = RESULTS / f"{name}.json"
@@ -289,6 +299,7 @@ def main() -> None:
         if prefixes and path.exists()
         else {}
     )
+    header = {"store": args.store.name, "rows": n, "k": args.k, "cores": cores}
     chosen = [a for a in ANCHORS if not prefixes or any(a.startswith(p) for p in prefixes)]
     runs: dict[str, list[dict]] = {a: [] for a in chosen}
     rows: list[dict] = []
@@ -303,7 +314,7 @@ def main() -> None:
                 for a in ANCHORS
                 if runs.get(a) or a in kept
             ]
-            save(name, {"store": args.store.name, "rows": n, "k": args.k, "anchors": rows, "complete": False})
+            save(name, {**header, "anchors": rows, "complete": False})
     best = min(r["inertia"] for r in rows if r["anchor"] != "job") if len(rows) > 1 else None
     for r in rows:
         r["peak RSS MiB (max)"] = max(r["peak RSS MiB"].values())
@@ -324,9 +335,8 @@ def main() -> None:
         ],
     )
     image = REPO / "docs" / "images" / f"{name}.png"
-    cores = len(os.sched_getaffinity(0))
     plot(rows, f"K-Means, k={args.k}, on {n:,} images: inertia against time ({cores} cores)", image)
-    save(name, {"store": args.store.name, "rows": n, "k": args.k, "anchors": rows, "complete": True})
+    save(name, {**header, "anchors": rows, "complete": True})
 
 
 if __name__ == "__main__":

@@ -417,8 +417,3 @@ def assign_chunks(centers, projection, *chunks):
             parts.append(part)
         states.append((labels,))
     return states, add_partials(*parts)
-
-
-def labels_of_states(states, index: int) -> np.ndarray:
-    """The labels of the index-th chunk of a thread's states."""
-    return states[index][0]

@@ -58,7 +58,7 @@ def _group_by_worker_thread(client, futures: list) -> list[tuple[str, list]]:
     return groups
 
 
-def _reduce_on_cluster(client, parts: list, combine, fan_in: int = TREE_FAN_IN):
+def reduce_on_cluster(client, parts: list, combine, fan_in: int = TREE_FAN_IN):
     """Tree-reduce futures on the workers down to at most `fan_in`, then combine those in the client."""
     while len(parts) > fan_in:
         parts = [
@@ -104,7 +104,7 @@ def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
             )
             for worker, group in groups
         ]
-        return _reduce_on_cluster(client, parts, combine)
+        return reduce_on_cluster(client, parts, combine)
     # Streamed: each chunk's kernel runs in the task that reads and scales the chunk (job.engine.blockwise).
     parts = per_chunk(X, kernel, *args)
     (result,) = dask.compute(tree_reduce(parts, functools.partial(combine_boxed, combine)))

@@ -1,0 +1,131 @@
+"""What one bounded Lloyd pass costs the client and the scheduler, by number of workers.
+
+    python benchmarks/pass_overhead.py [--workers 2,16] [--rows 8192] [--k 256] [--iterations 20]
+                                       [--repeats 3]
+
+On 16 cores the job's k=256 fit on the 8.1M store spent longer per iteration on its samples than on 2
+(docs/benchmarks.md, section 20): each iteration on few rows per worker is bound by what the one client
+and scheduler process does per task, not by arithmetic. This measures that part alone: job.kmeans.bounded's
+loop over the first --rows rows of data/mnist-1000000.zarr (so few that the workers' arithmetic is
+negligible), k centers drawn from them, tol=0, on a LocalCluster of N single-threaded workers; per
+iteration, the wall time and the CPU time of this process (client and scheduler, as in the job's
+LocalCluster). Two shapes of a pass, in the same run:
+
+  job                 one task per worker thread, its result kept whole for the next pass, the centers
+                      sent to the cluster once per pass, the summaries added on the workers
+  inline (previous)   three submissions per thread (the pass, then a getitem each for its states and its
+                      summary), the centers inside every task, every summary gathered to the client
+
+On a 2-core machine N=16 oversubscribes the cores, so the wall times there are not 16-core times; the
+client's CPU per iteration is the part that does not shrink with more cores.
+Writes benchmarks/results/pass_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import sys
+import time
+
+import numpy as np
+
+from _common import REPO, print_table, save
+
+sys.path.insert(0, str(REPO))
+
+from job.engine import bounds
+from job.kmeans import bounded
+
+
+class InlinePass(bounded._Bounds):
+    """The pass as it was before: three submissions per thread, the arguments inline, gathered sums."""
+
+    def _run(self, fn, *args, name):
+        fn = bounds.step_chunks if fn is bounded._step_after else fn
+        states, summaries = [], []
+        for i, (worker, chunks) in enumerate(self.groups_of_chunks):
+            previous = (self.passes[i],) if self.passes else ()
+            result = self.client.submit(
+                fn, *previous, *args, *chunks, workers=[worker], allow_other_workers=True, pure=False
+            )
+            states.append(
+                self.client.submit(
+                    operator.getitem, result, 0, workers=[worker], allow_other_workers=True, pure=False
+                )
+            )
+            summaries.append(self.client.submit(operator.getitem, result, 1, pure=False))
+        self.passes = states
+        return bounds.add_steps(*self.client.gather(summaries))
+
+
+SHAPES = {"job": bounded._Bounds, "inline (previous)": InlinePass}
+
+
+def measure(workers: int, X: np.ndarray, k: int, iterations: int, repeats: int) -> list[dict]:
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from job.engine.map_reduce import plan_tasks
+    from job.engine.persist import persist_spread
+
+    rows = []
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        Xd = persist_spread(client, da.from_array(X, chunks=(8192, X.shape[1])))
+        plan = plan_tasks(Xd)
+        centers = X[np.random.default_rng(0).choice(len(X), k, replace=False)].astype(np.float64)
+        for shape, cls in SHAPES.items():
+            bounded._Bounds = cls  # the loop builds its state from this name
+            try:
+                bounded_lloyd = bounded.bounded_lloyd
+                bounded_lloyd(Xd, plan, centers, tol=0, max_iter=2)  # compiled, warm
+                wall, cpu = [], []
+                for _ in range(repeats):
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    fitted = bounded_lloyd(Xd, plan, centers, tol=0, max_iter=iterations)
+                    wall.append((time.perf_counter() - started) / iterations)
+                    cpu.append((time.process_time() - cpu_started) / iterations)
+            finally:
+                bounded._Bounds = SHAPES["job"]
+            rows.append(
+                {
+                    "workers": workers,
+                    "shape": shape,
+                    "ms / iteration": 1000 * float(np.median(wall)),
+                    "client+scheduler CPU ms / iteration": 1000 * float(np.median(cpu)),
+                    "inertia": fitted.inertia,
+                    "runs ms": [round(1000 * w, 1) for w in wall],
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", default="2,16")
+    parser.add_argument("--rows", type=int, default=8192)
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import zarr
+
+    images = zarr.open_group(str(REPO / "data" / "mnist-1000000.zarr"), mode="r")["train/images"]
+    X = np.asarray(images[: args.rows]).reshape(args.rows, -1)
+    rows = [
+        row
+        for workers in (int(w) for w in args.workers.split(","))
+        for row in measure(workers, X, args.k, args.iterations, args.repeats)
+    ]
+    print_table(
+        rows, ["workers", "shape", "ms / iteration", "client+scheduler CPU ms / iteration", "inertia"]
+    )
+    save("pass_overhead", {"rows": args.rows, "k": args.k, "iterations": args.iterations, "results": rows})
+
+
+if __name__ == "__main__":
+    main()
