@@ -85,8 +85,9 @@ class _Bounds:
         """One pass: fn(*args, *chunks) per worker thread, after its last pass's result when it has one
         (fn(last, *args, *chunks)); the threads' summaries added up.
 
-        Measured on 16 workers with little data (k=256, 8,192 rows, /tmp-free probe in section 20), the
-        client and scheduler spent 334 ms of CPU per iteration before this shape and ~100 ms after it:
+        On 16 workers with little data (k=256, 8,192 rows: benchmarks/pass_overhead.py, docs/benchmarks.md
+        section 20) the client and scheduler spent 240 ms of CPU per iteration before this shape and
+        114 ms after it; on 16 cores the job's sample stage took longer than on 2 before it:
         - the centers (and the projection) go to the cluster once per pass and each task fetches them
           (inline, each of 16 tasks carried its own 1.6 MB copy through the scheduler);
         - the summaries ([k, p] sums each) are added on the workers, not gathered one by one;
@@ -117,7 +118,9 @@ class _Bounds:
         return reduce_on_cluster(self.client, summaries, bounds.add_steps)
 
     def _shared(self, arg):
-        """A future of `arg` on the cluster when it is large and more than one task will read it."""
+        """A future of `arg` on the cluster when it is large and more than one task will read it.
+        Scattered data has no lineage: a pass whose worker holding it dies fails instead of being
+        replayed from the inline copies, as dask could before (a trade measured in section 20)."""
         large = (isinstance(arg, np.ndarray) and arg.nbytes >= SHARED_MIN_BYTES) or isinstance(
             arg, projected.Projection
         )
