@@ -120,7 +120,7 @@ class _Bounds:
     def _shared(self, arg):
         """A future of `arg` on the cluster when it is large and more than one task will read it.
         Scattered data has no lineage: a pass whose worker holding it dies fails instead of being
-        replayed from the inline copies, as dask could before (a trade measured in section 20)."""
+        replayed from the inline copies, as dask could before (docs/benchmarks.md, section 20)."""
         large = (isinstance(arg, np.ndarray) and arg.nbytes >= SHARED_MIN_BYTES) or isinstance(
             arg, projected.Projection
         )
