@@ -87,7 +87,7 @@ class _Bounds:
 
         On 16 workers with little data (k=256, 8,192 rows: benchmarks/pass_overhead.py, docs/benchmarks.md
         section 20) the client and scheduler spent 240 ms of CPU per iteration before this shape and
-        114 ms after it; on 16 cores the job's sample stage took longer than on 2 before it:
+        114 ms after it (before it, on 16 cores the job's sample stage took longer than on 2). The shape:
         - the centers (and the projection) go to the cluster once per pass and each task fetches them
           (inline, each of 16 tasks carried its own 1.6 MB copy through the scheduler);
         - the summaries ([k, p] sums each) are added on the workers, not gathered one by one;
@@ -113,8 +113,13 @@ class _Bounds:
             )
         self.passes = results
         # without restrictions each getitem runs where its pass's result is (the scheduler's choice by
-        # the bytes of its dependencies)
-        summaries = self.client.map(operator.getitem, results, [1] * len(results), pure=False)
+        # the bytes of its dependencies); named after the pass, so the dashboard says "bounds_step-sums"
+        summaries = self.client.map(
+            operator.getitem,
+            results,
+            [1] * len(results),
+            key=[f"{name}-sums-{uuid.uuid4().hex}" for _ in results],
+        )
         return reduce_on_cluster(self.client, summaries, bounds.add_steps)
 
     def _shared(self, arg):
