@@ -172,6 +172,34 @@ def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_st
     assert direct.sample_["coarse"] == [] and not np.allclose(direct.cluster_centers_, model.cluster_centers_)
 
 
+def test_a_costly_loop_over_all_rows_starts_from_a_coarse_level_and_stops_on_its_gain(
+    client, mnist_store, monkeypatch
+):
+    """When the sample is all of X and one pass over X is costly (more than POLISH_MAX_WORK row-centers),
+    Lloyd over X starts from a fit of a nested quarter of X and stops once an iteration gains less than
+    ALL_ROWS_MIN_GAIN; the fit stays exact. A cheap X keeps the loop from the seeding."""
+    from job.kmeans import estimator
+    from job.kmeans.estimator import FusedKMeans
+
+    monkeypatch.setattr(estimator, "COARSE_MIN_ROWS_PER_CENTER", 50)  # 5,000 rows per 40 centers: one level
+    X_np = _rows(mnist_store, 20_000)
+    X = persist_balanced(client, da.from_array(X_np, chunks=(4_000, 784)))
+    cheap = FusedKMeans(40, random_state=0).fit(X)
+    assert cheap.sample_ is None  # 20,000 x 40 row-centers is under POLISH_MAX_WORK: no coarse level
+
+    monkeypatch.setattr(estimator, "POLISH_MAX_WORK", 100_000)
+    costly = FusedKMeans(40, random_state=0).fit(X)
+    (level,) = costly.sample_["coarse"]
+    assert 4_500 < level["rows"] < 5_500 and level["n_iter"] > 1 and costly.sample_["rows"] == 20_000
+    centers = costly.cluster_centers_.astype(np.float64)
+    assert np.array_equal(costly.labels_.compute(), kernels.assign(X_np, centers)[0])
+    assert np.isclose(costly.inertia_, kernels.lloyd_partial(X_np, centers)[2], rtol=1e-6)
+
+    monkeypatch.setattr(estimator, "ALL_ROWS_MIN_GAIN", 1.0)  # every gain is below it
+    assert costly.n_iter_ > 2
+    assert FusedKMeans(40, random_state=0).fit(X).n_iter_ == 2  # the first gain is known after iteration 2
+
+
 def test_the_pass_that_assigns_every_row_through_the_projection_is_the_fused_kernels(client, mnist_store):
     """assign_kept from projected.MIN_K centers on (through the centers' projection): the labels kept on
     the workers, the counts, the sums and the inertia are those of the fused kernel."""

@@ -44,24 +44,32 @@ DEFAULT_INIT_ROUNDS = 5
 # (job.kmeans.bounded); below it the plain fused loop is as fast (docs/benchmarks.md, section 14).
 BOUNDED_MIN_K = 32
 # With many clusters, polishing passes over all rows (polish_passes="auto") only while one costs at most
-# this many row-centers (k=64 on 4M rows, k=256 on 1M): on 8.1M rows at k=256 (2.1G) each pass cost as
-# much as the sample's whole fit (7 passes: 0.23% of inertia, 70% of the fit); on 1M rows at k=64 a pass is
-# ~1 s, the
-# sample's centers, left unpolished, ended 0.15% above scikit-learn's on 100,000 rows (section 14).
+# this many row-centers (k=64 on 4M rows, k=256 on 1M; beyond it a pass over X is "costly":
+# FusedKMeans._costly_passes): on 8.1M rows at k=256 (2.1G) each pass cost as much as the sample's whole
+# fit (7 passes: 0.23% of inertia, 70% of the fit); on 1M rows at k=64 a pass is ~1 s, and the sample's
+# centers, left unpolished, ended 0.15% above scikit-learn's on 100,000 rows (section 14).
 POLISH_MAX_WORK = 2**28
 # The sample's loop with bounds (or X's, when the sample is all of it) also stops once an iteration lowers
 # its inertia by less than this: at k=256 on 8.1M digits the sample's inertia moved 0.16% between
 # iteration 35 (where this stops) and 78 (1e-5), and 0.001% from 150 to 275 (the shift reaching tol).
 SAMPLE_MIN_GAIN = 1e-4
+# When the sample is all of X and a pass over it is costly (POLISH_MAX_WORK: k=1024 on 1M rows), Lloyd over
+# X starts from a coarse level too and stops once an iteration gains less than this. At k=1024 on the first
+# 1M generated digits (FusedKMeans(1024, random_state=0) on the persisted rows, 2 workers, 2026-12-05):
+# from the seeding, 1e-4, 101 s of fitting, inertia 17,127,165; from a coarse level on 250,182 rows, 1e-4
+# on both, 67.4 s, 17,125,756; 1e-4 on the coarse level and 3e-4 over X, 47.1 s, 17,160,777 (9 iterations
+# over X instead of 23: the last 14 bought 0.2% for 20 s); 3e-4 on both 44.9 s, 17,159,860; a second
+# coarse level (62,592 rows, 61 per center) 70.9 s against 67.4 (docs/benchmarks.md, section 14).
+ALL_ROWS_MIN_GAIN = 3e-4
 # With bounds, Lloyd on a sample smaller than X starts from the centers that Lloyd reaches on a nested
 # quarter of the sample, itself started the same way while a quarter keeps at least
 # COARSE_MIN_ROWS_PER_CENTER rows per center (faiss trains on 256). Iterations on the quarter cost a
 # quarter, and from its centers the sample's loop meets its stopping rule in ~20 iterations instead of
 # ~33: at k=256 on 1M digits the sample's stage took 19 s instead of 26 s, at k=64 8.4 s instead of
 # 12.6 s, each with an inertia over all rows as low or lower (docs/benchmarks.md, section 14). A second
-# coarse level (62 rows per center at k=256) saved nothing and ended 0.1% worse. Not when the sample is
-# all of X (k=1024 on 1M rows): there the loop over all rows still ran 20+ iterations after a coarse fit
-# on 250,000 rows that alone took 88 s, slower than without it.
+# coarse level (62 rows per center at k=256) saved nothing and ended 0.1% worse. When the sample is all of
+# X, only where a pass over X is costly (ALL_ROWS_MIN_GAIN); MNIST's 70,000 rows keep the loop from the
+# seeding.
 COARSE_FACTOR = 4
 COARSE_MIN_ROWS_PER_CENTER = 200
 COARSE_STREAM = 2**32 + 13  # + the level: a stream per nested draw
@@ -178,7 +186,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     starts_ : list of dict
         One record per start (seed, inertia, iterations, seconds).
     sample_ : dict or None
-        The sampled fit's record (rows, iterations, inertia after each phase).
+        The sampled fit's record (rows, iterations, inertia after each phase); when the sample is all of
+        X, its coarse levels' only, if it had any.
     passes_over_all_rows_ : float
         How many times the fit read all of X.
 
@@ -415,9 +424,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if start is None:
             centers, init_info = self._run_starts(sample, seeds, tol)
             init_centers = init_info.pop("centers")
+            if bounded and (sampled or self._costly_passes(n)):
+                centers, sample_record["coarse"] = self._coarse_fit(sample, plan, centers, tol, seeds[0])
             if sampled:
-                if bounded:
-                    centers, sample_record["coarse"] = self._coarse_fit(sample, plan, centers, tol, seeds[0])
                 # With many clusters the sample's loop also stops on the gain (its shift reaches tol only
                 # after hundreds of iterations that no longer move the inertia: docs/benchmarks.md, 14).
                 centers, sample_iter, _, _, sample_inertia, _ = self._converge(
@@ -471,7 +480,12 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         max_iter = done_before if converged else self.max_iter
         if sampled:
             max_iter = min(max_iter, done_before + self._polish_passes(n))
-        min_gain = self.tol if sampled else (SAMPLE_MIN_GAIN if bounded else 0.0)
+        if sampled:
+            min_gain = self.tol
+        elif bounded:
+            min_gain = ALL_ROWS_MIN_GAIN if self._costly_passes(n) else SAMPLE_MIN_GAIN
+        else:
+            min_gain = 0.0
         centers, n_iter, sums, counts, inertia, labels = self._converge(
             X,
             plan,
@@ -498,8 +512,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 n_iter - done_before,
                 inertia,
             )
-        else:
-            self.sample_ = None
+        else:  # the sample is X: only its coarse levels, when it had them
+            self.sample_ = sample_record if sample_record.get("coarse") else None
         # the draw, then Lloyd (bounded: its first pass, then one per iteration; plain: one per iteration,
         # then the final one)
         self.passes_over_all_rows_ = 2 + (n_iter - done_before)
@@ -550,9 +564,13 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
     def _polish_passes(self, n: int) -> int:
         if self.polish_passes == "auto":
-            cheap = self.n_clusters < BOUNDED_MIN_K or n * self.n_clusters <= POLISH_MAX_WORK
+            cheap = self.n_clusters < BOUNDED_MIN_K or not self._costly_passes(n)
             return self.max_iter if cheap else 0
         return int(self.polish_passes)
+
+    def _costly_passes(self, n: int) -> bool:
+        """Whether one Lloyd pass over `n` rows costs more than POLISH_MAX_WORK row-centers."""
+        return n * self.n_clusters > POLISH_MAX_WORK
 
     def _bounded(self, plan) -> bool:
         """Whether Lloyd runs with Yinyang bounds (job.kmeans.bounded): with many clusters, on a
