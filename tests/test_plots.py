@@ -81,3 +81,21 @@ def test_pca_colors_each_cluster_as_the_digit_it_mostly_holds(tmp_path):
     left = image[:, : image.shape[1] // 2].reshape(-1, 3)
     near = lambda color: (np.abs(left - color).max(axis=1) < 0.08).sum()  # noqa: E731
     assert near(zero) > 20 and near(six) == 0
+
+
+def test_with_many_clusters_the_confusion_and_sizes_stay_page_sized(tmp_path):
+    """At k=1024 the confusion figure has no text per row or cell (a page of bands, not 46,000 pixels of
+    labels) and the sizes figure groups the bars by the digit their cluster mostly holds: digit 0's
+    colour is one unbroken band."""
+    rng = np.random.default_rng(0)
+    k = 1024
+    table = rng.integers(0, 100, (k, 10)) ** 3
+    digits = table.argmax(axis=1)
+    confusion = imread(plots.plot_confusion(table, digits, tmp_path / "m.png"))
+    assert confusion.shape[0] < 5_000 and confusion[..., :3].std() > 0.05
+    sizes = imread(plots.plot_sizes(rng.integers(100, 3000, k), digits, tmp_path / "s.png"))[..., :3]
+    assert sizes.shape[1] <= 1_600
+    zero = np.array(matplotlib.colormaps["tab10"](0)[:3])
+    row = sizes[int(sizes.shape[0] * 0.8)]  # near the axis: every bar reaches it
+    columns = np.flatnonzero(np.abs(row - zero).max(axis=1) < 0.05)
+    assert len(columns) > 50 and columns.max() - columns.min() + 1 - len(columns) <= 2  # one band
