@@ -1,4 +1,5 @@
-"""Metrics from the contingency table equal scikit-learn's; the silhouette on the workers too."""
+"""The evaluation's pass over X (job.evaluation.evaluate.evaluate_at, as the job runs it) and the metrics
+from its contingency table equal scikit-learn's; the silhouette on the workers too."""
 
 import dask.array as da
 import numpy as np
@@ -7,17 +8,30 @@ from sklearn import metrics
 
 from job.dataset import open_dataset, to_features
 from job.evaluation import metrics as evaluate
+from job.evaluation.evaluate import evaluate_at
 from job.kmeans.estimator import FusedKMeans
 
 
+def _evaluated(X: np.ndarray, clusters: np.ndarray, truth: np.ndarray, k: int, chunk: int):
+    """The job's evaluation pass of the clustering `clusters` of X (its centers the clusters' means, the
+    labels given as a fit that kept them gives them), in chunks of `chunk` rows: the Evaluation."""
+    counts = np.bincount(clusters, minlength=k)
+    sums = np.zeros((k, X.shape[1]))
+    np.add.at(sums, clusters, X)
+    means = sums / np.maximum(counts, 1)[:, None]
+    as_dask = lambda a: da.from_array(a, chunks=(chunk, *a.shape[1:]))  # noqa: E731
+    return evaluate_at(
+        as_dask(X), as_dask(truth), means, counts, sums, np.arange(0), 1, 0, labels=as_dask(clusters)
+    ).evaluation
+
+
 @pytest.mark.parametrize("k", [3, 10, 14])
-def test_label_metrics_equal_sklearn(k):
+def test_label_metrics_equal_sklearn(client, k):
     rng = np.random.default_rng(k)
     truth = rng.integers(0, 10, 4000)
     clusters = np.where(rng.random(4000) < 0.6, truth % k, rng.integers(0, k, 4000))
-    table = evaluate.contingency(
-        da.from_array(clusters, chunks=700), da.from_array(truth, chunks=700), k
-    ).compute()
+    X = rng.random((4000, 3))
+    table = np.array(_evaluated(X, clusters, truth, k, chunk=700).contingency)
     np.testing.assert_array_equal(table, metrics.cluster.contingency_matrix(clusters, truth))
     m = evaluate.label_metrics(table)
     assert m["ari"] == pytest.approx(metrics.adjusted_rand_score(truth, clusters), abs=1e-12)
@@ -38,7 +52,6 @@ def test_mappings_and_accuracies():
     assert hungarian.accuracy == pytest.approx((90 + 5 + 98) / table.sum())
     wide = evaluate.hungarian_mapping(np.array([[5, 1], [4, 0], [0, 7]]))  # k > classes: one cluster unmapped
     assert sorted(wide.digits) == [-1, 0, 1]
-    assert evaluate.mapped_accuracy(table, [0, 0, 2]) == pytest.approx(majority.accuracy)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -77,9 +90,10 @@ def test_silhouette_on_the_cluster_matches_sklearn(client, mnist_store):
     X = to_features(open_dataset(mnist_store, "test").images).persist()
     model = FusedKMeans(n_clusters=10, random_state=0).fit(X)
     labels = model.labels_.persist()
-    ours = evaluate.silhouette(X, labels, 10, size=3000, seed=4)
     idx = evaluate.sample_indices(X.shape[0], 3000, seed=4)
-    reference = metrics.silhouette_score(X[idx].compute(), labels[idx].compute())
+    rows, row_labels = X[idx].compute(), labels[idx].compute()
+    ours = evaluate.silhouette_later(rows, row_labels, 10)()
+    reference = metrics.silhouette_score(rows, row_labels)
     assert ours == pytest.approx(reference, abs=0.005)
     assert abs(ours - reference) < 1e-5  # the same computation, its distance product in float32
 
@@ -92,5 +106,23 @@ def test_silhouette_of_a_single_point_cluster_is_zero():
     reference = metrics.silhouette_samples(X, labels)
     assert reference[2] == 0.0
     for block_rows in (1, 2, 5):
-        ours = evaluate.sample_silhouette(X, labels, 2, block_rows=block_rows)
+        ours = evaluate.silhouette_later(X, labels, 2, block_rows=block_rows)()
         assert ours == pytest.approx(reference.mean(), abs=1e-6)
+
+
+def test_calinski_harabasz_of_a_perfect_clustering_is_sklearns_one(client):
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]]), 50, axis=0)
+    labels = np.repeat([0, 1, 2], 50)
+    ours = _evaluated(X, labels, np.zeros(150, dtype=np.int64), 3, chunk=40)
+    assert ours.calinski_harabasz == metrics.calinski_harabasz_score(X, labels) == 1.0
+
+
+def test_internal_criteria_equal_scikit_learns(client):
+    rng = np.random.default_rng(0)
+    X = rng.random((6000, 30)).astype(np.float32)
+    X[:2000] += 1.5
+    labels = rng.integers(0, 5, 6000)
+    labels[:2000] = 5
+    ours = _evaluated(X, labels, np.zeros(6000, dtype=np.int64), 7, chunk=1100)  # cluster 6 empty
+    assert ours.calinski_harabasz == pytest.approx(metrics.calinski_harabasz_score(X, labels), rel=1e-9)
+    assert ours.davies_bouldin == pytest.approx(metrics.davies_bouldin_score(X, labels), rel=1e-6)

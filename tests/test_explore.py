@@ -1,4 +1,4 @@
-"""Explore and explain: k sweeps, predict on new images, Davies-Bouldin / Calinski-Harabasz by reductions."""
+"""Explore and explain: k sweeps and predict on new images."""
 
 import csv
 import itertools
@@ -7,15 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pytest
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from job.config import parse_k
 from job.errors import JobError
 from job.evaluation.choose_k import elbow, suggest_k
-from job.evaluation.metrics import internal_criteria
 
 from . import REPO
 
@@ -67,26 +64,6 @@ def test_the_elbow_abstains_with_fewer_than_three_values_of_k():
     assert suggestion.k == 10 and suggestion.reason.startswith("no two criteria agree")
     assert "elbow abstains" in suggestion.reason
     assert suggest_k(ks, inertia, silhouette, [1.0, 0.5]).reason.startswith("2 of 2 criteria agree")
-
-
-def test_calinski_harabasz_of_a_perfect_clustering_is_sklearns_one(client):
-    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]]), 50, axis=0)
-    labels = np.repeat([0, 1, 2], 50)
-    ours = internal_criteria(da.from_array(X, chunks=40), da.from_array(labels, chunks=40), 3)
-    assert ours["calinski_harabasz"] == calinski_harabasz_score(X, labels) == 1.0
-
-
-def test_internal_criteria_equal_scikit_learns(client):
-    rng = np.random.default_rng(0)
-    X = rng.random((6000, 30)).astype(np.float32)
-    X[:2000] += 1.5
-    labels = rng.integers(0, 5, 6000)
-    labels[:2000] = 5
-    ours = internal_criteria(
-        da.from_array(X, chunks=(1100, 30)), da.from_array(labels, chunks=1100), 7
-    )  # 6 empty
-    assert ours["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(X, labels), rel=1e-9)
-    assert ours["davies_bouldin"] == pytest.approx(davies_bouldin_score(X, labels), rel=1e-6)
 
 
 def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
@@ -289,6 +266,11 @@ def test_predict_streams_idx_and_zarr_inputs_in_blocks(
 
     monkeypatch.setattr(predict, "BLOCK", 500)
     idx = next(p for p in mnist_dir.iterdir() if p.name.startswith("t10k-images"))
+    # What predict imports on its first call (dask.array through job.dataset: ~38 MB of allocations that
+    # tracemalloc would count) is imported first: the peak measured is the data's.
+    import job.dataset
+    import job.engine.kernels  # noqa: F401
+
     for source, limit in ((idx, 6_000_000), (mnist_store / "test", 20_000_000)):
         tracemalloc.start()
         result = predict.predict(train_run, [source], out=tmp_path / "p.csv")

@@ -1,9 +1,10 @@
-"""How well clusters match the true digits: contingency table on the cluster, metrics in the client.
+"""How well clusters match the true digits, from the contingency table; the silhouette and the PCA of a
+seeded sample, on the workers.
 
-Everything of size n stays on the cluster: the contingency table is one bincount reduction, and every
-label-agreement metric (ARI, NMI, homogeneity, completeness, V-measure, accuracies) is a function of that
-small [k, n_classes] table alone. The silhouette is computed on the workers over a seeded sample.
-May use: job.engine.blockwise, job.evaluation.scoring, data_prep.digits, scipy, distributed.
+Every label-agreement metric (ARI, NMI, homogeneity, completeness, V-measure, accuracies) is a function of
+the small [k, n_classes] table alone, which the evaluation's pass builds on the cluster
+(job.evaluation.scoring).
+May use: data_prep.digits, scipy, distributed.
 """
 
 from __future__ import annotations
@@ -12,24 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask
-import dask.array as da
 import numpy as np
 from dask import delayed
 from distributed import default_client
 from scipy.optimize import linear_sum_assignment
 from scipy.special import comb
-
-from data_prep.digits import N_CLASSES
-from job.engine.blockwise import boxed_pairs, reduce_boxes, take_rows
-from job.evaluation import scoring
-
-
-def contingency(
-    cluster_labels: da.Array, true_labels: da.Array, k: int, n_classes: int = N_CLASSES
-) -> da.Array:
-    """Lazy [k, n_classes] int64 table: how many points of each digit fall in each cluster."""
-    flat = cluster_labels.astype(np.int64) * n_classes + true_labels.astype(np.int64)
-    return da.bincount(flat, minlength=k * n_classes).reshape(k, n_classes)
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -113,13 +101,6 @@ def label_metrics(table: np.ndarray) -> dict:
     }
 
 
-def mapped_accuracy(table: np.ndarray, digits: list[int]) -> float:
-    """Accuracy of reading cluster c as digit digits[c] on the points counted by `table`."""
-    table = np.asarray(table)
-    hits = sum(table[c, d] for c, d in enumerate(digits) if 0 <= d < table.shape[1])
-    return float(hits / table.sum())
-
-
 # --- silhouette -------------------------------------------------------------------------------------
 
 
@@ -128,25 +109,6 @@ def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
     if size >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
-def silhouette(
-    X: da.Array, cluster_labels: da.Array, k: int, size: int, seed: int, block_rows: int = 1000
-) -> float:
-    """Mean silhouette of a seeded random sample of rows, computed on the workers.
-
-    Only the sample's rows (and their labels) are gathered; each task scores `block_rows` of them against
-    the whole sample.
-    """
-    idx = sample_indices(X.shape[0], size, seed)
-    if len(idx) < 2 or k < 2:
-        return float("nan")
-    return sample_silhouette(take_rows(X, idx), take_rows(cluster_labels, idx), k, block_rows)
-
-
-def sample_silhouette(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> float:
-    """Mean silhouette of the sample (Xs [s, p], ls [s]), on the cluster (see silhouette_later)."""
-    return silhouette_later(Xs, ls, k, block_rows)()
 
 
 def silhouette_later(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> Callable[[], float]:
@@ -239,33 +201,3 @@ def pca_2d_later(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]
     for a 10,000-row sample (2 cores).
     """
     return _later([delayed(_pca_2d)(np.asarray(Xs), scale)], lambda results: np.asarray(results[0]))
-
-
-# --- internal criteria: Calinski-Harabasz and Davies-Bouldin, by two reductions over X -----------------
-
-
-def _chunk_sums(xb, lb, k):
-    return scoring.cluster_sums(xb, lb, k)
-
-
-def _add(*parts):
-    return tuple(sum(values) for values in zip(*parts))
-
-
-def internal_criteria(X: da.Array, cluster_labels: da.Array, k: int) -> dict:
-    """Calinski-Harabasz and Davies-Bouldin indices of a labelling of all of X, as scikit-learn defines
-    them (cluster means from the labels; empty clusters ignored), from two passes of per-chunk sums.
-    The job gets the first pass's sums from its scoring pass (job.evaluation.scoring) and makes only the
-    second."""
-    counts, sums, sq_total = reduce_boxes(boxed_pairs(X, cluster_labels, _chunk_sums, k), _add)
-    return criteria_from_sums(X, cluster_labels, counts, sums, sq_total)
-
-
-def criteria_from_sums(X: da.Array, cluster_labels: da.Array, counts, sums, sq_total) -> dict:
-    """Both indices from pass-1 sums (per-cluster counts and sums, total squared norm) and pass 2."""
-    ch, means = scoring.calinski_harabasz(np.asarray(counts), np.asarray(sums), float(sq_total))
-    distance_sums = scoring.distance_to_means(X, cluster_labels, means)
-    return {
-        "calinski_harabasz": float(ch),
-        "davies_bouldin": scoring.davies_bouldin(np.asarray(counts), means, distance_sums),
-    }

@@ -11,12 +11,12 @@ rows of the silhouette's sample with their labels. Those are combined in a tree 
 The cluster means come from the fit's last pass at the same centers (FusedKMeans.cluster_sums_): the
 same kernel on the same blocks gives the same labelling, so one pass is enough.
 
-Why one pass: the same work as five (an assignment, a contingency over its labels, two internal-criteria
-passes converting every chunk to float64, a gather of the silhouette's rows by fancy indexing, a tree
-over per-chunk example candidates) took 79 s on 8.1M persisted images on 2 cores, 54 s of it the float64
-criteria. The per-row work here is compiled (numba), reads the uint8 pixels as they are, and shares the
+One pass rather than one per result: the same work as five passes (an assignment, a contingency over its
+labels, two float64 internal-criteria passes, a gather of the silhouette's rows, a tree over per-chunk
+example candidates) took 79 s on 8.1M persisted images on 2 cores, 54 s of it the float64 criteria. The
+per-row work is compiled (job.engine.kernels), reads the uint8 pixels as they are, and shares the
 distance product with the labels.
-May use: job.engine (kernels, blockwise), job.evaluation.examples, data_prep.digits, numba, scipy.
+May use: job.engine (kernels, blockwise), job.evaluation.examples, data_prep.digits, scipy.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dask.array as da
-import numba
 import numpy as np
 from scipy.spatial.distance import cdist
 
@@ -32,38 +31,6 @@ from data_prep.digits import N_CLASSES
 from job.engine import kernels
 from job.engine.blockwise import boxed_pairs, reduce_boxes
 from job.evaluation import examples
-
-
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def _cluster_sums(X, labels, k):  # pragma: no cover - compiled
-    """Per-cluster counts and coordinate sums (float64) and the total of squared norms of X's rows."""
-    m, p = X.shape
-    counts = np.zeros(k, dtype=np.int64)
-    sums = np.zeros((k, p), dtype=np.float64)
-    sq = 0.0
-    for i in range(m):
-        c = labels[i]
-        counts[c] += 1
-        for f in range(p):
-            v = np.float64(X[i, f])
-            sums[c, f] += v
-            sq += v * v
-    return counts, sums, sq
-
-
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def _distance_to_means(X, labels, means):  # pragma: no cover - compiled
-    """Per-cluster sums of the (unsquared) distances of the rows to their cluster's mean, in float64."""
-    m, p = X.shape
-    out = np.zeros(means.shape[0], dtype=np.float64)
-    for i in range(m):
-        c = labels[i]
-        s = 0.0
-        for f in range(p):
-            d = np.float64(X[i, f]) - means[c, f]
-            s += d * d
-        out[c] += np.sqrt(s)
-    return out
 
 
 @dataclass(frozen=True)
@@ -158,24 +125,6 @@ def score_pass(
     ).persist()
     small = _merge(reduce_boxes(boxes, _merge))  # _merge again: with one chunk the tree has no node
     return labels, small
-
-
-def _distance_sums(xb, lb, means):
-    return _distance_to_means(np.ascontiguousarray(xb), np.ascontiguousarray(lb, dtype=np.int64), means)
-
-
-def distance_to_means(X: da.Array, labels: da.Array, means: np.ndarray) -> np.ndarray:
-    """Pass 2: per-cluster sums of the distances of the rows to their cluster's mean, float64 [k]."""
-    return reduce_boxes(boxed_pairs(X, labels, _distance_sums, np.asarray(means, dtype=np.float64)), _add)
-
-
-def _add(*parts):
-    return sum(parts)
-
-
-def cluster_sums(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(counts int64 [k], coordinate sums float64 [k, p], total of squared norms) of one chunk."""
-    return _cluster_sums(np.ascontiguousarray(X), np.ascontiguousarray(labels, dtype=np.int64), k)
 
 
 def calinski_harabasz(counts: np.ndarray, sums: np.ndarray, sq_total: float) -> tuple[float, np.ndarray]:
