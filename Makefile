@@ -2,6 +2,7 @@
 #   make run    build .venv if needed, get MNIST, convert it to Zarr, cluster it on a LocalCluster
 #   make test   build .venv if needed, run the test suite
 #   make check  lint (ruff check), formatting (ruff format --check) and types (mypy); CI runs it first
+#   make test-fast  the tests not marked slow (a few minutes): the loop while editing; CI runs make test
 # MNIST_SOURCE=DIR uses a local folder of IDX files instead of downloading (e.g. ../shared/data/mnist).
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test check setup clean
+.PHONY: run test test-fast check setup clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 check: $(STAMP)
 	$(PY) -m ruff check .

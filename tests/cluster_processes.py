@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import REPO
+from . import run_module
 
 DASK = str(Path(sys.executable).parent / "dask")
 
@@ -134,14 +134,7 @@ def wait_for_workers(scheduler_file: Path, n: int, security=None) -> None:
 
 
 def run_job(*args, prefix=(), env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "job", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return run_module("job", *args, prefix=prefix, env=env, timeout=timeout)
 
 
 def free_port() -> int:

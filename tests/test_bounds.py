@@ -87,6 +87,7 @@ def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store, k):
     assert np.array_equal(fitted.labels.compute(), kernels.assign(X_np, fitted.centers)[0])
 
 
+@pytest.mark.slow
 def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(
     client, mnist_store, monkeypatch
 ):
@@ -146,6 +147,7 @@ def test_the_evaluation_pass_from_kept_labels_scores_as_the_full_pass(client, mn
     assert np.array_equal(full.sample.labels, kept.sample.labels)
 
 
+@pytest.mark.slow
 def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_store, monkeypatch):
     """With bounds, Lloyd on the sample starts from the centers Lloyd reaches on a quarter of it drawn
     by row position (the same rows for any chunking); the fit stays exact over all rows."""
@@ -172,6 +174,7 @@ def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_st
     assert direct.sample_["coarse"] == [] and not np.allclose(direct.cluster_centers_, model.cluster_centers_)
 
 
+@pytest.mark.slow
 def test_a_costly_loop_over_all_rows_starts_from_a_coarse_level_and_stops_on_its_gain(
     client, mnist_store, monkeypatch
 ):

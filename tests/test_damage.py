@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -31,7 +30,7 @@ from job import checkpoint
 from job.cli import build_parser, config_from_args, main
 from job.errors import JobError
 
-from .conftest import REPO
+from . import run_module
 from .synthetic import synthetic_arrays, write_dataset
 
 CHUNK = 64  # train: 300 images in 5 chunks; test: 100 in 2
@@ -540,20 +539,8 @@ def test_the_fuzz_covers_at_least_thirty_distinct_cases():
 # --- the cases above, one by one, where a line is not all there is to check ------------------------------
 
 
-def _cli(
-    module: str, *args: str, cwd: Path | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd or REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_verify_proves_a_store_is_its_source_and_locates_moved_chunks_and_bad_labels(tiny_store, tmp_path):
-    proc = _cli("data_prep", "verify", str(tiny_store))
+    proc = run_module("data_prep", "verify", str(tiny_store))
     assert proc.returncode == 0, proc.stderr[-2000:]
     for component in ("train/images", "train/labels", "test/images", "test/labels"):
         assert f"{component}: identical to the IDX file it was made from" in proc.stdout
@@ -562,7 +549,7 @@ def test_verify_proves_a_store_is_its_source_and_locates_moved_chunks_and_bad_la
     shutil.copytree(tiny_store, store)
     _swap(_chunk_file(store, "train/images", 1), _chunk_file(store, "train/images", 2))
     _write_labels(store, "test", 0, 200, keep_digest=False)
-    proc = _cli("data_prep", "verify", str(store))
+    proc = run_module("data_prep", "verify", str(store))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
@@ -590,14 +577,14 @@ def test_a_store_written_before_chunk_digests_still_verifies_against_its_source(
     shutil.copytree(tiny_store, store)
     for component in ("train/images", "train/labels", "test/images", "test/labels"):
         _edit_json(store / component / "zarr.json", lambda doc: doc["attributes"].pop(DIGEST_ATTR))
-    proc = _cli("data_prep", "verify", str(store))
+    proc = run_module("data_prep", "verify", str(store))
     assert (
         proc.returncode == 0
         and "identical to the IDX file" in proc.stdout
         and "every chunk holds" not in proc.stdout
     )
     _swap(_chunk_file(store, "train/images", 0), _chunk_file(store, "train/images", 3))
-    proc = _cli("data_prep", "verify", str(store))
+    proc = run_module("data_prep", "verify", str(store))
     assert proc.returncode == 1, proc.stdout
     assert f"error: {store}/train/images: its rows differ from the IDX file it was made from" in proc.stderr
 
@@ -614,7 +601,7 @@ def test_predict_refuses_a_decompression_bomb_without_decoding_it(tiny_store, tm
     assert run_job_cli(capfd, "--data", str(tiny_store), "--out", str(run))[0] == 0
     bomb = _bomb(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 200_000
-    proc = _cli("job.predict", str(run), str(bomb))
+    proc = run_module("job.predict", str(run), str(bomb))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {bomb}: declares 400000000 pixels, more than the 89,478,485 an image may have here "
@@ -630,7 +617,7 @@ def test_predict_on_a_store_with_a_group_where_the_images_belong_is_one_line(tin
     assert run_job_cli(capfd, "--data", str(tiny_store), "--out", str(run))[0] == 0
     odd = tmp_path / "odd.zarr"
     zarr.open_group(str(odd), mode="w").create_group("images")
-    proc = _cli("job.predict", str(run), str(odd))
+    proc = run_module("job.predict", str(run), str(odd))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {odd}/images: a Zarr group where an array was expected"
@@ -649,7 +636,7 @@ def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(tiny_store, tmp_p
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(disk)], check=True)
     try:
-        proc = _cli(
+        proc = run_module(
             "job.predict", str(run), str(tiny_store / "train"), "--out", str(disk / "predictions.csv")
         )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -673,7 +660,7 @@ def test_workers_out_of_memory_is_one_line_that_says_so(mnist_store, tmp_path, f
     workers now never pause.) Which of distributed's errors surfaces first, a KilledWorker or a closed
     comm, depends on timing: the sentence says the same either way."""
     run = tmp_path / "run"
-    proc = _cli(
+    proc = run_module(
         "job",
         "--data",
         str(mnist_store),
@@ -700,7 +687,7 @@ def test_a_mirror_password_reaches_no_file_and_no_console(http_server, tmp_path)
     (pooch's own logger included, shown with --debug), not in the store's provenance, the cache, the run."""
     source = write_dataset(tmp_path / "served", synthetic_arrays())
     mirror = http_server(source, auth="reader:hunter2").replace("http://", "http://reader:hunter2@")
-    prep = _cli(
+    prep = run_module(
         "data_prep",
         "--source",
         "download",
@@ -718,7 +705,7 @@ def test_a_mirror_password_reaches_no_file_and_no_console(http_server, tmp_path)
     )
     assert prep.returncode == 0, prep.stderr[-3000:]
     assert "Downloading file" in prep.stderr  # pooch's own line, masked
-    job = _cli(
+    job = run_module(
         "job",
         "--data",
         str(tmp_path / "job.zarr"),
@@ -822,7 +809,7 @@ def test_a_store_is_not_replaced_while_a_job_reads_it(tmp_path):
         while not (tmp_path / "entered").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (tmp_path / "entered").exists()
-        proc = _cli(*overwrite)
+        proc = run_module(*overwrite)
         (tmp_path / "released").touch()
         job.join(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -831,7 +818,7 @@ def test_a_store_is_not_replaced_while_a_job_reads_it(tmp_path):
     )
     assert snapshot(store) == before
     assert results and (tmp_path / "run" / "metrics.json").exists()
-    assert _cli(*overwrite).returncode == 0  # once the job is done, --overwrite replaces it
+    assert run_module(*overwrite).returncode == 0  # once the job is done, --overwrite replaces it
 
 
 def test_two_runs_with_default_names_never_share_a_folder(tmp_path):
@@ -854,7 +841,7 @@ def test_a_broken_symlink_as_the_output_store_converts_nothing(tiny_store, tmp_p
     source = write_dataset(tmp_path / "idx", synthetic_arrays())
     link = tmp_path / "new.zarr"
     link.symlink_to(tmp_path / "gone" / "new.zarr")
-    proc = _cli("data_prep", "--source", str(source), "--name", "tiny", "--out", str(link))
+    proc = run_module("data_prep", "--source", str(source), "--name", "tiny", "--out", str(link))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {link}: is a symlink to {tmp_path / 'gone' / 'new.zarr'}, which does not exist; it was left "

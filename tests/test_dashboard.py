@@ -5,9 +5,12 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from job.checkpoint import partial_dir
 
-from .cluster_processes import LOOPBACK, REPO, free_port, listening
+from . import REPO, run_module
+from .cluster_processes import LOOPBACK, free_port, listening
 from .conftest import ARTIFACTS
 
 # Every Bokeh data source on the page, as JSON: the progress bars and the task stream name task prefixes.
@@ -34,6 +37,7 @@ def _wait_until_serving(url: str, proc, timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_path):
     port = free_port()
     # tol=0 keeps Lloyd iterating for a while: the page is looked at while the fit is running.
@@ -132,29 +136,22 @@ def test_a_busy_dashboard_port_is_one_line_and_the_dashboard_moves(mnist_store, 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "job",
-                "--data",
-                str(mnist_store),
-                "--split",
-                "test",
-                "--k",
-                "3",
-                "--silhouette-sample",
-                "0",
-                "--out",
-                str(tmp_path / "run"),
-                "--n-workers",
-                "1",
-                "--dashboard-address",
-                f"127.0.0.1:{port}",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
+        proc = run_module(
+            "job",
+            "--data",
+            str(mnist_store),
+            "--split",
+            "test",
+            "--k",
+            "3",
+            "--silhouette-sample",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+            "--n-workers",
+            "1",
+            "--dashboard-address",
+            f"127.0.0.1:{port}",
             timeout=600,
         )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import dask
@@ -22,17 +21,11 @@ from data_prep.zarr_store import verify_store
 from job.dataset import open_dataset, to_features
 from job.errors import JobError
 
-from . import REPO
+from . import run_module
 from .synthetic import synthetic_arrays, write_dataset
 
 CHUNK = 64  # the tiny store: train 300 images in 5 chunks, test 100 in 2
 ARRAYS = ["train/images", "train/labels", "test/images", "test/labels"]
-
-
-def _cli(module, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _one_line_error(proc) -> str:
@@ -75,14 +68,16 @@ def _untouched(folder: Path) -> None:
 
 
 def test_job_overwrite_refuses_a_folder_that_is_not_a_run(tiny_store, users_folder):
-    line = _one_line_error(_cli("job", "--data", str(tiny_store), "--out", str(users_folder), "--overwrite"))
+    line = _one_line_error(
+        run_module("job", "--data", str(tiny_store), "--out", str(users_folder), "--overwrite")
+    )
     assert str(users_folder) in line and "is not a run folder of this job" in line
     _untouched(users_folder)
 
 
 def test_sweep_overwrite_refuses_a_folder_that_is_not_a_run(tiny_store, users_folder):
     line = _one_line_error(
-        _cli("job", "--data", str(tiny_store), "--k", "2,3", "--out", str(users_folder), "--overwrite")
+        run_module("job", "--data", str(tiny_store), "--k", "2,3", "--out", str(users_folder), "--overwrite")
     )
     assert "is not a run folder of this job" in line
     _untouched(users_folder)
@@ -102,7 +97,7 @@ def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_no_half
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
     try:
         line = _one_line_error(
-            _cli(
+            run_module(
                 "job",
                 "--data",
                 str(tiny_store),
@@ -125,7 +120,7 @@ def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_no_half
 
 def test_data_prep_overwrite_refuses_a_folder_that_is_not_a_store(tiny_source, users_folder):
     line = _one_line_error(
-        _cli(
+        run_module(
             "data_prep",
             "--source",
             str(tiny_source),
@@ -140,7 +135,7 @@ def test_data_prep_overwrite_refuses_a_folder_that_is_not_a_store(tiny_source, u
     _untouched(users_folder)
     # Without --overwrite it is not mistaken for a damaged store of ours either.
     line = _one_line_error(
-        _cli("data_prep", "--source", str(tiny_source), "--name", "tiny", "--out", str(users_folder))
+        run_module("data_prep", "--source", str(tiny_source), "--name", "tiny", "--out", str(users_folder))
     )
     assert "left untouched" in line and "--overwrite" not in line
     _untouched(users_folder)
@@ -148,7 +143,7 @@ def test_data_prep_overwrite_refuses_a_folder_that_is_not_a_store(tiny_source, u
 
 def test_generate_overwrite_refuses_a_folder_that_is_not_a_store(tiny_store, users_folder):
     line = _one_line_error(
-        _cli(
+        run_module(
             "job.generate",
             "--n",
             "100",
@@ -169,7 +164,7 @@ def test_generate_overwrite_refuses_a_folder_that_is_not_a_store(tiny_store, use
 
 def test_predict_never_replaces_a_file_it_did_not_write(tiny_store, users_folder, tmp_path):
     run = tmp_path / "run"
-    proc = _cli(
+    proc = run_module(
         "job",
         "--data",
         str(tiny_store),
@@ -185,17 +180,18 @@ def test_predict_never_replaces_a_file_it_did_not_write(tiny_store, users_folder
     assert proc.returncode == 0, proc.stderr[-3000:]
     test_split = str(tiny_store / "test")
     line = _one_line_error(
-        _cli("job.predict", str(run), test_split, "--out", str(users_folder / "thesis.tex"))
+        run_module("job.predict", str(run), test_split, "--out", str(users_folder / "thesis.tex"))
     )
     assert "is not a predictions file written by job.predict" in line
-    _one_line_error(_cli("job.predict", str(run), test_split, "--out", str(users_folder)))
+    _one_line_error(run_module("job.predict", str(run), test_split, "--out", str(users_folder)))
     _untouched(users_folder)
     # Its own output is replaced on a second run (that is the default place, inside the run folder).
     for _ in range(2):
-        assert _cli("job.predict", str(run), test_split).returncode == 0
+        assert run_module("job.predict", str(run), test_split).returncode == 0
     assert (run / "predictions.csv").read_text().startswith("row,source,cluster,digit,squared_distance")
 
 
+@pytest.mark.slow
 def test_a_run_folder_of_ours_is_replaced_but_not_one_the_user_added_files_to(tiny_store, tmp_path):
     run = tmp_path / "run"
     args = [
@@ -210,13 +206,13 @@ def test_a_run_folder_of_ours_is_replaced_but_not_one_the_user_added_files_to(ti
         "--dashboard-address",
         "127.0.0.1:0",
     ]
-    assert _cli("job", *args).returncode == 0
+    assert run_module("job", *args).returncode == 0
     first = json.loads((run / "metrics.json").read_text())["started"]
-    proc = _cli("job", *args, "--overwrite", "--seed", "1")
+    proc = run_module("job", *args, "--overwrite", "--seed", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["config"]["seed"] == 1 and first
     (run / "my-notes.txt").write_text("mine")
-    line = _one_line_error(_cli("job", *args, "--overwrite"))
+    line = _one_line_error(run_module("job", *args, "--overwrite"))
     assert "also holds files the job did not write (my-notes.txt)" in line
     assert (run / "my-notes.txt").read_text() == "mine"
 
@@ -314,7 +310,7 @@ def test_the_job_on_a_damaged_store_is_one_line_and_writes_nothing(tiny_store, t
     damage(store, kind, array, 1, 0.5)
     run = tmp_path / "run"
     line = _one_line_error(
-        _cli(
+        run_module(
             "job",
             "--data",
             str(store),
@@ -335,12 +331,12 @@ def test_the_job_on_a_damaged_store_is_one_line_and_writes_nothing(tiny_store, t
 
 
 def test_verify_reads_every_chunk_and_names_the_damaged_one(tiny_store, tmp_path):
-    proc = _cli("data_prep", "verify", str(tiny_store))
+    proc = run_module("data_prep", "verify", str(tiny_store))
     assert proc.returncode == 0 and "every chunk is present" in proc.stdout, proc.stderr
     store = tmp_path / "tiny.zarr"
     shutil.copytree(tiny_store, store)
     damage(store, "flip", "test/images", 1, 0.7)
-    proc = _cli("data_prep", "verify", str(store))
+    proc = run_module("data_prep", "verify", str(store))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert (
         f"error: {store}/test/images: chunk 1 (rows 64-99, file c/1/0/0) is damaged: its CRC32C checksum "
@@ -371,7 +367,7 @@ def test_secrets_are_masked_in_urls_and_settings():
 
 
 def test_a_url_password_never_reaches_the_log_or_the_error_line(tmp_path):
-    proc = _cli(
+    proc = run_module(
         "job", "--data", "http://reader:hunter2@127.0.0.1:9/mnist.zarr", "--out", str(tmp_path / "run")
     )
     _one_line_error(proc)

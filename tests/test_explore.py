@@ -3,8 +3,6 @@
 import csv
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +12,7 @@ from job.config import parse_k
 from job.errors import JobError
 from job.evaluation.choose_k import elbow, suggest_k
 
-from . import REPO
-
-
-def _cli(module, *args, timeout=900):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+from . import run_module
 
 
 def test_parse_k():
@@ -66,10 +58,11 @@ def test_the_elbow_abstains_with_fewer_than_three_values_of_k():
     assert suggest_k(ks, inertia, silhouette, [1.0, 0.5]).reason.startswith("2 of 2 criteria agree")
 
 
+@pytest.mark.slow
 def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
     """The issue's acceptance: a sweep over 5..15 on all of MNIST, end to end."""
     out = tmp_path / "sweep"
-    proc = _cli(
+    proc = run_module(
         "job",
         "--data",
         str(mnist_store),
@@ -109,7 +102,7 @@ def test_k_sweep_5_to_15_on_mnist(mnist_store, tmp_path, browser):
 @pytest.fixture(scope="module")
 def train_run(mnist_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
-    proc = _cli(
+    proc = run_module(
         "job",
         "--data",
         str(mnist_store),
@@ -133,7 +126,7 @@ def test_predict_on_the_test_split_reproduces_the_held_out_accuracy(
     idx = next(p for p in mnist_dir.iterdir() if p.name.startswith("t10k-images"))
     for source in (idx, mnist_store / "test"):  # an IDX file (labels found beside it) and a Zarr split
         out = tmp_path / f"{source.name}.csv"
-        proc = _cli("job.predict", str(train_run), str(source), "--out", str(out))
+        proc = run_module("job.predict", str(train_run), str(source), "--out", str(out))
         assert proc.returncode == 0, proc.stderr[-3000:]
         # what each cluster mostly is, as the held-out accuracy is scored (not the one-to-one mapping)
         assert f"accuracy against the given labels: {held_out['accuracy_majority']:.4f}" in proc.stdout
@@ -152,12 +145,12 @@ def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, t
     for i, image in enumerate(images):
         pixels = image if i % 2 else 255 - image  # half of them dark ink on white, as people draw digits
         Image.fromarray(pixels).save(folder / f"digit{i:02d}.png")
-    proc = _cli("job.predict", str(train_run), str(folder), "--out", str(tmp_path / "p.csv"))
+    proc = run_module("job.predict", str(train_run), str(folder), "--out", str(tmp_path / "p.csv"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "20 images assigned" in proc.stdout and "10 inverted" in proc.stderr
     with open(tmp_path / "p.csv") as f:
         png_rows = list(csv.DictReader(f))
-    reference = _cli(
+    reference = run_module(
         "job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv")
     )
     assert reference.returncode == 0
@@ -166,9 +159,9 @@ def test_predict_reads_png_files_and_refuses_bad_input(train_run, mnist_store, t
     assert [r["cluster"] for r in png_rows] == [r["cluster"] for r in zarr_rows]
 
     Image.new("L", (32, 32)).save(tmp_path / "blank.png")
-    bad = _cli("job.predict", str(train_run), str(tmp_path / "blank.png"))
+    bad = run_module("job.predict", str(train_run), str(tmp_path / "blank.png"))
     assert bad.returncode == 1 and "blank.png: no digit found: the image is a single grey level" in bad.stderr
-    missing = _cli("job.predict", str(tmp_path), str(folder))
+    missing = run_module("job.predict", str(tmp_path), str(folder))
     assert (
         missing.returncode == 1 and "no saved model" in missing.stderr and "Traceback" not in missing.stderr
     )
@@ -213,12 +206,12 @@ def test_predict_prepares_pngs_of_any_size_colour_and_transparency_as_mnist_was_
     for i, image in enumerate(images):
         _variants(image, i).save(folder / f"digit{i:02d}.png")
     (folder / "broken.png").write_bytes(b"not a PNG at all")
-    proc = _cli("job.predict", str(train_run), str(folder), "--out", str(tmp_path / "drawn.csv"))
+    proc = run_module("job.predict", str(train_run), str(folder), "--out", str(tmp_path / "drawn.csv"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "40 images assigned" in proc.stdout
     skipped = [line for line in proc.stderr.splitlines() if "broken.png" in line]
     assert len(skipped) == 1 and "skipped" in skipped[0] and "not a readable PNG" in skipped[0]
-    reference = _cli(
+    reference = run_module(
         "job.predict", str(train_run), str(mnist_store / "test"), "--out", str(tmp_path / "z.csv")
     )
     assert reference.returncode == 0
@@ -241,14 +234,14 @@ def test_predict_checks_the_model_and_the_labels_against_the_images(train_run, m
     with np.load(run / "model.npz") as saved:
         parts = dict(saved)
     np.savez(run / "model.npz", **{**parts, "centers": parts["centers"][:, :700]})
-    bad = _cli("job.predict", str(run), str(mnist_store / "test"))
+    bad = run_module("job.predict", str(run), str(mnist_store / "test"))
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "its centers are 700 values wide but its images are 28x28 pixels" in bad.stderr
     split = tmp_path / "split.zarr"
     group = zarr.open_group(str(split), mode="w", zarr_format=3)
     group.create_array("images", data=zarr.open_group(str(mnist_store), mode="r")["test/images"][:100])
     group.create_array("labels", data=np.zeros(99, dtype=np.uint8))
-    bad = _cli("job.predict", str(train_run), str(split), "--out", str(tmp_path / "p.csv"))
+    bad = run_module("job.predict", str(train_run), str(split), "--out", str(tmp_path / "p.csv"))
     assert bad.returncode == 1 and "(99,) labels for the 100 images" in bad.stderr
     assert not (tmp_path / "p.csv").exists()
 
@@ -354,7 +347,7 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
     run.mkdir()
     write_model(run / "model.npz", centers, (28, 28), [-1] * 64, majority)  # one-to-one: -1 but for ten
     out = tmp_path / "p.csv"
-    proc = _cli("job.predict", str(run), str(mnist_store / "test"), "--out", str(out))
+    proc = run_module("job.predict", str(run), str(mnist_store / "test"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out) as f:
         digits = np.array([int(r["digit"]) for r in csv.DictReader(f)])
@@ -365,6 +358,7 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
     assert accuracy > 0.8 and f"labels: {accuracy:.4f} (each cluster read as its majority" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, browser):
     """--split train with a k list: the held-out accuracy the sweep reports for every k equals one
     computed here from its saved model_kNN.npz and the test split (scikit-learn's argmin), and the
@@ -374,7 +368,7 @@ def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, bro
     from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
 
     out = tmp_path / "sweep"
-    proc = _cli(
+    proc = run_module(
         "job",
         "--data",
         str(mnist_store),
@@ -421,11 +415,11 @@ def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, bro
         ([str(out), "--k", "10"], k10_csv),
         ([str(out / "model_k16.npz")], file_csv),
     ):
-        run = _cli("job.predict", *args, str(mnist_store / "test"), "--out", str(csv_path))
+        run = run_module("job.predict", *args, str(mnist_store / "test"), "--out", str(csv_path))
         assert run.returncode == 0, run.stderr[-3000:]
     assert (
         f"using k={c['best_k']}"
-        in _cli(
+        in run_module(
             "job.predict", str(out), str(mnist_store / "test"), "--out", str(tmp_path / "again.csv")
         ).stderr
     )
@@ -435,5 +429,5 @@ def test_a_train_sweep_scores_every_k_as_a_classifier(mnist_store, tmp_path, bro
         with open(csv_path) as f:
             digits = np.array([int(r["digit"]) for r in csv.DictReader(f)])
         assert (digits == expected).mean() > 0.999, k
-    missing = _cli("job.predict", str(out), "--k", "12", str(mnist_store / "test"))
+    missing = run_module("job.predict", str(out), "--k", "12", str(mnist_store / "test"))
     assert missing.returncode == 1 and "no model for k=12 in this sweep; it has k = 10, 16" in missing.stderr

@@ -48,6 +48,7 @@ def generated(mnist_store, tmp_path_factory, dask_cluster):
     return a, b
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_workers_and_chunks(generated):
     (images_a, labels_a), (images_b, labels_b) = _arrays(generated[0]), _arrays(generated[1])
     np.testing.assert_array_equal(images_a, images_b)
@@ -112,6 +113,7 @@ def test_an_existing_store_is_reused_or_refused(generated, mnist_store, client):
         GenerateConfig(out=generated[0], source=mnist_store, n=0)
 
 
+@pytest.mark.slow
 def test_streaming_fit_equals_persisted_fit(generated, dask_cluster, tmp_path):
     cluster = SchedulerConfig(address=dask_cluster.scheduler_address)
     runs = {}

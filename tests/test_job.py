@@ -1,7 +1,6 @@
 """The whole job: as a library call against a running cluster, and end to end through the CLI."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from job.deploy.scheduler import SchedulerConfig
 from job.errors import JobError
 from job.pipeline import run_job
 
-from . import REPO
+from . import REPO, run_module
 from .cluster_processes import run_job as _cli  # python -m job in a process of its own
 
 FIGURES = ["centers.png", "examples_closest.png", "examples_random.png", "confusion.png", "sizes.png"]
@@ -66,6 +65,7 @@ def test_unwritable_output_folder_is_a_clear_error(mnist_store, tmp_path):
         run_job(JobConfig(data=mnist_store, out=blocker / "run"))
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_all_of_mnist_with_defaults(mnist_dir, tmp_path):
     """From IDX files to a run folder: conversion, a LocalCluster, k=10 on all 70,000 images."""
     store, run = tmp_path / "mnist.zarr", tmp_path / "run"
@@ -136,29 +136,23 @@ def test_a_mistyped_data_path_is_an_error_naming_the_nearest_store(tiny_dir, tmp
 def test_the_default_data_path_is_created_from_the_source(tiny_dir, tmp_path):
     """The default --data (data/mnist.zarr, relative to the working folder) is made from $MNIST_SOURCE
     when it does not exist: the two-command set-up of the README."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "job",
-            "--name",
-            "tiny",
-            "--split",
-            "test",
-            "--k",
-            "3",
-            "--silhouette-sample",
-            "0",
-            "--out",
-            "run",
-            "--dashboard-address",
-            "127.0.0.1:0",
-        ],
+    proc = run_module(
+        "job",
+        "--name",
+        "tiny",
+        "--split",
+        "test",
+        "--k",
+        "3",
+        "--silhouette-sample",
+        "0",
+        "--out",
+        "run",
+        "--dashboard-address",
+        "127.0.0.1:0",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=600,
-        env={**os.environ, "MNIST_SOURCE": str(tiny_dir), "PYTHONPATH": str(REPO)},
+        env={"MNIST_SOURCE": str(tiny_dir), "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data/mnist.zarr does not exist yet: creating it from" in proc.stderr

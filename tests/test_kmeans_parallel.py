@@ -18,6 +18,7 @@ def mnist_x(mnist_store):
     return to_features(open_dataset(mnist_store).images)
 
 
+@pytest.mark.slow
 def test_same_seed_same_centers_and_labels_whatever_the_chunks_and_workers(mnist_x):
     results = []
     for n_workers, rows in [(2, 4096), (2, 8192), (2, 35_000), (1, 8192)]:

@@ -66,6 +66,7 @@ def test_same_seed_same_labels(client, mnist_sample):
     assert first.inertia_ == second.inertia_
 
 
+@pytest.mark.slow
 def test_result_does_not_depend_on_chunks_workers_or_persistence(mnist_sample):
     X, X_np = mnist_sample
     init = _init_centers(X_np, seed=5)
@@ -106,6 +107,7 @@ def test_fit_rejects_nan_and_too_few_samples(client):
         FusedKMeans(n_clusters=5).fit(da.from_array(np.ones((3, 4)), chunks=2))
 
 
+@pytest.mark.slow
 def test_n_init_keeps_the_best_of_its_starts(client, mnist_store):
     """Plain Lloyd (sample_size=None): n_init full fits, the lowest inertia kept."""
     X = to_features(open_dataset(mnist_store, "test").images).persist()

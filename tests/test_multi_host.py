@@ -79,6 +79,7 @@ def _labels(run: Path) -> np.ndarray:
     return zarr.open_array(str(run / "labels.zarr"), mode="r")[:]
 
 
+@pytest.mark.slow
 def test_job_on_separate_hosts_matches_a_local_cluster(network, mnist_store, tmp_path):
     processes = Processes(tmp_path)
     try:

@@ -58,6 +58,7 @@ def _clean_env():
     return env
 
 
+@pytest.mark.slow
 def test_the_wheel_builds_without_warnings(installed):
     _, _, output = installed
     assert "warning" not in output.lower() and "deprecat" not in output.lower(), output
@@ -88,6 +89,7 @@ def test_console_scripts_answer_help(installed):
     assert "--source" in _run([bin_dir / "mnist-prep", "--help"], cwd=elsewhere, env=_clean_env()).stdout
 
 
+@pytest.mark.slow
 def test_a_small_run_from_an_unrelated_folder(installed, tiny_dir):
     """mnist-prep converts a tiny IDX folder, mnist-kmeans clusters it on a LocalCluster sized by the
     shipped local.yaml, and the run folder has what a run leaves."""

@@ -32,6 +32,7 @@ def _assert_nearest(X, C, labels, dist):
 
 
 @pytest.mark.parametrize("k", [128, 256, 1024])
+@pytest.mark.slow
 def test_the_nearest_center_of_every_mnist_row_for_a_few_distances(mnist_store, k):
     X = _rows(mnist_store, 3_000 if k < 1024 else 1_500)
     train = _rows(mnist_store, 20_000)

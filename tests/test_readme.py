@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from . import REPO
 
 
@@ -14,6 +16,7 @@ def _notebook_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_library_example_runs_as_written(mnist_store, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist.zarr").symlink_to(mnist_store)

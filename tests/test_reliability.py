@@ -93,6 +93,7 @@ def reference_run(mnist_store, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_store, reference_run, tmp_path):
     run = tmp_path / "run"
     proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
@@ -164,6 +165,7 @@ class KillWhileRunning(WorkerPlugin):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_losing_a_worker_mid_task_changes_nothing(mnist_store, tmp_path):
     X_lazy = to_features(open_dataset(mnist_store, "test").images)
     results = []
@@ -251,6 +253,7 @@ def test_a_second_job_on_the_same_run_folder_is_refused(mnist_store, tmp_path):
     first.wait()
 
 
+@pytest.mark.slow
 def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, reference_run, tmp_path):
     dask_cli = str(Path(sys.executable).parent / "dask")
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -305,6 +308,7 @@ def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, 
     np.testing.assert_array_equal(_labels(run), _labels(reference_run))
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_at_its_first_unfinished_k(mnist_store, tmp_path):
     """Ctrl-C during a sweep's second k keeps the first; --resume fits only the rest, and the sweep it
     writes is the one an uninterrupted run writes (fit times aside)."""

@@ -51,6 +51,7 @@ def s3_store(s3_env, mnist_store) -> str:
     return "s3://datasets/mnist.zarr"
 
 
+@pytest.mark.slow
 def test_job_reads_the_store_from_s3_with_the_same_result(s3_env, s3_store, mnist_store, tmp_path):
     settings = [
         "--split",

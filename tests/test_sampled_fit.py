@@ -3,8 +3,6 @@ chunking or the workers), uint8 pixels clustered as float32 would be, and the de
 the machine the job runs on."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
 from job.kmeans.sampling import auto_sample_size, auto_starts, sample_rows
 
-from . import REPO
+from . import run_module
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +22,7 @@ def pixels(mnist_store):
     return flat_pixels(open_dataset(mnist_store, "all").images)
 
 
+@pytest.mark.slow
 def test_the_sample_and_the_sampled_fit_do_not_depend_on_chunks_or_workers(pixels):
     results = []
     for n_workers, rows in [(1, 4096), (2, 8192), (2, 30_000)]:
@@ -60,6 +59,7 @@ def test_uint8_pixels_cluster_as_float32_features_do(client, mnist_store):
     assert agree > 0.9995  # rounding can flip a point that is equally far from two centers
 
 
+@pytest.mark.slow
 def test_sampled_fit_reaches_the_full_fits_quality_on_mnist(client, pixels):
     X = pixels.persist()
     full = FusedKMeans(n_clusters=10, random_state=0, sample_size=None).fit(X)
@@ -79,6 +79,7 @@ def test_the_default_sample_is_everything_at_mnist_size():
     assert auto_sample_size(1_000_000, 1024) == 1_000_000
 
 
+@pytest.mark.slow
 def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_dir):
     """Under `taskset -c 0` the job's default LocalCluster has one worker; without it, one per core."""
     import os
@@ -87,30 +88,23 @@ def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_di
     runs = {}
     for name, prefix in (("one core", ["taskset", "-c", "0"]), ("all cores", [])):
         run = tmp_path / name.replace(" ", "-")
-        proc = subprocess.run(
-            [
-                *prefix,
-                sys.executable,
-                "-m",
-                "job",
-                "--data",
-                str(store),
-                "--source",
-                str(tiny_dir),
-                "--name",
-                "tiny",
-                "--k",
-                "3",
-                "--silhouette-sample",
-                "50",
-                "--out",
-                str(run),
-                "--dashboard-address",
-                "127.0.0.1:0",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
+        proc = run_module(
+            "job",
+            "--data",
+            str(store),
+            "--source",
+            str(tiny_dir),
+            "--name",
+            "tiny",
+            "--k",
+            "3",
+            "--silhouette-sample",
+            "50",
+            "--out",
+            str(run),
+            "--dashboard-address",
+            "127.0.0.1:0",
+            prefix=prefix,
             timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -54,6 +54,7 @@ def _dask_spec_processes() -> list[psutil.Process]:
 SECRET = "hunter2-not-for-logs"  # an SSH password (key authentication succeeds first, so it goes unused)
 
 
+@pytest.mark.slow
 def test_job_runs_on_an_ssh_cluster(sshd, mnist_store, tmp_path):
     config = tmp_path / "ssh.yaml"
     config.write_text(
