@@ -86,7 +86,7 @@ def evaluate_at(
     counts, sums = np.asarray(counts), np.asarray(sums, dtype=np.float64)
     means = sums / np.maximum(counts, 1)[:, None]
     started = time.perf_counter()
-    labels, small = scoring.score_pass(
+    labels, totals = scoring.score_pass(
         X,
         truth,
         centers,
@@ -97,10 +97,10 @@ def evaluate_at(
         labels=labels,
     )
     evaluation = Evaluation(
-        **label_metrics(small.contingency),
-        contingency=small.contingency.tolist(),
-        calinski_harabasz=float(scoring.calinski_harabasz(counts, sums, small.sq_total)[0]),
-        davies_bouldin=scoring.davies_bouldin(counts, means, small.spread),
+        **label_metrics(totals.contingency),
+        contingency=totals.contingency.tolist(),
+        calinski_harabasz=float(scoring.calinski_harabasz(counts, sums, totals.sq_total)[0]),
+        davies_bouldin=scoring.davies_bouldin(counts, means, totals.spread),
         silhouette_sample=len(sample_index),
     )
     log.info(
@@ -111,7 +111,7 @@ def evaluate_at(
         f"{len(sample_index):,}",
         time.perf_counter() - started,
     )
-    sample = Sample(small.sample_rows, small.sample_labels, small.sample_truth)
+    sample = Sample(totals.sample_rows, totals.sample_labels, totals.sample_truth)
     return EvaluationPass(
-        labels, evaluation, examples.indices(small.closest), examples.indices(small.random), sample
+        labels, evaluation, examples.indices(totals.closest), examples.indices(totals.random), sample
     )

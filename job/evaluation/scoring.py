@@ -34,7 +34,7 @@ from job.evaluation import examples
 
 
 @dataclass(frozen=True)
-class PassOne:
+class ScoreTotals:
     """The small results of the evaluation's pass, summed (or merged) over all chunks."""
 
     contingency: np.ndarray  # int64 [k, n_classes]
@@ -59,14 +59,14 @@ def _pass_chunk(X, truth, centers, means, n_classes, m, seed, sample_index, know
     closest, random = examples.chunk_candidates(labels, dist, offset, k, m, seed)
     lo, hi = np.searchsorted(sample_index, [offset, offset + len(X)])
     picked = sample_index[lo:hi] - offset
-    return labels, PassOne(table, spread, sq, closest, random, X[picked], labels[picked], truth[picked])
+    return labels, ScoreTotals(table, spread, sq, closest, random, X[picked], labels[picked], truth[picked])
 
 
-def _merge(*parts) -> PassOne:
-    # A leaf is a chunk's (labels, PassOne); a node's result is a PassOne.
+def _merge(*parts) -> ScoreTotals:
+    # A leaf is a chunk's (labels, ScoreTotals); a node's result is a ScoreTotals.
     passes = [p[1] if isinstance(p, tuple) else p for p in parts]
     closest, random = examples.merge_candidates(*((p.closest, p.random) for p in passes))
-    return PassOne(
+    return ScoreTotals(
         sum(p.contingency for p in passes),
         sum(p.spread for p in passes),
         sum(p.sq_total for p in passes),
@@ -94,7 +94,7 @@ def score_pass(
     sample_index: np.ndarray,
     n_classes: int = N_CLASSES,
     labels: da.Array | None = None,
-) -> tuple[da.Array, PassOne]:
+) -> tuple[da.Array, ScoreTotals]:
     """The evaluation's one pass over X [n, p] at `centers` [k, p] (X's units); `means` [k, p] are the
     means of the clusters that labelling gives (the fit's last pass computed them: FusedKMeans's
     cluster_sums_ / counts_). Returns the labels (int32 [n], persisted on the workers) and the combined
@@ -123,8 +123,8 @@ def score_pass(
         meta=np.empty((0,), dtype=np.int32),
         name="labels-" + boxes.name,
     ).persist()
-    small = _merge(reduce_boxes(boxes, _merge))  # _merge again: with one chunk the tree has no node
-    return labels, small
+    totals = _merge(reduce_boxes(boxes, _merge))  # _merge again: with one chunk the tree has no node
+    return labels, totals
 
 
 def calinski_harabasz(counts: np.ndarray, sums: np.ndarray, sq_total: float) -> tuple[float, np.ndarray]:
