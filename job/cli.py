@@ -1,6 +1,6 @@
 """Command line: python -m job [--data STORE] [--source DIR|download] [--k 10] ... (see --help).
 
-May use: job.pipeline, job.config, job.deploy.files, data_prep (conversion, the CLI runtime).
+May use: job.pipeline, job.config, job.deploy.files, job.errors, data_prep (conversion, the CLI runtime).
 """
 
 from __future__ import annotations
