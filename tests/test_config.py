@@ -7,8 +7,7 @@ import pytest
 
 from job.cli import build_parser, config_from_args, flags
 from job.config import JobConfig, parse_k
-from job.deploy.base import kinds
-from job.deploy.files import load_cluster_config
+from job.deploy.files import kinds, load_cluster_config
 from job.errors import ConfigError
 
 from . import REPO

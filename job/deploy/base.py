@@ -1,27 +1,22 @@
-"""What every cluster kind shares: the TLS section, the common fields, the registry of kinds, is_loopback.
+"""What every cluster kind shares: the TLS section, the common fields, is_loopback.
 
 A kind is one module of job.deploy (local, scheduler, ssh, slurm) holding a frozen dataclass that derives
 from ClusterSpec: its fields are the keys its YAML file may hold, its __post_init__ checks them, its
-start() brings up (or joins) the cluster. Subclassing registers the kind by its `kind` name, and kinds()
-imports every module of the package, so that adding a kind is adding one file.
+start() brings up (or joins) the cluster. job.deploy.files.kinds() lists them by their `kind` name.
 May use: job.errors (and distributed, dask, yaml); nothing else of job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import ipaddress
 import os
-import pkgutil
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from job.errors import ConfigError
-
-_KINDS: dict[str, type[ClusterSpec]] = {}
 
 
 @dataclass(frozen=True)
@@ -76,16 +71,11 @@ class SecurityConfig:
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """The fields every kind has; a subclass with a `kind` name is registered as that kind."""
+    """The fields every kind has; each kind names itself by `kind` (job.deploy.files.kinds)."""
 
     kind: ClassVar[str]
     security: SecurityConfig | None = None
     timeout: float = 30.0  # seconds to wait for the scheduler and the first worker
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "kind" in cls.__dict__:
-            _KINDS[cls.kind] = cls
 
     def __post_init__(self):
         if self.timeout <= 0:
@@ -108,15 +98,6 @@ class ClusterSpec:
         if self.security is not None:
             values["security"] = dataclasses.asdict(self.security)
         return {"kind": self.kind, **values}
-
-
-def kinds() -> dict[str, type[ClusterSpec]]:
-    """Every cluster kind, by name: the ClusterSpec subclasses of job.deploy's modules."""
-    import job.deploy
-
-    for module in pkgutil.iter_modules(job.deploy.__path__):
-        importlib.import_module(f"job.deploy.{module.name}")
-    return dict(sorted(_KINDS.items()))  # by name: the same order whatever was imported first
 
 
 def is_loopback(address: str) -> bool:

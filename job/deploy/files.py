@@ -20,8 +20,19 @@ from typing import Any
 
 import yaml
 
-from job.deploy.base import ClusterSpec, SecurityConfig, kinds
+from job.deploy.base import ClusterSpec, SecurityConfig
 from job.errors import ConfigError
+
+
+def kinds() -> dict[str, type[ClusterSpec]]:
+    """Every cluster kind, by the name a YAML file's `kind` gives (imported when asked for: the command
+    lines' --help stays fast)."""
+    from job.deploy.local import LocalConfig
+    from job.deploy.scheduler import SchedulerConfig
+    from job.deploy.slurm import SlurmConfig
+    from job.deploy.ssh import SSHConfig
+
+    return {spec.kind: spec for spec in (LocalConfig, SchedulerConfig, SlurmConfig, SSHConfig)}
 
 
 def cluster_config_from_mapping(mapping: dict[str, Any], source: str = "cluster config") -> ClusterSpec:
