@@ -194,6 +194,8 @@ def test_a_costly_loop_over_all_rows_starts_from_a_coarse_level_and_stops_on_its
     costly = FusedKMeans(40, random_state=0).fit(X)
     (level,) = costly.sample_["coarse"]
     assert 4_500 < level["rows"] < 5_500 and level["n_iter"] > 1 and costly.sample_["rows"] == 20_000
+    assert costly.passes_over_all_rows_ == costly.n_iter_ + 3  # the quarter's draw reads X too
+    assert cheap.passes_over_all_rows_ == cheap.n_iter_ + 2
     centers = costly.cluster_centers_.astype(np.float64)
     assert np.array_equal(costly.labels_.compute(), kernels.assign(X_np, centers)[0])
     assert np.isclose(costly.inertia_, kernels.lloyd_partial(X_np, centers)[2], rtol=1e-6)

@@ -110,8 +110,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then Lloyd passes
     over all rows until a pass gains less than ``tol`` (``polish_passes``). From 32 clusters on, with X
     persisted, Lloyd keeps Yinyang bounds on the workers (most rows skip most distances), the sample's
-    Lloyd starts from the centers it reaches on a nested quarter of the sample (``COARSE_FACTOR``), and the
-    last pass keeps every row's label there. ``sample_size=None`` runs every pass on all rows (k-means|| then
+    Lloyd starts from the centers it reaches on a nested quarter of the sample (``COARSE_FACTOR``; of X
+    when the sample is all of X and a pass over it is costly, ``ALL_ROWS_MIN_GAIN``), and the last pass
+    keeps every row's label there. ``sample_size=None`` runs every pass on all rows (k-means|| then
     plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
 
     Parameters
@@ -515,8 +516,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         else:  # the sample is X: only its coarse levels, when it had them
             self.sample_ = sample_record if sample_record.get("coarse") else None
         # the draw, then Lloyd (bounded: its first pass, then one per iteration; plain: one per iteration,
-        # then the final one)
-        self.passes_over_all_rows_ = 2 + (n_iter - done_before)
+        # then the final one); a coarse level drawn from X itself reads it once more
+        coarse_from_x = not sampled and bool(sample_record.get("coarse"))
+        self.passes_over_all_rows_ = 2 + (n_iter - done_before) + int(coarse_from_x)
         return {
             "seed": seeds[0],
             "centers": centers,
