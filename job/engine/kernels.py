@@ -120,62 +120,20 @@ def _nearest(d, i):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _accumulate(xb, d, sums, counts, labels):  # pragma: no cover - compiled
-    """For each row: argmin of its distances (into labels [b]), then add the row to that cluster's sum
-    (float64). Returns the block's inertia: sum of min(d) + ||x||^2, each clipped at 0.
+def _accumulate(xb, wb, d, sums, counts, labels):  # pragma: no cover - compiled
+    """For each row: argmin of its distances (into labels [b]), then add the row times its weight (wb [b],
+    or None for a weight of 1) to that cluster's sum (float64) and its weight to counts. Returns the
+    block's weighted inertia: sum of w * (min(d) + ||x||^2), each distance clipped at 0.
+
+    Without weights numba compiles the None branch away (w is the integer 1, counts stay integers), so
+    the unweighted case pays nothing for the weighted one.
     """
     b, p = xb.shape
     inertia = 0.0
     for i in range(b):
         best, best_d = _nearest(d, i)
+        w = 1 if wb is None else wb[i]
         labels[i] = best
-        counts[best] += 1
-        norm = 0.0
-        for f in range(p):
-            v = xb[i, f]
-            sums[best, f] += v
-            norm += v * v
-        dist = best_d + norm
-        if dist > 0.0:
-            inertia += dist
-    return inertia
-
-
-def lloyd_partial(
-    X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """One Lloyd step's contribution of a chunk, in a single pass over it.
-
-    Returns (sums float64 [k, p], counts int64 [k], inertia float): the per-cluster sums and sizes of
-    the rows nearest to each center, and the sum of their squared distances to `centers`; each row's
-    nearest center goes into `labels` (int32 [m]) when given.
-
-    Per block of rows: distances by one BLAS product, then a compiled loop that picks the nearest center
-    and adds the row to its sum while the block is still in cache. A one-hot matrix product for the sums
-    took 27 ms per 35,000 MNIST rows on one core; this takes 16 ms (benchmarks/lloyd_kernel.py).
-    """
-    k, p = centers.shape
-    sums = np.zeros((k, p), dtype=np.float64)
-    counts = np.zeros(k, dtype=np.int64)
-    inertia = 0.0
-    labels = np.empty(min(BLOCK_ROWS, len(X)), dtype=np.int32) if labels is None else labels
-    scratch = len(labels) < len(X)  # no labels asked for: one block's worth, overwritten
-    for start, xb, d in distance_blocks(X, centers):
-        inertia += _accumulate(
-            xb, d, sums, counts, labels[: len(xb)] if scratch else labels[start : start + len(xb)]
-        )
-    return sums, counts, inertia
-
-
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def _accumulate_weighted(xb, wb, d, sums, counts):  # pragma: no cover - compiled
-    """_accumulate with a weight per row: each row adds w * row to its cluster's sum, w to its weight
-    (counts, float64) and w * its squared distance to the inertia."""
-    b, p = xb.shape
-    inertia = 0.0
-    for i in range(b):
-        best, best_d = _nearest(d, i)
-        w = wb[i]
         counts[best] += w
         norm = 0.0
         for f in range(p):
@@ -188,18 +146,38 @@ def _accumulate_weighted(xb, wb, d, sums, counts):  # pragma: no cover - compile
     return inertia
 
 
-def lloyd_partial_weighted(
-    X: np.ndarray, w: np.ndarray, centers: np.ndarray
+def lloyd_partial(
+    X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None, w: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """lloyd_partial with sample weights w [m]: (weighted sums float64 [k, p], total weight per cluster
-    float64 [k], weighted inertia), as scikit-learn's Lloyd step with sample_weight."""
+    """One Lloyd step's contribution of a chunk, in a single pass over it.
+
+    Returns (sums float64 [k, p], counts [k], inertia float): the per-cluster sums and sizes of the rows
+    nearest to each center, and the sum of their squared distances to `centers`; each row's nearest center
+    goes into `labels` (int32 [m]) when given. With sample weights w [m]: weighted sums, the total weight
+    per cluster (float64) and the weighted inertia, as scikit-learn's Lloyd step with sample_weight;
+    without, counts are int64.
+
+    Per block of rows: distances by one BLAS product, then a compiled loop that picks the nearest center
+    and adds the row to its sum while the block is still in cache. A one-hot matrix product for the sums
+    took 27 ms per 35,000 MNIST rows on one core; this takes 16 ms (benchmarks/lloyd_kernel.py).
+    """
     k, p = centers.shape
     sums = np.zeros((k, p), dtype=np.float64)
-    counts = np.zeros(k, dtype=np.float64)
-    w = np.ascontiguousarray(w, dtype=np.float64)
+    counts = np.zeros(k, dtype=np.int64 if w is None else np.float64)
+    w = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
     inertia = 0.0
+    labels = np.empty(min(BLOCK_ROWS, len(X)), dtype=np.int32) if labels is None else labels
+    scratch = len(labels) < len(X)  # no labels asked for: one block's worth, overwritten
     for start, xb, d in distance_blocks(X, centers):
-        inertia += _accumulate_weighted(xb, w[start : start + len(xb)], d, sums, counts)
+        stop = start + len(xb)
+        inertia += _accumulate(
+            xb,
+            None if w is None else w[start:stop],
+            d,
+            sums,
+            counts,
+            labels[: len(xb)] if scratch else labels[start:stop],
+        )
     return sums, counts, inertia
 
 
@@ -310,11 +288,6 @@ def farthest_rows(X: np.ndarray, centers: np.ndarray, m: int, w: np.ndarray | No
     eligible = np.flatnonzero(w > 0)
     far = eligible[np.argsort(-dist[eligible], kind="stable")[:m]]
     return dist[far], X[far].astype(np.float64), labels[far].astype(np.int64), w[far]
-
-
-def farthest_rows_weighted(X: np.ndarray, w: np.ndarray, centers: np.ndarray, m: int):
-    """farthest_rows for a chunk of X and its weights (job.engine.blockwise.boxed_pairs' argument order)."""
-    return farthest_rows(X, centers, m, w)
 
 
 def merge_farthest(*parts):

@@ -15,7 +15,15 @@ import dask.array as da
 import numpy as np
 
 from job.engine import kernels
-from job.engine.blockwise import TREE_FAN_IN, combine_boxed, per_chunk, tree_reduce, unbox
+from job.engine.blockwise import (
+    TREE_FAN_IN,
+    boxed_pairs,
+    combine_boxed,
+    per_chunk,
+    reduce_boxes,
+    tree_reduce,
+    unbox,
+)
 
 
 def _chunk_futures(X: da.Array):
@@ -78,14 +86,19 @@ def plan_tasks(X: da.Array):
     return client, _group_by_worker_thread(client, futures)
 
 
-def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
+def map_reduce(X: da.Array, kernel, combine, *args, plan=None, weights=None):
     """combine(kernel(chunk, *args) for every chunk of X), computed on the cluster.
+
+    With sample weights (a dask array [n]), kernel(chunk, *args, w=the chunk's weights), each chunk paired
+    with its weights in one task (job.engine.blockwise.boxed_pairs) and the results combined in a tree.
 
     When X is persisted, one task per worker thread runs `kernel` over the chunks that worker holds and
     combines them there (see plan_tasks): no graph to build or optimise, one round trip. Otherwise (X
     streamed from storage, or no distributed client) the kernel runs on each chunk of X's graph and the
     results are combined in a tree.
     """
+    if weights is not None:
+        return reduce_boxes(boxed_pairs(X, weights, _weighted, kernel, *args), combine)
     plan = plan if plan is not None else plan_tasks(X)
     if plan is not None:
         client, groups = plan
@@ -109,6 +122,10 @@ def map_reduce(X: da.Array, kernel, combine, *args, plan=None):
     parts = per_chunk(X, kernel, *args)
     (result,) = dask.compute(tree_reduce(parts, functools.partial(combine_boxed, combine)))
     return unbox(result)
+
+
+def _weighted(block, w, kernel, *args):
+    return kernel(block, *args, w=w)
 
 
 def moments(X: da.Array, plan=None) -> tuple[int, np.ndarray, np.ndarray, bool]:

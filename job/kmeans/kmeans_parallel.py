@@ -68,12 +68,14 @@ def _min_sq_dist(X: np.ndarray, C: np.ndarray, with_argmin: bool = False):
     return (dist, arg) if with_argmin else dist
 
 
-def _chunk_costs(X, C):
-    return _min_sq_dist(X, C)
+def _chunk_costs(X, w, C):
+    """Each row's cost: its squared distance to the nearest of C, times its weight (w [m] or None)."""
+    dist = _min_sq_dist(X, C)
+    return dist if w is None else w * dist
 
 
-def _chunk_update(X, costs, new_points):
-    return np.minimum(costs, _min_sq_dist(X, new_points))
+def _chunk_update(X, w, costs, new_points):
+    return np.minimum(costs, _chunk_costs(X, w, new_points))
 
 
 def _chunk_sample(costs, phi, ell, seed, round_, offset):
@@ -82,30 +84,24 @@ def _chunk_sample(costs, phi, ell, seed, round_, offset):
     return index[uniforms(index, seed, round_) < ell * costs / phi]
 
 
-def _chunk_weights(X, candidates, n_far, offset):
-    """Nearest-candidate counts, and the n_far rows farthest from every candidate (distance, index)."""
-    dist, nearest = _min_sq_dist(X, candidates, with_argmin=True)
-    counts = np.bincount(nearest, minlength=len(candidates))
-    far = np.argsort(-dist, kind="stable")[:n_far]
-    return counts, dist[far], offset + far
-
-
-def _chunk_costs_weighted(X, w, C):
-    return w * _min_sq_dist(X, C)
-
-
-def _chunk_update_weighted(X, w, costs, new_points):
-    return np.minimum(costs, w * _min_sq_dist(X, new_points))
-
-
-def _chunk_weights_weighted(X, w, candidates, n_far, offset):
-    """_chunk_weights with sample weights: each candidate weighs the total weight of the rows nearest
-    to it; rows of weight 0 are never among the farthest."""
+def _chunk_weights(X, w, candidates, n_far, offset):
+    """Each candidate's weight (the rows nearest to it: their count, or with sample weights w their total
+    weight), and the n_far rows farthest from every candidate (distance, index); rows of weight 0 are
+    never among the farthest."""
     dist, nearest = _min_sq_dist(X, candidates, with_argmin=True)
     counts = np.bincount(nearest, weights=w, minlength=len(candidates))
-    dist = np.where(w > 0, dist, 0.0)
+    if w is not None:
+        dist = np.where(w > 0, dist, 0.0)
     far = np.argsort(-dist, kind="stable")[:n_far]
     return counts, dist[far], offset + far
+
+
+def _per_row(func, X: da.Array, weights, *args) -> da.Array:
+    """func(X chunk, weights chunk or None, *args) for each chunk of X: a float64 array [n], each task
+    fused with X's own chain (args: dask arrays [n] chunked like X, or values sent once)."""
+    pairs = [a for arg in args for a in ((arg, "i") if isinstance(arg, da.Array) else (delayed(arg), None))]
+    w = (weights, "i") if weights is not None else (None, None)
+    return da.blockwise(func, "i", X, "ij", *w, *pairs, concatenate=True, dtype=np.float64)
 
 
 def _first_index(n: int, seed: int, weights) -> int:
@@ -152,21 +148,7 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
     candidates = [_rows(X, [first], gathers)]
     # Per-point costs stay on the cluster as a persisted dask array chunked like X; each pass over X runs
     # in the tasks that read X's chunks (job.engine.blockwise: fused, so streamed chunks never travel).
-    if weights is None:
-        costs = X.map_blocks(_chunk_costs, delayed(candidates[0]), drop_axis=1, dtype=np.float64).persist()  # type: ignore[arg-type]  # dask's @derived_from types Array.map_blocks as da.map_blocks
-    else:
-        costs = da.blockwise(
-            _chunk_costs_weighted,
-            "i",
-            X,
-            "ij",
-            weights,
-            "i",
-            delayed(candidates[0]),
-            None,
-            concatenate=True,
-            dtype=np.float64,
-        ).persist()
+    costs = _per_row(_chunk_costs, X, weights, candidates[0]).persist()
     phi = float(costs.sum().compute())
     passes, phis = 1, [phi]
     log.info("k-means|| seed %d: first center row %d, cost %.6g", seed, first, phi)
@@ -180,34 +162,7 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
         new = _rows(X, picked, gathers)
         candidates.append(new)
         if round_ < rounds and len(new):
-            if weights is None:
-                costs = da.blockwise(
-                    _chunk_update,
-                    "i",
-                    X,
-                    "ij",
-                    costs,
-                    "i",
-                    delayed(new),
-                    None,
-                    concatenate=True,
-                    dtype=np.float64,
-                ).persist()
-            else:
-                costs = da.blockwise(
-                    _chunk_update_weighted,
-                    "i",
-                    X,
-                    "ij",
-                    weights,
-                    "i",
-                    costs,
-                    "i",
-                    delayed(new),
-                    None,
-                    concatenate=True,
-                    dtype=np.float64,
-                ).persist()
+            costs = _per_row(_chunk_update, X, weights, costs, new).persist()
             phi = float(costs.sum().compute())
             passes += 1
             phis.append(phi)
@@ -223,11 +178,9 @@ def kmeans_parallel(X: da.Array, k: int, seed: int, rounds: int = 5, oversamplin
 
     cand = np.vstack(candidates)
     if weights is None:
-        tasks = per_chunk(X, _chunk_weights, cand, k, with_offset=True)
+        tasks = per_chunk(X, _chunk_weights, None, cand, k, with_offset=True)
     else:
-        tasks = list(
-            boxed_pairs(X, weights, _chunk_weights_weighted, cand, k, with_offset=True).to_delayed().ravel()
-        )
+        tasks = list(boxed_pairs(X, weights, _chunk_weights, cand, k, with_offset=True).to_delayed().ravel())
     parts = [unbox(p) for p in dask.compute(*tasks)]
     passes += 1
     weights = np.sum([p[0] for p in parts], axis=0).astype(np.float64)

@@ -13,7 +13,6 @@ import dask.array as da
 import numpy as np
 
 from job.engine import kernels
-from job.engine.blockwise import boxed_pairs, reduce_boxes
 from job.engine.map_reduce import map_reduce
 
 log = logging.getLogger(__name__)
@@ -21,13 +20,9 @@ log = logging.getLogger(__name__)
 
 def lloyd_step(X: da.Array, centers: np.ndarray, plan=None, weights=None):
     """(sums [k, p], counts [k], inertia) of X against `centers`: one fused pass, reduced on the cluster.
-    With sample weights (a dask array chunked like X): weighted sums, total weights (float64) and the
-    weighted inertia, by tasks that pair each chunk with its weights (job.engine.blockwise.boxed_pairs)."""
-    if weights is not None:
-        return reduce_boxes(
-            boxed_pairs(X, weights, kernels.lloyd_partial_weighted, centers), kernels.add_partials
-        )
-    return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan)
+    With sample weights (a dask array [n]): weighted sums, total weights (float64) and the weighted
+    inertia."""
+    return map_reduce(X, kernels.lloyd_partial, kernels.add_partials, centers, plan=plan, weights=weights)
 
 
 def inertia_and_counts(X: da.Array, centers: np.ndarray, plan=None) -> tuple[float, np.ndarray]:
@@ -59,18 +54,11 @@ def reseed_empty(X, centers, sums, counts, plan, weights=None) -> tuple[np.ndarr
     Returns the adjusted (sums, counts)."""
     empty = np.flatnonzero(counts == 0)
     # Twice as many candidates as empty clusters, so that duplicates and singletons can be skipped.
-    if weights is None:
-        _, rows, owners, row_weights = map_reduce(
-            X, kernels.farthest_rows, kernels.merge_farthest, centers, 2 * len(empty), plan=plan
-        )
-    else:
-        _, rows, owners, row_weights = reduce_boxes(
-            boxed_pairs(X, weights, kernels.farthest_rows_weighted, centers, 2 * len(empty)),
-            kernels.merge_farthest,
-        )
-    sums, counts = sums.copy(), counts.copy() if weights is None else counts.astype(np.float64)
-    if weights is None:
-        row_weights = np.ones(len(rows), dtype=counts.dtype)  # counts stay integers
+    _, rows, owners, row_weights = map_reduce(
+        X, kernels.farthest_rows, kernels.merge_farthest, centers, 2 * len(empty), plan=plan, weights=weights
+    )
+    # Without weights every row weighs 1 and counts stay integers.
+    sums, counts, row_weights = sums.copy(), counts.copy(), row_weights.astype(counts.dtype)
     taken: list[np.ndarray] = []
     for row, owner, weight in zip(rows, owners, row_weights):
         if len(taken) == len(empty):
