@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -99,6 +100,27 @@ def _uniform_weights_as_none(weights):
     if not total > 0:
         raise ValueError("sample_weight sums to zero: there is nothing to cluster")
     return (None, float(low)) if low == high else (weights, 1.0)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one fit found: the best start's centers and the assignment at them, with the fit's record.
+    FusedKMeans.fit turns it into the fitted attributes, in one place."""
+
+    centers: np.ndarray
+    inertia: float
+    counts: np.ndarray
+    sums: np.ndarray
+    n_iter: int
+    labels: Any  # the last assignment kept on the workers (a dask array), or None
+    init_centers: np.ndarray
+    init_info: dict
+    strategy: str
+    starts: list
+    passes_over_all_rows: float
+    init_seconds: float
+    lloyd_seconds: float
+    sample: dict | None = field(default=None)
 
 
 class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
@@ -191,6 +213,15 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         X, its coarse levels' only, if it had any.
     passes_over_all_rows_ : float
         How many times the fit read all of X.
+    init_centers_ : ndarray of shape (n_clusters, n_features)
+        The best start's centers before its Lloyd iterations over all rows (after the sample's stage's
+        starts for the sampled fit), float64.
+    init_info_ : dict
+        How they were found: k-means|| rounds, candidates and passes; the subsample and its starts; or
+        the iteration a resumed fit continued after.
+    init_time_, lloyd_time_ : float
+        Seconds spent finding the initial centers (with the sample's whole stage for the sampled fit) and
+        in Lloyd over all rows.
 
     See Also
     --------
@@ -312,33 +343,30 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
         self._check_init(X.shape[1], weights)
         plan = plan_tasks(X)
-        size = self._sample_rows(n)
-        self.init_time_ = self.lloyd_time_ = 0.0
-        if weights is not None:
-            self.strategy_ = "weighted plain Lloyd"
-            if self.sample_size is not None:
-                log.info("sample_weight: the sampled strategy is unweighted, so every pass runs on all rows")
-            best = self._fit_full(X, plan, seeds, start, on_iteration, weights)
-        elif self.sample_size is None:
-            self.strategy_ = "plain Lloyd"
-            best = self._fit_full(X, plan, seeds, start, on_iteration)
+        if weights is not None and self.sample_size is not None:
+            log.info("sample_weight: the sampled strategy is unweighted, so every pass runs on all rows")
+        if weights is not None or self.sample_size is None:
+            fitted = self._fit_full(X, plan, seeds, start, on_iteration, weights)
         else:
-            best = self._fit_sampled(X, plan, seeds, size, start, on_iteration)
+            fitted = self._fit_sampled(X, plan, seeds, self._sample_rows(n), start, on_iteration)
 
-        self.init_centers_, self.init_info_ = best["init_centers"], best["init_info"]
-        self.inertia_ = float(best["inertia"]) * scale
-        self.counts_ = best["counts"] * scale if scale != 1 else best["counts"]
-        self.cluster_sums_ = best["sums"] * scale
-        self.cluster_centers_ = best["centers"].astype(np.result_type(X.dtype, np.float32))
-        labels = best.get("labels")
+        centers = fitted.centers.astype(np.result_type(X.dtype, np.float32))
         # The bounded loop's last pass left every row's label on the workers: no pass to compute them again.
-        self.labels_ = labels if labels is not None else predict_labels(X, self.cluster_centers_)
-        if (
-            in_memory
-        ):  # numpy in, numpy out (scikit-learn's contract); a dask collection gets dask-ml's lazy one
-            self.labels_ = np.asarray(self.labels_.compute())
-        self.labels_kept_ = labels is not None
-        self.n_iter_ = best["n_iter"]
+        labels = fitted.labels if fitted.labels is not None else predict_labels(X, centers)
+        # numpy in, numpy out (scikit-learn's contract); a dask collection gets dask-ml's lazy labels
+        self.labels_ = np.asarray(labels.compute()) if in_memory else labels
+        self.labels_kept_ = fitted.labels is not None
+        self.cluster_centers_ = centers
+        self.inertia_ = float(fitted.inertia) * scale
+        self.counts_ = fitted.counts * scale if scale != 1 else fitted.counts
+        self.cluster_sums_ = fitted.sums * scale
+        self.n_iter_ = fitted.n_iter
+        self.strategy_ = fitted.strategy
+        self.starts_ = fitted.starts
+        self.sample_ = fitted.sample
+        self.passes_over_all_rows_ = fitted.passes_over_all_rows
+        self.init_centers_, self.init_info_ = fitted.init_centers, fitted.init_info
+        self.init_time_, self.lloyd_time_ = fitted.init_seconds, fitted.lloyd_seconds
         return self
 
     def _check_init(self, n_features: int, weights) -> None:
@@ -372,20 +400,51 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             raise ValueError(f"sample_size={size} should be >= n_clusters={self.n_clusters}")
         return min(size, n)
 
-    def _fit_full(self, X, plan, seeds, start, on_iteration, weights=None) -> dict:
-        """Every stage on all rows: a moments pass (tol, finiteness), k-means||, Lloyd, a final pass.
-        The tolerance comes from the unweighted variance, as scikit-learn's does."""
+    def _fit_full(self, X, plan, seeds, start, on_iteration, weights=None) -> FitResult:
+        """Every stage on all rows: a moments pass (tol, finiteness), then for each start k-means||, Lloyd
+        and a final pass; the start with the lowest inertia wins. The tolerance comes from the unweighted
+        variance, as scikit-learn's does."""
         n, col_sum, col_sumsq, finite = moments(X, plan)
         if not finite:
             raise ValueError("Input contains NaN or infinity.")
         tol = relative_tol(self.tol, n, col_sum, col_sumsq)
-        self.sample_: dict[str, Any] | None = None
-        best = self._best_of_starts(X, plan, seeds, tol, start, on_iteration, weights)
-        init_passes = sum(s["init_info"].get("chunk_reads", 0) for s in self.starts_) / max(1, X.numblocks[0])
-        self.passes_over_all_rows_ = 1 + init_passes + sum(s["n_iter"] + 1 for s in self.starts_)
-        return best
+        results = []
+        for index, seed in enumerate(seeds):
+            notify = (
+                None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
+            )
+            results.append(self._one_start(X, seed, tol, plan, start, notify, weights))
+            if len(seeds) > 1:
+                log.info(
+                    "start %d/%d (seed %s): inertia %.6g after %d iterations",
+                    index + 1,
+                    len(seeds),
+                    seed,
+                    results[-1]["inertia"],
+                    results[-1]["n_iter"],
+                )
+        best = min(results, key=lambda r: r["inertia"])  # the first of equal ones
+        init_reads = sum(r["init_info"].get("chunk_reads", 0) for r in results)
+        return FitResult(
+            **{key: best[key] for key in ("centers", "inertia", "counts", "sums", "n_iter", "init_centers")},
+            init_info=best["init_info"],
+            labels=None,
+            strategy="plain Lloyd" if weights is None else "weighted plain Lloyd",
+            starts=[
+                {
+                    key: r[key]
+                    for key in ("seed", "inertia", "n_iter", "init_seconds", "lloyd_seconds", "init_info")
+                }
+                for r in results
+            ],
+            passes_over_all_rows=1
+            + init_reads / max(1, X.numblocks[0])
+            + sum(r["n_iter"] + 1 for r in results),
+            init_seconds=sum(r["init_seconds"] for r in results),
+            lloyd_seconds=sum(r["lloyd_seconds"] for r in results),
+        )
 
-    def _fit_sampled(self, X, plan, seeds, size, start, on_iteration) -> dict:
+    def _fit_sampled(self, X, plan, seeds, size, start, on_iteration) -> FitResult:
         """The default strategy. Starts as single tasks on a subsample of a seeded sample, the best one
         continued by Lloyd on the sample in the workers' memory, then Lloyd over all rows. When the sample
         is all of X (size >= n: MNIST's 70,000 images), the Lloyd after the starts is the main loop."""
@@ -393,7 +452,6 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
         n = int(X.shape[0])
         sampled = size < n
-        self.strategy_ = "sampled" if sampled else "starts on a subsample"
         started = time.perf_counter()
         if sampled:
             sample = sample_rows(X, size, seeds[0])
@@ -423,8 +481,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         sample_record: dict[str, Any] = {"rows": int(m), "draw_seconds": draw_seconds}
         bounded = self._bounded(plan)
         if start is None:
-            centers, init_info = self._run_starts(sample, seeds, tol)
-            init_centers = init_info.pop("centers")
+            centers, init_info, starts = self._run_starts(sample, seeds, tol)
+            init_centers = centers.copy()
             if bounded and (sampled or self._costly_passes(n)):
                 centers, sample_record["coarse"] = self._coarse_fit(sample, plan, centers, tol, seeds[0])
             if sampled:
@@ -453,7 +511,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 )
             done_before = 0
         else:
-            self.starts_: list = []
+            starts = []
             centers = np.asarray(start["centers"], dtype=np.float64)
             init_centers, init_info = centers.copy(), {"resumed_after_iteration": int(start["n_iter"])}
             sample_record["resumed"] = True
@@ -461,7 +519,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             log.info("resuming after Lloyd iteration %d over all rows", done_before)
         if sampled:
             del sample
-        self.init_time_ = time.perf_counter() - started
+        init_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
         inertias: list[float] = []
@@ -500,36 +558,38 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             label=" over all rows" if sampled else "",
             seed=seeds[0],
         )
-        self.lloyd_time_ = time.perf_counter() - started
-        self.strategy_ += " (bounded Lloyd)" if bounded else ""
+        lloyd_seconds = time.perf_counter() - started
         if sampled:
             if inertias and start is None:
                 sample_record["inertia_all_rows_after_sample"] = float(inertias[0])
             sample_record["inertia_all_rows_final"] = float(inertia)
             sample_record["full_passes"] = int(n_iter - done_before)
-            self.sample_ = sample_record
             log.info(
                 "fit: %d Lloyd passes over all rows after the sample, inertia %.6g",
                 n_iter - done_before,
                 inertia,
             )
-        else:  # the sample is X: only its coarse levels, when it had them
-            self.sample_ = sample_record if sample_record.get("coarse") else None
         # the draw, then Lloyd (bounded: its first pass, then one per iteration; plain: one per iteration,
         # then the final one); a coarse level drawn from X itself reads it once more
         coarse_from_x = not sampled and bool(sample_record.get("coarse"))
-        self.passes_over_all_rows_ = 2 + (n_iter - done_before) + int(coarse_from_x)
-        return {
-            "seed": seeds[0],
-            "centers": centers,
-            "inertia": inertia,
-            "counts": counts,
-            "sums": sums,
-            "n_iter": n_iter,
-            "init_centers": init_centers,
-            "init_info": init_info,
-            "labels": labels,
-        }
+        return FitResult(
+            centers=centers,
+            inertia=inertia,
+            counts=counts,
+            sums=sums,
+            n_iter=n_iter,
+            labels=labels,
+            init_centers=init_centers,
+            init_info=init_info,
+            strategy=("sampled" if sampled else "starts on a subsample")
+            + (" (bounded Lloyd)" if bounded else ""),
+            starts=starts,
+            # when the sample is X, only its coarse levels' record, if it had any
+            sample=sample_record if sampled or coarse_from_x else None,
+            passes_over_all_rows=2 + (n_iter - done_before) + int(coarse_from_x),
+            init_seconds=init_seconds,
+            lloyd_seconds=lloyd_seconds,
+        )
 
     def _coarse_fit(self, rows, plan, centers, tol, seed, level=1) -> tuple[np.ndarray, list]:
         """The centers Lloyd reaches (with bounds, the sample's stopping rules) on a nested quarter of
@@ -638,9 +698,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     def _run_starts(self, sample, seeds, tol):
         """The starts: each one task fitting a nested subsample of the sample in memory
         (job.kmeans.in_memory.local_fit: greedy k-means++, the subsample fitting one task, and Lloyd), run
-        side
-        by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as an
-        array) skip them. Returns (centers, info: the initial centers, the subsample's size, the starts)."""
+        side by side on the workers; the one with the lowest subsample inertia wins. Given centers (init as
+        an array) skip them. Returns (centers, info: the subsample's size and its starts, a record per
+        start)."""
         from job.kmeans.in_memory import local_fit, seeding_rows
         from job.kmeans.sampling import (
             START_MAX_ITER,
@@ -653,10 +713,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         started = time.perf_counter()
         m = int(sample.shape[0])
         if not isinstance(self.init, str):
-            self.starts_ = []
-            centers = np.asarray(self.init, dtype=np.float64)
-            return centers, {"centers": centers.copy()}
-        if self.n_init in (None, "auto"):
+            return np.asarray(self.init, dtype=np.float64), {}, []
+        if self.n_init == "auto":
             seeds = [seeds[0] + i for i in range(auto_starts(m, self.n_clusters))]
         # One start has nothing to be chosen against: it is only the seeding, and Lloyd runs on the
         # sample over all the workers rather than single-threaded on the subsample in one task. Its task
@@ -675,7 +733,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             ]
         )
         best = min(results, key=lambda r: r["inertia"])
-        self.starts_ = [
+        starts = [
             {
                 "seed": r["seed"],
                 "inertia": r["inertia"],
@@ -697,45 +755,19 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 " (best)" if r is best else "",
             )
         log.info("%d start(s) in %.2f s", len(results), time.perf_counter() - started)
-        return best["centers"], {
-            "centers": best["centers"].copy(),
-            "subsample_rows": int(sub.shape[0]),
-            "starts": [{key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results],
-        }
-
-    def _best_of_starts(self, X, plan, seeds, tol, start, on_iteration, weights=None) -> dict:
-        self.starts_, best = [], None
-        for index, seed in enumerate(seeds):
-            notify = (
-                None if on_iteration is None else (lambda state, i=index: on_iteration({"start": i, **state}))
-            )
-            result = self._one_start(X, seed, tol, plan, start, notify, weights)
-            self.starts_.append(
-                {
-                    key: result[key]
-                    for key in ("seed", "inertia", "n_iter", "init_seconds", "lloyd_seconds", "init_info")
-                }
-            )
-            if len(seeds) > 1:
-                log.info(
-                    "start %d/%d (seed %s): inertia %.6g after %d iterations",
-                    index + 1,
-                    len(seeds),
-                    seed,
-                    result["inertia"],
-                    result["n_iter"],
-                )
-            if best is None or result["inertia"] < best["inertia"]:
-                best = result
-            self.init_time_ += result["init_seconds"]
-            self.lloyd_time_ += result["lloyd_seconds"]
-        assert best is not None  # seeds is never empty
-        return best
+        return (
+            best["centers"],
+            {
+                "subsample_rows": int(sub.shape[0]),
+                "starts": [
+                    {key: r[key] for key in ("seed", "inertia", "n_iter", "seconds")} for r in results
+                ],
+            },
+            starts,
+        )
 
     def _start_seeds(self) -> list:
-        starts = 1 if self.n_init in (None, "auto") else int(self.n_init)
-        if starts < 1:
-            raise ValueError(f"n_init must be at least 1, got {self.n_init}")
+        starts = 1 if self.n_init == "auto" else int(self.n_init)
         seed = base_seed(self.random_state)
         return [seed + i for i in range(starts)]
 
