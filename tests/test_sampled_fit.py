@@ -2,19 +2,14 @@
 chunking or the workers), uint8 pixels clustered as float32 would be, and the default cluster sized to
 the machine the job runs on."""
 
-import json
-
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
 from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset, to_features
-from job.deploy.sizing import cgroup_cpu_quota, cgroup_memory_limit, local_sizing
 from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
 from job.kmeans.sampling import auto_sample_size, auto_starts, sample_rows
-
-from . import run_module
 
 
 @pytest.fixture(scope="module")
@@ -80,71 +75,6 @@ def test_the_default_sample_is_everything_at_mnist_size():
 
 
 @pytest.mark.slow
-def test_default_cluster_follows_the_cores_the_process_may_use(tmp_path, tiny_dir):
-    """Under `taskset -c 0` the job's default LocalCluster has one worker; without it, one per core."""
-    import os
-
-    store = tmp_path / "t.zarr"
-    runs = {}
-    for name, prefix in (("one core", ["taskset", "-c", "0"]), ("all cores", [])):
-        run = tmp_path / name.replace(" ", "-")
-        proc = run_module(
-            "job",
-            "--data",
-            str(store),
-            "--source",
-            str(tiny_dir),
-            "--name",
-            "tiny",
-            "--k",
-            "3",
-            "--silhouette-sample",
-            "50",
-            "--out",
-            str(run),
-            "--dashboard-address",
-            "127.0.0.1:0",
-            prefix=prefix,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[name] = (json.loads((run / "metrics.json").read_text())["cluster"], proc.stderr)
-    cluster, log = runs["one core"]
-    assert len(cluster["workers"]) == 1 and "1 worker(s) x 1 thread(s) for 1 core(s)" in log
-    assert cluster["sizing"]["n_workers"] == 1
-    cores = len(os.sched_getaffinity(0))
-    assert len(runs["all cores"][0]["workers"]) == cores
-    memory = sum(w["memory_limit"] for w in runs["all cores"][0]["workers"])
-    import psutil
-
-    assert 0.7 * psutil.virtual_memory().total < memory < psutil.virtual_memory().total
-
-
-def test_cgroup_limits_are_read_from_v1_and_v2_files(tmp_path):
-    v2 = tmp_path / "v2"
-    v2.mkdir()
-    (v2 / "cpu.max").write_text("150000 100000\n")
-    (v2 / "memory.max").write_text(f"{3 * 2**30}\n")
-    assert cgroup_cpu_quota(v2) == 1.5 and cgroup_memory_limit(v2) == 3 * 2**30
-    (v2 / "cpu.max").write_text("max 100000\n")
-    (v2 / "memory.max").write_text("max\n")
-    assert cgroup_cpu_quota(v2) is None and cgroup_memory_limit(v2) is None
-    v1 = tmp_path / "v1"
-    (v1 / "cpu").mkdir(parents=True)
-    (v1 / "memory").mkdir()
-    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
-    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # v1's "no limit"
-    assert cgroup_cpu_quota(v1) == 2.0 and cgroup_memory_limit(v1) is None
-    assert cgroup_cpu_quota(tmp_path / "none") is None
-
-
-def test_explicit_sizes_win_over_the_machine():
-    sizing = local_sizing(n_workers=3, threads_per_worker=2, memory_limit=2**30)
-    assert (sizing.n_workers, sizing.threads_per_worker, sizing.memory_limit) == (3, 2, 2**30)
-    assert sizing.reason == "as configured"
-
-
 def test_many_clusters_get_one_start_that_only_seeds():
     """n_init="auto" with many clusters: one start, its greedy k-means++ only (Lloyd then runs over the
     workers, not single-threaded in the start's task); few clusters keep the 4 starts."""
