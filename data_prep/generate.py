@@ -34,12 +34,11 @@ from .augment import Deformation, deform, deformation_draws
 from .digits import DEFAULT_CHUNK_SIZE, N_CLASSES
 from .errors import DataPrepError, StoreError
 from .zarr_store import (
-    IMAGE_DIMS,
-    LABEL_DIMS,
     array_in,
     building_store,
     check_store_replaceable,
     chunk_digest,
+    create_split,
     default_compressors,
     reading_store,
     record_digests,
@@ -153,26 +152,8 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
     started = time.perf_counter()
     with building_store(out, config.overwrite, "generation") as tmp:
         root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
-        train = root.create_group("train")
-        train.create_array(
-            "images",
-            shape=(config.n, *shape),
-            chunks=(config.chunk_size, *shape),
-            dtype="uint8",
-            compressors=compressors,
-            dimension_names=IMAGE_DIMS,
-            fill_value=0,
-            config=WRITE_EVERY_CHUNK,
-        )
-        train.create_array(
-            "labels",
-            shape=(config.n,),
-            chunks=(config.chunk_size,),
-            dtype="uint8",
-            compressors=compressors,
-            dimension_names=LABEL_DIMS,
-            fill_value=0,
-            config=WRITE_EVERY_CHUNK,
+        train_images, train_labels = create_split(
+            root, "train", config.n, shape, config.chunk_size, compressors, config=WRITE_EVERY_CHUNK
         )
         _copy_test_split(source, root, config.chunk_size, compressors)
         deformation = dataclasses.asdict(config.deformation)
@@ -209,8 +190,8 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
                 )
                 last_report = now
         in_order = [digests[i] for i in range(len(futures))]
-        record_digests(train["images"], [image for image, _ in in_order])
-        record_digests(train["labels"], [label for _, label in in_order])
+        record_digests(train_images, [image for image, _ in in_order])
+        record_digests(train_labels, [label for _, label in in_order])
         root.attrs.update({"provenance": _provenance(config, source, counts), "complete": True})
         validate_store(tmp)
     log.info("wrote %s: %s images in %.1f s", out, f"{config.n:,}", time.perf_counter() - started)
@@ -219,19 +200,13 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
 
 def _copy_test_split(source: Path, root: zarr.Group, chunk_size: int, compressors) -> None:
     src = zarr.open_group(store=str(source), mode="r", zarr_format=3)
-    test = root.create_group("test")
-    for name, dims in (("images", IMAGE_DIMS), ("labels", LABEL_DIMS)):
-        data = np.asarray(array_in(src, f"test/{name}", str(source))[:])
-        array = test.create_array(
-            name,
-            shape=data.shape,
-            chunks=(chunk_size, *data.shape[1:]),
-            dtype="uint8",
-            compressors=compressors,
-            dimension_names=dims,
-            fill_value=0,
-            config=WRITE_EVERY_CHUNK,
-        )
+    images, labels = (
+        np.asarray(array_in(src, f"test/{name}", str(source))[:]) for name in ("images", "labels")
+    )
+    arrays = create_split(
+        root, "test", len(images), images.shape[1:], chunk_size, compressors, config=WRITE_EVERY_CHUNK
+    )
+    for array, data in zip(arrays, (images, labels)):
         array[:] = data
         record_digests(
             array, [chunk_digest(data[lo : lo + chunk_size]) for lo in range(0, len(data), chunk_size)]

@@ -78,6 +78,43 @@ def record_digests(array, digests: list[str]) -> None:
     array.attrs[DIGEST_ATTR] = list(digests)
 
 
+def create_split(
+    group: zarr.Group,
+    split: str,
+    n: int,
+    image_shape: tuple[int, ...],
+    chunk_size: int,
+    compressors: list,
+    **config,
+) -> tuple[zarr.Array, zarr.Array]:
+    """The empty images [n, *image_shape] and labels [n] arrays of a new split: uint8, chunk_size rows a
+    chunk. `config`: zarr's array config (e.g. write_empty_chunks)."""
+    sub = group.create_group(split)
+    image_shape = tuple(image_shape)
+    return (
+        sub.create_array(
+            "images",
+            shape=(n, *image_shape),
+            chunks=(chunk_size, *image_shape),
+            dtype="uint8",
+            compressors=compressors,
+            dimension_names=IMAGE_DIMS,
+            fill_value=0,
+            **config,
+        ),
+        sub.create_array(
+            "labels",
+            shape=(n,),
+            chunks=(chunk_size,),
+            dtype="uint8",
+            compressors=compressors,
+            dimension_names=LABEL_DIMS,
+            fill_value=0,
+            **config,
+        ),
+    )
+
+
 def write_split(
     group: zarr.Group,
     split: str,
@@ -90,25 +127,7 @@ def write_split(
     on_progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write one split from two iterators of chunk-sized blocks (the last may be shorter)."""
-    sub = group.create_group(split)
-    images = sub.create_array(
-        "images",
-        shape=(n, *image_shape),
-        chunks=(chunk_size, *image_shape),
-        dtype="uint8",
-        compressors=compressors,
-        dimension_names=IMAGE_DIMS,
-        fill_value=0,
-    )
-    labels = sub.create_array(
-        "labels",
-        shape=(n,),
-        chunks=(chunk_size,),
-        dtype="uint8",
-        compressors=compressors,
-        dimension_names=LABEL_DIMS,
-        fill_value=0,
-    )
+    images, labels = create_split(group, split, n, image_shape, chunk_size, compressors)
     start, image_digests, label_digests = 0, [], []
     for image_block, label_block in zip(image_blocks, label_blocks):
         stop = start + len(image_block)
