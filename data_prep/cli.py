@@ -22,37 +22,6 @@ if TYPE_CHECKING:
     from .convert import PrepConfig
 
 
-def _not_an_interrupted_gather(record: logging.LogRecord) -> bool:
-    """False for asyncio's "Task exception was never retrieved" about distributed's AllExit.
-
-    When Ctrl-C interrupts `Client.gather`, distributed leaves its internal wait() tasks failed with
-    AllExit and asyncio logs each one with a traceback (distributed/client.py, Client._gather), after our
-    clean shutdown. They say nothing the user needs.
-    """
-    exc = record.exc_info[1] if record.exc_info else None
-    return type(exc).__name__ != "AllExit"
-
-
-def _without_traceback(record: logging.LogRecord) -> bool:
-    """distributed's own log lines, one line each: drop the traceback and the empty "ERROR -" records it
-    writes when, say, it fails to reconnect to a lost scheduler (the CLI says what happened)."""
-    if record.exc_info and not record.getMessage().strip():
-        return False
-    record.exc_info, record.exc_text = None, None
-    return True
-
-
-def _not_a_dead_worker_report(record: logging.LogRecord) -> bool:
-    """False for the scheduler's ERROR lines about workers that died under a computation ("broadcast to
-    tcp://... failed: CommClosedError", "Task ... marked as failed because 4 workers died"): the job then
-    says in one sentence why they died (job.deploy.faults)."""
-    message = record.getMessage()
-    return not (
-        (message.startswith("broadcast to ") and "CommClosedError" in message)
-        or ("marked as failed because" in message and "workers died" in message)
-    )
-
-
 def setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -62,16 +31,9 @@ def setup_logging(debug: bool) -> None:
     )
     for handler in logging.getLogger().handlers:  # secrets in URLs never reach the log
         handler.addFilter(RedactingFilter())
-    if not debug:  # the libraries' own INFO chatter drowns ours
-        for noisy in ("distributed", "numba", "matplotlib", "bokeh", "tornado"):
+    if not debug:  # the libraries' own INFO chatter drowns ours (job.deploy.faults quiets the cluster's)
+        for noisy in ("numba", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
-        for handler in logging.getLogger("distributed").handlers:  # distributed configures its own
-            handler.addFilter(_without_traceback)
-            handler.addFilter(_not_a_dead_worker_report)
-            handler.addFilter(RedactingFilter())
-        # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
-        logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
 
 
 def run_cli(body: Callable[[], int | None], debug: bool, errors: tuple[type[Exception], ...]) -> int:
@@ -154,17 +116,26 @@ def add_source_arguments(parser: argparse._ActionsContainer, source_default: str
     )
 
 
-def prep_config_from_args(args: argparse.Namespace, out: Path) -> PrepConfig:
+def prep_config_from_args(
+    args: argparse.Namespace,
+    out: Path,
+    *,
+    source=None,
+    name: str | None = None,
+    overwrite: bool | None = None,
+) -> PrepConfig:
+    """The conversion's config from the arguments add_source_arguments declared; a caller converting on
+    the way to something else (job, job.generate) gives what its own flags do not say."""
     from .convert import PrepConfig  # zarr and numpy: imported once the arguments are parsed
 
     return PrepConfig(
         out=out,
-        source=args.source,
-        name=args.name,
+        source=args.source if source is None else source,
+        name=args.name if name is None else name,
         chunk_size=args.chunk_size,
         cache_dir=args.cache_dir,
         mirrors=tuple(args.mirrors or MNIST_MIRRORS),
-        overwrite=getattr(args, "overwrite_data", False) or getattr(args, "overwrite", False),
+        overwrite=args.overwrite if overwrite is None else overwrite,
     )
 
 

@@ -269,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     # logger (a handler of its own), which would otherwise override setup_logging's and print its
     # tracebacks (a lost scheduler's) on stderr.
     from data_prep.convert import prepare_dataset
+    from job.deploy.faults import quiet_cluster_logs
     from job.pipeline import run_job, run_sweep
 
     setup_logging(args.debug)
+    if not args.debug:
+        quiet_cluster_logs()
 
     def body():
         try:
@@ -280,10 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                 config.data
             ):  # a broken symlink is named, never converted into
                 check_store_may_be_created(Path(config.data), args.source is not None)
-                args.source = default_source() if args.source is None else args.source
-                log.info("%s does not exist yet: creating it from %s", config.data, args.source)
-                args.overwrite_data = False
-                prepare_dataset(prep_config_from_args(args, Path(config.data)))
+                source = default_source() if args.source is None else args.source
+                log.info("%s does not exist yet: creating it from %s", config.data, source)
+                prepare_dataset(
+                    prep_config_from_args(args, Path(config.data), source=source, overwrite=False)
+                )
             ks = parse_k(args.k)
             result = run_sweep(config, ks) if len(ks) > 1 else run_job(config)
         except JobError as exc:  # the library names its settings; the user typed flags

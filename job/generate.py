@@ -55,14 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    import distributed  # noqa: F401  (it configures its loggers on import; ours must come after)
+    from job.deploy.faults import quiet_cluster_logs  # imports distributed, which configures its loggers
 
     setup_logging(args.debug)
+    if not args.debug:
+        quiet_cluster_logs()
 
     def body():
         if not args.mnist.exists():
-            args.name, args.overwrite_data = "mnist", False
-            prepare_dataset(prep_config_from_args(args, args.mnist))
+            prepare_dataset(prep_config_from_args(args, args.mnist, name="mnist", overwrite=False))
         out = args.out or Path("data") / f"mnist-{args.n}.zarr"
         config = GenerateConfig(
             out=out,

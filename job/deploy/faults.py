@@ -8,12 +8,14 @@ that restarts its worker for passing the memory terminate threshold logs a "work
 event there (distributed/worker_memory.py, NannyMemoryManager.memory_monitor), whatever the kind of
 cluster. explain() reads those events and turns the failure into a ClusterError that says what happened,
 what the workers had and what to change.
-May use: job.errors (and distributed).
+It also sets how the cluster libraries log under the job's CLIs (quiet_cluster_logs).
+May use: job.errors, data_prep.redact (and distributed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -31,6 +33,54 @@ LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommCl
 LOST_WORKER_ERRORS = (KilledWorker, CommClosedError, MemoryError, TimeoutError)
 # The nanny's event reaches the scheduler on a batched stream, shortly after the worker is gone.
 EVENT_WAIT_SECONDS = 2.0
+
+
+def quiet_cluster_logs() -> None:
+    """The cluster libraries' logs as the job's CLIs show them without --debug: distributed's, bokeh's
+    and tornado's INFO chatter off, distributed's lines one line each with secrets redacted, and the
+    reports the job says better in one sentence dropped."""
+    from data_prep.redact import RedactingFilter
+
+    for noisy in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)
+    for handler in logging.getLogger("distributed").handlers:  # distributed configures its own
+        handler.addFilter(_without_traceback)
+        handler.addFilter(_not_a_dead_worker_report)
+        handler.addFilter(RedactingFilter())
+    # dask-ml logs "Starting X" and "Finished X in T" for every step; the second says it all.
+    logging.getLogger("dask_ml").addFilter(lambda record: not str(record.msg).startswith("Starting"))
+
+
+def _not_an_interrupted_gather(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" about distributed's AllExit.
+
+    When Ctrl-C interrupts `Client.gather`, distributed leaves its internal wait() tasks failed with
+    AllExit and asyncio logs each one with a traceback (distributed/client.py, Client._gather), after our
+    clean shutdown. They say nothing the user needs.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    return type(exc).__name__ != "AllExit"
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """distributed's own log lines, one line each: drop the traceback and the empty "ERROR -" records it
+    writes when, say, it fails to reconnect to a lost scheduler (the CLI says what happened)."""
+    if record.exc_info and not record.getMessage().strip():
+        return False
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+def _not_a_dead_worker_report(record: logging.LogRecord) -> bool:
+    """False for the scheduler's ERROR lines about workers that died under a computation ("broadcast to
+    tcp://... failed: CommClosedError", "Task ... marked as failed because 4 workers died"): the job then
+    says in one sentence why they died (job.deploy.faults)."""
+    message = record.getMessage()
+    return not (
+        (message.startswith("broadcast to ") and "CommClosedError" in message)
+        or ("marked as failed because" in message and "workers died" in message)
+    )
 
 
 def _mib(nbytes: float) -> str:
