@@ -25,13 +25,44 @@ SPLITS = ("all", "train", "test")
 PERSIST_POLICIES = ("auto", "always", "never")
 
 
-def _setting(default, check=None, problem: str = "", *, convert=None, result: bool = False, **kwargs):
-    """A JobConfig field: its default, the rule its value must meet, and whether the result depends on it."""
+def _setting(
+    default,
+    check=None,
+    problem: str = "",
+    *,
+    convert=None,
+    result: bool = False,
+    estimator: str = "",
+    **kwargs,
+):
+    """A JobConfig field: its default, the rule its value must meet (`check`, or the constraint the
+    estimator declares on its parameter `estimator`), and whether the result depends on it."""
     return field(
         default=default,
-        metadata={"check": check, "problem": problem, "convert": convert, "result": result},
+        metadata={
+            "check": check,
+            "problem": problem,
+            "convert": convert,
+            "result": result,
+            "estimator": estimator,
+        },
         **kwargs,
     )
+
+
+def _estimator_problem(parameter: str, value) -> str | None:
+    """What FusedKMeans's declared constraint on `parameter` says of `value` ("must be ..."), or None
+    when the value meets it: one rule for the job's settings and the estimator's parameters."""
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    from job.kmeans.estimator import FusedKMeans
+
+    constraint = {parameter: FusedKMeans._parameter_constraints[parameter]}
+    try:
+        validate_parameter_constraints(constraint, {parameter: value}, caller_name="FusedKMeans")
+    except InvalidParameterError as exc:  # "The 'tol' parameter of FusedKMeans must be ... Got -1 instead."
+        return "must be " + str(exc).split(" must be ", 1)[1].rsplit(". Got ", 1)[0]
+    return None
 
 
 def _count_or_auto(value):
@@ -53,39 +84,35 @@ class JobConfig:
     data: Path | str = _setting(Path("data/mnist.zarr"), convert=lambda v: v if is_url(v) else Path(v))  # noqa: RUF009
     # a path, or an fsspec URL (s3://bucket/mnist.zarr)
     split: str = _setting("all", *_one_of(SPLITS), result=True)
-    k: int = _setting(10, lambda v: v >= 1, "must be at least 1", result=True)
+    k: int = _setting(10, result=True, estimator="n_clusters")
     seed: int = _setting(0, result=True)
     # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a subsample when the fit is
     # sampled, else 1 (job.kmeans.sampling.SAMPLED_STARTS)
     n_init: int | str = _setting(
-        "auto",
-        lambda v: v == "auto" or v >= 1,
-        "must be a number (at least 1) or auto",
-        convert=_count_or_auto,
-        result=True,
+        "auto", problem="must be a number or auto", convert=_count_or_auto, result=True, estimator="n_init"
     )
     # rows of the sampled fit's first stage; None (or "all"): every pass on all rows
     sample_size: int | str | None = _setting(
         "auto",
-        lambda v: v in (None, "auto") or v >= 1,
-        "must be a number of rows, auto or all",
+        problem="must be a number of rows, auto or all",
         convert=_rows_or_auto,
         result=True,
+        estimator="sample_size",
     )
     # most Lloyd passes over all rows after the sample's fit; auto: until a pass gains < tol, below 32
     # clusters or while a pass is cheap (FusedKMeans.polish_passes)
     polish_passes: int | str = _setting(
         "auto",
-        lambda v: v == "auto" or v >= 0,
-        "must be a number (at least 0) or auto",
+        problem="must be a number or auto",
         convert=_count_or_auto,
         result=True,
+        estimator="polish_passes",
     )
     engine: str = _setting("fused", *_one_of(ENGINES), result=True)
-    max_iter: int = _setting(300, lambda v: v >= 1, "must be at least 1", result=True)
-    tol: float = _setting(1e-4, lambda v: v >= 0, "must be >= 0", result=True)
-    init_max_iter: int | None = _setting(None, result=True)
-    oversampling_factor: float = _setting(2.0, result=True)
+    max_iter: int = _setting(300, result=True, estimator="max_iter")
+    tol: float = _setting(1e-4, result=True, estimator="tol")
+    init_max_iter: int | None = _setting(None, result=True, estimator="init_max_iter")
+    oversampling_factor: float = _setting(2.0, result=True, estimator="oversampling_factor")
     silhouette_sample: int = _setting(10_000, lambda v: v >= 0, "must be >= 0")
     examples_per_cluster: int = 8
     out: Path | None = None
@@ -107,12 +134,14 @@ class JobConfig:
                 except (TypeError, ValueError):
                     raise ConfigError(f"{f.name} {rule['problem']}; got {value!r}", option=f.name) from None
                 object.__setattr__(self, f.name, value)
-            try:
-                ok = rule.get("check") is None or rule["check"](value)
-            except TypeError:  # a value of another type altogether ("ten" for k)
-                ok = False
-            if not ok:
-                raise ConfigError(f"{f.name} {rule['problem']}, got {value!r}", option=f.name)
+            if rule.get("estimator"):
+                # A default meets the estimator's constraint (tested); not asking spares `--help` the
+                # 2 s import of dask and scikit-learn that the check needs.
+                problem = None if value == f.default else _estimator_problem(rule["estimator"], value)
+            else:
+                problem = None if rule.get("check") is None or rule["check"](value) else rule["problem"]
+            if problem:
+                raise ConfigError(f"{f.name} {problem}, got {value!r}", option=f.name)
         # Rules between fields.
         if isinstance(self.sample_size, int) and self.sample_size < self.k:
             raise ConfigError(

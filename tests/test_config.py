@@ -1,5 +1,6 @@
 """Cluster configuration files: every file in cluster_config/ loads; mistakes are clear errors."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def test_job_config_validates_in_one_place_and_the_cli_names_the_flags():
             JobConfig(**changes)
         assert caught.value.option == field
         assert str(caught.value.for_flags(flag_of)).startswith(flag + " ")
+    # the settings the estimator takes are checked by its own declared constraints, defaults included
+    from job.config import _estimator_problem
+
+    for f in dataclasses.fields(JobConfig):
+        if f.metadata.get("estimator"):
+            assert _estimator_problem(f.metadata["estimator"], f.default) is None, f.name
     assert JobConfig(sample_size="all").sample_size is None and JobConfig(n_init="3").n_init == 3
     assert JobConfig(polish_passes="2").polish_passes == 2
     assert JobConfig().to_dict()["cluster"]["kind"] == "local"

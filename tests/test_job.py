@@ -108,7 +108,7 @@ def test_cli_end_to_end_on_all_of_mnist_with_defaults(mnist_dir, tmp_path):
     "args, message",
     [
         (["--data", "/nonexistent/x.zarr", "--source", "/nonexistent/idx"], "source folder not found"),
-        (["--k", "0"], "--k must be at least 1"),
+        (["--k", "0"], "--k must be an int in the range [1, inf), got 0"),
         (["--cluster-config", "/nonexistent.yaml"], "cluster config not found"),
     ],
 )
