@@ -12,10 +12,10 @@ loop from 32 clusters on (job.kmeans.estimator.BOUNDED_MIN_K), on the sample and
 rows; assign_kept is its final pass when no iteration over all rows follows (docs/benchmarks.md,
 sections 14 and 19).
 
-The loop is plain Lloyd's (the same stopping rules as FusedKMeans._lloyd: the summed squared shift <= tol,
-or a pass that lowers the inertia by less than min_gain), with the inertia of each assignment at the
-centers it was made against computed from the sums alone: sum ||x||^2 - 2 c.S + n ||c||^2.
-May use: job.engine.
+The loop is plain Lloyd's (the same stopping rules, job.kmeans.passes.LoopRule), with the inertia of each
+assignment at the centers it was made against computed from the sums alone: sum ||x||^2 - 2 c.S +
+n ||c||^2.
+May use: job.engine, job.kmeans.passes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import operator
 import time
 import uuid
-from dataclasses import dataclass
 
 import dask.array as da
 import dask.core
@@ -32,6 +31,7 @@ import numpy as np
 
 from job.engine import bounds, projected
 from job.engine.map_reduce import reduce_on_cluster
+from job.kmeans.passes import Converged, Iterations, LoopRule
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,6 @@ log = logging.getLogger(__name__)
 BOUNDS_BYTES_PER_ROW = 128
 # Arguments of a pass from this size on go to the cluster once and every task fetches them (_Bounds._run).
 SHARED_MIN_BYTES = 2**16
-
-
-@dataclass
-class Fitted:
-    """What bounded_lloyd returns: the centers, Lloyd iterations (counting done_before), and the final
-    assignment's sums [k, p], counts [k] and inertia, at those centers, with its labels on the workers."""
-
-    centers: np.ndarray
-    n_iter: int
-    sums: np.ndarray
-    counts: np.ndarray
-    inertia: float
-    labels: da.Array
-    distance_share: float  # distances computed / (rows x k x passes)
 
 
 def _assignment_inertia(sq_total: float, centers: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> float:
@@ -198,22 +184,10 @@ def assign_kept(X: da.Array, plan, centers: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def bounded_lloyd(
-    X: da.Array,
-    plan,
-    centers: np.ndarray,
-    *,
-    tol: float,
-    max_iter: int,
-    done_before: int = 0,
-    min_gain: float = 0.0,
-    previous_inertia: float | None = None,
-    on_iteration=None,
-    seed: int = 0,
-    label: str = "",
-) -> Fitted:
-    """Lloyd from `centers` on persisted X (plan: job.engine.map_reduce.plan_tasks(X)) until the summed
-    squared center shift is <= tol, or (min_gain > 0) a pass lowers the inertia by less than min_gain
-    (relative), or max_iter; then one exact pass. on_iteration gets what FusedKMeans._lloyd gives it."""
+    X: da.Array, plan, centers: np.ndarray, rule: LoopRule, on_iteration=None, seed: int = 0
+) -> Converged:
+    """Lloyd from `centers` on persisted X (plan: job.engine.map_reduce.plan_tasks(X)) under `rule`, then
+    one exact pass. on_iteration gets what FusedKMeans._lloyd gives it."""
     k = len(centers)
     rows_per_thread = max(1, int(X.shape[0]) // max(1, len(plan[1])))
     n_groups = bounds.group_count(k, rows_per_thread, BOUNDS_BYTES_PER_ROW * rows_per_thread)
@@ -230,10 +204,8 @@ def bounded_lloyd(
         " (through the centers' projection)" if state.projection is not None else " (every distance)",
         time.perf_counter() - started,
     )
-    previous, last_report, n_iter = previous_inertia, time.perf_counter(), done_before
-    for n_iter in range(done_before + 1, max_iter + 1):
-        gain = None if previous is None or previous <= 0 else (previous - inertia) / previous
-        previous = inertia
+    iterations, n_iter = Iterations(rule, log), rule.done_before
+    for n_iter in range(rule.done_before + 1, rule.max_iter + 1):
         if not counts.all():
             # Rare with k-means++ starts; a cluster that emptied keeps its center (FusedKMeans._lloyd
             # re-seeds it on the non-bounded path).
@@ -242,23 +214,8 @@ def bounded_lloyd(
         moves = np.sqrt(((new - centers) ** 2).sum(axis=1))
         shift = float((moves**2).sum())
         centers = new
-        done = shift <= tol or (min_gain > 0 and gain is not None and gain < min_gain) or n_iter == max_iter
-        now = time.perf_counter()
-        level = logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
-        if level == logging.INFO:
-            last_report = now
-        log.log(
-            level,
-            "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s); "
-            "distances computed %.1f%%",
-            n_iter,
-            max_iter,
-            label,
-            inertia,
-            shift,
-            tol,
-            f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "",
-            100 * computed / (passes * n * k),
+        done = iterations.last(
+            n_iter, inertia, shift, f"; distances computed {100 * computed / (passes * n * k):.1f}%"
         )
         if on_iteration is not None:
             on_iteration(
@@ -272,17 +229,9 @@ def bounded_lloyd(
             break
     log.info(
         "bounded Lloyd%s: %d iterations in %.2f s, %.1f%% of the distances computed",
-        label,
-        n_iter - done_before,
+        rule.label,
+        n_iter - rule.done_before,
         time.perf_counter() - started,
         100 * computed / (passes * n * k),
     )
-    return Fitted(
-        centers=centers,
-        n_iter=n_iter,
-        sums=sums,
-        counts=counts,
-        inertia=float(inertia),
-        labels=state.labels(X),
-        distance_share=computed / (passes * n * k),
-    )
+    return Converged(centers, n_iter, sums, counts, float(inertia), state.labels(X))

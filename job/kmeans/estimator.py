@@ -35,7 +35,15 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from job.engine import kernels
 from job.engine.map_reduce import moments, plan_tasks
 from job.kmeans.kmeans_parallel import kmeans_parallel
-from job.kmeans.passes import lloyd_step, predict_labels, relative_tol, reseed_empty
+from job.kmeans.passes import (
+    Converged,
+    Iterations,
+    LoopRule,
+    lloyd_step,
+    predict_labels,
+    relative_tol,
+    reseed_empty,
+)
 from job.kmeans.validation import check_features, check_rows_and_weights
 
 log = logging.getLogger(__name__)
@@ -488,25 +496,21 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             if sampled:
                 # With many clusters the sample's loop also stops on the gain (its shift reaches tol only
                 # after hundreds of iterations that no longer move the inertia: docs/benchmarks.md, 14).
-                centers, sample_iter, _, _, sample_inertia, _ = self._converge(
-                    sample,
-                    sample_plan,
-                    centers,
-                    tol,
-                    min_gain=SAMPLE_MIN_GAIN if bounded else 0.0,
-                    label=" on the sample",
-                    seed=seeds[0],
+                rule = LoopRule(
+                    tol, self.max_iter, SAMPLE_MIN_GAIN if bounded else 0.0, label=" on the sample"
                 )
+                on_sample = self._converge(sample, sample_plan, centers, rule, seed=seeds[0])
+                centers = on_sample.centers
                 sample_record.update(
-                    n_iter=int(sample_iter),
-                    inertia=float(sample_inertia),
+                    n_iter=int(on_sample.n_iter),
+                    inertia=float(on_sample.inertia),
                     fit_seconds=time.perf_counter() - started - draw_seconds,
                     **init_info,
                 )
                 log.info(
                     "sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
-                    sample_iter,
-                    sample_inertia,
+                    on_sample.n_iter,
+                    on_sample.inertia,
                     f"{n:,}",
                 )
             done_before = 0
@@ -545,19 +549,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             min_gain = ALL_ROWS_MIN_GAIN if self._costly_passes(n) else SAMPLE_MIN_GAIN
         else:
             min_gain = 0.0
-        centers, n_iter, sums, counts, inertia, labels = self._converge(
-            X,
-            plan,
-            centers,
-            tol,
-            done_before,
-            notify,
-            min_gain=min_gain,
-            previous_inertia=previous,
-            max_iter=max_iter,
-            label=" over all rows" if sampled else "",
-            seed=seeds[0],
-        )
+        rule = LoopRule(tol, max_iter, min_gain, done_before, previous, " over all rows" if sampled else "")
+        final = self._converge(X, plan, centers, rule, notify, seeds[0])
+        n_iter, inertia = final.n_iter, final.inertia
         lloyd_seconds = time.perf_counter() - started
         if sampled:
             if inertias and start is None:
@@ -573,12 +567,12 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         # then the final one); a coarse level drawn from X itself reads it once more
         coarse_from_x = not sampled and bool(sample_record.get("coarse"))
         return FitResult(
-            centers=centers,
+            centers=final.centers,
             inertia=inertia,
-            counts=counts,
-            sums=sums,
+            counts=final.counts,
+            sums=final.sums,
             n_iter=n_iter,
-            labels=labels,
+            labels=final.labels,
             init_centers=init_centers,
             init_info=init_info,
             strategy=("sampled" if sampled else "starts on a subsample")
@@ -605,20 +599,20 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         started = time.perf_counter()
         quarter = persist_spread(plan[0], sample_rows(rows, size, seed, stream=COARSE_STREAM + level))
         centers, levels = self._coarse_fit(quarter, plan, centers, tol, seed, level + 1)
-        centers, n_iter, _, _, inertia, _ = self._converge(
+        label = f" on {int(quarter.shape[0]):,} rows (coarse level {level})"
+        coarse = self._converge(
             quarter,
             plan_tasks(quarter),
             centers,
-            tol,
-            min_gain=SAMPLE_MIN_GAIN,
-            label=f" on {int(quarter.shape[0]):,} rows (coarse level {level})",
+            LoopRule(tol, self.max_iter, SAMPLE_MIN_GAIN, label=label),
             seed=seed,
         )
+        centers = coarse.centers
         levels.append(
             {
                 "rows": int(quarter.shape[0]),
-                "n_iter": int(n_iter),
-                "inertia": float(inertia),
+                "n_iter": int(coarse.n_iter),
+                "inertia": float(coarse.inertia),
                 "seconds": time.perf_counter() - started,
             }
         )
@@ -639,61 +633,24 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         persisted X."""
         return plan is not None and self.n_clusters >= BOUNDED_MIN_K
 
-    def _converge(
-        self,
-        X,
-        plan,
-        centers,
-        tol,
-        done_before=0,
-        on_iteration=None,
-        min_gain=0.0,
-        previous_inertia=None,
-        max_iter=None,
-        label="",
-        seed=0,
-    ):
-        """Lloyd from `centers` (FusedKMeans._lloyd's rules) and the assignment at its last centers:
-        (centers, n_iter, sums, counts, inertia, labels). labels: the assignment's labels on the workers
-        (the bounded loop keeps them) or None (plain Lloyd: computed again when asked for)."""
-        max_iter = self.max_iter if max_iter is None else max_iter
-        if self._bounded(plan) and max_iter <= done_before:  # no iteration: only the final pass
+    def _converge(self, X, plan, centers, rule: LoopRule, on_iteration=None, seed=0) -> Converged:
+        """Lloyd from `centers` under `rule` and the assignment at its last centers; with bounds on a
+        persisted X (FusedKMeans._bounded) the labels stay on the workers, else they are computed again
+        when asked for."""
+        if self._bounded(plan) and rule.max_iter <= rule.done_before:  # no iteration: only the final pass
             from job.kmeans.bounded import assign_kept
 
             sums, counts, inertia, labels = assign_kept(X, plan, centers)
-            return np.asarray(centers, dtype=np.float64), done_before, sums, counts, inertia, labels
+            return Converged(
+                np.asarray(centers, dtype=np.float64), rule.done_before, sums, counts, inertia, labels
+            )
         if self._bounded(plan):
             from job.kmeans.bounded import bounded_lloyd
 
-            fitted = bounded_lloyd(
-                X,
-                plan,
-                centers,
-                tol=tol,
-                max_iter=max_iter,
-                done_before=done_before,
-                min_gain=min_gain,
-                previous_inertia=previous_inertia,
-                on_iteration=on_iteration,
-                seed=seed,
-                label=label,
-            )
-            return fitted.centers, fitted.n_iter, fitted.sums, fitted.counts, fitted.inertia, fitted.labels
-        n_iter = done_before
-        if max_iter > done_before:
-            centers, n_iter = self._lloyd(
-                X,
-                centers,
-                tol,
-                plan,
-                done_before,
-                on_iteration,
-                min_gain=min_gain,
-                previous_inertia=previous_inertia,
-                max_iter=max_iter,
-            )
+            return bounded_lloyd(X, plan, centers, rule, on_iteration, seed)
+        centers, n_iter = self._lloyd(X, centers, plan, rule, on_iteration)
         sums, counts, inertia = lloyd_step(X, centers, plan)
-        return centers, n_iter, sums, counts, inertia, None
+        return Converged(centers, n_iter, sums, counts, inertia)
 
     def _run_starts(self, sample, seeds, tol):
         """The starts: each one task fitting a nested subsample of the sample in memory
@@ -792,7 +749,8 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if start is not None and start.get("converged"):
             n_iter = done_before
         else:
-            centers, n_iter = self._lloyd(X, centers, tol, plan, done_before, on_iteration, weights=weights)
+            rule = LoopRule(tol, self.max_iter, done_before=done_before)
+            centers, n_iter = self._lloyd(X, centers, plan, rule, on_iteration, weights)
         lloyd_seconds = time.perf_counter() - started
         sums, counts, inertia = lloyd_step(X, centers, plan, weights)
         return {
@@ -837,33 +795,15 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return np.asarray(centers, dtype=np.float64), {}
 
     def _lloyd(
-        self,
-        X,
-        centers,
-        tol,
-        plan,
-        done_before=0,
-        on_iteration=None,
-        min_gain=0.0,
-        previous_inertia=None,
-        weights=None,
-        max_iter=None,
+        self, X, centers, plan, rule: LoopRule, on_iteration=None, weights=None
     ) -> tuple[np.ndarray, int]:
-        """Lloyd iterations from `centers` until the squared center shift is <= tol (scikit-learn's rule),
-        or, with min_gain > 0, until a pass lowers the inertia by less than min_gain (relative; the
-        polishing stage of the sampled fit), or max_iter. previous_inertia: the inertia of the pass
-        before `done_before` (a resumed run's checkpoint), so that a resumed loop stops where an
-        uninterrupted one would. weights: sample weights (a dask array chunked like X) or None."""
-        n_iter = done_before
-        max_iter = self.max_iter if max_iter is None else max_iter
-        last_report = time.perf_counter()
-        previous = previous_inertia
-        for n_iter in range(done_before + 1, max_iter + 1):
+        """Lloyd iterations from `centers` under `rule` (job.kmeans.passes.LoopRule): (centers, n_iter).
+        weights: sample weights (a dask array chunked like X) or None."""
+        iterations, n_iter = Iterations(rule, log), rule.done_before
+        for n_iter in range(rule.done_before + 1, rule.max_iter + 1):
             sums, counts, inertia = lloyd_step(X, centers, plan, weights)
             if not np.isfinite(inertia):
                 raise ValueError("Input contains NaN or infinity.")
-            gain = None if previous is None or previous <= 0 else (previous - inertia) / previous
-            previous = inertia
             if not counts.all():
                 # dask-ml collapses an empty cluster to the origin; like scikit-learn, we move it to
                 # the points farthest from their centers.
@@ -872,25 +812,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
             shift = float(((new - centers) ** 2).sum())
             centers = new
-            done = shift <= tol or (min_gain > 0 and gain is not None and gain < min_gain)
-            # Progress once a second (every iteration at DEBUG): ~100 iterations would flood the log.
-            now = time.perf_counter()
-            level = (
-                logging.INFO if done or n_iter == done_before + 1 or now - last_report >= 1 else logging.DEBUG
-            )
-            if level == logging.INFO:
-                last_report = now
-            log.log(
-                level,
-                "Lloyd iteration %d/%d%s: inertia %.6g, center shift %.3g (stops at <= %.3g%s)",
-                n_iter,
-                max_iter,
-                " over all rows" if min_gain else "",
-                inertia,
-                shift,
-                tol,
-                f", or a gain below {min_gain:.0e}: {gain:.2e}" if min_gain and gain is not None else "",
-            )
+            done = iterations.last(n_iter, inertia, shift)
             if on_iteration is not None:
                 on_iteration(
                     {
