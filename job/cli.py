@@ -29,7 +29,7 @@ from data_prep.digits import DEFAULT_CHUNK_SIZE
 from data_prep.errors import DataPrepError
 from data_prep.locations import is_url
 from job.config import ENGINES, PERSIST_POLICIES, SPLITS, JobConfig, parse_k
-from job.deploy.files import DEFAULT_CLUSTER_CONFIG, load_cluster_config, shipped_configs
+from job.deploy.files import add_cluster_arguments, cluster_from_args
 from job.errors import DataError, JobError
 
 log = logging.getLogger(__name__)
@@ -169,47 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Lloyd iterations between checkpoints",
     )
 
-    cl = p.add_argument_group("cluster")
-    cl.add_argument(
-        "--cluster-config",
-        default=None,
-        metavar="FILE|NAME",
-        help="a cluster config YAML file, or the name of one shipped with the package: "
-        f"{', '.join(shipped_configs())} (default: the shipped {DEFAULT_CLUSTER_CONFIG})",
-    )
-    cl.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)",
-    )
-    cl.add_argument(
-        "--scheduler-file",
-        default=None,
-        metavar="FILE",
-        help="join the scheduler that wrote FILE (dask scheduler --scheduler-file FILE)",
-    )
-    cl.add_argument(
-        "--n-workers",
-        type=int,
-        default=None,
-        help="LocalCluster workers (default: one per core this process may use)",
-    )
-    cl.add_argument(
-        "--threads-per-worker", type=int, default=None, help="LocalCluster threads per worker (default: 1)"
-    )
-    cl.add_argument(
-        "--memory-limit",
-        default=None,
-        help="LocalCluster memory per worker, e.g. 4GiB (default: the machine's memory shared between "
-        "the workers)",
-    )
-    cl.add_argument(
-        "--dashboard-address",
-        default=None,
-        help="where a cluster we start serves its dashboard (default 127.0.0.1:8787, loopback only); "
-        "0.0.0.0:8787 exposes it to the network",
-    )
+    add_cluster_arguments(p.add_argument_group("cluster"))
     p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return p
 
@@ -240,15 +200,7 @@ def nearest_store(data: Path) -> Path | None:
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
-    cluster = load_cluster_config(
-        args.cluster_config,
-        address=args.scheduler,
-        scheduler_file=args.scheduler_file,
-        n_workers=args.n_workers,
-        threads_per_worker=args.threads_per_worker,
-        memory_limit=args.memory_limit,
-        dashboard_address=args.dashboard_address,
-    )
+    cluster = cluster_from_args(args)
     names = {f.name for f in dataclasses.fields(JobConfig)} - {"cluster", "resume", "k"}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
     values["k"] = parse_k(args.k)[0]

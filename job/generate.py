@@ -22,7 +22,7 @@ from data_prep.convert import prepare_dataset
 from data_prep.digits import DEFAULT_CHUNK_SIZE
 from data_prep.errors import DataPrepError
 from data_prep.generate import GenerateConfig, generate_dataset
-from job.deploy.files import load_cluster_config
+from job.deploy.files import add_cluster_arguments, cluster_from_args
 from job.deploy.lifecycle import connect
 from job.errors import JobError
 
@@ -44,15 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     add_source_arguments(p)
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument(
-        "--cluster-config",
-        default=None,
-        metavar="FILE|NAME",
-        help="a cluster config YAML file or a shipped one's name (default local.yaml)",
-    )
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing cluster")
-    p.add_argument("--n-workers", type=int, default=None)
-    p.add_argument("--memory-limit", default=None, help="per LocalCluster worker, e.g. 2GiB")
+    add_cluster_arguments(p)
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     from job.deploy.faults import quiet_cluster_logs  # imports distributed, which configures its loggers
@@ -73,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_size=args.chunk_size,
             overwrite=args.overwrite,
         )
-        cluster = load_cluster_config(
-            args.cluster_config,
-            address=args.scheduler,
-            n_workers=args.n_workers,
-            memory_limit=args.memory_limit,
-        )
-        with connect(cluster) as client:
+        with connect(cluster_from_args(args)) as client:
             print(generate_dataset(config, client))
 
     return run_cli(body, args.debug, (DataPrepError, JobError))
