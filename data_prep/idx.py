@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import math
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ DTYPE_CODES: dict[int, np.dtype] = {
 GZIP_MAGIC = b"\x1f\x8b"
 # Largest single read: a header that declares terabytes costs at most this much before it is caught.
 _READ_PIECE = 8 * 1024 * 1024
+# Past 2**48 bytes (256 TiB) a declared size is a damaged header, not data.
+MAX_DECLARED_BYTES = 2**48
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,12 @@ def _parse_header(stream: BinaryIO, path: Path) -> IdxHeader:
     if len(dims_bytes) < 4 * ndim:
         raise IdxFormatError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
     shape = tuple(int(d) for d in np.frombuffer(dims_bytes, dtype=">u4"))
+    # numpy refuses a shape whose non-zero dimensions overflow, even with a zero among them
+    nbytes = math.prod(max(1, d) for d in shape) * DTYPE_CODES[code].itemsize
+    if nbytes > MAX_DECLARED_BYTES:  # a damaged header: numpy cannot even index such an array
+        raise IdxFormatError(
+            f"{path}: IDX header declares {shape}, {nbytes:,} bytes: more than any IDX file holds"
+        )
     return IdxHeader(dtype=DTYPE_CODES[code], shape=shape)
 
 
@@ -207,11 +216,6 @@ class IdxReader:
                 f"{self.path}: unexpected bytes after the {header.data_nbytes} data bytes "
                 f"that the header {header.shape} declares"
             )
-
-
-def read_header(path: str | Path) -> IdxHeader:
-    with IdxReader(path) as reader:
-        return reader.header
 
 
 def read_idx(path: str | Path) -> np.ndarray:
