@@ -32,7 +32,7 @@ from job.dataset import open_dataset, to_features
 from job.deploy.lifecycle import reduce_batching_latency
 from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
-from job.kmeans.passes import inertia_and_counts
+from job.kmeans.passes import lloyd_step
 
 CLUSTER = {
     "n_workers": 2,
@@ -63,7 +63,7 @@ def fixed_work(X, X_np, init, iters, repeats):
     for name, model in models.items():
         seconds = float(np.median(times[name]))
         centers = np.asarray(model.cluster_centers_, dtype=np.float64)
-        inertia, _ = inertia_and_counts(X, centers)
+        inertia = float(lloyd_step(X, centers)[2])
         rows.append(
             {
                 "fit": name,
@@ -92,7 +92,7 @@ def whole_fits(X, X_np, y, seed):
         model.fit(X_np if name.startswith("scikit") else X)
         seconds = time.perf_counter() - started
         centers = np.asarray(model.cluster_centers_, dtype=np.float64)
-        inertia, _ = inertia_and_counts(X, centers)
+        inertia = float(lloyd_step(X, centers)[2])
         labels = model.labels_ if isinstance(model.labels_, np.ndarray) else model.labels_.compute()
         rows.append(
             {

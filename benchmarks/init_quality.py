@@ -26,7 +26,7 @@ from job.dataset import open_dataset, to_features
 from job.deploy.lifecycle import reduce_batching_latency
 from job.engine.persist import persist_balanced
 from job.kmeans.estimator import FusedKMeans
-from job.kmeans.passes import inertia_and_counts
+from job.kmeans.passes import lloyd_step
 
 
 def _row(method, seed, X, y, init, init_s, model, fit_s, passes=None):
@@ -34,8 +34,8 @@ def _row(method, seed, X, y, init, init_s, model, fit_s, passes=None):
     return {
         "method": method,
         "seed": seed,
-        "init inertia": inertia_and_counts(X, np.asarray(init, dtype=np.float64))[0],
-        "final inertia": inertia_and_counts(X, np.asarray(model.cluster_centers_, dtype=np.float64))[0],
+        "init inertia": float(lloyd_step(X, np.asarray(init, dtype=np.float64))[2]),
+        "final inertia": float(lloyd_step(X, np.asarray(model.cluster_centers_, dtype=np.float64))[2]),
         "ARI": adjusted_rand_score(y, labels),
         "NMI": normalized_mutual_info_score(y, labels),
         "init s": init_s,

@@ -81,11 +81,13 @@ def measure(workers: int, X: np.ndarray, k: int, iterations: int, repeats: int) 
             bounded._Bounds = cls  # the loop builds its state from this name
             try:
                 bounded_lloyd = bounded.bounded_lloyd
-                bounded_lloyd(Xd, plan, centers, tol=0, max_iter=2)  # compiled, warm
+                from job.kmeans.passes import LoopRule
+
+                bounded_lloyd(Xd, plan, centers, LoopRule(tol=0, max_iter=2))  # compiled, warm
                 wall, cpu = [], []
                 for _ in range(repeats):
                     started, cpu_started = time.perf_counter(), time.process_time()
-                    fitted = bounded_lloyd(Xd, plan, centers, tol=0, max_iter=iterations)
+                    fitted = bounded_lloyd(Xd, plan, centers, LoopRule(tol=0, max_iter=iterations))
                     wall.append((time.perf_counter() - started) / iterations)
                     cpu.append((time.process_time() - cpu_started) / iterations)
             finally:

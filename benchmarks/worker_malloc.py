@@ -82,6 +82,7 @@ def two_workers(env: dict[str, str]) -> float:
     from job.engine.map_reduce import plan_tasks
     from job.engine.persist import persist_spread
     from job.kmeans.bounded import bounded_lloyd
+    from job.kmeans.passes import LoopRule
 
     X = _rows()
     centers = X[np.random.default_rng(0).choice(len(X), K, replace=False)].astype(np.float64)
@@ -104,7 +105,7 @@ def two_workers(env: dict[str, str]) -> float:
         reduce_batching_latency(client)
         persisted = persist_spread(client, da.from_array(X, chunks=(len(X) // 2, X.shape[1])))
         started = time.perf_counter()
-        bounded_lloyd(persisted, plan_tasks(persisted), centers, tol=0, max_iter=30)
+        bounded_lloyd(persisted, plan_tasks(persisted), centers, LoopRule(tol=0, max_iter=30))
         return time.perf_counter() - started
 
 

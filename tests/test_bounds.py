@@ -12,6 +12,7 @@ from job.engine import bounds, kernels, projected
 from job.engine.map_reduce import plan_tasks
 from job.engine.persist import persist_balanced
 from job.kmeans.bounded import bounded_lloyd
+from job.kmeans.passes import LoopRule
 
 
 def _rows(store, n):
@@ -77,7 +78,7 @@ def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store, k):
     X_np = _rows(mnist_store, 8_000)
     X = persist_balanced(client, da.from_array(X_np, chunks=(1_000, 784)))
     start = X_np[:: len(X_np) // k][:k].astype(np.float64)
-    fitted = bounded_lloyd(X, plan_tasks(X), start, tol=0.0, max_iter=10)
+    fitted = bounded_lloyd(X, plan_tasks(X), start, LoopRule(tol=0.0, max_iter=10))
     expected = _plain_lloyd(X_np, start, 10)
     assert fitted.n_iter == 10
     assert np.allclose(fitted.centers, expected)

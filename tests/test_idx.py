@@ -80,7 +80,7 @@ def test_missing_file(tmp_path):
 def test_huge_declared_size_fails_fast_without_allocating(tmp_path):
     path = tmp_path / "huge.idx.gz"
     path.write_bytes(gzip.compress(_header(dims=(4_000_000_000, 60_000, 60_000)) + b"\x00" * 100))
-    with pytest.raises(IdxFormatError, match="truncated|more than any IDX file holds"):
+    with pytest.raises(IdxFormatError, match=r"truncated|more than any IDX file holds"):
         read_idx(path)
 
 
