@@ -4,7 +4,8 @@ A field's metadata says what values it takes (`check`, with the `problem` a user
 for the forms it accepts, e.g. "all" for sample_size) and whether the clustering's result depends on it
 (`result`: what a checkpoint must match to be resumed). Errors name the field (`k must be at least 1`);
 the CLI renames it to its flag (`--k must be ...`, job.cli). Unknown keys are errors, never ignored.
-May use: job.deploy (the cluster's config), job.errors, data_prep (paths and redaction).
+May use: job.deploy (the cluster's config), job.kmeans (the estimator's parameter constraints), job.errors,
+data_prep (paths and redaction).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ ALLOWED = {
     "job.dataset": {"job.errors"},
     # The top-level modules, each a room of its own, in the order the data flows through them.
     "job.phases": set(),
-    "job.config": {"job.deploy", "job.errors"},
+    "job.config": {"job.deploy", "job.errors", "job.kmeans"},
     "job.checkpoint": {"job.config", "job.dataset", "job.errors"},
     "job.run_folder": {"job.checkpoint", "job.errors"},
     "job.generate": {"job.deploy", "job.errors"},
