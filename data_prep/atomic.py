@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 # Returns None when `target` is something we wrote and may replace, else the reason it is not.
 OwnershipCheck = Callable[[Path], "str | None"]
 
@@ -32,7 +34,7 @@ class TargetExistsError(FileExistsError):
     """The target appeared while we were building it (another writer finished first)."""
 
 
-class NotOursError(FileExistsError):
+class NotOursError(UserError, FileExistsError):
     """The target exists and is not something this project wrote: it is never replaced."""
 
     def __init__(self, target: Path, reason: str):
@@ -139,18 +141,18 @@ def staged_directory(
     try:
         with atomic_directory(target, overwrite=overwrite, why_not_ours=why_not_ours) as tmp:
             yield tmp
-    except NotOursError as exc:
-        raise error(str(exc)) from None
-    except TargetExistsError:
-        raise error(f"{target}: {rival}") from None
+    except NotOursError:
+        raise  # a UserError already, naming the target
+    except TargetExistsError as exc:
+        raise error(f"{target}: {rival}") from exc
     except OSError as exc:
         reason = unwritable(exc)
         if reason is None:
             raise
-        raise error(f"{target}: {reason}") from None
+        raise error(f"{target}: {reason}") from exc
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(UserError, TimeoutError):
     """Another process held a store's lock for longer than we were willing to wait."""
 
 
@@ -203,7 +205,7 @@ def store_lock(out: Path, what: str, wait_seconds: float = 600) -> Iterator[None
     try:
         with held_lock(out, wait_seconds):
             yield
-    except LockTimeout:
+    except LockTimeout as exc:
         raise LockTimeout(
             f"{out}: another {what} has held it for {wait_seconds:g} s; try again later"
-        ) from None
+        ) from exc

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .digits import DEFAULT_CHUNK_SIZE
-from .errors import DataPrepError
+from .errors import UserError
 from .redact import RedactingFilter, redact_text
 from .registry import MNIST_MIRRORS
 
@@ -36,11 +36,11 @@ def setup_logging(debug: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_cli(body: Callable[[], int | None], debug: bool, errors: tuple[type[Exception], ...]) -> int:
-    """Run a CLI body: our errors become one line on stderr and exit 1, Ctrl-C exit 130."""
+def run_cli(body: Callable[[], int | None], debug: bool) -> int:
+    """Run a CLI body: our errors (UserError) become one line on stderr and exit 1, Ctrl-C exit 130."""
     try:
         return body() or 0
-    except errors as exc:
+    except UserError as exc:
         if debug:
             raise
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
@@ -193,7 +193,7 @@ def verify_main(argv: list[str]) -> int:
             )
         return 0
 
-    return run_cli(body, args.debug, (DataPrepError,))
+    return run_cli(body, args.debug)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,4 +209,4 @@ def main(argv: list[str] | None = None) -> int:
         out = prepare_dataset(prep_config_from_args(args, args.out))
         print(out)
 
-    return run_cli(body, args.debug, (DataPrepError,))
+    return run_cli(body, args.debug)

@@ -17,9 +17,9 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .atomic import LockTimeout, store_lock
+from .atomic import store_lock
 from .digits import DEFAULT_CHUNK_SIZE, N_CLASSES
-from .errors import DataPrepError, IdxFormatError, StoreError
+from .errors import DataPrepError, IdxFormatError
 from .idx import IdxReader
 from .redact import redact_text
 from .registry import MNIST_MIRRORS, SPLITS, files_for
@@ -143,11 +143,8 @@ def prepare_dataset(config: PrepConfig) -> Path:
     refuse_broken_link(out)
     files = locate_sources(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with store_lock(out, "conversion", LOCK_WAIT_SECONDS):
-            return _convert_locked(config, out, files)
-    except LockTimeout as exc:
-        raise StoreError(str(exc)) from None
+    with store_lock(out, "conversion", LOCK_WAIT_SECONDS):  # LockTimeout: one line naming the store
+        return _convert_locked(config, out, files)
 
 
 def _convert_locked(config: PrepConfig, out: Path, files) -> Path:

@@ -1,10 +1,17 @@
-"""Errors a user can cause while preparing data: each carries one sentence that names the culprit.
+"""Errors a user can cause: each carries one sentence that names the culprit.
+
+UserError is the one root of data_prep's errors and of job's (job.errors): the command lines print any
+of them as one line, and library callers catch one class.
 
 May use: nothing.
 """
 
 
-class DataPrepError(Exception):
+class UserError(Exception):
+    """Base class for every error the project reports to the user (data_prep's and job's)."""
+
+
+class DataPrepError(UserError):
     """Base class for every error data_prep reports to the user."""
 
 

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from zarr.core.array_spec import ArrayConfigParams
 
 from . import __version__
-from .atomic import LockTimeout, store_lock
+from .atomic import store_lock
 from .augment import Deformation, deform, deformation_draws
 from .digits import DEFAULT_CHUNK_SIZE, N_CLASSES
-from .errors import DataPrepError, StoreError
+from .errors import DataPrepError
 from .zarr_store import (
     array_in,
     building_store,
@@ -127,11 +127,8 @@ def generate_dataset(config: GenerateConfig, client) -> Path:
     out, source = Path(config.out).resolve(), Path(config.source).resolve()
     info = validate_store(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with store_lock(out, "generation", LOCK_WAIT_SECONDS), reading_store(source):
-            return _reuse_or_generate(config, out, source, info, client)
-    except LockTimeout as exc:
-        raise StoreError(str(exc)) from None
+    with store_lock(out, "generation", LOCK_WAIT_SECONDS), reading_store(source):
+        return _reuse_or_generate(config, out, source, info, client)
 
 
 def _reuse_or_generate(config: GenerateConfig, out: Path, source: Path, info, client) -> Path:

@@ -61,10 +61,10 @@ class IdxHeader:
 def _open_stream(path: Path) -> Iterator[BinaryIO]:
     try:
         raw = open(path, "rb")  # noqa: SIM115 (closed by the `with raw:` below, once open errors are ours)
-    except FileNotFoundError:
-        raise IdxFormatError(f"{path}: file not found") from None
+    except FileNotFoundError as exc:
+        raise IdxFormatError(f"{path}: file not found") from exc
     except OSError as exc:
-        raise IdxFormatError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise IdxFormatError(f"{path}: cannot be read ({exc.strerror})") from exc
     with raw:
         if raw.read(2) == GZIP_MAGIC:
             raw.seek(0)
@@ -187,7 +187,7 @@ class IdxReader:
         try:
             return read()
         except (OSError, EOFError, zlib.error) as exc:
-            raise IdxFormatError(f"{self.path}: corrupt gzip data ({exc})") from None
+            raise IdxFormatError(f"{self.path}: corrupt gzip data ({exc})") from exc
 
     def iter_blocks(self, records_per_block: int) -> Iterator[np.ndarray]:
         """Yield consecutive blocks of whole records, then check that nothing follows them."""

@@ -55,7 +55,7 @@ def content_sha256(path: Path) -> str:
             while block := stream.read(1 << 20):
                 digest.update(block)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ChecksumError(f"{path}: corrupt gzip data ({exc})") from None
+        raise ChecksumError(f"{path}: corrupt gzip data ({exc})") from exc
     return digest.hexdigest()
 
 

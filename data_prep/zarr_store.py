@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .atomic import NotOursError, staged_directory
+from .atomic import staged_directory
 from .digits import N_CLASSES
 from .errors import DamagedChunkError, StoreError
 from .locations import is_url
@@ -187,8 +187,8 @@ def _flock(path: Path, kind: int, busy: str) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, kind | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(busy) from None
+        except BlockingIOError as exc:
+            raise StoreError(busy) from exc
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -226,19 +226,19 @@ def open_root(location: str | Path) -> zarr.Group:
         location = str(path)
     try:
         return zarr.open_group(store=location, mode="r", zarr_format=3)
-    except FileNotFoundError:
-        raise StoreError(f"{location}: store not found") from None
+    except FileNotFoundError as exc:
+        raise StoreError(f"{location}: store not found") from exc
     except ImportError as exc:
         raise StoreError(
             f"{location}: reading this URL needs {exc.name or 'an fsspec backend'} installed"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 (each fsspec backend has its own errors: one line each)
+        ) from exc
+    except Exception as exc:
         kind = (
             "store not found"
             if "NotFound" in type(exc).__name__
             else f"not a Zarr v3 group ({type(exc).__name__})"
         )
-        raise StoreError(f"{location}: {kind}") from None
+        raise StoreError(f"{location}: {kind}") from exc
 
 
 def broken_link_problem(path: Path) -> str | None:
@@ -289,12 +289,12 @@ def open_array(root: zarr.Group, location, component: str):
     """root[component], or StoreError naming the array when it is missing or its metadata is damaged."""
     try:
         node = root[component]
-    except KeyError:
-        raise StoreError(f"{location}: missing array {component}") from None
-    except Exception as exc:  # noqa: BLE001 (zarr.json that is not JSON, or not Zarr v3 metadata)
+    except KeyError as exc:
+        raise StoreError(f"{location}: missing array {component}") from exc
+    except Exception as exc:
         raise StoreError(
             f"{location}/{component}: its zarr.json is damaged or not Zarr v3 metadata ({type(exc).__name__})"
-        ) from None
+        ) from exc
     if not isinstance(node, zarr.Array):
         raise StoreError(f"{location}/{component}: is a group, not an array")
     return node
@@ -547,14 +547,11 @@ def why_store_not_ours(path: Path) -> str | None:
 
 
 def check_store_replaceable(out: Path) -> None:
-    """Before any work: StoreError unless an existing `out` is a store of ours (or an empty folder)."""
+    """Before any work: NotOursError unless an existing `out` is a store of ours (or an empty folder)."""
     from .atomic import check_replaceable
 
     if Path(out).exists() or Path(out).is_symlink():
-        try:
-            check_replaceable(Path(out), why_store_not_ours)
-        except NotOursError as exc:
-            raise StoreError(str(exc)) from None
+        check_replaceable(Path(out), why_store_not_ours)
 
 
 def reuse_if_same(out: Path, same_data: Callable[[Mapping], bool]) -> Path:
@@ -565,7 +562,7 @@ def reuse_if_same(out: Path, same_data: Callable[[Mapping], bool]) -> Path:
     try:
         validate_store(out)
     except StoreError as exc:
-        raise StoreError(f"{exc}; pass --overwrite to replace it") from None
+        raise StoreError(f"{exc}; pass --overwrite to replace it") from exc
     if not same_data(store_attrs(out).get("provenance", {})):
         raise StoreError(f"{out}: store exists and holds other data; pass --overwrite to replace it")
     return out

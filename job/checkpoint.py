@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from data_prep.atomic import durable_replace
-from data_prep.errors import StoreError
 from data_prep.redact import redact_text
 from data_prep.zarr_store import store_attrs, validate_store
 from job.config import JobConfig
@@ -67,14 +66,11 @@ def data_fingerprint(store: Path | str, split: str) -> str:
     that say how or when it was written (so a copy, or the same data in other chunks, matches), and the
     size and image shape of each split used. A converted store's provenance holds its source files'
     checksums; a generated one's holds its recipe (n, seed, deformation, source checksums)."""
-    try:
-        provenance = dict(store_attrs(store).get("provenance", {}))
-        layout = {
-            name: [info.n, list(info.image_shape)]
-            for name, info in validate_store(store, splits_for(split)).items()
-        }
-    except StoreError as exc:
-        raise JobError(str(exc)) from None
+    provenance = dict(store_attrs(store).get("provenance", {}))
+    layout = {
+        name: [info.n, list(info.image_shape)]
+        for name, info in validate_store(store, splits_for(split)).items()
+    }
     content = {key: value for key, value in provenance.items() if key not in _NOT_CONTENT}
     payload = json.dumps(
         {"provenance": content, "layout": layout, "split": split}, sort_keys=True, default=str
@@ -149,15 +145,15 @@ def _checked_record(config: JobConfig, run_dir: Path, sweep_ks: tuple[int, ...] 
             or "data" not in record
         ):
             raise ValueError("not a job record")
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if has_checkpoint(run_dir):
-            raise JobError(_ORPHAN.format(partial=partial, run_dir=run_dir)) from None
-        raise JobError(f"{run_dir}: no run in progress to resume ({partial / JOB_FILE} not found)") from None
+            raise JobError(_ORPHAN.format(partial=partial, run_dir=run_dir)) from exc
+        raise JobError(f"{run_dir}: no run in progress to resume ({partial / JOB_FILE} not found)") from exc
     except (OSError, ValueError) as exc:
         raise JobError(
             f"{partial / JOB_FILE}: damaged ({type(exc).__name__}); this run cannot be resumed: "
             f"run it again with --out {run_dir} --overwrite"
-        ) from None
+        ) from exc
     settings = result_settings(config)
     differ = [
         f"{k} ({settings[k]!r} now, {record['settings'].get(k)!r} in the run)"
@@ -201,11 +197,11 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
             }
     except FileNotFoundError:
         return None
-    except Exception as exc:  # noqa: BLE001 (truncated zip, missing array, garbage: np.load raises many kinds)
+    except Exception as exc:
         raise JobError(
             f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
             f"run it again with --out {run_dir} --overwrite"
-        ) from None
+        ) from exc
     expected = (config.k, n_features)
     if state["centers"].shape != expected or not np.isfinite(state["centers"]).all() or state["n_iter"] < 0:
         raise JobError(
@@ -266,11 +262,11 @@ def load_sweep(config: JobConfig, run_dir: Path, ks: tuple[int, ...], n_features
                 centers = np.asarray(saved["raw_centers"], dtype=np.float64)
                 row = json.loads(str(saved["row"]))
                 predicted = np.asarray(saved["predicted"]) if bool(saved["has_predicted"]) else None
-        except Exception as exc:  # noqa: BLE001 (truncated zip, missing array, garbage: np.load raises many kinds)
+        except Exception as exc:
             raise JobError(
                 f"{path}: damaged ({type(exc).__name__}); resume cannot use it: run the sweep again "
                 f"with --out {run_dir} --overwrite"
-            ) from None
+            ) from exc
         if centers.shape != (k, n_features) or row.get("k") != k:
             raise JobError(f"{path}: holds centers of shape {centers.shape} for k={row.get('k')}, not k={k}")
         done[k] = (centers, row, predicted)

@@ -26,7 +26,6 @@ from data_prep.cli import (
     setup_logging,
 )
 from data_prep.digits import DEFAULT_CHUNK_SIZE
-from data_prep.errors import DataPrepError
 from data_prep.locations import is_url
 from job.config import ENGINES, PERSIST_POLICIES, SPLITS, JobConfig, parse_k
 from job.deploy.files import add_cluster_arguments, cluster_from_args
@@ -243,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             ks = parse_k(args.k)
             result = run_sweep(config, ks) if len(ks) > 1 else run_job(config)
         except JobError as exc:  # the library names its settings; the user typed flags
-            raise exc.for_flags(flags(parser)) from None
+            raise exc.for_flags(flags(parser)) from exc
         print(result.summary)
 
-    return run_cli(body, args.debug, (JobError, DataPrepError))
+    return run_cli(body, args.debug)
 
 
 def console_main() -> None:

@@ -132,8 +132,8 @@ class JobConfig:
             if rule.get("convert") is not None:
                 try:
                     value = rule["convert"](value)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{f.name} {rule['problem']}; got {value!r}", option=f.name) from None
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{f.name} {rule['problem']}; got {value!r}", option=f.name) from exc
                 object.__setattr__(self, f.name, value)
             if rule.get("estimator"):
                 # A default meets the estimator's constraint (tested); not asking spares `--help` the
@@ -193,12 +193,12 @@ def parse_k(text: str) -> tuple[int, ...]:
                 values.update(_k_range(part))
             else:
                 values.add(int(part))
-    except ValueError:
+    except ValueError as exc:
         raise ConfigError(
             f"k must be a number, a range like 5..15, 10..50+10 (a step) or 16..256x2 (a factor), "
             f"or a list like 5,8,10; got {text!r}",
             option="k",
-        ) from None
+        ) from exc
     if min(values) < 2 and len(values) > 1:
         raise ConfigError(f"a k sweep needs every k >= 2; got {text!r}")
     return tuple(sorted(values))

@@ -1,12 +1,14 @@
 """Errors a user can cause while running the job: each carries one sentence that names the culprit.
 
-May use: nothing (every room of job may raise these).
+May use: data_prep.errors (UserError, the root shared with data_prep; every room of job may raise these).
 """
 
 from __future__ import annotations
 
+from data_prep.errors import UserError
 
-class JobError(Exception):
+
+class JobError(UserError):
     """Base class for every error the job reports to the user.
 
     `option`: the JobConfig field (or other setting) the message begins with, so that the CLI can say

@@ -20,11 +20,9 @@ from data_prep.cli import (
 )
 from data_prep.convert import prepare_dataset
 from data_prep.digits import DEFAULT_CHUNK_SIZE
-from data_prep.errors import DataPrepError
 from data_prep.generate import GenerateConfig, generate_dataset
 from job.deploy.files import add_cluster_arguments, cluster_from_args
 from job.deploy.lifecycle import connect
-from job.errors import JobError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         with connect(cluster_from_args(args)) as client:
             print(generate_dataset(config, client))
 
-    return run_cli(body, args.debug, (DataPrepError, JobError))
+    return run_cli(body, args.debug)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import NotOursError, check_replaceable, durable_replace
+from data_prep.atomic import check_replaceable, durable_replace
 from data_prep.digits import N_CLASSES
-from data_prep.errors import DataPrepError
-from job.errors import DataError, JobError
+from job.errors import DataError
 
 log = logging.getLogger(__name__)
 BLOCK = 8192  # images assigned at a time: memory stays flat however many there are
@@ -68,10 +67,10 @@ class Model:
                     saved["mapping_hungarian"].astype(np.int64),
                     saved["mapping_majority"].astype(np.int64),
                 )
-        except FileNotFoundError:
-            raise DataError(f"{path}: no saved model (is {source} a finished run or sweep folder?)") from None
-        except Exception as exc:  # noqa: BLE001 (truncated zip, missing array, garbage: np.load raises many kinds)
-            raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from None
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: no saved model (is {source} a finished run or sweep folder?)") from exc
+        except Exception as exc:
+            raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from exc
         k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
         if len(model.image_shape) != 2 or width != int(np.prod(model.image_shape)):
             raise DataError(
@@ -109,11 +108,11 @@ def model_file(source: Path, k: int | None = None) -> Path:
         try:
             record = json.loads((source / "sweep.json").read_text())
             k = (record.get("classifier") or {}).get("best_k") or record["suggested_k"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError) as exc:
             raise DataError(
                 f"{source}: a sweep folder without a readable sweep.json; choose a model with "
                 f"--k ({', '.join(map(str, sorted(saved)))})"
-            ) from None
+            ) from exc
         log.info(
             "sweep folder: using k=%d (%s); --k chooses another of %s",
             k,
@@ -143,14 +142,8 @@ class Images:
 def _idx(path: Path, labels_path: Path | None) -> Images:
     from data_prep.idx import IdxReader, read_idx
 
-    def header(p):
-        try:
-            with IdxReader(p) as reader:
-                return reader.shape, reader.dtype
-        except DataPrepError as exc:
-            raise DataError(str(exc)) from None
-
-    shape, dtype = header(path)
+    with IdxReader(path) as reader:  # a damaged file is data_prep's one-line IdxFormatError
+        shape, dtype = reader.shape, reader.dtype
     if len(shape) != 3 or dtype != np.uint8:
         raise DataError(f"{path}: expected uint8 images [n, h, w], found {dtype} {shape}")
     n = shape[0]
@@ -159,22 +152,16 @@ def _idx(path: Path, labels_path: Path | None) -> Images:
         labels_path = guess if guess != path and guess.exists() else None
     labels = None
     if labels_path is not None:
-        try:
-            labels = read_idx(labels_path)
-        except DataPrepError as exc:
-            raise DataError(str(exc)) from None
+        labels = read_idx(labels_path)
         if labels.shape != (n,):
             raise DataError(f"{labels_path}: {labels.shape[0]} labels for {n} images in {path.name}")
 
     def blocks():
-        try:
-            with IdxReader(path) as reader:
-                start = 0
-                for block in reader.iter_blocks(BLOCK):
-                    yield [f"{path.name}[{i}]" for i in range(start, start + len(block))], block
-                    start += len(block)
-        except DataPrepError as exc:
-            raise DataError(str(exc)) from None
+        with IdxReader(path) as reader:
+            start = 0
+            for block in reader.iter_blocks(BLOCK):
+                yield [f"{path.name}[{i}]" for i in range(start, start + len(block))], block
+                start += len(block)
 
     return Images(
         blocks,
@@ -191,18 +178,15 @@ def _zarr(path: Path) -> Images:
 
     try:
         node = zarr.open(store=str(path), mode="r")
-    except Exception as exc:  # noqa: BLE001 (zarr raises many kinds for a folder that is not a store)
-        raise DataError(f"{path}: not a Zarr array or group ({type(exc).__name__})") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a Zarr array or group ({type(exc).__name__})") from exc
     labels = None
     if isinstance(node, zarr.Group):
         if "images" not in node:
             raise DataError(
                 f"{path}: a Zarr group without an 'images' array (give a split, e.g. {path}/test)"
             )
-        try:
-            array, name = array_in(node, "images", str(path)), "images"
-        except DataPrepError as exc:
-            raise DataError(str(exc)) from None
+        array, name = array_in(node, "images", str(path)), "images"
     else:
         array, name = node, ""
     if array.ndim != 3 or array.dtype != np.uint8:
@@ -210,17 +194,11 @@ def _zarr(path: Path) -> Images:
     n = int(array.shape[0])
 
     def chunks(arr, component):
-        try:
-            for index in range(arr.cdata_shape[0]):
-                yield read_chunk(arr, str(path), component, index)
-        except DataPrepError as exc:
-            raise DataError(str(exc)) from None
+        for index in range(arr.cdata_shape[0]):
+            yield read_chunk(arr, str(path), component, index)
 
     if isinstance(node, zarr.Group) and "labels" in node:
-        try:
-            stored = array_in(node, "labels", str(path))
-        except DataPrepError as exc:
-            raise DataError(str(exc)) from None
+        stored = array_in(node, "labels", str(path))
         if stored.ndim != 1 or stored.shape[0] != n:
             raise DataError(f"{path}/labels: {stored.shape} labels for the {n:,} images of {path}/images")
         labels = np.concatenate(list(chunks(stored, "labels")))
@@ -265,11 +243,11 @@ def _pngs(paths: list[Path], image_shape: tuple[int, int]) -> Images:
                 f"{file}: declares {int(declared[1]) if declared else 'more'} pixels, more than the "
                 f"{Image.MAX_IMAGE_PIXELS:,} an image may have here (a decompression bomb?); it was not "
                 "decoded"
-            ) from None
+            ) from exc
         except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{file}: not a readable PNG ({exc})") from None
+            raise DataError(f"{file}: not a readable PNG ({exc})") from exc
         except BlankImageError as exc:
-            raise DataError(f"{file}: {exc}") from None
+            raise DataError(f"{file}: {exc}") from exc
         counts["inverted"] += inverted
         return pixels
 
@@ -350,10 +328,7 @@ def _check_output(out: Path) -> None:
     if out.is_dir() and not out.is_symlink():
         raise DataError(f"{out}: is a folder; give the CSV file to write (e.g. {out / 'predictions.csv'})")
     if out.exists() or out.is_symlink():
-        try:
-            check_replaceable(out, _why_not_predictions)
-        except NotOursError as exc:
-            raise DataError(str(exc)) from None
+        check_replaceable(out, _why_not_predictions)
 
 
 def _write_predictions(out: Path, images: Images, model: Model) -> np.ndarray:
@@ -412,7 +387,7 @@ def predict(
     except OSError as exc:  # a full disk, a read-only or vanished folder: nothing half-written is left
         raise DataError(
             f"{out}: cannot write the predictions ({exc.strerror or exc}); nothing was kept"
-        ) from None
+        ) from exc
     digits = model.predicted_digits[clusters]
     accuracy = majority = None
     if images.labels is not None:
@@ -469,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         result = predict(args.run, args.inputs, args.out, args.labels, args.k)
         print(summary(result))
 
-    return run_cli(body, args.debug, (JobError, DataPrepError))
+    return run_cli(body, args.debug)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from data_prep.atomic import (
     LockTimeout,
-    NotOursError,
     check_replaceable,
     held_lock,
     lock_path,
@@ -98,10 +97,7 @@ def check_output_folder(run_dir: Path, overwrite: bool, resume: bool = False) ->
         return
     if not overwrite:
         raise JobError(f"{run_dir}: output folder exists; pass --overwrite to replace it")
-    try:
-        check_replaceable(run_dir, why_not_a_run_folder)
-    except NotOursError as exc:
-        raise JobError(str(exc)) from None
+    check_replaceable(run_dir, why_not_a_run_folder)
 
 
 def _candidates(run_dir: Path, pick_free: bool) -> Iterator[Path]:
@@ -131,18 +127,18 @@ def exclusive(run_dir: Path, pick_free: bool = False) -> Iterator[Path]:
                     continue
                 try:
                     held.enter_context(held_lock(candidate))
-                except LockTimeout:
+                except LockTimeout as exc:
                     if pick_free:
                         continue
                     raise JobError(
                         f"{run_dir}: another job is writing this run folder (lock {lock_path(run_dir)})"
-                    ) from None
+                    ) from exc
                 run_dir = candidate
                 break
         except OSError as exc:
             raise JobError(
                 f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was kept"
-            ) from None
+            ) from exc
         try:
             yield run_dir
         except KeyboardInterrupt:

@@ -57,9 +57,9 @@ def cluster_config_from_mapping(mapping: dict[str, Any], source: str = "cluster 
             mapping["security"] = _security_from(security)
         return cls(**mapping)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from exc
     except TypeError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def _security_from(mapping) -> SecurityConfig:
@@ -116,12 +116,12 @@ def load_cluster_config(path: str | Path | None, **overrides) -> ClusterSpec:
     path = resolve_config_path(path)
     try:
         mapping = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConfigError(
             f"{path}: cluster config not found (shipped ones, by name: {', '.join(shipped_configs())})"
-        ) from None
+        ) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(mapping, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values")
     overrides = {key: value for key, value in overrides.items() if value is not None}

@@ -29,12 +29,12 @@ def connect(config: ClusterSpec) -> Iterator[Client]:
         wanted = getattr(config, "min_workers", 1)  # a field of the kinds that may start with fewer workers
         try:
             client.wait_for_workers(wanted, timeout=config.timeout)
-        except TimeoutError:
+        except TimeoutError as exc:
             have = len(client.scheduler_info(n_workers=-1)["workers"])
             what = "has no workers" if have == 0 else f"has {have} of the {wanted} workers asked for"
             raise ClusterError(
                 f"scheduler {client.scheduler.address} {what} (waited {config.timeout:g} s)"
-            ) from None
+            ) from exc
         workers = client.scheduler_info(n_workers=-1)["workers"]
         log.info(
             "cluster up (%s): %s, %d worker(s), %d thread(s)",

@@ -65,10 +65,10 @@ class LocalConfig(ClusterSpec):
 
             try:
                 parse_bytes(self.memory_limit)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError) as exc:
                 raise ConfigError(
                     f"memory_limit must be a size such as 4GiB, or auto; got {self.memory_limit!r}"
-                ) from None
+                ) from exc
 
     def sized(self):
         """(this config with n_workers and memory_limit filled in from the machine where they are auto,

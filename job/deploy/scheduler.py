@@ -48,5 +48,5 @@ class SchedulerConfig(ClusterSpec):
                 hint = "; it speaks TLS: add a security section"
             raise ClusterError(
                 f"scheduler {target} did not answer within {self.timeout:g} s ({type(exc).__name__}{hint})"
-            ) from None
+            ) from exc
         return stack.enter_context(client)

@@ -59,8 +59,8 @@ def slurm_cluster(config: SlurmConfig):
     """dask-jobqueue's SLURMCluster for `config`, with no jobs submitted yet (scale() submits them)."""
     try:
         from dask_jobqueue import SLURMCluster
-    except ImportError:
-        raise ClusterError("kind slurm needs dask-jobqueue: pip install 'mnist-kmeans[slurm]'") from None
+    except ImportError as exc:
+        raise ClusterError("kind slurm needs dask-jobqueue: pip install 'mnist-kmeans[slurm]'") from exc
     options = dict(
         cores=config.cores,
         memory=config.memory,

@@ -47,8 +47,8 @@ class SSHConfig(ClusterSpec):
     def start(self, stack: ExitStack) -> Client:
         try:
             import asyncssh  # noqa: F401
-        except ImportError:
-            raise ClusterError("kind ssh needs asyncssh: pip install 'mnist-kmeans[ssh]'") from None
+        except ImportError as exc:
+            raise ClusterError("kind ssh needs asyncssh: pip install 'mnist-kmeans[ssh]'") from exc
         from distributed import SSHCluster
 
         scheduler_options = dict(self.scheduler_options)
@@ -69,8 +69,8 @@ class SSHConfig(ClusterSpec):
                     **self.security_kwargs(),
                 )
             )
-        except Exception as exc:  # noqa: BLE001 (asyncssh and distributed raise many kinds: one line)
+        except Exception as exc:
             raise ClusterError(
                 f"could not start an SSHCluster on {', '.join(self.hosts)}: {type(exc).__name__}: {exc}"
-            ) from None
+            ) from exc
         return stack.enter_context(Client(cluster, **self.security_kwargs()))
