@@ -43,6 +43,7 @@ from job.evaluation.evaluate import EvaluationPass, evaluate_at
 from job.evaluation.metrics import pca_2d_later, sample_indices, silhouette_later
 from job.kmeans.estimator import make_estimator
 from job.kmeans.passes import lloyd_step, predict_labels
+from job.model import Model
 from job.phases import PhaseRecorder, peak_memory_per_process
 from job.report import figures, summary
 from job.report import html as report_html
@@ -401,7 +402,8 @@ def _save_model(out: Path, suffix: str, fit: Fit, image_shape, evaluation) -> No
 
 def _save_model_files(out: Path, suffix: str, centers, image_shape, sizes, hungarian, majority) -> None:
     figures.plot_centers(centers, image_shape, majority, sizes, out / f"centers{suffix}.png")
-    summary.write_model(out / f"model{suffix}.npz", centers, image_shape, hungarian, majority)
+    model = Model(centers, tuple(image_shape), np.asarray(hungarian), np.asarray(majority))
+    model.save(out / f"model{suffix}.npz")
 
 
 def _classify_test(test: TestSplit, fit: Fit, evaluation) -> tuple[classifier.HeldOut, np.ndarray]:

@@ -13,8 +13,8 @@ data_prep.digit_images; dark digits on a light background are inverted to MNIST'
 that cannot be read is one warning line, the others are still assigned). Writes a CSV (row, source,
 cluster, digit, distance) and prints a summary; with known labels, the accuracy of that reading, which
 on the MNIST test split reproduces the held-out accuracy the run reported.
-May use: job.dataset (the feature scaling), job.engine.kernels (assignment), data_prep (readers, atomic
-writes).
+May use: job.model (the saved model), job.dataset (the feature scaling), job.engine.kernels (assignment),
+data_prep (readers, atomic writes).
 """
 
 from __future__ import annotations
@@ -35,95 +35,10 @@ import numpy as np
 from data_prep.atomic import check_replaceable, durable_replace
 from data_prep.digits import N_CLASSES
 from job.errors import DataError
+from job.model import Model
 
 log = logging.getLogger(__name__)
 BLOCK = 8192  # images assigned at a time: memory stays flat however many there are
-
-
-@dataclass(frozen=True)
-class Model:
-    centers: np.ndarray  # [k, p] float32
-    image_shape: tuple[int, int]
-    digits: np.ndarray  # cluster -> digit (Hungarian, -1 = none)
-    digits_majority: np.ndarray
-
-    @property
-    def predicted_digits(self) -> np.ndarray:
-        """cluster -> the digit predicted for its images: the digit most of its training images are (at
-        any k). The one-to-one (Hungarian) mapping is a score of the clustering, not a prediction: at k=10
-        on MNIST it reads a cluster of 1s as a 5 (held-out 0.517 against 0.594 by majority)."""
-        return self.digits_majority
-
-    @classmethod
-    def load(cls, source: Path, k: int | None = None) -> Model:
-        """The model of a run folder, of one k of a sweep folder (k=None: the best held-out k, else the
-        suggested one), or a model file (model.npz, model_kNN.npz)."""
-        path = model_file(Path(source), k)
-        try:
-            with np.load(path) as saved:
-                model = cls(
-                    saved["centers"].astype(np.float32),
-                    tuple(int(v) for v in saved["image_shape"]),  # type: ignore[arg-type]  # checked below
-                    saved["mapping_hungarian"].astype(np.int64),
-                    saved["mapping_majority"].astype(np.int64),
-                )
-        except FileNotFoundError as exc:
-            raise DataError(f"{path}: no saved model (is {source} a finished run or sweep folder?)") from exc
-        except Exception as exc:
-            raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from exc
-        k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
-        if len(model.image_shape) != 2 or width != int(np.prod(model.image_shape)):
-            raise DataError(
-                f"{path}: its centers are {width} values wide but its images are "
-                f"{'x'.join(map(str, model.image_shape))} pixels: the model is damaged"
-            )
-        if (
-            model.digits.shape != (k,)
-            or model.digits_majority.shape != (k,)
-            or not np.isfinite(model.centers).all()
-        ):
-            raise DataError(
-                f"{path}: its cluster-to-digit mappings do not have one entry per center: damaged"
-            )
-        return model
-
-
-def model_file(source: Path, k: int | None = None) -> Path:
-    """Which saved model `source` names: a file itself; a run folder's model.npz; a sweep folder's
-    model_kNN.npz for k, by default the best held-out k (a --split train sweep) or the suggested k."""
-    import json
-
-    if not source.is_dir():
-        return source
-    if (source / "model.npz").exists():
-        return source / "model.npz"
-    saved = {
-        int(p.stem[len("model_k") :]): p
-        for p in source.glob("model_k*.npz")
-        if p.stem[len("model_k") :].isdigit()
-    }
-    if not saved:
-        return source / "model.npz"  # named by the error that follows
-    if k is None:
-        try:
-            record = json.loads((source / "sweep.json").read_text())
-            k = (record.get("classifier") or {}).get("best_k") or record["suggested_k"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(
-                f"{source}: a sweep folder without a readable sweep.json; choose a model with "
-                f"--k ({', '.join(map(str, sorted(saved)))})"
-            ) from exc
-        log.info(
-            "sweep folder: using k=%d (%s); --k chooses another of %s",
-            k,
-            "its best held-out accuracy" if record.get("classifier") else "its suggested k",
-            ", ".join(map(str, sorted(saved))),
-        )
-    if int(k) not in saved:
-        raise DataError(
-            f"{source}: no model for k={k} in this sweep; it has k = {', '.join(map(str, sorted(saved)))}"
-        )
-    return saved[int(k)]
 
 
 @dataclass

@@ -331,7 +331,7 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
 
     from job.dataset import PIXEL_SCALE, flat_pixels, open_dataset
     from job.kmeans.estimator import FusedKMeans
-    from job.report.summary import write_model
+    from job.model import Model
 
     train, test = open_dataset(mnist_store, "train"), open_dataset(mnist_store, "test")
     X = flat_pixels(train.images)[:6000].compute()
@@ -345,7 +345,9 @@ def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist
     ]
     run = tmp_path / "run"
     run.mkdir()
-    write_model(run / "model.npz", centers, (28, 28), [-1] * 64, majority)  # one-to-one: -1 but for ten
+    Model(centers, (28, 28), np.full(64, -1), np.asarray(majority)).save(
+        run / "model.npz"
+    )  # -1: no one-to-one
     out = tmp_path / "p.csv"
     proc = run_module("job.predict", str(run), str(mnist_store / "test"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,7 +21,8 @@ ALLOWED = {
     "job.checkpoint": {"job.config", "job.dataset", "job.errors"},
     "job.run_folder": {"job.checkpoint", "job.errors"},
     "job.generate": {"job.deploy", "job.errors"},
-    "job.predict": {"job.dataset", "job.engine", "job.errors"},
+    "job.model": {"job.errors"},
+    "job.predict": {"job.model", "job.dataset", "job.engine", "job.errors"},
     "job.pipeline": {
         "job.engine",
         "job.kmeans",
@@ -34,6 +35,7 @@ ALLOWED = {
         "job.config",
         "job.checkpoint",
         "job.run_folder",
+        "job.model",
     },
     "job.cli": {"job.pipeline", "job.config", "job.deploy", "job.errors"},
     "job.__main__": {"job.cli"},

@@ -43,18 +43,6 @@ def write_metrics(path: Path, metrics: dict) -> Path:
     return path
 
 
-def write_model(path: Path, centers: np.ndarray, image_shape, mapping_hungarian, mapping_majority) -> Path:
-    """Everything `predict` needs: centers [k, p] float32, the cluster->digit mappings, the image shape."""
-    np.savez(
-        path,
-        centers=centers.astype(np.float32),
-        image_shape=np.asarray(image_shape),
-        mapping_hungarian=np.asarray(mapping_hungarian),
-        mapping_majority=np.asarray(mapping_majority),
-    )
-    return path
-
-
 def mapping_line(majority: list[int]) -> str:
     """The summary's cluster -> digit line: the digit each cluster mostly holds (its majority digit; the
     one-to-one mapping is only the Hungarian accuracy's). Up to ten clusters, cluster by cluster; more,
