@@ -77,16 +77,16 @@ def _smoothing_matrix(n: int, sigma: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _deform_one(
-    image, u, max_rotation, scale_lo, scale_hi, max_shear, max_shift, alpha, smooth_h, smooth_w, recenter, out
-):  # pragma: no cover - compiled
-    """Deform one image by its draws `u`, written to `out`.
+def _deform_one(image, u, knobs, smooth_h, smooth_w, out):  # pragma: no cover - compiled
+    """Deform one image by its draws `u`, written to `out`. `knobs`: the Deformation's numbers as float64
+    (max rotation in degrees, scale low, scale high, max shear, max shift, elastic alpha, recentre 0/1).
 
     Everything per image and in a fixed order of operations, in float64: no BLAS, no SIMD library
     routines whose results could depend on how many images share a call (a batched GEMM and numpy's
     vectorised cos did, by one grey level in 48 of 48 million pixels, which broke "same bytes whatever the
     chunking").
     """
+    max_rotation, scale_lo, scale_hi, max_shear, max_shift, alpha, recenter = knobs
     h, w = image.shape
     angle = (2 * u[0] - 1) * max_rotation * np.pi / 180.0
     inv_scale = 1.0 / (scale_lo + (scale_hi - scale_lo) * u[1])
@@ -113,7 +113,7 @@ def _deform_one(
                     for x in range(w):
                         fields[c, y, x] += m * along_x[t, x]
 
-    if not recenter:
+    if recenter == 0.0:
         _sample(image, cos, sin, shear, shift_y, shift_x, fields, values)
     else:
         # MNIST's own digits are centred by their center of mass in the 28x28 field (LeCun et al.'s
@@ -182,35 +182,9 @@ def _sample(image, cos, sin, shear, shift_y, shift_x, fields, values):  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _deform_batch(
-    images,
-    draws,
-    max_rotation,
-    scale_lo,
-    scale_hi,
-    max_shear,
-    max_shift,
-    alpha,
-    smooth_h,
-    smooth_w,
-    recenter,
-    out,
-):  # pragma: no cover - compiled
+def _deform_batch(images, draws, knobs, smooth_h, smooth_w, out):  # pragma: no cover - compiled
     for i in range(images.shape[0]):
-        _deform_one(
-            images[i],
-            draws[i],
-            max_rotation,
-            scale_lo,
-            scale_hi,
-            max_shear,
-            max_shift,
-            alpha,
-            smooth_h,
-            smooth_w,
-            recenter,
-            out[i],
-        )
+        _deform_one(images[i], draws[i], knobs, smooth_h, smooth_w, out[i])
 
 
 def deform(images: np.ndarray, draws: np.ndarray, params: Deformation = Deformation()) -> np.ndarray:
@@ -220,18 +194,28 @@ def deform(images: np.ndarray, draws: np.ndarray, params: Deformation = Deformat
         raise ValueError(f"draws must be [{b}, {draws_per_image((h, w))}], got {draws.shape}")
     out = np.empty((b, h, w), dtype=np.uint8)
     lo, hi = params.scale_range
+    knobs = np.array(
+        [
+            params.max_rotation_deg,
+            lo,
+            hi,
+            params.max_shear,
+            params.max_shift,
+            params.elastic_alpha,
+            params.center_of_mass,
+        ],
+        dtype=np.float64,
+    )
+    smooth_h, smooth_w = (
+        _smoothing_matrix(h, params.elastic_sigma),
+        _smoothing_matrix(w, params.elastic_sigma),
+    )
     _deform_batch(
         np.ascontiguousarray(images),
         np.ascontiguousarray(draws, dtype=np.float64),
-        float(params.max_rotation_deg),
-        float(lo),
-        float(hi),
-        float(params.max_shear),
-        float(params.max_shift),
-        float(params.elastic_alpha),
-        _smoothing_matrix(h, params.elastic_sigma),
-        _smoothing_matrix(w, params.elastic_sigma),
-        bool(params.center_of_mass),
+        knobs,
+        smooth_h,
+        smooth_w,
         out,
     )
     return out

@@ -27,6 +27,7 @@ from .sources import DOWNLOAD, SourceFile, download, from_folder
 from .zarr_store import (
     building_store,
     check_store_replaceable,
+    create_split,
     default_compressors,
     refuse_broken_link,
     reuse_if_same,
@@ -163,14 +164,9 @@ def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
             img_path, lab_path = files[(split, "images")].path, files[(split, "labels")].path
             with IdxReader(img_path) as images, IdxReader(lab_path) as labels:
                 write_split(
-                    root,
-                    split,
-                    n,
-                    image_shape,
+                    create_split(root, split, n, image_shape, config.chunk_size, compressors),
                     images.iter_blocks(config.chunk_size),
                     _checked_labels(labels.iter_blocks(config.chunk_size), lab_path),
-                    config.chunk_size,
-                    compressors,
                     on_progress=functools.partial(_log_progress, split, n),
                 )
         root.attrs.update({"provenance": _provenance(config, files), "complete": True})

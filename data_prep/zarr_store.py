@@ -89,46 +89,33 @@ def create_split(
 ) -> tuple[zarr.Array, zarr.Array]:
     """The empty images [n, *image_shape] and labels [n] arrays of a new split: uint8, chunk_size rows a
     chunk. `config`: zarr's array config (e.g. write_empty_chunks)."""
-    sub = group.create_group(split)
-    image_shape = tuple(image_shape)
-    return (
+    sub, row = group.create_group(split), tuple(image_shape)
+    images, labels = (
         sub.create_array(
-            "images",
-            shape=(n, *image_shape),
-            chunks=(chunk_size, *image_shape),
+            name,
+            shape=(n, *dims),
+            chunks=(chunk_size, *dims),
             dtype="uint8",
             compressors=compressors,
-            dimension_names=IMAGE_DIMS,
+            dimension_names=names,
             fill_value=0,
             **config,
-        ),
-        sub.create_array(
-            "labels",
-            shape=(n,),
-            chunks=(chunk_size,),
-            dtype="uint8",
-            compressors=compressors,
-            dimension_names=LABEL_DIMS,
-            fill_value=0,
-            **config,
-        ),
+        )
+        for name, dims, names in (("images", row, IMAGE_DIMS), ("labels", (), LABEL_DIMS))
     )
+    return images, labels
 
 
 def write_split(
-    group: zarr.Group,
-    split: str,
-    n: int,
-    image_shape: tuple[int, ...],
+    arrays: tuple[zarr.Array, zarr.Array],
     image_blocks: Iterator[np.ndarray],
     label_blocks: Iterator[np.ndarray],
-    chunk_size: int,
-    compressors: list,
     on_progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Write one split from two iterators of chunk-sized blocks (the last may be shorter)."""
-    images, labels = create_split(group, split, n, image_shape, chunk_size, compressors)
-    start, image_digests, label_digests = 0, [], []
+    """Fill a new split's (images, labels) arrays (create_split) from two iterators of chunk-sized blocks
+    (the last may be shorter), recording each chunk's digest."""
+    images, labels = arrays
+    start, image_digests, label_digests, n = 0, [], [], images.shape[0]
     for image_block, label_block in zip(image_blocks, label_blocks):
         stop = start + len(image_block)
         images[start:stop] = image_block
@@ -139,7 +126,7 @@ def write_split(
         if on_progress is not None:
             on_progress(stop)
     if start != n:
-        raise StoreError(f"split {split}: wrote {start} of {n} images")
+        raise StoreError(f"{images.path}: wrote {start} of {n} images")
     record_digests(images, image_digests)
     record_digests(labels, label_digests)
 
