@@ -187,21 +187,17 @@ def load_for_resume(config: JobConfig, run_dir: Path, n_features: int) -> dict |
     partial = partial_dir(run_dir)
     _checked_record(config, run_dir, None)
     path = partial / CHECKPOINT_FILE
-    try:
-        with np.load(path) as saved:
-            state: dict[str, Any] = {
-                "centers": np.asarray(saved["centers"], dtype=np.float64),
-                "n_iter": int(saved["n_iter"]),
-                "converged": bool(saved["converged"]),
-                "inertia": float(saved["inertia"]),
-            }
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except Exception as exc:
-        raise JobError(
-            f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
-            f"run it again with --out {run_dir} --overwrite"
-        ) from exc
+    centers, n_iter, converged, inertia = _read_npz(
+        path, run_dir, "centers", "n_iter", "converged", "inertia"
+    )
+    state: dict[str, Any] = {
+        "centers": np.asarray(centers, dtype=np.float64),
+        "n_iter": int(n_iter),
+        "converged": bool(converged),
+        "inertia": float(inertia),
+    }
     expected = (config.k, n_features)
     if state["centers"].shape != expected or not np.isfinite(state["centers"]).all() or state["n_iter"] < 0:
         raise JobError(
@@ -220,6 +216,18 @@ def save(partial: Path, state: dict) -> None:
         inertia=state["inertia"],
         converged=state["converged"],
     )
+
+
+def _read_npz(path: Path, run_dir: Path, *names: str) -> list[np.ndarray]:
+    """The named arrays of a file this module wrote; a damaged one is a JobError naming it."""
+    try:
+        with np.load(path) as saved:
+            return [saved[name] for name in names]
+    except Exception as exc:  # truncated zip, missing array, garbage: np.load raises many kinds
+        raise JobError(
+            f"{path}: the checkpoint is damaged ({type(exc).__name__}); this run cannot be resumed: "
+            f"run it again with --out {run_dir} --overwrite"
+        ) from exc
 
 
 def _write_npz(path: Path, **arrays) -> None:
@@ -257,17 +265,14 @@ def load_sweep(config: JobConfig, run_dir: Path, ks: tuple[int, ...], n_features
         path = partial_dir(run_dir) / sweep_k_file(k)
         if not path.exists():
             continue
+        centers, row_text, predicted, has_predicted = _read_npz(
+            path, run_dir, "raw_centers", "row", "predicted", "has_predicted"
+        )
         try:
-            with np.load(path) as saved:
-                centers = np.asarray(saved["raw_centers"], dtype=np.float64)
-                row = json.loads(str(saved["row"]))
-                predicted = np.asarray(saved["predicted"]) if bool(saved["has_predicted"]) else None
-        except Exception as exc:
-            raise JobError(
-                f"{path}: damaged ({type(exc).__name__}); resume cannot use it: run the sweep again "
-                f"with --out {run_dir} --overwrite"
-            ) from exc
+            row = json.loads(str(row_text))
+        except ValueError as exc:
+            raise JobError(f"{path}: the checkpoint is damaged (its sweep.json row is not JSON)") from exc
         if centers.shape != (k, n_features) or row.get("k") != k:
             raise JobError(f"{path}: holds centers of shape {centers.shape} for k={row.get('k')}, not k={k}")
-        done[k] = (centers, row, predicted)
+        done[k] = (centers.astype(np.float64), row, predicted if bool(has_predicted) else None)
     return done

@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from job.pipeline import run_job, run_sweep
 
     setup_logging(args.debug)
-    if not args.debug:
-        quiet_cluster_logs()
+    quiet_cluster_logs(args.debug)
 
     def body():
         try:

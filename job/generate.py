@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from job.deploy.faults import quiet_cluster_logs  # imports distributed, which configures its loggers
 
     setup_logging(args.debug)
-    if not args.debug:
-        quiet_cluster_logs()
+    quiet_cluster_logs(args.debug)
 
     def body():
         if not args.mnist.exists():

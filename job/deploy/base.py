@@ -76,10 +76,13 @@ class ClusterSpec:
     kind: ClassVar[str]
     security: SecurityConfig | None = None
     timeout: float = 30.0  # seconds to wait for the scheduler and the first worker
+    min_workers: int = 1  # start fitting once this many workers have joined
 
     def __post_init__(self):
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {self.timeout}")
+        if not isinstance(self.min_workers, int) or self.min_workers < 1:
+            raise ConfigError(f"min_workers must be a whole number of at least 1, got {self.min_workers!r}")
 
     def start(self, stack: ExitStack):
         """A distributed Client for this cluster, entered on `stack` with whatever was started for it."""

@@ -35,12 +35,14 @@ LOST_WORKER_ERRORS = (KilledWorker, CommClosedError, MemoryError, TimeoutError)
 EVENT_WAIT_SECONDS = 2.0
 
 
-def quiet_cluster_logs() -> None:
-    """The cluster libraries' logs as the job's CLIs show them without --debug: distributed's, bokeh's
-    and tornado's INFO chatter off, distributed's lines one line each with secrets redacted, and the
-    reports the job says better in one sentence dropped."""
+def quiet_cluster_logs(debug: bool) -> None:
+    """The cluster libraries' logs as the job's CLIs show them without --debug (with it, untouched):
+    distributed's, bokeh's and tornado's INFO chatter off, distributed's lines one line each with secrets
+    redacted, and the reports the job says better in one sentence dropped."""
     from data_prep.redact import RedactingFilter
 
+    if debug:
+        return
     for noisy in ("distributed", "bokeh", "tornado"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("asyncio").addFilter(_not_an_interrupted_gather)

@@ -26,7 +26,7 @@ def connect(config: ClusterSpec) -> Iterator[Client]:
     """Yield a client connected to a cluster with at least one worker; close what this call started."""
     with ExitStack() as stack:
         client = config.start(stack)
-        wanted = getattr(config, "min_workers", 1)  # a field of the kinds that may start with fewer workers
+        wanted = config.min_workers
         try:
             client.wait_for_workers(wanted, timeout=config.timeout)
         except TimeoutError as exc:

@@ -24,7 +24,6 @@ class SchedulerConfig(ClusterSpec):
     kind: ClassVar[str] = "scheduler"
     address: str | None = None
     scheduler_file: str | None = None
-    min_workers: int = 1  # start fitting once this many workers have joined
 
     def __post_init__(self):
         super().__post_init__()

@@ -36,7 +36,6 @@ class SlurmConfig(ClusterSpec):
     job_extra_directives: tuple[str, ...] = ()
     job_script_prologue: tuple[str, ...] = ()
     dashboard_address: str = "127.0.0.1:8787"
-    min_workers: int = 1  # start fitting once this many workers have joined
 
     def __post_init__(self):
         super().__post_init__()

@@ -32,7 +32,6 @@ class SSHConfig(ClusterSpec):
     worker_options: dict = field(default_factory=dict)
     scheduler_options: dict = field(default_factory=dict)
     remote_python: str | None = None
-    min_workers: int = 1  # start fitting once this many workers have joined
 
     def __post_init__(self):
         super().__post_init__()
