@@ -157,8 +157,7 @@ def _convert_locked(config: PrepConfig, out: Path, files) -> Path:
     layout = _check_headers(files)
     compressors = default_compressors(config.zstd_level)
     started = time.perf_counter()
-    with building_store(out, config.overwrite, "conversion") as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+    with building_store(out, config.overwrite, "conversion") as (_, root):
         for split in SPLITS:
             n, image_shape = layout[split]
             img_path, lab_path = files[(split, "images")].path, files[(split, "labels")].path

@@ -147,8 +147,7 @@ def _generate_locked(config: GenerateConfig, out: Path, source: Path, info, clie
     shape = info["train"].image_shape
     compressors = default_compressors(config.zstd_level)
     started = time.perf_counter()
-    with building_store(out, config.overwrite, "generation") as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+    with building_store(out, config.overwrite, "generation") as (tmp, root):
         train_images, train_labels = create_split(
             root, "train", config.n, shape, config.chunk_size, compressors, config=WRITE_EVERY_CHUNK
         )

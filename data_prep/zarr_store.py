@@ -136,9 +136,10 @@ def _describe(array) -> str:
 
 
 @contextmanager
-def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
-    """Yield the hidden folder a store is built in (data_prep.atomic); it takes `out`'s name only when
-    complete. A full disk, an unwritable place or a rival writer become one StoreError naming `out`."""
+def building_store(out: Path, overwrite: bool, what: str) -> Iterator[tuple[Path, zarr.Group]]:
+    """Yield the hidden folder a store is built in (data_prep.atomic) and its new, empty root group; it
+    takes `out`'s name only when complete. A full disk, an unwritable place or a rival writer become one
+    StoreError naming `out`."""
 
     def unwritable(exc: OSError) -> str:
         if exc.errno == errno.ENOSPC:
@@ -154,7 +155,7 @@ def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
                     f"{out}: a job is reading this store; replace it once the job has finished",
                 )
             )
-        yield stack.enter_context(
+        tmp = stack.enter_context(
             staged_directory(
                 out,
                 overwrite=overwrite,
@@ -164,6 +165,7 @@ def building_store(out: Path, overwrite: bool, what: str) -> Iterator[Path]:
                 unwritable=unwritable,
             )
         )
+        yield tmp, zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
 
 
 @contextmanager

@@ -229,16 +229,8 @@ def write_run_report(out: Path, metrics: dict, example_strips: dict[int, np.ndar
         if c in example_strips:
             parts.append(_png(example_strips[c]))
 
-    parts += [
-        "<h2>Timings</h2>",
-        _timings(metrics),
-        f'<p class="muted">{fit.get("persist_reason", "")}</p>',
-        "<h2>Configuration</h2>",
-        _table(_flat(cfg), ["setting", "value"]),
-    ]
-    path = out / "report.html"
-    path.write_text(_page(f"K-Means on {ds['store']}: k={cfg['k']}", "".join(parts)))
-    return path
+    note = f'<p class="muted">{fit.get("persist_reason", "")}</p>'
+    return _write_page(out, f"K-Means on {ds['store']}: k={cfg['k']}", parts, metrics, note)
 
 
 def write_sweep_report(out: Path, metrics: dict) -> Path:
@@ -301,14 +293,15 @@ def write_sweep_report(out: Path, metrics: dict) -> Path:
             parts.append(
                 f"<h3>k = {r['k']}</h3>" + _img(out / f"centers_k{r['k']:02d}.png", f"centers for k={r['k']}")
             )
-    parts += [
-        "<h2>Timings</h2>",
-        _timings(metrics),
-        "<h2>Configuration</h2>",
-        _table(_flat(metrics["config"]), ["setting", "value"]),
-    ]
+    return _write_page(out, f"Choosing k on {metrics['dataset']['store']}", parts, metrics)
+
+
+def _write_page(out: Path, title: str, parts: list[str], metrics: dict, timings_note: str = "") -> Path:
+    """report.html: the page's sections, then its timings (and their note) and its settings."""
+    settings = _table(_flat(metrics["config"]), ["setting", "value"])
+    tail = ["<h2>Timings</h2>", _timings(metrics), timings_note, "<h2>Configuration</h2>", settings]
     path = out / "report.html"
-    path.write_text(_page(f"Choosing k on {metrics['dataset']['store']}", "".join(parts)))
+    path.write_text(_page(title, "".join(parts + tail)))
     return path
 
 

@@ -67,15 +67,18 @@ def summary_text(metrics: dict, run_dir: Path) -> str:
         else "  silhouette: not computed",
         mapping_line(ev["mapping_majority"]),
     ]
-    if metrics.get("held_out"):
-        ho = metrics["held_out"]
+    if ho := metrics.get("held_out"):
         lines.append(
             f"  held-out test split ({ho['n']:,} images): accuracy {ho['accuracy_hungarian']:.3f} "
-            f"(Hungarian), "
-            f"{ho['accuracy_majority']:.3f} (majority)"
+            f"(Hungarian), {ho['accuracy_majority']:.3f} (majority)"
         )
-    total = sum(metrics["timings"].values())
-    lines.append(f"  total {total:.1f} s; results in {run_dir}/ (open report.html)")
+    return _with_footer(lines, metrics, run_dir)
+
+
+def _with_footer(lines: list[str], metrics: dict, run_dir: Path) -> str:
+    lines.append(
+        f"  total {sum(metrics['timings'].values()):.1f} s; results in {run_dir}/ (open report.html)"
+    )
     return "\n".join(lines)
 
 
@@ -94,16 +97,12 @@ def sweep_summary_text(metrics: dict, run_dir: Path) -> str:
             + (f" {r['held_out_accuracy']:18.3f}" if "held_out_accuracy" in r else "")
         )
     lines.append(f"  suggested k = {metrics['suggested_k']}: {metrics['suggestion_reason']}")
-    if metrics.get("classifier"):
-        c = metrics["classifier"]
+    if c := metrics.get("classifier"):
         lines.append(
             f"  as a classifier: best k = {c['best_k']}, held-out accuracy {c['held_out_accuracy']:.3f} on "
             f"{c['n_test']:,} test images (each cluster read as its majority training digit)"
         )
-    lines.append(
-        f"  total {sum(metrics['timings'].values()):.1f} s; results in {run_dir}/ (open report.html)"
-    )
-    return "\n".join(lines)
+    return _with_footer(lines, metrics, run_dir)
 
 
 def library_versions() -> dict:
