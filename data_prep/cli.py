@@ -104,7 +104,6 @@ def add_source_arguments(parser: argparse._ActionsContainer, source_default: str
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=None,
         help="download cache (default: $MNIST_CACHE or the user cache folder)",
     )
     parser.add_argument(

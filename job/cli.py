@@ -152,12 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="examples_per_cluster",
         help="example images per cluster in the figures",
     )
-    ev.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
+    ev.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     ev.add_argument(
         "--resume",
         type=Path,
-        default=None,
         metavar="RUN_DIR",
         help="continue a killed or interrupted run from its last checkpoint (same settings)",
     )

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="default data/mnist-<n>.zarr")
+    p.add_argument("--out", type=Path, help="default data/mnist-<n>.zarr")
     p.add_argument(
         "--mnist",
         type=Path,

@@ -40,7 +40,7 @@ from job.errors import DataError, JobError
 from job.evaluation import classifier, examples
 from job.evaluation.choose_k import KScore, suggest_k
 from job.evaluation.evaluate import EvaluationPass, evaluate_at
-from job.evaluation.metrics import pca_2d_later, sample_indices, silhouette_later
+from job.evaluation.metrics import sample_indices, start_pca_2d, start_silhouette
 from job.kmeans.estimator import make_estimator
 from job.kmeans.passes import lloyd_step, predict_labels
 from job.model import Model
@@ -127,14 +127,13 @@ class Plan(Protocol):
     record_file: str  # metrics.json or sweep.json
     models: dict  # the fitted estimators by k, filled by run()
 
-    def open(
-        self, run_dir: Path, X: da.Array, out: Path
-    ) -> None: ...  # once the data is open (checkpoints, resume)
+    # once the data is open (checkpoints, resume)
+    def open(self, run_dir: Path, X: da.Array, out: Path) -> None: ...
     def connected(self, client, recorder: PhaseRecorder) -> None: ...  # once the cluster is up
     def run(self, session: Session) -> dict: ...  # its phases; returns its part of the record
     def config_record(self, config: JobConfig) -> dict: ...
     def write_report(self, out: Path, metrics: dict) -> None: ...
-    def summary(self, metrics: dict, run_dir: Path) -> str: ...
+    def summary_text(self, metrics: dict, run_dir: Path) -> str: ...
 
 
 @contextmanager
@@ -172,7 +171,7 @@ def _run_session_logged(config: JobConfig, plan: Plan, given_client) -> RunResul
     with exclusive(run_dir, pick_free=not config.out) as run_dir, reading_store(config.data):
         with written_atomically(run_dir, config.overwrite) as tmp:
             metrics = _phases(config, plan, tmp, run_dir, started_at, given_client)
-            text = plan.summary(metrics, run_dir)
+            text = plan.summary_text(metrics, run_dir)
             (tmp / "summary.txt").write_text(text + "\n")
         if plan.checkpoints:
             checkpoint.remove_partial(run_dir)  # complete: no resume needed
@@ -496,8 +495,8 @@ class SingleK:
             # figures are the client's work, and the cluster would otherwise sit idle for them.
             started = time.perf_counter()
             sample = scored.sample
-            pca_points = pca_2d_later(sample.rows, PIXEL_SCALE) if len(sample.rows) >= 3 else None
-            silhouette = silhouette_later(sample.rows, sample.labels, config.k)
+            pca_points = start_pca_2d(sample.rows, PIXEL_SCALE) if len(sample.rows) >= 3 else None
+            silhouette = start_silhouette(sample.rows, sample.labels, config.k)
 
         with recorder.phase("plot and save"):
             digits = (
@@ -553,7 +552,7 @@ class SingleK:
     def write_report(self, out: Path, metrics: dict) -> None:
         report_html.write_run_report(out, json.loads((out / self.record_file).read_text()), self.strips)
 
-    def summary(self, metrics: dict, run_dir: Path) -> str:
+    def summary_text(self, metrics: dict, run_dir: Path) -> str:
         return summary.summary_text(metrics, run_dir)
 
 
@@ -665,7 +664,7 @@ class Sweep:
         scored = _evaluate(s, fit)
         ev = scored.evaluation
         # On the workers while we draw.
-        silhouette_of = silhouette_later(scored.sample.rows, scored.sample.labels, k)
+        silhouette_of = start_silhouette(scored.sample.rows, scored.sample.labels, k)
         _save_model(s.out, f"_k{k:02d}", fit, s.data.image_shape, ev)
         held_out, predicted = _classify_test(s.test, fit, ev) if s.test is not None else (None, None)
         silhouette = silhouette_of() if config.silhouette_sample >= 2 else float("nan")
@@ -727,7 +726,7 @@ class Sweep:
     def write_report(self, out: Path, metrics: dict) -> None:
         report_html.write_sweep_report(out, metrics)
 
-    def summary(self, metrics: dict, run_dir: Path) -> str:
+    def summary_text(self, metrics: dict, run_dir: Path) -> str:
         return summary.sweep_summary_text(metrics, run_dir)
 
 

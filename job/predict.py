@@ -313,7 +313,7 @@ def predict(
     )
 
 
-def summary(result: Prediction) -> str:
+def summary_text(result: Prediction) -> str:
     counts = np.bincount(result.clusters, minlength=result.k)
     digit_counts = np.bincount(result.digits[result.digits >= 0], minlength=N_CLASSES)
     lines = [
@@ -341,23 +341,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a run folder (model.npz), a sweep folder (model_kNN.npz: see --k) or a model file",
     )
     p.add_argument("inputs", type=Path, nargs="+", help="IDX file, Zarr array/group, or PNG files/folders")
-    p.add_argument(
-        "--labels", type=Path, default=None, help="IDX labels for an IDX input (default: beside it)"
-    )
+    p.add_argument("--labels", type=Path, help="IDX labels for an IDX input (default: beside it)")
     p.add_argument(
         "--k",
         type=int,
-        default=None,
         help="a sweep folder's model to use (default: its best held-out k, else its suggested k)",
     )
-    p.add_argument("--out", type=Path, default=None, help="CSV to write (default: RUN/predictions.csv)")
+    p.add_argument("--out", type=Path, help="CSV to write (default: RUN/predictions.csv)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.debug)
 
     def body():
         result = predict(args.run, args.inputs, args.out, args.labels, args.k)
-        print(summary(result))
+        print(summary_text(result))
 
     return run_cli(body, args.debug)
 

@@ -92,7 +92,7 @@ def test_silhouette_on_the_cluster_matches_sklearn(client, mnist_store):
     labels = model.labels_.persist()
     idx = evaluate.sample_indices(X.shape[0], 3000, seed=4)
     rows, row_labels = X[idx].compute(), labels[idx].compute()
-    ours = evaluate.silhouette_later(rows, row_labels, 10)()
+    ours = evaluate.start_silhouette(rows, row_labels, 10)()
     reference = metrics.silhouette_score(rows, row_labels)
     assert ours == pytest.approx(reference, abs=0.005)
     assert abs(ours - reference) < 1e-5  # the same computation, its distance product in float32
@@ -106,7 +106,7 @@ def test_silhouette_of_a_single_point_cluster_is_zero():
     reference = metrics.silhouette_samples(X, labels)
     assert reference[2] == 0.0
     for block_rows in (1, 2, 5):
-        ours = evaluate.silhouette_later(X, labels, 2, block_rows=block_rows)()
+        ours = evaluate.start_silhouette(X, labels, 2, block_rows=block_rows)()
         assert ours == pytest.approx(reference.mean(), abs=1e-6)
 
 

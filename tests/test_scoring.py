@@ -36,7 +36,7 @@ def test_one_pass_gives_scikit_learns_metrics_for_the_same_labels(client, mnist_
     assert ev.ari == pytest.approx(metrics.adjusted_rand_score(truth, ours), rel=1e-9)
     assert ev.calinski_harabasz == pytest.approx(metrics.calinski_harabasz_score(Xn, ours), rel=1e-9)
     assert ev.davies_bouldin == pytest.approx(metrics.davies_bouldin_score(Xn, ours), rel=1e-9)
-    silhouette = evaluate.silhouette_later(sample.rows, sample.labels, 10)()  # as the job starts it
+    silhouette = evaluate.start_silhouette(sample.rows, sample.labels, 10)()  # as the job starts it
     assert silhouette == pytest.approx(metrics.silhouette_score(Xn[idx], ours[idx]), abs=1e-5)
     np.testing.assert_array_equal(sample.rows, X.compute()[idx])
     np.testing.assert_array_equal(sample.labels, ours[idx])

@@ -151,27 +151,23 @@ def add_cluster_arguments(parser) -> None:
     """The cluster flags every job command takes (an argparse parser or argument group)."""
     parser.add_argument(
         "--cluster-config",
-        default=None,
         metavar="FILE|NAME",
         help="a cluster config YAML file, or the name of one shipped with the package: "
         f"{', '.join(shipped_configs())} (default: the shipped {DEFAULT_CLUSTER_CONFIG})",
     )
     parser.add_argument(
         "--scheduler",
-        default=None,
         metavar="ADDRESS",
         help="join an existing scheduler, tcp://HOST:8786 or tls://... (overrides the file's kind)",
     )
     parser.add_argument(
         "--scheduler-file",
-        default=None,
         metavar="FILE",
         help="join the scheduler that wrote FILE (dask scheduler --scheduler-file FILE)",
     )
     parser.add_argument(
         "--n-workers",
         type=int,
-        default=None,
         help="LocalCluster workers (default: one per core this process may use)",
     )
     parser.add_argument(
@@ -179,13 +175,11 @@ def add_cluster_arguments(parser) -> None:
     )
     parser.add_argument(
         "--memory-limit",
-        default=None,
         help="LocalCluster memory per worker, e.g. 4GiB (default: the machine's memory shared between "
         "the workers)",
     )
     parser.add_argument(
         "--dashboard-address",
-        default=None,
         help="where a cluster we start serves its dashboard (default 127.0.0.1:8787, loopback only); "
         "0.0.0.0:8787 exposes it to the network",
     )

@@ -373,7 +373,7 @@ def add_steps(*parts):
 
 
 def init_chunks(centers, groups: Groups, projection, *chunks):
-    """init_chunk over the chunks one worker thread holds: (their states, the summed summary)."""
+    """init_chunk over the chunks one worker thread holds: (their states, their summed step sums)."""
     results = [init_chunk(chunk, centers, groups, projection) for chunk in chunks]
     return [r[0] for r in results], add_steps(*(r[1] for r in results))
 

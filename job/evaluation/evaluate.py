@@ -59,7 +59,7 @@ class Sample:
 @dataclass(frozen=True)
 class EvaluationPass:
     """What evaluate_at returns: the labels (int32 [n], persisted on the workers), the Evaluation (its
-    silhouette still to come: evaluation.metrics.silhouette_later on `sample`, so that it can overlap other
+    silhouette still to come: evaluation.metrics.start_silhouette on `sample`, so that it can overlap other
     work), and the closest and random example indices [k, m]."""
 
     labels: da.Array

@@ -111,7 +111,7 @@ def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def silhouette_later(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> Callable[[], float]:
+def start_silhouette(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1000) -> Callable[[], float]:
     """Start the mean silhouette of the sample (Xs [s, p], ls [s]) on the cluster and return a function
     that waits for it, so that the client draws the figures meanwhile. The sample is sent once, and each
     task computes the distances between two blocks of rows, i <= j, and their sums per cluster for the
@@ -132,10 +132,12 @@ def silhouette_later(Xs: np.ndarray, ls: np.ndarray, k: int, block_rows: int = 1
                 sums[j : j + block_rows] += to_i
         return float(_silhouette_from_sums(sums, ls, np.bincount(ls, minlength=k)).mean())
 
-    return _later([delayed(_silhouette_pair)(X_all, l_all, i, j, block_rows, k) for i, j in pairs], finish)
+    return _start_then_wait(
+        [delayed(_silhouette_pair)(X_all, l_all, i, j, block_rows, k) for i, j in pairs], finish
+    )
 
 
-def _later(tasks: list, finish: Callable):
+def _start_then_wait(tasks: list, finish: Callable):
     """Start dask `tasks` on the default distributed client and return a function that waits for them
     and returns finish(their results); with no distributed client they run now."""
     try:
@@ -192,7 +194,7 @@ def _pca_2d(Xs: np.ndarray, scale: float) -> np.ndarray:
     return centered @ top
 
 
-def pca_2d_later(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]:
+def start_pca_2d(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]:
     """Start projecting the sample [s, p] times `scale` on its first two principal components, in one
     task on the cluster (the rows travel as they are: uint8 pixels are 8x smaller than float64), and
     return a function that waits for the projection [s, 2].
@@ -200,4 +202,4 @@ def pca_2d_later(Xs: np.ndarray, scale: float = 1.0) -> Callable[[], np.ndarray]
     A 784 x 784 eigenproblem in one task instead of dask-ml's PCA on a one-chunk array, which took 3.5 s
     for a 10,000-row sample (2 cores).
     """
-    return _later([delayed(_pca_2d)(np.asarray(Xs), scale)], lambda results: np.asarray(results[0]))
+    return _start_then_wait([delayed(_pca_2d)(np.asarray(Xs), scale)], lambda results: np.asarray(results[0]))

@@ -49,12 +49,12 @@ def _assignment_inertia(sq_total: float, centers: np.ndarray, sums: np.ndarray, 
 
 def _step_after(previous, *args):
     """bounds.step_chunks on the states of a thread's previous pass, given as that pass's whole result
-    (states, summary): no task of its own to split them."""
+    (states, sums): no task of its own to split them."""
     return bounds.step_chunks(previous[0], *args)
 
 
 def _labels_after(previous, index: int) -> np.ndarray:
-    """The labels of the index-th chunk in a thread's pass result (states, summary)."""
+    """The labels of the index-th chunk in a thread's pass result (states, sums)."""
     return previous[0][index][0]
 
 
@@ -64,21 +64,21 @@ class _Bounds:
     def __init__(self, plan, groups: bounds.Groups | None):
         self.client, self.groups_of_chunks = plan
         self.groups = groups
-        self.passes: list = []  # each thread's last (states, summary), a future on its worker
+        self.passes: list = []  # each thread's last (states, sums), a future on its worker
         self.projection: projected.Projection | None = None  # the first pass's
 
     def _run(self, fn, *args, name):
         """One pass: fn(*args, *chunks) per worker thread, after its last pass's result when it has one
-        (fn(last, *args, *chunks)); the threads' summaries added up.
+        (fn(last, *args, *chunks)); the threads' sums added up.
 
         On 16 workers with little data (k=256, 8,192 rows: benchmarks/pass_overhead.py, docs/benchmarks.md
         section 20) the client and scheduler spent 240 ms of CPU per iteration before this shape and
         114 ms after it (before it, on 16 cores the job's sample stage took longer than on 2). The shape:
         - the centers (and the projection) go to the cluster once per pass and each task fetches them
           (inline, each of 16 tasks carried its own 1.6 MB copy through the scheduler);
-        - the summaries ([k, p] sums each) are added on the workers, not gathered one by one;
+        - the sums ([k, p] each) are added on the workers, not gathered one by one;
         - one task per thread and pass, its result kept whole for the next pass, and one batch of getitem
-          tasks for the summaries, instead of three submissions per thread (each submission is a graph
+          tasks for the sums, instead of three submissions per thread (each submission is a graph
           update on the scheduler: milliseconds).
         """
         args = tuple(self._shared(arg) for arg in args)
@@ -100,13 +100,13 @@ class _Bounds:
         self.passes = results
         # without restrictions each getitem runs where its pass's result is (the scheduler's choice by
         # the bytes of its dependencies); named after the pass, so the dashboard says "bounds_step-sums"
-        summaries = self.client.map(
+        sums = self.client.map(
             operator.getitem,
             results,
             [1] * len(results),
             key=[f"{name}-sums-{uuid.uuid4().hex}" for _ in results],
         )
-        return reduce_on_cluster(self.client, summaries, bounds.add_steps)
+        return reduce_on_cluster(self.client, sums, bounds.add_steps)
 
     def _shared(self, arg):
         """A future of `arg` on the cluster when it is large and more than one task will read it.
