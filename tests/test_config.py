@@ -17,8 +17,20 @@ CONFIGS = REPO / "cluster_config"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    assert isinstance(load_cluster_config(path), tuple(kinds().values()))
+def test_shipped_configs_load_with_every_setting_they_show(path):
+    """Each shipped file is the kind it says, and each of its settings is what the loaded config holds
+    (a key read under another name, or dropped, would leave the default in its place)."""
+    import yaml
+
+    written = yaml.safe_load(path.read_text())
+    config = load_cluster_config(path)
+    assert type(config) is kinds()[written.pop("kind")]
+    for key, value in written.items():
+        held = getattr(config, key)
+        if value == "auto":  # sized for this machine when the cluster starts (job.deploy.sizing)
+            assert held is None, (key, held)
+        else:
+            assert held == (tuple(value) if isinstance(value, list) else value), (key, held, value)
 
 
 def test_local_defaults_keep_the_dashboard_on_loopback():

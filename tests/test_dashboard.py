@@ -1,5 +1,6 @@
 """The Dask dashboard while the job fits: on loopback, its link printed, our tasks visible in /status."""
 
+import os
 import subprocess
 import sys
 import time
@@ -7,11 +8,12 @@ import urllib.request
 
 import pytest
 
-from job.checkpoint import partial_dir
+from job.checkpoint import CHECKPOINT_FILE, partial_dir
 
 from . import REPO, run_module
 from .cluster_processes import LOOPBACK, free_port, listening
 from .conftest import ARTIFACTS
+from .hold_fit import hold_env
 
 # Every Bokeh data source on the page, as JSON: the progress bars and the task stream name task prefixes.
 PAGE_DATA = """() => {
@@ -39,8 +41,10 @@ def _wait_until_serving(url: str, proc, timeout: float = 120) -> None:
 
 @pytest.mark.slow
 def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_path):
-    port = free_port()
-    # tol=0 keeps Lloyd iterating for a while: the page is looked at while the fit is running.
+    port, release = free_port(), tmp_path / "release"
+    # The workers hold the fit after its second Lloyd iteration until `release` exists (tests/hold_fit.py):
+    # the page is looked at while the fit is running, however fast the machine.
+    hold = hold_env(partial_dir(tmp_path / "run") / CHECKPOINT_FILE, at=2, release=release)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -63,6 +67,7 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **hold},
     )
     try:
         status = f"http://127.0.0.1:{port}/status"
@@ -97,6 +102,7 @@ def test_dashboard_shows_our_tasks_while_the_fit_runs(browser, mnist_store, tmp_
         assert (ARTIFACTS / "dashboard-status.png").stat().st_size > 10_000
         assert not errors, errors
         page.close()
+        release.touch()
         _out, err = proc.communicate(timeout=600)
     finally:
         proc.kill()

@@ -7,6 +7,26 @@ from matplotlib.image import imread
 from job.report import figures as plots
 
 
+def test_the_centers_figure_draws_each_center_in_its_place(tmp_path):
+    """Four centers in a row: the first and third black (all ones), the others a small black square in
+    a white field. Left to right, the figure's dark columns follow them: two wide, two narrow."""
+    centers = np.zeros((4, 28, 28))
+    centers[[0, 2]] = 1.0
+    centers[[1, 3], 10:18, 10:18] = 1.0
+    path = plots.plot_centers(
+        centers.reshape(4, 784), (28, 28), [3, 1, -1, 7], [5, 6, 7, 8], tmp_path / "c.png"
+    )
+    image = imread(path)[..., :3].mean(axis=2)
+    dark = image < 0.2
+    per_row = dark.sum(axis=1)
+    rows = np.flatnonzero(per_row > 0.6 * per_row.max())  # rows crossing all four centers, not the captions
+    columns = dark[rows].any(axis=0)
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, columns.astype(int), 0])).reshape(-1, 2), axis=1).ravel()
+    assert len(runs) == 4, runs  # four centers, left to right (captions are above them, not in these rows)
+    wide, narrow = runs[[0, 2]], runs[[1, 3]]
+    assert (narrow / wide).max() < 0.4 and (narrow / wide).min() > 0.2, runs  # 8 of 28 pixels wide: 0.29
+
+
 def test_every_figure_is_written(tmp_path):
     rng = np.random.default_rng(0)
     k = 4

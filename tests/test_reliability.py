@@ -27,9 +27,12 @@ from job.kmeans.estimator import FusedKMeans
 
 from . import REPO
 from .cluster_processes import free_port
+from .hold_fit import hold_env
 from .synthetic import write_dataset
 
-# tol=0 keeps the fit going for a few seconds, long enough to be killed in the middle of it.
+# A fit of 21 Lloyd iterations over all rows (tol=0: until the centers stop moving); the tests that stop a
+# job mid-fit hold it at a chosen iteration (tests/hold_fit.py), so how fast the machine is does not
+# matter.
 FIT_ARGS = [
     "--tol",
     "0",
@@ -50,7 +53,8 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _job(*args, **kwargs):
+def _job(*args, hold: dict | None = None):
+    """`python -m job args`; `hold`: a hold_env, making its workers hold the fit where it says."""
     return subprocess.Popen(
         [sys.executable, "-m", "job", *args],
         cwd=REPO,
@@ -59,8 +63,13 @@ def _job(*args, **kwargs):
         text=True,
         start_new_session=True,
         preexec_fn=_default_sigint,
-        **kwargs,
+        env=None if hold is None else {**os.environ, **hold},
     )
+
+
+def _held_at(run: Path, iteration: int) -> dict:
+    """Workers that hold the run's fit once its checkpoint records `iteration` Lloyd iterations."""
+    return hold_env(partial_dir(run) / CHECKPOINT_FILE, at=iteration)
 
 
 def _wait_for_checkpoint(run: Path, proc, at_least: int, timeout: float = 120) -> int:
@@ -96,7 +105,7 @@ def reference_run(mnist_store, tmp_path_factory):
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_store, reference_run, tmp_path):
     run = tmp_path / "run"
-    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS, hold=_held_at(run, 5))
     _wait_for_checkpoint(run, proc, at_least=5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -124,7 +133,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_store, referen
 
 def test_sigint_stops_cleanly_with_a_checkpoint_and_no_stray_processes(mnist_store, tmp_path):
     run = tmp_path / "run"
-    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS)
+    proc = _job("--data", str(mnist_store), "--out", str(run), *FIT_ARGS, hold=_held_at(run, 3))
     _wait_for_checkpoint(run, proc, at_least=3)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children  # the LocalCluster's worker processes
@@ -256,7 +265,7 @@ def test_a_second_job_on_the_same_run_folder_is_refused(mnist_store, tmp_path):
 @pytest.mark.slow
 def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, reference_run, tmp_path):
     dask_cli = str(Path(sys.executable).parent / "dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
+    address, run = f"tcp://127.0.0.1:{free_port()}", tmp_path / "run"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
     scheduler = subprocess.Popen(
         [
@@ -285,12 +294,12 @@ def test_losing_the_scheduler_is_a_clear_error_and_resume_finishes(mnist_store, 
                 "4GiB",
                 "--no-dashboard",
             ],
+            env={**os.environ, **_held_at(run, 3)},  # the cluster's workers hold the fit, not the job's
             **quiet,
         )
         for _ in range(2)
     ]
     try:
-        run = tmp_path / "run"
         job = _job("--data", str(mnist_store), "--out", str(run), "--scheduler", address, *FIT_ARGS[:-2])
         _wait_for_checkpoint(run, job, at_least=3)
         os.killpg(scheduler.pid, signal.SIGKILL)
@@ -314,10 +323,12 @@ def test_an_interrupted_sweep_resumes_at_its_first_unfinished_k(mnist_store, tmp
     writes is the one an uninterrupted run writes (fit times aside)."""
     args = ["--data", str(mnist_store), "--k", "3,4,5", *FIT_ARGS]
     run = tmp_path / "sweep"
-    proc = _job(*args, "--out", str(run))
-    first = partial_dir(run) / "k00003.npz"
+    first, kept = partial_dir(run) / "k00003.npz", partial_dir(run) / CHECKPOINT_FILE
+    # The sweep's checkpoint (its list of finished ks) is written once k=3 is kept: from then on, k=4's
+    # fit waits, and the test interrupts it there.
+    proc = _job(*args, "--out", str(run), hold=hold_env(kept))
     deadline = time.monotonic() + 300
-    while not first.exists():
+    while not kept.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGINT)
