@@ -131,6 +131,27 @@ class FitResult:
     sample: dict | None = field(default=None)
 
 
+@dataclass(frozen=True)
+class Start:
+    """One start of a fit on all rows (_fit_full): its seed, where Lloyd took it, and how long it took."""
+
+    seed: int
+    centers: np.ndarray
+    inertia: float
+    counts: np.ndarray
+    sums: np.ndarray
+    n_iter: int
+    init_centers: np.ndarray
+    init_info: dict
+    init_seconds: float
+    lloyd_seconds: float
+
+    def record(self) -> dict:
+        """Its entry in the fit's `starts_` (and metrics.json)."""
+        names = ("seed", "inertia", "n_iter", "init_seconds", "lloyd_seconds", "init_info")
+        return {name: getattr(self, name) for name in names}
+
+
 class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     """K-Means for data larger than memory: a sampled fit polished on all rows, on dask arrays.
 
@@ -428,28 +449,25 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                     index + 1,
                     len(seeds),
                     seed,
-                    results[-1]["inertia"],
-                    results[-1]["n_iter"],
+                    results[-1].inertia,
+                    results[-1].n_iter,
                 )
-        best = min(results, key=lambda r: r["inertia"])  # the first of equal ones
-        init_reads = sum(r["init_info"].get("chunk_reads", 0) for r in results)
+        best = min(results, key=lambda r: r.inertia)  # the first of equal ones
+        init_reads = sum(r.init_info.get("chunk_reads", 0) for r in results)
         return FitResult(
-            **{key: best[key] for key in ("centers", "inertia", "counts", "sums", "n_iter", "init_centers")},
-            init_info=best["init_info"],
+            centers=best.centers,
+            inertia=best.inertia,
+            counts=best.counts,
+            sums=best.sums,
+            n_iter=best.n_iter,
+            init_centers=best.init_centers,
+            init_info=best.init_info,
             labels=None,
             strategy="plain Lloyd" if weights is None else "weighted plain Lloyd",
-            starts=[
-                {
-                    key: r[key]
-                    for key in ("seed", "inertia", "n_iter", "init_seconds", "lloyd_seconds", "init_info")
-                }
-                for r in results
-            ],
-            passes_over_all_rows=1
-            + init_reads / max(1, X.numblocks[0])
-            + sum(r["n_iter"] + 1 for r in results),
-            init_seconds=sum(r["init_seconds"] for r in results),
-            lloyd_seconds=sum(r["lloyd_seconds"] for r in results),
+            starts=[r.record() for r in results],
+            passes_over_all_rows=1 + init_reads / max(1, X.numblocks[0]) + sum(r.n_iter + 1 for r in results),
+            init_seconds=sum(r.init_seconds for r in results),
+            lloyd_seconds=sum(r.lloyd_seconds for r in results),
         )
 
     def _fit_sampled(self, X, plan, seeds, size, start, on_iteration) -> FitResult:
@@ -728,7 +746,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         seed = base_seed(self.random_state)
         return [seed + i for i in range(starts)]
 
-    def _one_start(self, X, seed, tol, plan, start, on_iteration, weights=None) -> dict:
+    def _one_start(self, X, seed, tol, plan, start, on_iteration, weights=None) -> Start:
         started = time.perf_counter()
         if start is None:
             centers, init_info = self._init_centers(X, seed, weights)
@@ -753,18 +771,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             centers, n_iter = self._lloyd(X, centers, plan, rule, on_iteration, weights)
         lloyd_seconds = time.perf_counter() - started
         sums, counts, inertia = lloyd_step(X, centers, plan, weights)
-        return {
-            "seed": seed,
-            "centers": centers,
-            "inertia": inertia,
-            "counts": counts,
-            "sums": sums,
-            "n_iter": n_iter,
-            "init_centers": init_centers,
-            "init_info": init_info,
-            "init_seconds": init_seconds,
-            "lloyd_seconds": lloyd_seconds,
-        }
+        return Start(
+            seed, centers, inertia, counts, sums, n_iter, init_centers, init_info, init_seconds, lloyd_seconds
+        )
 
     def _init_centers(self, X: da.Array, seed: int, weights=None) -> tuple[np.ndarray, dict]:
         """The given centers for an array; ours for "k-means||" (job.kmeans.kmeans_parallel: seeded, weighted
