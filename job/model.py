@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Model:
+    """A fitted clustering as predict uses it: the centers (pixels in [0, 1]), the image shape they are
+    flattened from, and each cluster's digit by the one-to-one (Hungarian) and the majority reading."""
+
     centers: np.ndarray  # [k, p] float32
     image_shape: tuple[int, int]
     digits: np.ndarray  # cluster -> digit (Hungarian, -1 = none)

@@ -20,6 +20,7 @@ import numpy as np
 # Rows per inner block: 1,024 rows of 784 float32 = 3.2 MB, which stays in cache between the distance
 # product and the pass that sums the rows (measured in benchmarks/lloyd_kernel.py).
 BLOCK_ROWS = 1024
+SEEDING_BLOCK_ROWS = 2048  # min_sq_distances' float64 blocks
 
 
 def squared_norms(X: np.ndarray) -> np.ndarray:
@@ -261,6 +262,27 @@ def with_known_labels(X: np.ndarray, labels: np.ndarray, centers: np.ndarray, me
         spread,
     )
     return labels, dist, spread, sq_total
+
+
+def min_sq_distances(X: np.ndarray, C: np.ndarray, with_argmin: bool = False):
+    """Squared distance (float64) of each row to its nearest row of C, optionally with the argmin: the
+    seeding's distances (job.kmeans.kmeans_parallel).
+
+    Float64 throughout, so that a point's cost does not depend on which other rows share its chunk
+    (float32 BLAS may round a row differently in different blocks).
+    """
+    C = np.asarray(C, dtype=np.float64)
+    c_sq = np.einsum("ij,ij->i", C, C)
+    dist = np.empty(len(X))
+    arg = np.empty(len(X), dtype=np.int64) if with_argmin else None
+    for start in range(0, len(X), SEEDING_BLOCK_ROWS):
+        xb = X[start : start + SEEDING_BLOCK_ROWS].astype(np.float64)
+        d = np.einsum("ij,ij->i", xb, xb)[:, None] - 2 * xb @ C.T + c_sq[None, :]
+        j = d.argmin(axis=1)
+        dist[start : start + len(xb)] = np.maximum(d[np.arange(len(xb)), j], 0.0)
+        if arg is not None:
+            arg[start : start + len(xb)] = j
+    return (dist, arg) if with_argmin else dist
 
 
 def over_chunks(kernel, combine, args: tuple, *chunks: np.ndarray):

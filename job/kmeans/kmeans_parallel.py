@@ -16,7 +16,7 @@ Reads of X: one pass for the first cost, one per later round to update the costs
 that is most chunks: about 2 x rounds + 1 passes in all). info["chunk_reads"] counts them exactly. The
 per-point costs live on the cluster (8 bytes a row); only the sampled rows, the candidate weights and a
 few farthest points reach the client.
-May use: job.engine (blockwise, rng), scikit-learn (the weighted reduction of the candidates).
+May use: job.engine (kernels, blockwise, rng), scikit-learn (the weighted reduction of the candidates).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from dask import delayed
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
+from job.engine import kernels
 from job.engine.blockwise import boxed_pairs, per_chunk, unbox
 from job.engine.rng import uniforms
 
 log = logging.getLogger(__name__)
 
-BLOCK_ROWS = 2048
 # Weighted k-means++ restarts on the candidates (a few hundred points at most, so restarts cost
 # milliseconds); the best of 10 lowers the median final inertia over seeds (docs/benchmarks.md).
 CANDIDATE_RESTARTS = 10
@@ -48,29 +48,9 @@ CANDIDATE_RESTARTS = 10
 CANDIDATE_RESTART_WORK = 500_000
 
 
-def _min_sq_dist(X: np.ndarray, C: np.ndarray, with_argmin: bool = False):
-    """Squared distance (float64) of each row to its nearest row of C, optionally with the argmin.
-
-    Float64 throughout, so that a point's cost does not depend on which other rows share its chunk
-    (float32 BLAS may round a row differently in different blocks).
-    """
-    C = np.asarray(C, dtype=np.float64)
-    c_sq = np.einsum("ij,ij->i", C, C)
-    dist = np.empty(len(X))
-    arg = np.empty(len(X), dtype=np.int64) if with_argmin else None
-    for start in range(0, len(X), BLOCK_ROWS):
-        xb = X[start : start + BLOCK_ROWS].astype(np.float64)
-        d = np.einsum("ij,ij->i", xb, xb)[:, None] - 2 * xb @ C.T + c_sq[None, :]
-        j = d.argmin(axis=1)
-        dist[start : start + len(xb)] = np.maximum(d[np.arange(len(xb)), j], 0.0)
-        if arg is not None:
-            arg[start : start + len(xb)] = j
-    return (dist, arg) if with_argmin else dist
-
-
 def _chunk_costs(X, w, C):
     """Each row's cost: its squared distance to the nearest of C, times its weight (w [m] or None)."""
-    dist = _min_sq_dist(X, C)
+    dist = kernels.min_sq_distances(X, C)
     return dist if w is None else w * dist
 
 
@@ -88,7 +68,7 @@ def _chunk_weights(X, w, candidates, n_far, offset):
     """Each candidate's weight (the rows nearest to it: their count, or with sample weights w their total
     weight), and the n_far rows farthest from every candidate (distance, index); rows of weight 0 are
     never among the farthest."""
-    dist, nearest = _min_sq_dist(X, candidates, with_argmin=True)
+    dist, nearest = kernels.min_sq_distances(X, candidates, with_argmin=True)
     counts = np.bincount(nearest, weights=w, minlength=len(candidates))
     if w is not None:
         dist = np.where(w > 0, dist, 0.0)
