@@ -56,9 +56,7 @@ def cluster_config_from_mapping(mapping: dict[str, Any], source: str = "cluster 
         if security is not None:
             mapping["security"] = _security_from(security)
         return cls(**mapping)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except TypeError as exc:
+    except (ConfigError, TypeError) as exc:  # TypeError: an unknown or missing key of the kind
         raise ConfigError(f"{source}: {exc}") from exc
 
 

@@ -85,18 +85,7 @@ class _Bounds:
         results = []
         for i, (worker, chunks) in enumerate(self.groups_of_chunks):
             previous = (self.passes[i],) if self.passes else ()
-            results.append(
-                self.client.submit(
-                    fn,
-                    *previous,
-                    *args,
-                    *chunks,
-                    workers=[worker],
-                    allow_other_workers=True,
-                    pure=False,
-                    key=f"{name}-{uuid.uuid4().hex}",
-                )
-            )
+            results.append(self._on(worker, fn, *previous, *args, *chunks, key=f"{name}-{uuid.uuid4().hex}"))
         self.passes = results
         # without restrictions each getitem runs where its pass's result is (the scheduler's choice by
         # the bytes of its dependencies); named after the pass, so the dashboard says "bounds_step-sums"
@@ -107,6 +96,10 @@ class _Bounds:
             key=[f"{name}-sums-{uuid.uuid4().hex}" for _ in results],
         )
         return reduce_on_cluster(self.client, sums, bounds.add_steps)
+
+    def _on(self, worker, fn, *args, **kwargs):
+        """fn(*args) as a task on the worker that holds the thread's chunks (on another if it is gone)."""
+        return self.client.submit(fn, *args, workers=[worker], allow_other_workers=True, pure=False, **kwargs)
 
     def _shared(self, arg):
         """A future of `arg` on the cluster when it is large and more than one task will read it.
@@ -151,14 +144,7 @@ class _Bounds:
         position = {}
         for result, (worker, chunks) in zip(self.passes, self.groups_of_chunks):
             for index, chunk in enumerate(chunks):
-                position[chunk.key] = self.client.submit(
-                    _labels_after,
-                    result,
-                    index,
-                    workers=[worker],
-                    allow_other_workers=True,
-                    pure=False,
-                )
+                position[chunk.key] = self._on(worker, _labels_after, result, index)
         graph = X.__dask_graph__()
         keys = list(dask.core.flatten(X.__dask_keys__()))
         layer: dict = {(name, i): position[graph[key].key] for i, key in enumerate(keys)}
