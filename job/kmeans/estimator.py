@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -111,40 +111,38 @@ def _uniform_weights_as_none(weights):
 
 
 @dataclass(frozen=True)
-class FitResult:
-    """What one fit found: the best start's centers and the assignment at them, with the fit's record.
-    FusedKMeans.fit turns it into the fitted attributes, in one place."""
+class Found:
+    """Centers, the assignment at them (inertia, per-cluster counts and coordinate sums) and how Lloyd got
+    there: what a start finds and what a fit returns."""
 
     centers: np.ndarray
     inertia: float
     counts: np.ndarray
     sums: np.ndarray
     n_iter: int
-    labels: Any  # the last assignment kept on the workers (a dask array), or None
     init_centers: np.ndarray
     init_info: dict
-    strategy: str
-    starts: list
-    passes_over_all_rows: float
     init_seconds: float
     lloyd_seconds: float
-    sample: dict | None = field(default=None)
 
 
 @dataclass(frozen=True)
-class Start:
+class FitResult(Found):
+    """What one fit found: the best start's centers and the assignment at them, with the fit's record.
+    FusedKMeans.fit turns it into the fitted attributes, in one place."""
+
+    labels: Any  # the last assignment kept on the workers (a dask array), or None
+    strategy: str
+    starts: list
+    passes_over_all_rows: float
+    sample: dict | None = None
+
+
+@dataclass(frozen=True)
+class Start(Found):
     """One start of a fit on all rows (_fit_full): its seed, where Lloyd took it, and how long it took."""
 
     seed: int
-    centers: np.ndarray
-    inertia: float
-    counts: np.ndarray
-    sums: np.ndarray
-    n_iter: int
-    init_centers: np.ndarray
-    init_info: dict
-    init_seconds: float
-    lloyd_seconds: float
 
     def record(self) -> dict:
         """Its entry in the fit's `starts_` (and metrics.json)."""
@@ -454,20 +452,18 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 )
         best = min(results, key=lambda r: r.inertia)  # the first of equal ones
         init_reads = sum(r.init_info.get("chunk_reads", 0) for r in results)
+        # the best start's centers and assignment, with the time of every start
+        found = {f.name: getattr(best, f.name) for f in fields(Found)}
+        found.update(
+            init_seconds=sum(r.init_seconds for r in results),
+            lloyd_seconds=sum(r.lloyd_seconds for r in results),
+        )
         return FitResult(
-            centers=best.centers,
-            inertia=best.inertia,
-            counts=best.counts,
-            sums=best.sums,
-            n_iter=best.n_iter,
-            init_centers=best.init_centers,
-            init_info=best.init_info,
+            **found,
             labels=None,
             strategy="plain Lloyd" if weights is None else "weighted plain Lloyd",
             starts=[r.record() for r in results],
             passes_over_all_rows=1 + init_reads / max(1, X.numblocks[0]) + sum(r.n_iter + 1 for r in results),
-            init_seconds=sum(r.init_seconds for r in results),
-            lloyd_seconds=sum(r.lloyd_seconds for r in results),
         )
 
     def _fit_sampled(self, X, plan, seeds, size, start, on_iteration) -> FitResult:
@@ -772,7 +768,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         lloyd_seconds = time.perf_counter() - started
         sums, counts, inertia = lloyd_step(X, centers, plan, weights)
         return Start(
-            seed, centers, inertia, counts, sums, n_iter, init_centers, init_info, init_seconds, lloyd_seconds
+            centers, inertia, counts, sums, n_iter, init_centers, init_info, init_seconds, lloyd_seconds, seed
         )
 
     def _init_centers(self, X: da.Array, seed: int, weights=None) -> tuple[np.ndarray, dict]:
