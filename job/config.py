@@ -70,6 +70,13 @@ def _count_or_auto(value):
     return value if value == "auto" else int(value)
 
 
+def _count_or_auto_setting(estimator: str):
+    """A number or auto, as the estimator's parameter `estimator`."""
+    return _setting(
+        "auto", problem="must be a number or auto", convert=_count_or_auto, result=True, estimator=estimator
+    )
+
+
 def _rows_or_auto(value):
     return None if value in ("all", "none", None) else _count_or_auto(value)
 
@@ -89,9 +96,7 @@ class JobConfig:
     seed: int = _setting(0, result=True)
     # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a subsample when the fit is
     # sampled, else 1 (job.kmeans.sampling.SAMPLED_STARTS)
-    n_init: int | str = _setting(
-        "auto", problem="must be a number or auto", convert=_count_or_auto, result=True, estimator="n_init"
-    )
+    n_init: int | str = _count_or_auto_setting("n_init")
     # rows of the sampled fit's first stage; None (or "all"): every pass on all rows
     sample_size: int | str | None = _setting(
         "auto",
@@ -102,13 +107,7 @@ class JobConfig:
     )
     # most Lloyd passes over all rows after the sample's fit; auto: until a pass gains < tol, below 32
     # clusters or while a pass is cheap (FusedKMeans.polish_passes)
-    polish_passes: int | str = _setting(
-        "auto",
-        problem="must be a number or auto",
-        convert=_count_or_auto,
-        result=True,
-        estimator="polish_passes",
-    )
+    polish_passes: int | str = _count_or_auto_setting("polish_passes")
     engine: str = _setting("fused", *_one_of(ENGINES), result=True)
     max_iter: int = _setting(300, result=True, estimator="max_iter")
     tol: float = _setting(1e-4, result=True, estimator="tol")

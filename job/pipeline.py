@@ -51,6 +51,19 @@ from job.run_folder import check_output_folder, default_run_dir, exclusive, writ
 
 log = logging.getLogger(__name__)
 
+# what a sweep's row (KScore) takes from the evaluation of its k, by the same names
+SWEEP_EVALUATION_FIELDS = (
+    "ari",
+    "nmi",
+    "accuracy_hungarian",
+    "accuracy_majority",
+    "calinski_harabasz",
+    "davies_bouldin",
+    "cluster_sizes",
+    "mapping_hungarian",
+    "mapping_majority",
+)
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -686,17 +699,9 @@ class Sweep:
             inertia=fit.record["inertia"],
             n_iter=fit.record["n_iter"],
             silhouette=silhouette,
-            ari=ev.ari,
-            nmi=ev.nmi,
-            accuracy_hungarian=ev.accuracy_hungarian,
-            accuracy_majority=ev.accuracy_majority,
-            calinski_harabasz=ev.calinski_harabasz,
-            davies_bouldin=ev.davies_bouldin,
             fit_seconds=fit.record["fit_seconds"],
             starts=[{"seed": start["seed"], "inertia": start["inertia"]} for start in fit.record["starts"]],
-            cluster_sizes=ev.cluster_sizes,
-            mapping_hungarian=ev.mapping_hungarian,
-            mapping_majority=ev.mapping_majority,
+            **{name: getattr(ev, name) for name in SWEEP_EVALUATION_FIELDS},
             **extra,
         )
         return fit.model, row, predicted
