@@ -168,16 +168,11 @@ def _sample(image, cos, sin, shear, shift_y, shift_x, fields, values):  # pragma
             y0, x0 = int(np.floor(src_y)), int(np.floor(src_x))
             fy, fx = src_y - y0, src_x - x0
             value = 0.0
-            for dy in range(2):
-                yi = y0 + dy
-                if yi < 0 or yi >= h:
-                    continue
-                wy = fy if dy else 1.0 - fy
-                for dx in range(2):
-                    xi = x0 + dx
-                    if xi < 0 or xi >= w:
-                        continue
-                    value += wy * (fx if dx else 1.0 - fx) * image[yi, xi]
+            for corner in range(4):  # the neighbours (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
+                dy, dx = corner // 2, corner % 2
+                yi, xi = y0 + dy, x0 + dx
+                if 0 <= yi < h and 0 <= xi < w:
+                    value += (fy if dy else 1.0 - fy) * (fx if dx else 1.0 - fx) * image[yi, xi]
             values[y, x] = value
 
 
