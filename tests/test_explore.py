@@ -322,6 +322,22 @@ def test_the_summary_maps_many_clusters_by_majority_digit():
     assert mapping_line(majority) == (
         "  clusters by majority digit: 0: 0, 11; 1: 1, 2; 2: 3; 3: 4; 4: 5; 5: 6; 6: 7; 7: 8; 8: 9; 9: 10"
     )
+    # many clusters: how many each digit has, not a line of every cluster's number
+    majority = [d % 10 for d in range(64)] + [1] * 6
+    assert mapping_line(majority) == (
+        "  clusters per majority digit: 0: 7; 1: 13; 2: 7; 3: 7; 4: 6; 5: 6; 6: 6; 7: 6; 8: 6; 9: 6 "
+        "(which ones: report.html, metrics.json)"
+    )
+
+
+def test_the_summary_gives_the_hungarian_accuracy_only_where_it_means_something():
+    """Above ten clusters a one-to-one mapping counts all but ten clusters wrong (0.018 at k=1024): the
+    summary then gives the majority reading alone, for the fit and for the held-out split."""
+    from job.report.summary import accuracy_text
+
+    scores = {"accuracy_hungarian": 0.018, "accuracy_majority": 0.94}
+    assert accuracy_text(scores, 10) == "accuracy 0.018 (Hungarian), 0.940 (majority)"
+    assert accuracy_text(scores, 1024) == "accuracy 0.940 (majority)"
 
 
 def test_predict_with_64_clusters_reads_each_cluster_as_its_majority_digit(mnist_store, tmp_path):

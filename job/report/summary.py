@@ -43,35 +43,50 @@ def write_metrics(path: Path, metrics: dict) -> Path:
     return path
 
 
+# Above this many clusters the summary counts the clusters of each digit instead of listing them (a line of
+# 1,024 cluster numbers at k=1024 hid everything else); the full mapping is in metrics.json and report.html.
+MAPPING_LISTED_MAX_K = 32
+
+
 def mapping_line(majority: list[int]) -> str:
     """The summary's cluster -> digit line: the digit each cluster mostly holds (its majority digit; the
-    one-to-one mapping is only the Hungarian accuracy's). Up to ten clusters, cluster by cluster; more,
-    grouped by digit: "digit 0: clusters 3, 17, 40; digit 1: ..."."""
+    one-to-one mapping is only the Hungarian accuracy's). Up to ten clusters, cluster by cluster; up to
+    MAPPING_LISTED_MAX_K, grouped by digit: "0: 3, 17, 40; 1: ..."; more, how many clusters each digit has."""
     if len(majority) <= N_CLASSES:
         return f"  cluster -> digit it mostly holds: {' '.join(f'{c}:{d}' for c, d in enumerate(majority))}"
     groups = {d: [c for c, m in enumerate(majority) if m == d] for d in sorted(set(majority))}
+    if len(majority) > MAPPING_LISTED_MAX_K:
+        counts = "; ".join(f"{d}: {len(clusters)}" for d, clusters in groups.items())
+        return f"  clusters per majority digit: {counts} (which ones: report.html, metrics.json)"
     return "  clusters by majority digit: " + "; ".join(
         f"{d}: {', '.join(map(str, clusters))}" for d, clusters in groups.items()
     )
 
 
+def accuracy_text(scores: dict, k: int) -> str:
+    """ "accuracy A (Hungarian), B (majority)"; above ten clusters the majority reading only: a one-to-one
+    mapping then counts all but ten clusters as wrong (0.018 at k=1024), which says nothing of the fit."""
+    majority = f"{scores['accuracy_majority']:.3f} (majority)"
+    return (
+        f"accuracy {scores['accuracy_hungarian']:.3f} (Hungarian), {majority}"
+        if k <= N_CLASSES
+        else f"accuracy {majority}"
+    )
+
+
 def summary_text(metrics: dict, run_dir: Path) -> str:
-    ev, fit, ds = metrics["evaluation"], metrics["fit"], metrics["dataset"]
+    ev, fit, ds, k = metrics["evaluation"], metrics["fit"], metrics["dataset"], metrics["config"]["k"]
     lines = [
-        f"K-Means, k={metrics['config']['k']}, on {ds['n']:,} images ({'+'.join(ds['splits'])}) "
+        f"K-Means, k={k}, on {ds['n']:,} images ({'+'.join(ds['splits'])}) "
         f"with the {fit['engine']} engine: {fit['n_iter']} iterations, inertia {fit['inertia']:,.0f}",
-        f"  ARI {ev['ari']:.3f}   NMI {ev['nmi']:.3f}   accuracy {ev['accuracy_hungarian']:.3f} (Hungarian), "
-        f"{ev['accuracy_majority']:.3f} (majority)",
+        f"  ARI {ev['ari']:.3f}   NMI {ev['nmi']:.3f}   {accuracy_text(ev, k)}",
         f"  silhouette {ev['silhouette']:.4f} on a sample of {ev['silhouette_sample']:,}"
         if ev.get("silhouette") is not None and not math.isnan(ev["silhouette"])
         else "  silhouette: not computed",
         mapping_line(ev["mapping_majority"]),
     ]
     if ho := metrics.get("held_out"):
-        lines.append(
-            f"  held-out test split ({ho['n']:,} images): accuracy {ho['accuracy_hungarian']:.3f} "
-            f"(Hungarian), {ho['accuracy_majority']:.3f} (majority)"
-        )
+        lines.append(f"  held-out test split ({ho['n']:,} images): {accuracy_text(ho, k)}")
     return _with_footer(lines, metrics, run_dir)
 
 
