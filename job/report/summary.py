@@ -64,8 +64,8 @@ def mapping_line(majority: list[int]) -> str:
 
 
 def accuracy_text(scores: dict, k: int) -> str:
-    """ "accuracy A (Hungarian), B (majority)"; above ten clusters the majority reading only: a one-to-one
-    mapping then counts all but ten clusters as wrong (0.018 at k=1024), which says nothing of the fit."""
+    """The summary's accuracy: "accuracy A (Hungarian), B (majority)"; above ten clusters the majority
+    reading only: a one-to-one mapping then counts all but ten clusters as wrong (0.018 at k=1024)."""
     majority = f"{scores['accuracy_majority']:.3f} (majority)"
     return (
         f"accuracy {scores['accuracy_hungarian']:.3f} (Hungarian), {majority}"
