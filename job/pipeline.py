@@ -39,7 +39,7 @@ from job.engine.persist import decide_persist, persist_balanced
 from job.errors import DataError, JobError
 from job.evaluation import classifier, examples
 from job.evaluation.choose_k import KScore, suggest_k
-from job.evaluation.evaluate import EvaluationPass, evaluate_at
+from job.evaluation.evaluate import Evaluation, EvaluationPass, evaluate_at
 from job.evaluation.metrics import sample_indices, start_pca_2d, start_silhouette
 from job.kmeans.estimator import make_estimator
 from job.kmeans.passes import lloyd_step, predict_labels
@@ -51,17 +51,12 @@ from job.run_folder import check_output_folder, default_run_dir, exclusive, writ
 
 log = logging.getLogger(__name__)
 
-# what a sweep's row (KScore) takes from the evaluation of its k, by the same names
-SWEEP_EVALUATION_FIELDS = (
-    "ari",
-    "nmi",
-    "accuracy_hungarian",
-    "accuracy_majority",
-    "calinski_harabasz",
-    "davies_bouldin",
-    "cluster_sizes",
-    "mapping_hungarian",
-    "mapping_majority",
+# what a sweep's row (KScore) takes from the Evaluation of its k: the fields of the same name, but the
+# silhouette (the sweep's own, on its sample)
+SWEEP_EVALUATION_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(KScore)
+    if f.name in {g.name for g in dataclasses.fields(Evaluation)} - {"silhouette"}
 )
 
 
