@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 import numpy as np
 
@@ -116,6 +116,16 @@ def _parse_header(stream: BinaryIO, path: Path) -> IdxHeader:
     return IdxHeader(dtype=DTYPE_CODES[code], shape=shape)
 
 
+_T = TypeVar("_T")
+
+
+def _opened(value: _T | None) -> _T:
+    """An IdxReader's stream or header, which exist inside its `with` block only."""
+    if value is None:
+        raise RuntimeError("IdxReader is read inside its `with` block")
+    return value
+
+
 class IdxReader:
     """Streams the records of one IDX file; use as a context manager.
 
@@ -150,15 +160,11 @@ class IdxReader:
 
     @property
     def header(self) -> IdxHeader:
-        if self._header is None:
-            raise RuntimeError("IdxReader is read inside its `with` block")
-        return self._header
+        return _opened(self._header)
 
     @property
     def stream(self) -> BinaryIO:
-        if self._stream is None:
-            raise RuntimeError("IdxReader is read inside its `with` block")
-        return self._stream
+        return _opened(self._stream)
 
     @property
     def shape(self) -> tuple[int, ...]:
