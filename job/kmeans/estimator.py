@@ -581,12 +581,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         # then the final one); a coarse level drawn from X itself reads it once more
         coarse_from_x = not sampled and bool(sample_record.get("coarse"))
         return FitResult(
-            centers=final.centers,
-            inertia=inertia,
-            counts=final.counts,
-            sums=final.sums,
-            n_iter=n_iter,
-            labels=final.labels,
+            **vars(final),  # the centers, n_iter, and the sums, counts, inertia and labels at them
             init_centers=init_centers,
             init_info=init_info,
             strategy=("sampled" if sampled else "starts on a subsample")
