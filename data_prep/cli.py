@@ -63,7 +63,13 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 class SuggestingParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are two lines, not the whole usage: the error, with the nearest
-    known flag for a mistyped one (--kk -> --k), and where the full help is."""
+    known flag for a mistyped one (--kk -> --k), and where the full help is. Its usage line names the
+    command as the user called it (program_name), its help ends with the defaults (DefaultsFormatter)."""
+
+    def __init__(self, command: str, description: str, **kwargs):
+        super().__init__(
+            prog=program_name(command), description=description, formatter_class=DefaultsFormatter, **kwargs
+        )
 
     def error(self, message):
         import difflib
@@ -140,9 +146,8 @@ def prep_config_from_args(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = SuggestingParser(
-        prog=program_name("python -m data_prep"),
-        formatter_class=DefaultsFormatter,
-        description="Convert MNIST-style IDX files into a Zarr v3 store.",
+        "python -m data_prep",
+        "Convert MNIST-style IDX files into a Zarr v3 store.",
         epilog="python -m data_prep verify STORE checks every chunk of an existing store.",
     )
     add_source_arguments(parser)

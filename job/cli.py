@@ -11,55 +11,46 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Only light modules here: the arguments are parsed (and --help answered, an unknown flag refused) before
 # the pipeline's imports (numpy, dask, distributed, scikit-learn, numba, matplotlib: 5-8 s) in main().
 from data_prep.cli import (
-    DefaultsFormatter,
     SuggestingParser,
     add_source_arguments,
     default_source,
     prep_config_from_args,
-    program_name,
     run_cli,
     setup_logging,
 )
 from data_prep.digits import DEFAULT_CHUNK_SIZE
 from data_prep.locations import is_url
-from job.config import ENGINES, PERSIST_POLICIES, SPLITS, JobConfig, parse_k
+from job.config import JobConfig, parse_k
 from job.deploy.files import add_cluster_arguments, cluster_from_args
 from job.errors import DataError, JobError
 
 log = logging.getLogger(__name__)
 
+# A setting's option type by its default's: None is a count that is unset by default; text (auto, a
+# number) goes to JobConfig as it is.
+_OPTION_TYPES: dict[type, Callable[[str], Any]] = {int: int, float: float, type(None): int}
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = JobConfig()
     p = SuggestingParser(
-        prog=program_name("python -m job"),
-        description="Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the "
-        "result.",
-        formatter_class=DefaultsFormatter,
+        "python -m job",
+        "Cluster MNIST-style images with K-Means on a Dask cluster, evaluate and plot the result.",
     )
     data = p.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        default=str(defaults.data),
-        help="Zarr store to cluster: a path or an fsspec URL such as s3://bucket/mnist.zarr that "
-        "every worker can read. A missing store is made from --source only at the default path or when "
-        "--source is given; another missing path is an error (default: %(default)s)",
-    )
+    add_settings(data, "data")
     add_source_arguments(data, source_default=None)  # None: not given (a missing --data is then an error)
     data.add_argument(
         "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk when converting"
     )
-    data.add_argument(
-        "--split",
-        choices=SPLITS,
-        default=defaults.split,
-        help="which images to cluster (train also reports held-out accuracy on test)",
-    )
+    add_settings(data, "split")
 
     model = p.add_argument_group("model")
     model.add_argument(
@@ -69,89 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "list (5,8,10) runs a k sweep: every k on "
         "data loaded once, scored, plotted, and a k suggested",
     )
-    model.add_argument(
-        "--seed",
-        type=int,
-        default=defaults.seed,
-        help="seeds every random draw (sample, starts, k-means||): the same seed gives the same "
-        "clustering for any chunking and number of workers",
-    )
-    model.add_argument(
-        "--n-init",
-        default=str(defaults.n_init),
-        metavar="N|auto",
-        help="starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto "
-        "(default): 4 starts on a subsample when the fit is sampled (1 with many clusters), else 1",
-    )
-    model.add_argument(
-        "--sample-size",
-        default=str(defaults.sample_size),
-        metavar="ROWS|auto|all",
-        help="fused: fit a seeded sample of this many rows first (the best of --n-init starts on a "
-        "subsample of it, then Lloyd on the sample, in memory), then run Lloyd over all rows from "
-        "its centers until a pass gains less than tol. auto (default): 200,000 rows or 1,000 "
-        "per cluster, all rows when there are fewer; all: every pass on all rows (plain Lloyd)",
-    )
-    model.add_argument(
-        "--polish-passes",
-        default=str(defaults.polish_passes),
-        metavar="N|auto",
-        help="fused, sampled: most Lloyd passes over all rows after the sample's fit, before the "
-        "pass that assigns every row. auto (default): until a pass gains less than tol, below 32 "
-        "clusters or while a pass is at most 2**28 row-centers (rows x k); else none",
-    )
-    model.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default=defaults.engine,
-        help="fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator",
-    )
-    model.add_argument(
-        "--max-iter",
-        type=int,
-        default=defaults.max_iter,
-        help="most Lloyd iterations (on the sample, and over all rows)",
-    )
-    model.add_argument(
-        "--tol",
-        type=float,
-        default=defaults.tol,
-        help="fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute",
-    )
-    model.add_argument(
-        "--oversampling-factor",
-        type=float,
-        default=defaults.oversampling_factor,
-        help="k-means||: about factor*k points drawn per round (fused; as in the paper, "
-        "default 2); dask-ml reads it its own way (~2 points per round)",
-    )
-    model.add_argument(
-        "--init-max-iter",
-        type=int,
-        default=defaults.init_max_iter,
-        help="k-means|| rounds (fused: default 5; dask-ml: round(ln(cost)) by default)",
-    )
-    model.add_argument(
-        "--persist",
-        choices=PERSIST_POLICIES,
-        default=defaults.persist,
-        help="keep X in the workers' memory (auto: when it fits the cluster's memory)",
-    )
+    add_settings(model, "seed", "n_init", "sample_size", "polish_passes", "engine", "max_iter", "tol")
+    add_settings(model, "oversampling_factor", "init_max_iter", "persist")
 
     ev = p.add_argument_group("evaluation and output")
-    ev.add_argument(
-        "--silhouette-sample",
-        type=int,
-        default=defaults.silhouette_sample,
-        help="rows in the silhouette's random sample (0: skip)",
-    )
-    ev.add_argument(
-        "--examples",
-        type=int,
-        default=defaults.examples_per_cluster,
-        dest="examples_per_cluster",
-        help="example images per cluster in the figures",
-    )
+    add_settings(ev, "silhouette_sample", "examples_per_cluster")
     ev.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     ev.add_argument(
@@ -160,16 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue a killed or interrupted run from its last checkpoint (same settings)",
     )
-    ev.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=defaults.checkpoint_every,
-        help="Lloyd iterations between checkpoints",
-    )
+    add_settings(ev, "checkpoint_every")
 
     add_cluster_arguments(p.add_argument_group("cluster"))
     p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return p
+
+
+def add_settings(group: argparse._ActionsContainer, *names: str) -> None:
+    """The options of JobConfig's settings `names`, from what each field declares (job.config): its
+    help, metavar, choices and default; a count (int) when its default is an int or None, a float for a
+    float, else text (numbers or auto, for JobConfig to convert)."""
+    settings = {f.name: f for f in dataclasses.fields(JobConfig)}
+    for name in names:
+        meta, default = settings[name].metadata, settings[name].default
+        group.add_argument(
+            meta.get("flag") or "--" + name.replace("_", "-"),
+            dest=name,
+            type=_OPTION_TYPES.get(type(default), str),
+            default=default,
+            choices=meta.get("choices"),
+            metavar=meta.get("metavar"),
+            help=meta["help"],
+        )
 
 
 def check_store_may_be_created(data: Path, source_given: bool) -> None:

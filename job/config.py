@@ -1,9 +1,11 @@
 """The job's settings: one frozen dataclass, every field's rule declared beside it, checked in one place.
 
 A field's metadata says what values it takes (`check`, with the `problem` a user reads, and `convert`
-for the forms it accepts, e.g. "all" for sample_size) and whether the clustering's result depends on it
-(`result`: what a checkpoint must match to be resumed). Errors name the field (`k must be at least 1`);
-the CLI renames it to its flag (`--k must be ...`, job.cli). Unknown keys are errors, never ignored.
+for the forms it accepts, e.g. "all" for sample_size), whether the clustering's result depends on it
+(`result`: what a checkpoint must match to be resumed) and, for a setting the command line sets as it is,
+what its --help says (`help`, `metavar`, `choices`; job.cli makes the option from them). Errors name the
+field (`k must be at least 1`); the CLI renames it to its flag (`--k must be ...`, job.cli). Unknown keys
+are errors, never ignored.
 May use: job.deploy (the cluster's config), job.kmeans (the estimator's parameter constraints), job.errors,
 data_prep (paths and redaction).
 """
@@ -26,29 +28,18 @@ SPLITS = ("all", "train", "test")
 PERSIST_POLICIES = ("auto", "always", "never")
 
 
-def _setting(
-    default,
-    check=None,
-    problem: str = "",
-    *,
-    convert=None,
-    result: bool = False,
-    estimator: str = "",
-    **kwargs,
-):
-    """A JobConfig field: its default, the rule its value must meet (`check`, or the constraint the
-    estimator declares on its parameter `estimator`), and whether the result depends on it."""
-    return field(
-        default=default,
-        metadata={
-            "check": check,
-            "problem": problem,
-            "convert": convert,
-            "result": result,
-            "estimator": estimator,
-        },
-        **kwargs,
-    )
+_RULES = {"check", "problem", "convert", "result", "estimator", "metavar", "choices", "flag"}
+
+
+def _setting(default, help: str = "", **rule):
+    """A JobConfig field: its default, its --help text, and its rule: what its value must meet (`check`,
+    with the `problem` a user reads, or the constraint the estimator declares on its parameter
+    `estimator`), how a given value is `convert`ed, whether the result depends on it (`result`; so does
+    every estimator parameter), and its option's `metavar`, `choices`, and `flag` when not --<name>."""
+    if set(rule) - _RULES:
+        raise TypeError(f"unknown setting rules: {sorted(set(rule) - _RULES)}")
+    result = bool(rule.pop("result", False) or rule.get("estimator"))
+    return field(default=default, metadata={"help": help, "result": result, **rule})
 
 
 def _estimator_problem(parameter: str, value) -> str | None:
@@ -70,58 +61,121 @@ def _count_or_auto(value):
     return value if value == "auto" else int(value)
 
 
-def _count_or_auto_setting(estimator: str):
-    """A number or auto, as the estimator's parameter `estimator`."""
-    return _setting(
-        "auto", problem="must be a number or auto", convert=_count_or_auto, result=True, estimator=estimator
-    )
+# a number or auto, as the estimator's parameter
+_COUNT_OR_AUTO = {"problem": "must be a number or auto", "convert": _count_or_auto, "metavar": "N|auto"}
 
 
 def _rows_or_auto(value):
     return None if value in ("all", "none", None) else _count_or_auto(value)
 
 
-def _one_of(options) -> tuple:
-    return (lambda value: value in options), f"must be one of {', '.join(options)}"
+# a number of rows, auto, or all (None): every pass on all rows
+_ROWS_OR_AUTO = {
+    "problem": "must be a number of rows, auto or all",
+    "convert": _rows_or_auto,
+    "metavar": "ROWS|auto|all",
+}
+
+
+def _one_of(options: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "check": lambda value: value in options,
+        "problem": f"must be one of {', '.join(options)}",
+        "choices": options,
+    }
+
+
+def _at_least(low: int) -> dict[str, Any]:
+    return {"check": lambda value: value >= low, "problem": f"must be at least {low}"}
 
 
 @dataclass(frozen=True)
 class JobConfig:
     """Everything one run of the job depends on (recorded in metrics.json)."""
 
-    data: Path | str = _setting(Path("data/mnist.zarr"), convert=lambda v: v if is_url(v) else Path(v))  # noqa: RUF009
-    # a path, or an fsspec URL (s3://bucket/mnist.zarr)
-    split: str = _setting("all", *_one_of(SPLITS), result=True)
-    k: int = _setting(10, result=True, estimator="n_clusters")
-    seed: int = _setting(0, result=True)
-    # starts (seeds seed, seed+1, ...); the lowest inertia is kept. auto: 4 on a subsample when the fit is
-    # sampled, else 1 (job.kmeans.sampling.SAMPLED_STARTS)
-    n_init: int | str = _count_or_auto_setting("n_init")
-    # rows of the sampled fit's first stage; None (or "all"): every pass on all rows
+    data: Path | str = _setting(  # noqa: RUF009
+        Path("data/mnist.zarr"),
+        "Zarr store to cluster: a path or an fsspec URL such as s3://bucket/mnist.zarr that every worker can "
+        "read. A missing store is made from --source only at the default path or when --source is given; "
+        "another missing path is an error (default: %(default)s)",
+        convert=lambda v: v if is_url(v) else Path(v),
+    )
+    split: str = _setting(
+        "all",
+        "which images to cluster (train also reports held-out accuracy on test)",
+        **_one_of(SPLITS),
+        result=True,
+    )
+    k: int = _setting(10, estimator="n_clusters")
+    seed: int = _setting(
+        0,
+        "seeds every random draw (sample, starts, k-means||): the same seed gives the same clustering for "
+        "any chunking and number of workers",
+        result=True,
+    )
+    n_init: int | str = _setting(
+        "auto",
+        "starts seeded seed, seed+1, ...; the lowest inertia is kept, all are reported. auto (default): 4 "
+        "starts on a subsample when the fit is sampled (1 with many clusters), else 1",
+        estimator="n_init",
+        **_COUNT_OR_AUTO,
+    )
     sample_size: int | str | None = _setting(
         "auto",
-        problem="must be a number of rows, auto or all",
-        convert=_rows_or_auto,
-        result=True,
+        "fused: fit a seeded sample of this many rows first (the best of --n-init starts on a subsample of "
+        "it, then Lloyd on the sample, in memory), then run Lloyd over all rows from its centers until a "
+        "pass gains less than tol. auto (default): 200,000 rows or 1,000 per cluster, all rows when there "
+        "are fewer; all: every pass on all rows (plain Lloyd)",
         estimator="sample_size",
+        **_ROWS_OR_AUTO,
     )
-    # most Lloyd passes over all rows after the sample's fit; auto: until a pass gains < tol, below 32
-    # clusters or while a pass is cheap (FusedKMeans.polish_passes)
-    polish_passes: int | str = _count_or_auto_setting("polish_passes")
-    engine: str = _setting("fused", *_one_of(ENGINES), result=True)
-    max_iter: int = _setting(300, result=True, estimator="max_iter")
-    tol: float = _setting(1e-4, result=True, estimator="tol")
-    init_max_iter: int | None = _setting(None, result=True, estimator="init_max_iter")
-    oversampling_factor: float = _setting(2.0, result=True, estimator="oversampling_factor")
-    silhouette_sample: int = _setting(10_000, lambda v: v >= 0, "must be >= 0")
-    examples_per_cluster: int = 8
+    polish_passes: int | str = _setting(
+        "auto",
+        "fused, sampled: most Lloyd passes over all rows after the sample's fit, before the pass that "
+        "assigns every row. auto (default): until a pass gains less than tol, below 32 clusters or while a "
+        "pass is at most 2**28 row-centers (rows x k); else none",
+        estimator="polish_passes",
+        **_COUNT_OR_AUTO,
+    )
+    engine: str = _setting(
+        "fused",
+        "fused: our single-pass Lloyd loop (default, faster); dask-ml: the stock estimator",
+        **_one_of(ENGINES),
+        result=True,
+    )
+    max_iter: int = _setting(
+        300, "most Lloyd iterations (on the sample, and over all rows)", estimator="max_iter"
+    )
+    tol: float = _setting(
+        1e-4,
+        "fused: relative to the mean feature variance (as scikit-learn); dask-ml: absolute",
+        estimator="tol",
+    )
+    init_max_iter: int | None = _setting(
+        None,
+        "k-means|| rounds (fused: default 5; dask-ml: round(ln(cost)) by default)",
+        estimator="init_max_iter",
+    )
+    oversampling_factor: float = _setting(
+        2.0,
+        "k-means||: about factor*k points drawn per round (fused; as in the paper, default 2); dask-ml reads "
+        "it its own way (~2 points per round)",
+        estimator="oversampling_factor",
+    )
+    silhouette_sample: int = _setting(
+        10_000, "rows in the silhouette's random sample (0: skip)", **_at_least(0)
+    )
+    examples_per_cluster: int = _setting(8, "example images per cluster in the figures", flag="--examples")
     out: Path | None = None
     overwrite: bool = False
-    persist: str = _setting("auto", *_one_of(PERSIST_POLICIES))
-    memory_fraction: float = _setting(0.5, lambda v: 0 < v <= 1, "must be in (0, 1]")  # of the cluster's
-    # memory X may take when persisted
-    checkpoint_every: int = _setting(1, lambda v: v >= 1, "must be at least 1")  # Lloyd iterations between
-    # checkpoints (fused engine)
+    persist: str = _setting(
+        "auto",
+        "keep X in the workers' memory (auto: when it fits the cluster's memory)",
+        **_one_of(PERSIST_POLICIES),
+    )
+    # of the cluster's memory X may take when persisted
+    memory_fraction: float = _setting(0.5, check=lambda v: 0 < v <= 1, problem="must be in (0, 1]")
+    checkpoint_every: int = _setting(1, "Lloyd iterations between checkpoints", **_at_least(1))
     resume: bool = False  # continue the run in `out` from its last checkpoint
     cluster: ClusterSpec = field(default_factory=LocalConfig)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_prep.cli import (
-    DefaultsFormatter,
     SuggestingParser,
     add_source_arguments,
     prep_config_from_args,
@@ -27,9 +26,7 @@ from job.deploy.lifecycle import connect
 
 def main(argv: list[str] | None = None) -> int:
     """python -m job.generate --n 8100000 [--seed 0] [--out data/mnist-8100000.zarr] [cluster flags]"""
-    p = SuggestingParser(
-        prog="python -m job.generate", description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter
-    )
+    p = SuggestingParser("python -m job.generate", __doc__.splitlines()[0])
     p.add_argument("--n", type=int, required=True, help="images to generate, e.g. 8100000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="default data/mnist-<n>.zarr")

@@ -330,11 +330,9 @@ def summary_text(result: Prediction) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.cli import DefaultsFormatter, SuggestingParser, run_cli, setup_logging
+    from data_prep.cli import SuggestingParser, run_cli, setup_logging
 
-    p = SuggestingParser(
-        prog="python -m job.predict", description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter
-    )
+    p = SuggestingParser("python -m job.predict", __doc__.splitlines()[0])
     p.add_argument(
         "run",
         type=Path,
