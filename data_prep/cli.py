@@ -64,12 +64,14 @@ class DefaultsFormatter(argparse.HelpFormatter):
 class SuggestingParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are two lines, not the whole usage: the error, with the nearest
     known flag for a mistyped one (--kk -> --k), and where the full help is. Its usage line names the
-    command as the user called it (program_name), its help ends with the defaults (DefaultsFormatter)."""
+    command as the user called it (program_name), its help ends with the defaults (DefaultsFormatter), and
+    it has --debug, which run_cli reads."""
 
     def __init__(self, command: str, description: str, **kwargs):
         super().__init__(
             prog=program_name(command), description=description, formatter_class=DefaultsFormatter, **kwargs
         )
+        self.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
 
     def error(self, message):
         import difflib
@@ -154,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("data/mnist.zarr"), help="store to write")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return parser
 
 

@@ -76,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(ev, "checkpoint_every")
 
     add_cluster_arguments(p.add_argument_group("cluster"))
-    p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     return p
 
 

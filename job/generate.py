@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="images per chunk")
     p.add_argument("--overwrite", action="store_true")
     add_cluster_arguments(p)
-    p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     from job.deploy.faults import quiet_cluster_logs  # imports distributed, which configures its loggers
 

@@ -346,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         help="a sweep folder's model to use (default: its best held-out k, else its suggested k)",
     )
     p.add_argument("--out", type=Path, help="CSV to write (default: RUN/predictions.csv)")
-    p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.debug)
 
