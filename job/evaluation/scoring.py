@@ -107,8 +107,8 @@ def score_pass(
         X,
         truth,
         _pass_chunk,
-        np.asarray(centers, dtype=np.float64),
-        np.asarray(means, dtype=np.float64),
+        centers,  # as they are: the kernels convert them (job.engine.kernels)
+        means,
         n_classes,
         examples_per_cluster,
         seed,
