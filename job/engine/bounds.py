@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from job.engine import projected
-from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype, smallest_two, squared_norms
+from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype, squared_norms
 
 # Bounds are stored in float32; each update is widened by this much of the largest center norm, so that
 # rounding never lets a bound cross the true distance.
@@ -136,6 +136,7 @@ def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compile
     its distance, and per group the distance of the nearest column other than that one; square roots
     only for those G + 1 values."""
     b, k = d.shape
+    G = len(starts)
     for i in range(b):
         arg, low = 0, d[i, 0]
         for j in range(1, k):
@@ -143,7 +144,13 @@ def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compile
                 low, arg = d[i, j], j
         best[i] = arg
         best_d[i] = np.sqrt(max(low + x_sq[i], 0.0))
-        projected.group_lower_bounds(d[i], x_sq[i], arg, starts, lower[i])
+        for g in range(G):
+            stop = starts[g + 1] if g + 1 < G else k
+            m = np.inf
+            for j in range(starts[g], stop):
+                if j != arg and d[i, j] < m:
+                    m = d[i, j]
+            lower[i, g] = np.sqrt(max(m + x_sq[i], 0.0)) if m < np.inf else np.inf
 
 
 @numba.njit(nogil=True, cache=True)
@@ -152,7 +159,13 @@ def _nearest_in_group(d, x_sq, members, at, g, first, second, nearest):  # pragm
     nearest member, its distance and the next nearest's distance, into row at[i], column g of
     nearest / first / second [r, G]."""
     for i in range(d.shape[0]):
-        a1, m1, m2 = smallest_two(d[i])
+        m1, m2, a1 = np.inf, np.inf, 0
+        for j in range(d.shape[1]):
+            v = d[i, j]
+            if v < m1:
+                m2, m1, a1 = m1, v, j
+            elif v < m2:
+                m2 = v
         first[at[i], g] = np.sqrt(max(m1 + x_sq[i], 0.0))
         second[at[i], g] = np.sqrt(max(m2 + x_sq[i], 0.0)) if m2 < np.inf else np.inf
         nearest[at[i], g] = members[a1]

@@ -120,20 +120,6 @@ def _nearest(d, i):  # pragma: no cover - compiled
     return best, best_d
 
 
-@numba.njit(nogil=True, cache=True)
-def smallest_two(values):  # pragma: no cover - compiled
-    """(index of the smallest of values [k] (the first on ties), the smallest, the second smallest: inf
-    when k is 1): a row's nearest center and the lower bound on its others that Hamerly keeps."""
-    first, second, arg = np.inf, np.inf, 0
-    for j in range(len(values)):
-        v = values[j]
-        if v < first:
-            second, first, arg = first, v, j
-        elif v < second:
-            second = v
-    return arg, first, second
-
-
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _accumulate(xb, wb, d, sums, counts, labels):  # pragma: no cover - compiled
     """For each row: argmin of its distances (into labels [b]), then add the row times its weight (wb [b],

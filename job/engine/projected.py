@@ -119,54 +119,48 @@ def _row_hats(X, zx, offset, mean_sq, out, out_sq):  # pragma: no cover - compil
 
 
 @numba.njit(nogil=True, cache=True)
-def group_lower_bounds(sq, offset, nearest, starts, out):  # pragma: no cover - compiled
-    """Per group of the columns of sq [k] (`starts` [G]: where each group begins): the distance,
-    sqrt(sq + offset) clipped at 0, of its least column other than `nearest` into out [G], inf for a
-    group without another column. offset: the row's ||x||^2 when sq holds distances up to it, else 0."""
-    k, G = len(sq), len(starts)
-    for g in range(G):
-        stop = starts[g + 1] if g + 1 < G else k
-        m = np.inf
-        for j in range(starts[g], stop):
-            if j != nearest and sq[j] < m:
-                m = sq[j]
-        out[g] = np.sqrt(max(m + offset, 0.0)) if m < np.inf else np.inf
-
-
-@numba.njit(nogil=True, cache=True)
-def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, best_d, lower, row):
+def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, best_d, lower, seen, found):
     # pragma: no cover - compiled
     """Per row i of the block X [b, p]: the nearest center by exact distance, starting from the center of
     lowest bound (first[i]) and measuring only centers whose lower bound (bound[i] + x_hat_sq[i],
     squared) is below the best distance so far; that distance into best_d (not squared). With groups
     (`starts` [G], the centers in group order), per group the least distance (measured) or lower bound of
-    its other centers into lower [b, G]. row [k]: scratch. Returns the number of exact distances
-    computed."""
+    its other centers into lower [b, G]. seen [k] (all -1) and found [k]: scratch. Returns the number of
+    exact distances computed."""
     b, k = bound.shape
-    grouped = len(starts) > 0
+    G = len(starts)
     computed = 0
     for i in range(b):
         xs = x_hat_sq[i]
         slack = BOUND_ROUNDING * (xs + hat_sq_max)
-        first_d = exact_sq(X, i, C, first[i])
-        nearest, nearest_d = first[i], first_d
-        computed += 1
+        nearest = first[i]
+        nearest_d = exact_sq(X, i, C, nearest)
+        seen[nearest] = nearest_d
+        found[0] = nearest
+        n_found = 1
         limit = np.float32(nearest_d - xs + slack)
-        for j in range(k):  # row[j]: each center's squared distance, measured or bounded
-            if j == first[i]:
-                row[j] = first_d
-            elif bound[i, j] < limit:
+        for j in range(k):
+            if bound[i, j] < limit and j != first[i]:
                 d = exact_sq(X, i, C, j)
-                row[j] = d
-                computed += 1
+                seen[j] = d
+                found[n_found] = j
+                n_found += 1
                 if d < nearest_d or (d == nearest_d and j < nearest):
                     nearest, nearest_d = j, d
                     limit = np.float32(nearest_d - xs + slack)
-            elif grouped:
-                row[j] = max(np.float64(bound[i, j]) + xs - slack, 0.0)
+        computed += n_found
         best[i] = nearest
         best_d[i] = np.sqrt(nearest_d)
-        group_lower_bounds(row, 0.0, nearest, starts, lower[i])
+        for g in range(G):
+            stop = starts[g + 1] if g + 1 < G else k
+            m = np.inf
+            for j in range(starts[g], stop):
+                if j != nearest:
+                    v = seen[j] if seen[j] >= 0.0 else max(np.float64(bound[i, j]) + xs - slack, 0.0)
+                    m = min(m, v)
+            lower[i, g] = np.sqrt(m) if m < np.inf else np.inf
+        for t in range(n_found):
+            seen[found[t]] = -1.0
     return computed
 
 
@@ -183,7 +177,8 @@ def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, s
     hat_sq_max = float(P.hat_sq.max())
     offset = P.offset.astype(np.float64)
     buffer = block_buffer(X)
-    row = np.empty(k, dtype=np.float64)
+    seen = np.full(k, -1.0)
+    found = np.empty(k, dtype=np.int64)
     for start in range(0, len(X), BLOCK_ROWS):
         block = np.ascontiguousarray(X[start : start + BLOCK_ROWS])
         xb = as_float(block, buffer)
@@ -208,7 +203,8 @@ def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, s
             best,
             best_d,
             lower,
-            row,
+            seen,
+            found,
         )
         yield start, block, best, best_d, lower, computed
 
