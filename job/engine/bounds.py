@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from job.engine import projected
-from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype, squared_norms
+from job.engine.kernels import BLOCK_ROWS, as_float, block_buffer, compute_dtype, nearest_two, squared_norms
 
 # Bounds are stored in float32; each update is widened by this much of the largest center norm, so that
 # rounding never lets a bound cross the true distance.
@@ -159,13 +159,7 @@ def _nearest_in_group(d, x_sq, members, at, g, first, second, nearest):  # pragm
     nearest member, its distance and the next nearest's distance, into row at[i], column g of
     nearest / first / second [r, G]."""
     for i in range(d.shape[0]):
-        m1, m2, a1 = np.inf, np.inf, 0
-        for j in range(d.shape[1]):
-            v = d[i, j]
-            if v < m1:
-                m2, m1, a1 = m1, v, j
-            elif v < m2:
-                m2 = v
+        a1, m1, m2 = nearest_two(d, i)
         first[at[i], g] = np.sqrt(max(m1 + x_sq[i], 0.0))
         second[at[i], g] = np.sqrt(max(m2 + x_sq[i], 0.0)) if m2 < np.inf else np.inf
         nearest[at[i], g] = members[a1]

@@ -120,6 +120,20 @@ def _nearest(d, i):  # pragma: no cover - compiled
     return best, best_d
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def nearest_two(d, i):  # pragma: no cover - compiled
+    """(index of the smallest of d[i] (the first on ties), the smallest, the second smallest: inf when d
+    has one column): a row's nearest center, and the bound on its others that Hamerly keeps."""
+    first, second, arg = np.inf, np.inf, 0
+    for j in range(d.shape[1]):
+        v = d[i, j]
+        if v < first:
+            second, first, arg = first, v, j
+        elif v < second:
+            second = v
+    return arg, first, second
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _accumulate(xb, wb, d, sums, counts, labels):  # pragma: no cover - compiled
     """For each row: argmin of its distances (into labels [b]), then add the row times its weight (wb [b],

@@ -20,6 +20,8 @@ import time
 import numba
 import numpy as np
 
+from job.engine.kernels import nearest_two
+
 # Rows per center that greedy k-means++ seeds from: scikit-learn's kmeans_plusplus on all 50,000 rows of a
 # subsample took 1.2-1.5 s in a worker, more than the Lloyd iterations after it; on 1,000 rows per center
 # it costs a fifth of that, and its centers are only a start for Lloyd on all the rows.
@@ -45,15 +47,11 @@ def _distance(x, c):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _nearest_two(x, centers):  # pragma: no cover - compiled
-    best, second, arg = np.inf, np.inf, 0
+def _nearest_two(x, centers, dist):  # pragma: no cover - compiled
+    """(nearest center, its distance, the second nearest's distance) of row x; dist [1, k]: scratch."""
     for j in range(centers.shape[0]):
-        d = _distance(x, centers[j])
-        if d < best:
-            second, best, arg = best, d, j
-        elif d < second:
-            second = d
-    return arg, best, second
+        dist[0, j] = _distance(x, centers[j])
+    return nearest_two(dist, 0)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -68,8 +66,9 @@ def hamerly(X, centers, tol, max_iter):  # pragma: no cover - compiled
     lower = np.empty(n)
     sums = np.zeros((k, p))
     counts = np.zeros(k, dtype=np.int64)
+    dist = np.empty((1, k))
     for i in range(n):
-        a, b, b2 = _nearest_two(X[i], C)
+        a, b, b2 = _nearest_two(X[i], C, dist)
         labels[i], upper[i], lower[i] = a, b, b2
         counts[a] += 1
         for f in range(p):
@@ -127,7 +126,7 @@ def hamerly(X, centers, tol, max_iter):  # pragma: no cover - compiled
             upper[i] = _distance(X[i], C[a])
             if upper[i] <= bound:
                 continue
-            new, b, b2 = _nearest_two(X[i], C)
+            new, b, b2 = _nearest_two(X[i], C, dist)
             if new != a:
                 counts[a] -= 1
                 counts[new] += 1
