@@ -63,6 +63,40 @@ def test_cli_flags_override_the_file():
     assert config_from_args(args).cluster.kind == "scheduler"
 
 
+def test_the_command_line_options_are_made_from_the_settings():
+    """Each setting that declares its --help is an option of python -m job with that help; no flags give
+    JobConfig's defaults, and a value typed reaches its field, converted as the library converts it."""
+    parser = build_parser()
+    documented = [f.name for f in dataclasses.fields(JobConfig) if f.metadata.get("help")]
+    assert len(documented) == 15
+    help_of = {action.dest: action.help for action in parser._actions}
+    assert all(help_of[name] == JobConfig.__dataclass_fields__[name].metadata["help"] for name in documented)
+    assert config_from_args(parser.parse_args([])) == JobConfig()
+    for argv, name, value in [
+        (["--data", "s3://bucket/mnist.zarr"], "data", "s3://bucket/mnist.zarr"),
+        (["--data", "stores/mnist.zarr"], "data", Path("stores/mnist.zarr")),
+        (["--split", "train"], "split", "train"),
+        (["--seed", "7"], "seed", 7),
+        (["--n-init", "3"], "n_init", 3),
+        (["--sample-size", "all"], "sample_size", None),
+        (["--sample-size", "50000"], "sample_size", 50_000),
+        (["--polish-passes", "2"], "polish_passes", 2),
+        (["--engine", "dask-ml"], "engine", "dask-ml"),
+        (["--max-iter", "7"], "max_iter", 7),
+        (["--tol", "0.01"], "tol", 0.01),
+        (["--init-max-iter", "4"], "init_max_iter", 4),
+        (["--oversampling-factor", "3"], "oversampling_factor", 3.0),
+        (["--persist", "never"], "persist", "never"),
+        (["--silhouette-sample", "0"], "silhouette_sample", 0),
+        (["--examples", "3"], "examples_per_cluster", 3),
+        (["--checkpoint-every", "5"], "checkpoint_every", 5),
+    ]:
+        assert getattr(config_from_args(parser.parse_args(argv)), name) == value, argv
+    for argv in (["--max-iter", "x"], ["--engine", "gpu"], ["--init-max-iter", "2.5"], ["--tol", "small"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+
+
 def test_job_config_validates_in_one_place_and_the_cli_names_the_flags():
     """The library's errors name the field; the CLI's the flag it was given as (derived from the parser)."""
     flag_of = flags(build_parser())
