@@ -89,13 +89,11 @@ def test_bounded_lloyd_on_a_cluster_matches_plain_lloyd(client, mnist_store, k):
 
 
 @pytest.mark.slow
-def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(
-    client, mnist_store, monkeypatch
-):
+def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(client, mnist_store):
     """k >= 32 on a persisted X: the sample's Lloyd runs with bounds, then (polish_passes=0) one pass
     assigns every row and keeps its labels on the workers: they, the counts, the sums and the inertia
-    are those of the nearest centers; with polish_passes=2 the bounded loop polishes; "auto" polishes
-    while a pass over all rows is at most POLISH_MAX_WORK row-centers."""
+    are those of the nearest centers; with polish_passes=2 the bounded loop polishes; "auto" does not
+    polish from 32 clusters on, and polishes below them."""
     from job.kmeans import estimator
     from job.kmeans.estimator import FusedKMeans
 
@@ -119,10 +117,10 @@ def test_a_large_k_sampled_fit_keeps_the_labels_of_its_one_pass_over_all_rows(
     assert np.array_equal(polished.labels_.compute(), kernels.assign(X_np, centers)[0])
     assert np.isclose(polished.inertia_, kernels.lloyd_partial(X_np, centers)[2], rtol=1e-6)
 
-    assert FusedKMeans(k, random_state=0, sample_size=20_000).fit(X).n_iter_ >= 1  # 30,000 x 64: cheap passes
-    monkeypatch.setattr(estimator, "POLISH_MAX_WORK", 30_000 * k - 1)
-    unpolished = FusedKMeans(k, random_state=0, sample_size=20_000).fit(X)
+    unpolished = FusedKMeans(k, random_state=0, sample_size=20_000).fit(X)  # "auto"
     assert unpolished.n_iter_ == 0 and unpolished.inertia_ == model.inertia_
+    assert np.array_equal(unpolished.cluster_centers_, model.cluster_centers_)
+    assert FusedKMeans(estimator.BOUNDED_MIN_K - 1, random_state=0, sample_size=20_000).fit(X).n_iter_ >= 1
 
 
 def test_the_evaluation_pass_from_kept_labels_scores_as_the_full_pass(client, mnist_store):
@@ -179,7 +177,7 @@ def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_st
 def test_a_costly_loop_over_all_rows_starts_from_a_coarse_level_and_stops_on_its_gain(
     client, mnist_store, monkeypatch
 ):
-    """When the sample is all of X and one pass over X is costly (more than POLISH_MAX_WORK row-centers),
+    """When the sample is all of X and one pass over X is costly (more than CHEAP_PASS_MAX_WORK row-centers),
     Lloyd over X starts from a fit of a nested quarter of X and stops once an iteration gains less than
     ALL_ROWS_MIN_GAIN; the fit stays exact. A cheap X keeps the loop from the seeding."""
     from job.kmeans import estimator
@@ -189,9 +187,9 @@ def test_a_costly_loop_over_all_rows_starts_from_a_coarse_level_and_stops_on_its
     X_np = _rows(mnist_store, 20_000)
     X = persist_balanced(client, da.from_array(X_np, chunks=(4_000, 784)))
     cheap = FusedKMeans(40, random_state=0).fit(X)
-    assert cheap.sample_ is None  # 20,000 x 40 row-centers is under POLISH_MAX_WORK: no coarse level
+    assert cheap.sample_ is None  # 20,000 x 40 row-centers is under CHEAP_PASS_MAX_WORK: no coarse level
 
-    monkeypatch.setattr(estimator, "POLISH_MAX_WORK", 100_000)
+    monkeypatch.setattr(estimator, "CHEAP_PASS_MAX_WORK", 100_000)
     costly = FusedKMeans(40, random_state=0).fit(X)
     (level,) = costly.sample_["coarse"]
     assert 4_500 < level["rows"] < 5_500 and level["n_iter"] > 1 and costly.sample_["rows"] == 20_000

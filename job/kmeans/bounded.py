@@ -8,9 +8,9 @@ distances skipped by iteration 35, 72% by iteration 78; over all 8.1M rows polis
 centers 36-65%, those centers still moving). The first pass finds every row's nearest center (from 128
 centers on through the centers' projection, job.engine.projected, which bounds every distance and
 measures a few), so this pays only when a fit makes several passes over the same rows: the estimator's
-loop from 32 clusters on (job.kmeans.estimator.BOUNDED_MIN_K), on the sample and when polishing over all
-rows; assign_kept is its final pass when no iteration over all rows follows (docs/benchmarks.md,
-sections 14 and 19).
+loop from 32 clusters on (job.kmeans.estimator.BOUNDED_MIN_K), on the sample, and over all rows when the
+sample is all of them or polish_passes asks for it; assign_kept is its final pass when no iteration over
+all rows follows (docs/benchmarks.md, sections 14 and 19).
 
 The loop is plain Lloyd's (the same stopping rules, job.kmeans.passes.LoopRule), with the inertia of each
 assignment at the centers it was made against computed from the sums alone: sum ||x||^2 - 2 c.S +

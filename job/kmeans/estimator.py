@@ -52,19 +52,16 @@ DEFAULT_INIT_ROUNDS = 5
 # From this many clusters on, Lloyd over a persisted X (or sample) runs with Yinyang bounds
 # (job.kmeans.bounded); below it the plain fused loop is as fast (docs/benchmarks.md, section 14).
 BOUNDED_MIN_K = 32
-# With many clusters, polishing passes over all rows (polish_passes="auto") only while one costs at most
-# this many row-centers (k=64 on 4M rows, k=256 on 1M; beyond it a pass over X is "costly":
-# FusedKMeans._costly_passes): on 8.1M rows at k=256 (2.1G) each pass cost as much as the sample's whole
-# fit (7 passes: 0.23% of inertia, 70% of the fit); on 1M rows at k=64 a pass is ~1 s, and the sample's
-# centers, left unpolished, ended 0.15% above scikit-learn's on 100,000 rows (section 14).
-POLISH_MAX_WORK = 2**28
+# A Lloyd pass over n rows is "costly" from this many row-centers on (n x k > 2**28: k=1024 on 1M rows,
+# k=256 on 8.1M; FusedKMeans._costly_passes), where it costs as much as a sample's whole fit.
+CHEAP_PASS_MAX_WORK = 2**28
 # The sample's loop with bounds (or X's, when the sample is all of it) also stops once an iteration lowers
 # its inertia by less than this: at k=256 on 8.1M digits the sample's inertia moved 0.16% between
 # iteration 35 (where this stops) and 78 (1e-5), and 0.001% from 150 to 275 (the shift reaching tol).
 SAMPLE_MIN_GAIN = 1e-4
-# When the sample is all of X and a pass over it is costly (POLISH_MAX_WORK: k=1024 on 1M rows), Lloyd over
-# X starts from a coarse level too and stops once an iteration gains less than this. At k=1024 on the first
-# 1M generated digits (FusedKMeans(1024, random_state=0) on the persisted rows, 2 workers, 2026-12-05):
+# When the sample is all of X and a pass over it is costly (CHEAP_PASS_MAX_WORK: k=1024 on 1M rows), Lloyd
+# over X starts from a coarse level too and stops once an iteration gains less than this. At k=1024 on the
+# first 1M generated digits (FusedKMeans(1024, random_state=0) on the persisted rows, 2 workers, 2026-12-05):
 # from the seeding, 1e-4, 101 s of fitting, inertia 17,127,165; from a coarse level on 250,182 rows, 1e-4
 # on both, 67.4 s, 17,125,756; 1e-4 on the coarse level and 3e-4 over X, 47.1 s, 17,160,777 (9 iterations
 # over X instead of 23: the last 14 bought 0.2% for 20 s); 3e-4 on both 44.9 s, 17,159,860; a second
@@ -156,13 +153,14 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     A drop-in for ``dask_ml.cluster.KMeans`` (same parameters where they mean the same thing, the same
     learned attributes, a lazy ``labels_``), with a default fit that reads the data a few times instead
     of hundreds: ``n_init`` starts, each one task fitting a subsample in memory (greedy k-means++, then
-    Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then Lloyd passes
-    over all rows until a pass gains less than ``tol`` (``polish_passes``). From 32 clusters on, with X
-    persisted, Lloyd keeps Yinyang bounds on the workers (most rows skip most distances), the sample's
-    Lloyd starts from the centers it reaches on a nested quarter of the sample (``COARSE_FACTOR``; of X
-    when the sample is all of X and a pass over it is costly, ``ALL_ROWS_MIN_GAIN``), and the last pass
-    keeps every row's label there. ``sample_size=None`` runs every pass on all rows (k-means|| then
-    plain Lloyd), as dask-ml does. Each Lloyd pass is one fused task per worker thread.
+    Lloyd by Hamerly's bounds), the best continued by Lloyd on a seeded uniform sample, then (below 32
+    clusters: ``polish_passes``) Lloyd passes over all rows until a pass gains less than ``tol``. From 32
+    clusters on, with X persisted, Lloyd keeps Yinyang bounds on the workers (most rows skip most
+    distances), the sample's Lloyd starts from the centers it reaches on a nested quarter of the sample
+    (``COARSE_FACTOR``; of X when the sample is all of X and a pass over it is costly,
+    ``ALL_ROWS_MIN_GAIN``), and the last pass keeps every row's label there. ``sample_size=None`` runs
+    every pass on all rows (k-means|| then plain Lloyd), as dask-ml does. Each Lloyd pass is one fused
+    task per worker thread.
 
     Parameters
     ----------
@@ -196,11 +194,11 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Rows in the seeded uniform sample of the default fit ("auto": 200,000 or 1,000 per cluster,
         all rows when there are fewer). None: every pass on all rows.
     polish_passes : "auto" or int, default="auto"
-        Most Lloyd passes over all rows after the sample's fit (each stops early once it gains less than
+        Most Lloyd passes over all rows after the sample's fit (they stop once a pass gains less than
         ``tol``), before the final pass that assigns every row. "auto": up to ``max_iter`` below 32
-        clusters, or while a pass is at most 2**28 row-centers (n_samples x n_clusters); else 0, where each
-        pass costs as much as the sample's whole fit and buys little (k=256 on 8.1M digits: 7 passes
-        lowered the inertia by 0.23% and took 70% of the fit; docs/benchmarks.md, section 14).
+        clusters, else 0: with bounds the sample's centers end within ~0.1% of where polishing takes them,
+        for 1.2-1.5x the fit's time at k=32-128 on 1M digits and 3.3x at k=256 on 8.1M
+        (docs/benchmarks.md, section 14).
     precompute_distances, copy_x, n_jobs, algorithm : dask-ml's keywords
         Accepted so that code written for ``dask_ml.cluster.KMeans`` runs unchanged; as there, they change
         nothing (dask-ml stores them and runs Lloyd's algorithm, "full", whatever they say).
@@ -556,7 +554,7 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         converged = start is not None and bool(start.get("converged"))
         max_iter = done_before if converged else self.max_iter
         if sampled:
-            max_iter = min(max_iter, done_before + self._polish_passes(n))
+            max_iter = min(max_iter, done_before + self._polish_passes())
         if sampled:
             min_gain = self.tol
         elif bounded:
@@ -627,15 +625,21 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         )
         return centers, levels
 
-    def _polish_passes(self, n: int) -> int:
+    def _polish_passes(self) -> int:
+        """Most polishing passes. "auto": until a pass gains less than tol below BOUNDED_MIN_K clusters
+        (k=10 on 8.1M digits: the sample's centers took 2 passes; docs/benchmarks.md, section 12), none
+        from it on. There the sample's fit with bounds, from a coarse level, ends close to where polishing
+        takes it, and each pass over all rows costs much of the fit: on the first 1M generated digits
+        polishing lowered the inertia by 0.05%, 0.07% and 0.14% at k=32, 64 and 128 for 1.18x, 1.30x and
+        1.49x the fit's time (benchmarks/polish_passes.py), at k=256 on 8.1M by 0.23% for 3.3x (section
+        14); the unpolished inertia at k=64 is still below every anchor's."""
         if self.polish_passes == "auto":
-            cheap = self.n_clusters < BOUNDED_MIN_K or not self._costly_passes(n)
-            return self.max_iter if cheap else 0
+            return self.max_iter if self.n_clusters < BOUNDED_MIN_K else 0
         return int(self.polish_passes)
 
     def _costly_passes(self, n: int) -> bool:
-        """Whether one Lloyd pass over `n` rows costs more than POLISH_MAX_WORK row-centers."""
-        return n * self.n_clusters > POLISH_MAX_WORK
+        """Whether one Lloyd pass over `n` rows costs more than CHEAP_PASS_MAX_WORK row-centers."""
+        return n * self.n_clusters > CHEAP_PASS_MAX_WORK
 
     def _bounded(self, plan) -> bool:
         """Whether Lloyd runs with Yinyang bounds (job.kmeans.bounded): with many clusters, on a

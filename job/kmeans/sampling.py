@@ -28,9 +28,8 @@ def auto_sample_size(n: int, k: int) -> int:
     (docs/benchmarks.md, "Out of core in minutes"): at k=10 a converged fit on 200,000 rows polished by 2
     passes over all rows reached an inertia of 338.008M, within 0.01% of a 500,000-row scikit-learn fit;
     on 100,000 rows 338.082M. With many clusters each sample row costs k distances per iteration, and
-    1,000 rows per center already fit within ~0.1% of the centers' optimum, the polishing passes over
-    all rows (with bounds) taking the rest (section 14). At MNIST's 70,000 images the sample is all of
-    them: no sampling."""
+    1,000 rows per center already fit within ~0.1% of where polishing over all rows takes them (section
+    14). At MNIST's 70,000 images the sample is all of them: no sampling."""
     return min(n, max(MIN_SAMPLE_ROWS, SAMPLE_ROWS_PER_CENTER * k))
 
 
