@@ -9,11 +9,16 @@ and scheduler process does per task, not by arithmetic. This measures that part 
 loop over the first --rows rows of data/mnist-1000000.zarr (so few that the workers' arithmetic is
 negligible), k centers drawn from them, tol=0, on a LocalCluster of N single-threaded workers; per
 iteration, the wall time and the CPU time of this process (client and scheduler, as in the job's
-LocalCluster). Two shapes of a pass, in the same run:
+LocalCluster). Three shapes of a pass, in the same run:
 
   job                 one task per worker thread, its result kept whole for the next pass, the centers
-                      sent to the cluster once per pass, the summaries added on the workers
-  inline (previous)   three submissions per thread (the pass, then a getitem each for its states and its
+                      scattered to the cluster once per pass, the summaries added on the workers; the
+                      pass's tasks one graph in one message, the previous passes' futures released
+                      after it
+  one submission per thread (7448fa0)
+                      the same tasks, each thread's submitted on its own and the summaries' getitems in
+                      one more submission, the centers scattered to the cluster before them
+  inline (3e42edf)    three submissions per thread (the pass, then a getitem each for its states and its
                       summary), the centers inside every task, every summary gathered to the client
 
 On a 2-core machine N=16 oversubscribes the cores, so the wall times there are not 16-core times; the
@@ -27,6 +32,7 @@ import argparse
 import operator
 import sys
 import time
+import uuid
 
 import numpy as np
 
@@ -34,7 +40,7 @@ from _common import REPO, print_table, save
 
 sys.path.insert(0, str(REPO))
 
-from job.engine import bounds
+from job.engine import bounds, projected
 from job.kmeans import bounded
 
 
@@ -59,7 +65,41 @@ class InlinePass(bounded._Bounds):
         return bounds.add_steps(*self.client.gather(summaries))
 
 
-SHAPES = {"job": bounded._Bounds, "inline (previous)": InlinePass}
+class SubmitPerThread(bounded._Bounds):
+    """The pass as it was at 7448fa0: one submission per thread, then one for the summaries' getitems."""
+
+    def _run(self, fn, *args, name):
+        from job.engine.map_reduce import reduce_on_cluster
+
+        args = tuple(self._scattered(arg) for arg in args)
+        results = []
+        for i, (worker, chunks) in enumerate(self.groups_of_chunks):
+            previous = (self.passes[i],) if self.passes else ()
+            results.append(self._on(worker, fn, *previous, *args, *chunks, key=f"{name}-{uuid.uuid4().hex}"))
+        self.passes = results
+        sums = self.client.map(
+            operator.getitem,
+            results,
+            [1] * len(results),
+            key=[f"{name}-sums-{uuid.uuid4().hex}" for _ in results],
+        )
+        return reduce_on_cluster(self.client, sums, bounds.add_steps)
+
+    def _scattered(self, arg):
+        large = (isinstance(arg, np.ndarray) and arg.nbytes >= bounded.SHARED_MIN_BYTES) or isinstance(
+            arg, projected.Projection
+        )
+        if not large or len(self.groups_of_chunks) < 2:
+            return arg
+        [future] = self.client.scatter([arg], hash=False)
+        return future
+
+
+SHAPES = {
+    "job": bounded._Bounds,
+    "one submission per thread (7448fa0)": SubmitPerThread,
+    "inline (3e42edf)": InlinePass,
+}
 
 
 def measure(workers: int, X: np.ndarray, k: int, iterations: int, repeats: int) -> list[dict]:

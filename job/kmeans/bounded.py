@@ -25,12 +25,13 @@ import operator
 import time
 import uuid
 
+import dask
 import dask.array as da
 import dask.core
 import numpy as np
 
 from job.engine import bounds, projected
-from job.engine.map_reduce import reduce_on_cluster
+from job.engine.blockwise import TREE_FAN_IN
 from job.kmeans.passes import Converged, Iterations, LoopRule
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class _Bounds:
         self.client, self.groups_of_chunks = plan
         self.groups = groups
         self.passes: list = []  # each thread's last (states, sums), a future on its worker
+        self._sent: tuple = ()  # futures held until the next pass is sent (_run)
         self.projection: projected.Projection | None = None  # the first pass's
 
     def _run(self, fn, *args, name):
@@ -72,30 +74,48 @@ class _Bounds:
         (fn(last, *args, *chunks)); the threads' sums added up.
 
         On 16 workers with little data (k=256, 8,192 rows: benchmarks/pass_overhead.py, docs/benchmarks.md
-        section 20) the client and scheduler spent 240 ms of CPU per iteration before this shape and
-        114 ms after it (before it, on 16 cores the job's sample stage took longer than on 2). The shape:
+        section 20) an iteration is bound by what the one client and scheduler process does per task and
+        message, not by arithmetic. The shape:
         - the centers (and the projection) go to the cluster once per pass and each task fetches them
           (inline, each of 16 tasks carried its own 1.6 MB copy through the scheduler);
-        - the sums ([k, p] each) are added on the workers, not gathered one by one;
-        - one task per thread and pass, its result kept whole for the next pass, and one batch of getitem
-          tasks for the sums, instead of three submissions per thread (each submission is a graph
-          update on the scheduler: milliseconds).
+        - one task per thread, pinned to the worker holding its chunks, its result kept whole for the next
+          pass, a getitem task for its sums, and the sums ([k, p] each) added on the workers;
+        - all of a pass's tasks in one graph, sent in one message, and the passes' futures released after
+          the next one is sent: distributed's client batches its messages to the scheduler 10 ms apart
+          (`BatchedSend(interval="10ms")` in distributed.client), so a pass sent as one submission per
+          thread waited behind its first message, as did one sent just after a release.
+          2 workers: 42.6 ms an iteration against 49.3; 16: 187 against 199 ms, the client and scheduler's
+          CPU 60 against 74 ms (benchmarks/pass_overhead.py, docs/benchmarks.md section 20).
         """
         args = tuple(self._shared(arg) for arg in args)
-        results = []
+        token = uuid.uuid4().hex
+        graph: dict = {}
+        where: dict = {}  # each task's worker: the one holding the thread's chunks
+        steps, sums = [], []
         for i, (worker, chunks) in enumerate(self.groups_of_chunks):
             previous = (self.passes[i],) if self.passes else ()
-            results.append(self._on(worker, fn, *previous, *args, *chunks, key=f"{name}-{uuid.uuid4().hex}"))
-        self.passes = results
-        # without restrictions each getitem runs where its pass's result is (the scheduler's choice by
-        # the bytes of its dependencies); named after the pass, so the dashboard says "bounds_step-sums"
-        sums = self.client.map(
-            operator.getitem,
-            results,
-            [1] * len(results),
-            key=[f"{name}-sums-{uuid.uuid4().hex}" for _ in results],
-        )
-        return reduce_on_cluster(self.client, sums, bounds.add_steps)
+            # named after the pass, so the dashboard says "bounds_step" and "bounds_step-sums"
+            step, total = f"{name}-{token}-{i}", f"{name}-sums-{token}-{i}"
+            graph[step] = (fn, *previous, *args, *chunks)
+            graph[total] = (operator.getitem, step, 1)
+            where[step] = where[total] = [worker]
+            steps.append(step)
+            sums.append(total)
+        level = 0
+        while len(sums) > TREE_FAN_IN:  # the sums added on the workers, down to TREE_FAN_IN
+            level += 1
+            groups = [sums[j : j + TREE_FAN_IN] for j in range(0, len(sums), TREE_FAN_IN)]
+            sums = [f"{name}-add-{token}-{level}-{j}" for j in range(len(groups))]
+            for key, group in zip(sums, groups):
+                graph[key] = (bounds.add_steps, *group)
+                where[key] = where[group[0]]
+        with dask.annotate(workers=where.__getitem__, allow_other_workers=True):
+            futures = self.client.get(graph, steps + sums, sync=False)
+        # The futures of the passes before are released here, after this one went out: this pass's and the
+        # previous pass's are held until the next one is sent.
+        self._sent = (futures, args, self.passes)
+        self.passes = futures[: len(steps)]
+        return bounds.add_steps(*self.client.gather(futures[len(steps) :]))
 
     def _on(self, worker, fn, *args, **kwargs):
         """fn(*args) as a task on the worker that holds the thread's chunks (on another if it is gone)."""
@@ -104,7 +124,9 @@ class _Bounds:
     def _shared(self, arg):
         """A future of `arg` on the cluster when it is large and more than one task will read it.
         Scattered data has no lineage: a pass whose worker holding it dies fails instead of being
-        replayed from the inline copies, as dask could before (docs/benchmarks.md, section 20)."""
+        replayed from the inline copies, as dask could before (docs/benchmarks.md, section 20). As a
+        task of the pass's graph it would have it, but it then goes through the scheduler: at k=256 on
+        60,000 rows the bounded loop took 4% longer (2.45 s against 2.34 s, 26 iterations)."""
         large = (isinstance(arg, np.ndarray) and arg.nbytes >= SHARED_MIN_BYTES) or isinstance(
             arg, projected.Projection
         )
