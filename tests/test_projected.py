@@ -80,7 +80,7 @@ def test_group_lower_bounds_hold(mnist_store):
     D = np.sqrt(_brute(X, moved))
     for projection in (projected.project(moved), projected.project(moved, dims=8)):
         ((_, _, best, best_d, lower, _), *rest) = projected.nearest_blocks(
-            X, moved, projection, starts=groups.starts
+            X, moved, projection, groups.bounds
         )
         best = np.concatenate([best, *(r[2] for r in rest)])
         best_d = np.concatenate([best_d, *(r[3] for r in rest)])
@@ -89,5 +89,5 @@ def test_group_lower_bounds_hold(mnist_store):
         D_others = D.copy()
         D_others[np.arange(len(X)), best] = np.inf
         for g in range(groups.count):
-            stop = groups.starts[g + 1] if g + 1 < groups.count else len(C)
-            assert (lower[:, g] <= D_others[:, groups.starts[g] : stop].min(axis=1) * (1 + 1e-6)).all(), g
+            others = D_others[:, groups.bounds[g] : groups.bounds[g + 1]]
+            assert (lower[:, g] <= others.min(axis=1) * (1 + 1e-6)).all(), g

@@ -43,19 +43,19 @@ GROUP_SEARCH_SHARE = 0.25
 @dataclass(frozen=True)
 class Groups:
     """The centers' groups: `of` [k] the group of each center, `order` [k] the centers by group,
-    `starts` [G] where each group begins in `order`."""
+    `bounds` [G + 1] where each group begins in `order` and, last, k (as scipy.sparse's indptr: group g
+    is order[bounds[g] : bounds[g + 1]])."""
 
     of: np.ndarray
     order: np.ndarray
-    starts: np.ndarray
+    bounds: np.ndarray
 
     @property
     def count(self) -> int:
-        return len(self.starts)
+        return len(self.bounds) - 1
 
     def members(self, g: int) -> np.ndarray:
-        stop = self.starts[g + 1] if g + 1 < len(self.starts) else len(self.order)
-        return self.order[self.starts[g] : stop]
+        return self.order[self.bounds[g] : self.bounds[g + 1]]
 
 
 def searches_groups(k: int) -> bool:
@@ -90,8 +90,8 @@ def make_groups(centers: np.ndarray, n_groups: int, seed: int = 0, iterations: i
     used = np.unique(of)  # renumber so that every group has a center
     of = np.searchsorted(used, of)
     order = np.argsort(of, kind="stable")
-    starts = np.searchsorted(of[order], np.arange(len(used)))
-    return Groups(of=of, order=order, starts=starts)
+    bounds = np.searchsorted(of[order], np.arange(len(used) + 1))
+    return Groups(of=of, order=order, bounds=bounds)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -131,12 +131,12 @@ def _own_distances(X, rows, labels, C, out):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compiled
+def _search(d, x_sq, bounds, best, best_d, lower):  # pragma: no cover - compiled
     """Per row of d [b, k] (squared distances up to ||x||^2, columns in group order): the nearest column,
     its distance, and per group the distance of the nearest column other than that one; square roots
     only for those G + 1 values."""
     b, k = d.shape
-    G = len(starts)
+    G = len(bounds) - 1
     for i in range(b):
         arg, low = 0, d[i, 0]
         for j in range(1, k):
@@ -145,9 +145,8 @@ def _search(d, x_sq, starts, best, best_d, lower):  # pragma: no cover - compile
         best[i] = arg
         best_d[i] = np.sqrt(max(low + x_sq[i], 0.0))
         for g in range(G):
-            stop = starts[g + 1] if g + 1 < G else k
             m = np.inf
-            for j in range(starts[g], stop):
+            for j in range(bounds[g], bounds[g + 1]):
                 if j != arg and d[i, j] < m:
                     m = d[i, j]
             lower[i, g] = np.sqrt(max(m + x_sq[i], 0.0)) if m < np.inf else np.inf
@@ -205,10 +204,9 @@ def _group_search(X, rows, labels, upper, lower, C_ordered, C_sq_ordered, groups
     nearest = np.zeros((len(rows), G), dtype=np.int64)
     x_sq = _squared_norms_of(X, rows).astype(C_ordered.dtype, copy=False)
     buffer = None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(rows)), X.shape[1]), np.float32)
-    ends = np.append(groups.starts[1:], len(groups.order))
     computed = 0
     for g in np.flatnonzero(opened.any(axis=0)):
-        block = slice(groups.starts[g], ends[g])
+        block = slice(groups.bounds[g], groups.bounds[g + 1])
         C_g, C_sq_g, members = C_ordered[block], C_sq_ordered[block], groups.order[block]
         at_all = np.flatnonzero(opened[:, g])
         for start in range(0, len(at_all), BLOCK_ROWS):
@@ -218,7 +216,7 @@ def _group_search(X, rows, labels, upper, lower, C_ordered, C_sq_ordered, groups
             d *= -2
             d += C_sq_g
             _nearest_in_group(d, x_sq[at], members, at, g, first, second, nearest)
-        computed += len(at_all) * (ends[g] - groups.starts[g])
+        computed += len(at_all) * (groups.bounds[g + 1] - groups.bounds[g])
     best = _merge_groups(rows, opened, first, second, nearest, labels, upper, lower, groups.of)
     return best, computed
 
@@ -246,7 +244,7 @@ def _dense_search(xb, C_ordered, C_sq_ordered, groups: Groups):
     best = np.empty(len(xb), dtype=np.int64)
     best_d = np.empty(len(xb), dtype=np.float32)
     lower = np.empty((len(xb), groups.count), dtype=np.float32)
-    _search(d, squared_norms(xb), groups.starts, best, best_d, lower)
+    _search(d, squared_norms(xb), groups.bounds, best, best_d, lower)
     return groups.order[best], best_d, lower
 
 
@@ -261,7 +259,7 @@ def init_chunk(X: np.ndarray, centers: np.ndarray, groups: Groups, projection=No
     lower = np.empty((m, groups.count), dtype=np.float32)
     if projection is not None:
         C_ordered = np.asarray(centers, dtype=np.float64)[groups.order]
-        blocks = projected.nearest_blocks(X, C_ordered, projection, starts=groups.starts)
+        blocks = projected.nearest_blocks(X, C_ordered, projection, groups.bounds)
         for start, _, best, best_d, low, _ in blocks:
             stop = start + len(best)
             labels[start:stop], upper[start:stop], lower[start:stop] = groups.order[best], best_d, low
@@ -310,7 +308,7 @@ def step_chunk(
     C_ordered = np.ascontiguousarray(C[groups.order])
     C_sq_ordered = squared_norms(C_ordered)
     slack = SLACK * float(np.sqrt(C_sq_ordered.max()))
-    group_moves = np.maximum.reduceat(moves[groups.order], groups.starts).astype(np.float32)
+    group_moves = np.maximum.reduceat(moves[groups.order], groups.bounds[:-1]).astype(np.float32)
     upper += (moves[labels] + slack).astype(np.float32)
     lower -= group_moves + slack
     bound = lower.min(axis=1)
@@ -326,7 +324,7 @@ def step_chunk(
     if len(open_rows) and searches_groups(k):
         # Rows whose failed groups hold few centers are searched in those groups only, the others below
         # against every center.
-        group_sizes = np.diff(np.append(groups.starts, k))
+        group_sizes = np.diff(groups.bounds)
         centers_in_doubt = (lower[open_rows] < upper[open_rows, None]) @ group_sizes
         few = centers_in_doubt <= GROUP_SEARCH_SHARE * k
         sparse_rows, open_rows = open_rows[few], open_rows[~few]

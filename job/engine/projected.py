@@ -119,16 +119,16 @@ def _row_hats(X, zx, offset, mean_sq, out, out_sq):  # pragma: no cover - compil
 
 
 @numba.njit(nogil=True, cache=True)
-def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, best_d, lower, seen, found):
+def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, bounds, best, best_d, lower, seen, found):
     # pragma: no cover - compiled
     """Per row i of the block X [b, p]: the nearest center by exact distance, starting from the center of
     lowest bound (first[i]) and measuring only centers whose lower bound (bound[i] + x_hat_sq[i],
     squared) is below the best distance so far; that distance into best_d (not squared). With groups
-    (`starts` [G], the centers in group order), per group the least distance (measured) or lower bound of
-    its other centers into lower [b, G]. seen [k] (all -1) and found [k]: scratch. Returns the number of
-    exact distances computed."""
+    (`bounds` [G + 1] as job.engine.bounds.Groups', the centers in group order), per group the least
+    distance (measured) or lower bound of its other centers into lower [b, G]. seen [k] (all -1) and
+    found [k]: scratch. Returns the number of exact distances computed."""
     b, k = bound.shape
-    G = len(starts)
+    G = len(bounds) - 1
     computed = 0
     for i in range(b):
         xs = x_hat_sq[i]
@@ -152,9 +152,8 @@ def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, be
         best[i] = nearest
         best_d[i] = np.sqrt(nearest_d)
         for g in range(G):
-            stop = starts[g + 1] if g + 1 < G else k
             m = np.inf
-            for j in range(starts[g], stop):
+            for j in range(bounds[g], bounds[g + 1]):
                 if j != nearest:
                     v = seen[j] if seen[j] >= 0.0 else max(np.float64(bound[i, j]) + xs - slack, 0.0)
                     m = min(m, v)
@@ -164,13 +163,13 @@ def _filtered_nearest(X, bound, first, x_hat_sq, hat_sq_max, C, starts, best, be
     return computed
 
 
-def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, starts=None):
+def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, bounds=None):
     """(start, the block's rows of X, nearest [b] int64, distance [b] float64, lower [b, G] float32,
     exact distances computed) for each block of BLOCK_ROWS rows of X, against `centers`
-    [k, p] (those `projection` was made from, in its order). `starts` [G]: where each group of centers
-    begins when the centers are in group order (lower bounds per group are then filled in), else no
-    groups. The output arrays are fresh."""
-    starts = np.zeros(0, dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+    [k, p] (those `projection` was made from, in its order). `bounds` [G + 1]: where each group of centers
+    begins, then k, when the centers are in group order (job.engine.bounds.Groups; lower bounds per group
+    are then filled in), else no groups. The output arrays are fresh."""
+    bounds = np.zeros(1, dtype=np.int64) if bounds is None else np.asarray(bounds, dtype=np.int64)
     P = projection
     C = np.ascontiguousarray(centers, dtype=np.float64)
     k = len(C)
@@ -191,7 +190,7 @@ def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, s
         bound += P.hat_sq
         best = np.empty(len(xb), dtype=np.int64)
         best_d = np.empty(len(xb), dtype=np.float64)
-        lower = np.empty((len(xb), len(starts)), dtype=np.float32)
+        lower = np.empty((len(xb), len(bounds) - 1), dtype=np.float32)
         computed = _filtered_nearest(
             block,
             bound,
@@ -199,7 +198,7 @@ def nearest_blocks(X: np.ndarray, centers: np.ndarray, projection: Projection, s
             hats_sq,
             hat_sq_max,
             C,
-            starts,
+            bounds,
             best,
             best_d,
             lower,
