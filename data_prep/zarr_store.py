@@ -277,13 +277,13 @@ def local_store_problem(path: Path) -> str | None:
 def open_array(root: zarr.Group, location, component: str):
     """root[component], or StoreError naming the array when it is missing or its metadata is damaged."""
     try:
-        node = root[component]
-    except KeyError as exc:
-        raise StoreError(f"{location}: missing array {component}") from exc
+        node = root.get(component)
     except Exception as exc:
         raise StoreError(
             f"{location}/{component}: its zarr.json is damaged or not Zarr v3 metadata ({type(exc).__name__})"
         ) from exc
+    if node is None:
+        raise StoreError(f"{location}: missing array {component}")
     if not isinstance(node, zarr.Array):
         raise StoreError(f"{location}/{component}: is a group, not an array")
     return node

@@ -60,8 +60,6 @@ class Model:
                     saved["mapping_hungarian"].astype(np.int64),
                     saved["mapping_majority"].astype(np.int64),
                 )
-        except FileNotFoundError as exc:
-            raise DataError(f"{path}: no saved model (is {source} a finished run or sweep folder?)") from exc
         except Exception as exc:
             raise DataError(f"{path}: not a model this job wrote ({type(exc).__name__})") from exc
         k, width = model.centers.shape if model.centers.ndim == 2 else (0, -1)
@@ -83,10 +81,13 @@ class Model:
 
 def model_file(source: Path, k: int | None = None) -> Path:
     """Which saved model `source` names: a file itself; a run folder's model.npz; a sweep folder's
-    model_kNN.npz for k, by default the best held-out k (a --split train sweep) or the suggested k."""
+    model_kNN.npz for k, by default the best held-out k (a --split train sweep) or the suggested k.
+    DataError, in the user's terms, when it names none."""
     import json
 
     if not source.is_dir():
+        if not source.exists():
+            raise DataError(f"{source}: not found (give a run folder, a sweep folder or a model file)")
         return source
     if (source / "model.npz").exists():
         return source / "model.npz"
@@ -96,7 +97,9 @@ def model_file(source: Path, k: int | None = None) -> Path:
         if p.stem[len("model_k") :].isdigit()
     }
     if not saved:
-        return source / "model.npz"  # named by the error that follows
+        raise DataError(
+            f"{source / 'model.npz'}: no saved model (is {source} a finished run or sweep folder?)"
+        )
     if k is None:
         try:
             record = json.loads((source / "sweep.json").read_text())
