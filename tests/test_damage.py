@@ -867,3 +867,54 @@ def test_the_local_clusters_workers_never_pause_so_memory_faults_end(tmp_path):
         assert list(client.run(_pause_fraction).values()) == [False]
         client.restart()
         assert list(client.run(_pause_fraction).values()) == [False]
+
+
+def test_a_local_cluster_left_without_workers_fails_with_a_sentence(monkeypatch):
+    """A task of the job's LocalCluster that no worker is left to run fails after NO_WORKERS_TIMEOUT
+    instead of waiting forever (every worker gone after repeated memory restarts left the job waiting on
+    a loaded machine), and the job says so in one sentence."""
+    from contextlib import ExitStack
+
+    from distributed import wait
+
+    from job.deploy import faults, local
+
+    monkeypatch.setattr(local, "NO_WORKERS_TIMEOUT", "1s")
+    with ExitStack() as stack:
+        client = local.LocalConfig(n_workers=1, memory_limit="1GiB", dashboard_address="127.0.0.1:0").start(
+            stack
+        )
+        client.wait_for_workers(1)
+        watch = faults.Watch.start(client)
+        client.cluster.scale(0)
+        deadline = time.monotonic() + 30
+        while client.nthreads() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not client.nthreads()
+        future = client.submit(sum, [1, 2], pure=False)
+        wait(future, timeout=30)  # distributed's TimeoutError here: still waiting, as before the fix
+        with pytest.raises(faults.NO_WORKER_ERRORS) as caught:
+            future.result()
+        error = faults.explain(client, caught.value, watch)
+    assert str(error) == (
+        "no worker was left while running sum for 1 s (their nannies did not bring them back); their logs "
+        "say why"
+    )
+
+
+def _fail_chunk(block):
+    raise MemoryError("a chunk that never fits")
+
+
+def test_a_persist_that_fails_raises_at_once_and_logs_nothing_persisted(client, caplog):
+    """persist_balanced raises a chunk's error as soon as it fails: it used to wait for every other chunk,
+    then log "X persisted" over failed chunks and hand them to the fit."""
+    import dask.array as da
+
+    from job.engine.persist import persist_balanced
+
+    X = da.zeros((4_000, 10), chunks=(1_000, 10), dtype=np.uint8)
+    X = X.map_blocks(_fail_chunk, dtype=np.uint8)
+    with caplog.at_level("INFO", logger="job"), pytest.raises(MemoryError, match="never fits"):
+        persist_balanced(client, X)
+    assert "X persisted" not in caplog.text

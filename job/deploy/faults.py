@@ -22,15 +22,18 @@ from dataclasses import dataclass
 from dask.utils import key_split
 from distributed import CancelledError
 from distributed.comm.core import CommClosedError
-from distributed.scheduler import KilledWorker
+from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
 
 from job.errors import ClusterError
 
 MEMORY_RESTART_EVENT = "worker-restart-memory"
 # What distributed raises when the scheduler disappears under a running computation.
 LOST_SCHEDULER_ERRORS = (OSError, asyncio.CancelledError, CancelledError, CommClosedError)
+# What it raises when no worker is left to run a task (a LocalCluster's scheduler, after
+# job.deploy.local.NO_WORKERS_TIMEOUT).
+NO_WORKER_ERRORS = (NoWorkerError, NoValidWorkerError)
 # What it raises when workers vanish under a computation while the scheduler stays.
-LOST_WORKER_ERRORS = (KilledWorker, CommClosedError, MemoryError, TimeoutError)
+LOST_WORKER_ERRORS = (KilledWorker, CommClosedError, MemoryError, TimeoutError, *NO_WORKER_ERRORS)
 # The nanny's event reaches the scheduler on a batched stream, shortly after the worker is gone.
 EVENT_WAIT_SECONDS = 2.0
 
@@ -76,12 +79,13 @@ def _without_traceback(record: logging.LogRecord) -> bool:
 
 def _not_a_dead_worker_report(record: logging.LogRecord) -> bool:
     """False for the scheduler's ERROR lines about workers that died under a computation ("broadcast to
-    tcp://... failed: CommClosedError", "Task ... marked as failed because 4 workers died"): the job then
-    says in one sentence why they died (job.deploy.faults)."""
+    tcp://... failed: CommClosedError", "Task ... marked as failed because 4 workers died", "... because
+    it timed out waiting without any running workers"): the job then says in one sentence why they died
+    (job.deploy.faults)."""
     message = record.getMessage()
     return not (
         (message.startswith("broadcast to ") and "CommClosedError" in message)
-        or ("marked as failed because" in message and "workers died" in message)
+        or ("marked as failed because" in message and ("workers died" in message or "waiting" in message))
     )
 
 
@@ -146,7 +150,9 @@ def explain(client, exc: BaseException, watch: Watch, resume_hint: str = "") -> 
         time.sleep(0.2)
         restarts = memory_restarts(client, watch.since)
     task = (
-        f"while running {key_split(exc.task)}" if isinstance(exc, KilledWorker) else "during the computation"
+        f"while running {key_split(exc.task)}"
+        if isinstance(exc, (KilledWorker, *NO_WORKER_ERRORS))
+        else "during the computation"
     )
     if restarts:
         return _out_of_memory(restarts, watch.memory_limits, task, resume_hint)
@@ -154,6 +160,11 @@ def explain(client, exc: BaseException, watch: Watch, resume_hint: str = "") -> 
         return ClusterError(
             f"a worker ran out of memory {task} (MemoryError: {exc}); give each worker more memory "
             f"(--memory-limit) or let X stream from the store (--persist never){resume_hint}"
+        )
+    if isinstance(exc, NO_WORKER_ERRORS):
+        return ClusterError(
+            f"no worker was left {task} for {exc.timeout:.0f} s (their nannies did not bring them back); "
+            f"their logs say why{resume_hint}"
         )
     if isinstance(exc, KilledWorker):
         return ClusterError(

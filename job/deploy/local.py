@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 # section 18). Temporaries below the mmap threshold come from the heap, and the top pad keeps that much of
 # a heap's freed top for the next one; distributed's trim threshold still returns anything beyond it.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 64 * 2**20, "MALLOC_TOP_PAD_": 64 * 2**20}
+# How long the scheduler of a LocalCluster keeps a task waiting while no worker is running: after that the
+# task fails (distributed's NoWorkerError) and the job says why (job.deploy.faults). distributed's default
+# waits forever, for workers that may yet join; ours are all started by the job, and a nanny that cannot
+# bring its worker back (seen on a loaded 2-core machine with --memory-limit 250MiB --persist always: every
+# worker gone after repeated memory restarts) would leave the job waiting with nothing left to run it.
+NO_WORKERS_TIMEOUT = "60s"
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,11 @@ class LocalConfig(ClusterSpec):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}), _environ_kept():
+                settings = {
+                    "distributed.nanny.pre-spawn-environ": spawn_env,
+                    "distributed.scheduler.no-workers-timeout": NO_WORKERS_TIMEOUT,
+                }
+                with dask.config.set(settings), _environ_kept():
                     cluster = stack.enter_context(LocalCluster(**kwargs))
         except Exception as exc:
             raise ClusterError(f"could not start a LocalCluster: {exc}") from exc

@@ -12,7 +12,7 @@ import uuid
 import dask
 import dask.array as da
 import numpy as np
-from distributed import Client, wait
+from distributed import Client, as_completed
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
     elif not keep:  # many chunks of at most the target size are balanced as they are: no rechunk pass
         X = X.rechunk((rows or balanced_chunks(X.shape[0], row_bytes, threads), X.shape[1]))
     X = X.persist()
-    wait(X)
     graph = X.__dask_graph__()
     futures = [graph[key] for key in dask.core.flatten(X.__dask_keys__())]
+    _wait_or_raise(futures)
     holders = client.who_has(futures)
     targets = _targets([tuple(holders.get(f.key, ())) for f in futures], nthreads)
     placed = [
@@ -116,7 +116,7 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
         else client.submit(_settle, f, workers=[target], allow_other_workers=True, pure=False)
         for f, target in zip(futures, targets)
     ]
-    wait(placed)
+    _wait_or_raise(placed)
     moved = sum(p is not f for p, f in zip(placed, futures))
     balanced = _array_of_futures("balanced-" + X.name, placed, X.chunks, X._meta)
     log.info(
@@ -127,6 +127,14 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
         moved,
     )
     return balanced
+
+
+def _wait_or_raise(futures: list) -> None:
+    """Wait for the futures; the first one's error as soon as one fails (the workers ran out of memory,
+    say: job.deploy.faults says so), rather than after every other has finished or failed too."""
+    for future in as_completed(futures):  # distributed's wait() has no FIRST_EXCEPTION
+        if future.status == "error":
+            future.result()
 
 
 def persist_spread(client: Client, X: da.Array) -> da.Array:
