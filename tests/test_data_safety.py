@@ -269,9 +269,18 @@ def damage(store: Path, kind: str, array: str, which: int, where: float) -> str:
 KINDS = ["flip", "truncate", "delete", "extra", "shape", "dtype", "chunks", "garbage"]
 
 
-def _read_like_the_job(store: Path) -> None:
-    data = open_dataset(store, "all")
+def _read_like_the_job(store: Path, chunks_per_block: int = 1) -> None:
+    data = open_dataset(store, "all", chunks_per_block)
     dask.compute(to_features(data.images).sum(), data.labels.astype(np.int64).sum(), scheduler="sync")
+
+
+def test_blocks_of_several_chunks_read_the_same_rows(tiny_store):
+    """A persisted X is read in blocks of several stored chunks (the last one short): the same rows."""
+    one = open_dataset(tiny_store, "all").images
+    for per in (2, 3):
+        merged = open_dataset(tiny_store, "all", per).images
+        assert merged.numblocks[0] < one.numblocks[0]
+        assert np.array_equal(merged.compute(scheduler="sync"), one.compute(scheduler="sync"))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -285,10 +294,11 @@ def test_any_store_damage_is_our_one_line_error(tiny_store, tmp_path_factory, ki
     store = tmp_path_factory.mktemp("damaged") / "tiny.zarr"
     shutil.copytree(tiny_store, store)
     what = damage(store, kind, array, which, where)
-    with pytest.raises((DataPrepError, JobError)) as caught:
-        _read_like_the_job(store)
-    message = str(caught.value)
-    assert str(store) in message and "\n" not in message, (what, message)
+    for chunks_per_block in (1, 3):  # as stored, and as a persisted X reads it (job.dataset.lazy_array)
+        with pytest.raises((DataPrepError, JobError)) as caught:
+            _read_like_the_job(store, chunks_per_block)
+        message = str(caught.value)
+        assert str(store) in message and "\n" not in message, (what, message)
     problems = verify_store(store).problems
     assert problems and all(str(store) in p for p in problems), what
 

@@ -43,6 +43,19 @@ def balanced_chunks(n_rows: int, row_bytes: int, n_threads: int) -> int:
     return max(1, math.ceil(n_rows / (n_threads * per_thread)))
 
 
+def chunks_to_merge(chunk_rows: tuple[int, ...], row_bytes: int, threads: int) -> int:
+    """How many consecutive chunks of X to hold as one when it is persisted (1: as they are). Many small
+    stored chunks (8,192 MNIST images are 6.4 MB) are merged up to TARGET_CHUNK_BYTES, as long as at
+    least CHUNKS_PER_THREAD_KEPT merged chunks per thread remain, so that every later pass has fewer
+    tasks: each costs ~1.5 ms of scheduling here, and a pass over the 989 chunks of 8.1M images spent
+    more time on that than on arithmetic (docs/benchmarks.md)."""
+    stored = max(chunk_rows)
+    if len(chunk_rows) < CHUNKS_PER_THREAD_KEPT * threads or stored * row_bytes > TARGET_CHUNK_BYTES:
+        return 1
+    merge = max(1, TARGET_CHUNK_BYTES // (stored * row_bytes))
+    return merge if len(chunk_rows) // merge >= CHUNKS_PER_THREAD_KEPT * threads else 1
+
+
 def _settle(chunk):
     """A fresh, aligned, writeable copy of a chunk that arrived over the network.
 
@@ -96,11 +109,8 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
         and X.numblocks[0] >= CHUNKS_PER_THREAD_KEPT * threads
         and stored * row_bytes <= TARGET_CHUNK_BYTES
     )
-    merge = max(1, TARGET_CHUNK_BYTES // (stored * row_bytes))
-    if keep and merge > 1 and X.numblocks[0] // merge >= CHUNKS_PER_THREAD_KEPT * threads:
-        # Many small stored chunks (8,192 MNIST images are 6.4 MB): whole ones are merged, so that every
-        # later pass has fewer tasks. Each task costs ~1.5 ms of scheduling here: a pass over 989 chunks
-        # of 8.1M images spent more time on that than on arithmetic (docs/benchmarks.md).
+    merge = chunks_to_merge(X.chunks[0], row_bytes, threads) if keep else 1
+    if merge > 1:  # (a store's X is read merged instead: job.pipeline, job.dataset.lazy_array)
         X = X.rechunk((stored * merge, X.shape[1]))
     elif not keep:  # many chunks of at most the target size are balanced as they are: no rechunk pass
         X = X.rechunk((rows or balanced_chunks(X.shape[0], row_bytes, threads), X.shape[1]))
