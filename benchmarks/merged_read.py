@@ -1,7 +1,7 @@
 """What reading a persisted X in the blocks it is kept as saves, against reading it as stored and then
 merging the chunks.
 
-    python benchmarks/merged_read.py --store data/mnist-1000000.zarr [--repeats 4]
+    python benchmarks/merged_read.py --store data/mnist-1000000.zarr [--repeats 4] [--fresh]
 
 When X is persisted, its small stored chunks (8,192 images, 6.4 MB) are held merged, five to a chunk
 (job.engine.persist.chunks_to_merge). Two ways, interleaved on one LocalCluster of the job's (2
@@ -14,7 +14,10 @@ single-threaded workers here):
                            (job.dataset.lazy_array with chunks_per_block: the job now)
 
 Each then goes through persist_balanced (the even layout over the workers), as in the job's "load data"
-phase; every chunk's SHA-256 is checked both ways. Writes benchmarks/results/merged_read-<rows>.json.
+phase; every chunk's SHA-256 is checked both ways. By default both ways share one cluster, whose workers
+are warm after the first run (their freed memory is reused); with --fresh every run starts a cluster of
+its own, as the job does, and pays the first touch of X's memory in new worker processes. Writes
+benchmarks/results/merged_read-<rows>[-fresh].json.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from job.deploy.local import LocalConfig
 from job.engine.persist import chunks_to_merge, persist_balanced
 
 
+def _cluster(stack: ExitStack):
+    client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
+    client.wait_for_workers(1)
+    return client
+
+
 def _persist(client, store: Path, merged: bool) -> tuple[float, int]:
     X = flat_pixels(open_dataset(store, "train").images)
     if merged:
@@ -55,16 +64,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--fresh", action="store_true", help="a new cluster for every run")
     args = parser.parse_args()
     times: dict[str, list[float]] = {"as stored, then merged": [], "read merged": []}
-    with ExitStack() as stack:
-        client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
-        client.wait_for_workers(1)
-        workers = len(client.nthreads())
-        rows = open_dataset(args.store, "train").n
+    rows = open_dataset(args.store, "train").n
+    with ExitStack() as shared:
+        client = None if args.fresh else _cluster(shared)
         for _ in range(args.repeats):
             for way in times:
-                seconds, blocks = _persist(client, args.store, merged=way == "read merged")
+                with ExitStack() as own:
+                    runner = _cluster(own) if args.fresh else client
+                    workers = len(runner.nthreads())
+                    seconds, blocks = _persist(runner, args.store, merged=way == "read merged")
                 times[way].append(seconds)
                 print(f"{way}: {seconds:.2f} s ({blocks} chunks held)", flush=True)
     table = [
@@ -79,8 +90,15 @@ def main() -> None:
     ]
     print_table(table, ["way", "median s", "min s", "max s", "vs as stored"])
     save(
-        f"merged_read-{rows}",
-        {"store": str(args.store), "rows": rows, "workers": workers, "runs": times, "table": table},
+        f"merged_read-{rows}" + ("-fresh" if args.fresh else ""),
+        {
+            "store": str(args.store),
+            "rows": rows,
+            "workers": workers,
+            "fresh_cluster_per_run": args.fresh,
+            "runs": times,
+            "table": table,
+        },
     )
 
 
