@@ -64,7 +64,8 @@ def lazy_array(root, location: str, component: str, chunks_per_block: int = 1) -
     and the chunk in both cases. The zarr array object is one key of the graph, shared by every task.
     Blocks of several chunks are what a persisted X is held as (job.engine.persist.chunks_to_merge):
     read so, rather than rechunked after the read, no chunk crosses between workers to be merged, and
-    persisting the 1M-row store took 0.9 s instead of 1.4-1.6 s on 2 workers (docs/benchmarks.md).
+    persisting the 1M-row store took 0.92 s instead of 1.80 s on 2 fresh workers (docs/benchmarks.md,
+    section 21).
     """
     from dask import delayed
 
