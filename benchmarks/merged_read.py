@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from job.dataset import flat_pixels, open_dataset
 from job.deploy.local import LocalConfig
-from job.engine.persist import chunks_to_merge, persist_balanced
+from job.engine.persist import chunks_to_merge, persist_balanced, total_threads
 
 
 def _cluster(stack: ExitStack):
@@ -48,7 +48,7 @@ def _cluster(stack: ExitStack):
 def _persist(client, store: Path, merged: bool) -> tuple[float, int]:
     X = flat_pixels(open_dataset(store, "train").images)
     if merged:
-        merge = chunks_to_merge(X.chunks[0], X.shape[1], sum(client.nthreads().values()))
+        merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
         X = flat_pixels(open_dataset(store, "train", merge).images)
     started = time.perf_counter()
     held = persist_balanced(client, X)

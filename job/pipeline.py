@@ -35,7 +35,7 @@ from job.config import JobConfig
 from job.dataset import PIXEL_SCALE, Dataset, check_labels, check_workers_can_read, flat_pixels, open_dataset
 from job.deploy import faults
 from job.deploy.lifecycle import cluster_memory, describe_cluster, reduce_batching_latency, use_or_connect
-from job.engine.persist import chunks_to_merge, decide_persist, persist_balanced
+from job.engine.persist import chunks_to_merge, decide_persist, persist_balanced, total_threads
 from job.errors import DataError, JobError
 from job.evaluation import classifier, examples
 from job.evaluation.choose_k import KScore, suggest_k
@@ -222,7 +222,7 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
                 )
                 log.info("persist decision: %s", reason)
                 if persist:
-                    merge = chunks_to_merge(X.chunks[0], X.dtype.itemsize * X.shape[1], _threads(client))
+                    merge = chunks_to_merge(X.chunks[0], X.dtype.itemsize * X.shape[1], total_threads(client))
                     if merge > 1:  # read in the blocks it is held as (job.dataset.lazy_array)
                         X = flat_pixels(open_dataset(config.data, config.split, merge).images)
                     X = persist_balanced(client, X)
@@ -256,10 +256,6 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
     summary.write_metrics(out / plan.record_file, metrics)
     plan.write_report(out, metrics)
     return metrics
-
-
-def _threads(client) -> int:
-    return sum(dict(client.nthreads()).values())
 
 
 def _test_split(config: JobConfig, client, persist_if_fits: bool) -> TestSplit | None:

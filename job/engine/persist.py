@@ -43,6 +43,11 @@ def balanced_chunks(n_rows: int, row_bytes: int, n_threads: int) -> int:
     return max(1, math.ceil(n_rows / (n_threads * per_thread)))
 
 
+def total_threads(client: Client) -> int:
+    """The worker threads of the cluster, all workers together."""
+    return sum(dict(client.nthreads()).values())
+
+
 def chunks_to_merge(chunk_rows: tuple[int, ...], row_bytes: int, threads: int) -> int:
     """How many consecutive chunks of X to hold as one when it is persisted (1: as they are). Many small
     stored chunks (8,192 MNIST images are 6.4 MB) are merged up to TARGET_CHUNK_BYTES, as long as at
@@ -150,7 +155,7 @@ def _wait_or_raise(futures: list) -> None:
 def persist_spread(client: Client, X: da.Array) -> da.Array:
     """persist_balanced in equal chunks, one share per worker thread: a drawn sample (about one piece
     per chunk of the array it came from) made even before every Lloyd pass runs over it."""
-    threads = sum(dict(client.nthreads()).values())
+    threads = total_threads(client)
     return persist_balanced(
         client, X, balanced_chunks(int(X.shape[0]), X.dtype.itemsize * X.shape[1], threads)
     )
@@ -171,7 +176,7 @@ def persist_on_current_client(X: np.ndarray) -> da.Array | None:
         client = default_client()
     except ValueError:  # no Client in this process
         return None
-    threads = sum(dict(client.nthreads()).values())
+    threads = total_threads(client)
     rows = balanced_chunks(len(X), X.dtype.itemsize * X.shape[1], max(1, threads))
     # hash=False: with distributed's default content-hashed keys, fitting the same array twice in a row
     # re-scattered the keys the first fit was releasing, and the second fit lost them ("cancelled for
