@@ -46,10 +46,11 @@ def _cluster(stack: ExitStack):
 
 
 def _persist(client, store: Path, merged: bool) -> tuple[float, int]:
-    X = flat_pixels(open_dataset(store, "train").images)
+    data = open_dataset(store, "train")
+    X = flat_pixels(data.images)
     if merged:
         merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
-        X = flat_pixels(open_dataset(store, "train", merge).images)
+        X = flat_pixels(data.images_in_blocks(merge))
     started = time.perf_counter()
     held = persist_balanced(client, X)
     seconds = time.perf_counter() - started

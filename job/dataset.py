@@ -32,27 +32,35 @@ class Dataset:
     labels: da.Array
     image_shape: tuple[int, int]
     splits: tuple[str, ...]
+    store: str  # absolute path or URL, as the workers open it
 
     @property
     def n(self) -> int:
         return int(self.images.shape[0])
+
+    def images_in_blocks(self, chunks_per_block: int) -> da.Array:
+        """The images again, each block `chunks_per_block` stored chunks (lazy_array): how a persisted X
+        is read. The store was validated when it was opened: only its root is opened again."""
+        root = open_root(self.store)
+        images = [lazy_array(root, self.store, f"{s}/images", chunks_per_block) for s in self.splits]
+        return images[0] if len(images) == 1 else da.concatenate(images)
 
 
 def splits_for(split: str) -> tuple[str, ...]:
     return ("train", "test") if split == "all" else (split,)
 
 
-def open_dataset(store: str | Path, split: str = "all", chunks_per_block: int = 1) -> Dataset:
-    """Check the store is complete, then open the chosen splits as lazy dask arrays, each block of the
-    images `chunks_per_block` stored chunks (lazy_array)."""
+def open_dataset(store: str | Path, split: str = "all") -> Dataset:
+    """Check the store is complete, then open the chosen splits as lazy dask arrays, one block per
+    stored chunk (Dataset.images_in_blocks: several)."""
     names = splits_for(split)
     info = validate_store(store, names)  # a damaged store is data_prep's one-line StoreError
     url = _absolute(store)
     root = open_root(url)
-    images = [lazy_array(root, url, f"{s}/images", chunks_per_block) for s in names]
+    images = [lazy_array(root, url, f"{s}/images") for s in names]
     labels = [lazy_array(root, url, f"{s}/labels") for s in names]
     cat = (lambda xs: xs[0]) if len(names) == 1 else da.concatenate
-    return Dataset(cat(images), cat(labels), info[names[0]].image_shape, names)
+    return Dataset(cat(images), cat(labels), info[names[0]].image_shape, names, url)
 
 
 def lazy_array(root, location: str, component: str, chunks_per_block: int = 1) -> da.Array:

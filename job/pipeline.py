@@ -224,7 +224,7 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
                 if persist:
                     merge = chunks_to_merge(X.chunks[0], X.dtype.itemsize * X.shape[1], total_threads(client))
                     if merge > 1:  # read in the blocks it is held as (job.dataset.lazy_array)
-                        X = flat_pixels(open_dataset(config.data, config.split, merge).images)
+                        X = flat_pixels(data.images_in_blocks(merge))
                     X = persist_balanced(client, X)
                 test = _test_split(config, client, plan.reads_test_split_often)
             session = Session(config, client, recorder, data, X, test, out, persist, reason)

@@ -270,15 +270,17 @@ KINDS = ["flip", "truncate", "delete", "extra", "shape", "dtype", "chunks", "gar
 
 
 def _read_like_the_job(store: Path, chunks_per_block: int = 1) -> None:
-    data = open_dataset(store, "all", chunks_per_block)
-    dask.compute(to_features(data.images).sum(), data.labels.astype(np.int64).sum(), scheduler="sync")
+    data = open_dataset(store, "all")
+    images = data.images_in_blocks(chunks_per_block)
+    dask.compute(to_features(images).sum(), data.labels.astype(np.int64).sum(), scheduler="sync")
 
 
 def test_blocks_of_several_chunks_read_the_same_rows(tiny_store):
     """A persisted X is read in blocks of several stored chunks (the last one short): the same rows."""
-    one = open_dataset(tiny_store, "all").images
+    data = open_dataset(tiny_store, "all")
+    one = data.images
     for per in (2, 3):
-        merged = open_dataset(tiny_store, "all", per).images
+        merged = data.images_in_blocks(per)
         assert merged.numblocks[0] < one.numblocks[0]
         assert np.array_equal(merged.compute(scheduler="sync"), one.compute(scheduler="sync"))
 
