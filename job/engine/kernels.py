@@ -196,22 +196,28 @@ def lloyd_partial(
     return sums, counts, inertia
 
 
+@numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
+def _norm_and_distance(x, mean):  # pragma: no cover - compiled
+    """(squared norm of the row x, its squared distance to mean), in one pass over x."""
+    norm = 0.0
+    to_mean = 0.0
+    for f in range(len(x)):
+        v = x[f]
+        norm += v * v
+        diff = v - mean[f]
+        to_mean += diff * diff
+    return norm, to_mean
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _label_block(xb, d, means, labels, dist, spread):  # pragma: no cover - compiled
     """For each row: the nearest center (argmin of d) and its squared distance (clipped at 0) into labels
     [b] and dist [b], and the row's (unsquared) distance to the mean of that cluster added to spread [k].
     Returns the block's total of squared norms (exact for integer pixels)."""
-    b, p = xb.shape
     sq_total = 0.0
-    for i in range(b):
+    for i in range(len(xb)):
         best, best_d = _nearest(d, i)
-        norm = 0.0
-        to_mean = 0.0
-        for f in range(p):
-            v = xb[i, f]
-            norm += v * v
-            diff = v - means[best, f]
-            to_mean += diff * diff
+        norm, to_mean = _norm_and_distance(xb[i], means[best])
         labels[i] = best
         dist[i] = max(best_d + norm, 0.0)
         spread[best] += np.sqrt(to_mean)
