@@ -203,7 +203,7 @@ def _group_search(X, rows, labels, upper, lower, C_ordered, C_sq_ordered, groups
     second = np.full((len(rows), G), np.inf, dtype=np.float32)
     nearest = np.zeros((len(rows), G), dtype=np.int64)
     x_sq = _squared_norms_of(X, rows).astype(C_ordered.dtype, copy=False)
-    buffer = None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(rows)), X.shape[1]), np.float32)
+    buffer = block_buffer(X, len(rows))
     computed = 0
     for g in np.flatnonzero(opened.any(axis=0)):
         block = slice(groups.bounds[g], groups.bounds[g + 1])
@@ -339,10 +339,11 @@ def step_chunk(
                 _move_rows(X, sparse_rows[changed], old[changed], best[changed], sums, counts)
                 moved += int(changed.sum())
             labels[sparse_rows] = best
+    buffer = block_buffer(X, len(open_rows))  # one for every block: see as_float on fresh pages
     for start in range(0, len(open_rows), BLOCK_ROWS):
         idx = open_rows[start : start + BLOCK_ROWS]
         old = labels[idx]
-        best, best_d, lower[idx] = _dense_search(as_float(X[idx]), C_ordered, C_sq_ordered, groups)
+        best, best_d, lower[idx] = _dense_search(as_float(X[idx], buffer), C_ordered, C_sq_ordered, groups)
         computed += len(idx) * k
         changed = best != old
         if changed.any():

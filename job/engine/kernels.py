@@ -52,9 +52,12 @@ def as_float(block: np.ndarray, buffer: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def block_buffer(X: np.ndarray) -> np.ndarray | None:
-    """The float32 block buffer as_float fills for integer X (None for float X)."""
-    return None if X.dtype.kind == "f" else np.empty((min(BLOCK_ROWS, len(X)), X.shape[1]), dtype=np.float32)
+def block_buffer(X: np.ndarray, rows: int | None = None) -> np.ndarray | None:
+    """The float32 block buffer as_float fills for integer X (None for float X), for blocks of X's rows
+    or of `rows` rows gathered from it."""
+    if X.dtype.kind == "f":
+        return None
+    return np.empty((min(BLOCK_ROWS, len(X) if rows is None else rows), X.shape[1]), dtype=np.float32)
 
 
 def _block_distances(
