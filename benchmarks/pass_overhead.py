@@ -1,7 +1,7 @@
 """What one bounded Lloyd pass costs the client and the scheduler, by number of workers.
 
     python benchmarks/pass_overhead.py [--workers 2,16] [--rows 8192] [--k 256] [--iterations 20]
-                                       [--repeats 3]
+                                       [--repeats 3] [--name pass_overhead]
 
 On 16 cores the job's k=256 fit on the 8.1M store spent longer per iteration on its samples than on 2
 (docs/benchmarks.md, section 20): each iteration on few rows per worker is bound by what the one client
@@ -9,7 +9,7 @@ and scheduler process does per task, not by arithmetic. This measures that part 
 loop over the first --rows rows of data/mnist-1000000.zarr (so few that the workers' arithmetic is
 negligible), k centers drawn from them, tol=0, on a LocalCluster of N single-threaded workers; per
 iteration, the wall time and the CPU time of this process (client and scheduler, as in the job's
-LocalCluster). Three shapes of a pass, in the same run:
+LocalCluster). Four shapes of a pass, in the same run:
 
   job                 one task per worker thread, its result kept whole for the next pass, the centers
                       scattered to the cluster once per pass, the summaries added on the workers; the
@@ -20,10 +20,16 @@ LocalCluster). Three shapes of a pass, in the same run:
                       one more submission, the centers scattered to the cluster before them
   inline (3e42edf)    three submissions per thread (the pass, then a getitem each for its states and its
                       summary), the centers inside every task, every summary gathered to the client
+  actors (not kept)   no tasks: a distributed Actor per worker thread holds its chunks and its last pass,
+                      and the client calls each directly (no scheduler in the loop). Not the job's: a
+                      worker runs every actor call on its one actor thread (distributed.worker's
+                      "actor" executor), so a worker of several threads would step its chunks one
+                      thread at a time; the passes leave the dashboard's task stream; a lost worker
+                      loses its actor
 
 On a 2-core machine N=16 oversubscribes the cores, so the wall times there are not 16-core times; the
 client's CPU per iteration is the part that does not shrink with more cores.
-Writes benchmarks/results/pass_overhead.json.
+Writes benchmarks/results/<name>.json.
 """
 
 from __future__ import annotations
@@ -95,10 +101,40 @@ class SubmitPerThread(bounded._Bounds):
         return future
 
 
+class _ThreadHolder:
+    """On a worker: one thread's chunks and its last pass's result (states, sums), for ActorPass."""
+
+    def __init__(self, *chunks):
+        self.chunks, self.last = chunks, None
+
+    def run(self, fn, args, fresh):
+        self.last = fn(*(() if fresh else (self.last,)), *args, *self.chunks)
+        return self.last[1]
+
+
+class ActorPass(bounded._Bounds):
+    """The pass through distributed's actors: one per worker thread, called by the client directly."""
+
+    def _run(self, fn, *args, name):
+        if not hasattr(self, "actors"):
+            self.actors = [
+                self.client.submit(_ThreadHolder, *chunks, workers=[worker], actor=True).result()
+                for worker, chunks in self.groups_of_chunks
+            ]
+        fresh = not self.passes  # init() empties passes
+        calls = [actor.run(fn, args, fresh) for actor in self.actors]
+        self.passes = [None] * len(self.actors)
+        return bounds.add_steps(*(call.result() for call in calls))
+
+    def labels(self, X):
+        return None  # the labels stay in the actors; this benchmark reads only the inertia
+
+
 SHAPES = {
     "job": bounded._Bounds,
     "one submission per thread (7448fa0)": SubmitPerThread,
     "inline (3e42edf)": InlinePass,
+    "actors (not kept)": ActorPass,
 }
 
 
@@ -153,6 +189,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--name", default="pass_overhead", help="results file name (benchmarks/results/)")
     args = parser.parse_args()
     import zarr
 
@@ -166,7 +203,7 @@ def main() -> None:
     print_table(
         rows, ["workers", "shape", "ms / iteration", "client+scheduler CPU ms / iteration", "inertia"]
     )
-    save("pass_overhead", {"rows": args.rows, "k": args.k, "iterations": args.iterations, "results": rows})
+    save(args.name, {"rows": args.rows, "k": args.k, "iterations": args.iterations, "results": rows})
 
 
 if __name__ == "__main__":
