@@ -1,6 +1,6 @@
 """The evaluation's single pass (job.evaluation.scoring) against scikit-learn on the same labels, and its
 parts:
-example candidates, row gathering, Hamerly's Lloyd."""
+example candidates, row gathering, Hamerly's Lloyd, greedy k-means++."""
 
 import dask.array as da
 import numpy as np
@@ -14,7 +14,7 @@ from job.evaluation import examples
 from job.evaluation import metrics as evaluate
 from job.evaluation.evaluate import evaluate_at
 from job.kmeans.estimator import FusedKMeans
-from job.kmeans.in_memory import hamerly
+from job.kmeans.in_memory import EXACT_MAX_FEATURES, _squared_distances, greedy_kmeans_plusplus, hamerly
 
 
 def test_one_pass_gives_scikit_learns_metrics_for_the_same_labels(client, mnist_store):
@@ -93,3 +93,25 @@ def test_hamerly_reaches_plain_lloyds_centers(mnist_store):
             break
     assert n_iter == plain_iter > 5
     np.testing.assert_allclose(centers, plain, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [10, 64, 256])
+def test_greedy_kmeans_plusplus_on_uint8_pixels_picks_the_float64_products_centers(mnist_store, k):
+    """The integer distances of uint8 rows are exactly the float64 product's, so the same rows are
+    chosen, to the bit."""
+    X = flat_pixels(open_dataset(mnist_store, "test").images).compute()[:4_000]
+    assert X.dtype == np.uint8
+    on_bytes = greedy_kmeans_plusplus(X, k, np.random.default_rng(5))
+    on_floats = greedy_kmeans_plusplus(X.astype(np.float64), k, np.random.default_rng(5))
+    np.testing.assert_array_equal(on_bytes, on_floats)
+
+
+def test_squared_distances_of_wide_uint8_rows_do_not_overflow():
+    """Past EXACT_MAX_FEATURES columns an int32 sum of 255^2 terms would wrap: such rows take the
+    float64 product."""
+    for p in (EXACT_MAX_FEATURES, EXACT_MAX_FEATURES + 1):
+        X = np.zeros((3, p), np.uint8)
+        X[1] = 255
+        X[2, : p // 2] = 255
+        exact = np.array([[0, p, p // 2], [p, 0, p - p // 2]], dtype=np.float64) * 255**2
+        np.testing.assert_array_equal(_squared_distances(X)(np.array([0, 1])), exact)

@@ -138,6 +138,41 @@ def hamerly(X, centers, tol, max_iter):  # pragma: no cover - compiled
     return C, n_iter
 
 
+# Greedy k-means++ on uint8 pixels computes its distances in integers while every squared distance fits
+# an int32 (255^2 per feature: up to 33,025 features).
+EXACT_MAX_FEATURES = (2**31 - 1) // 255**2
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _squared_distances_uint8(X, rows, out):  # pragma: no cover - compiled
+    """out[j, i] = ||X[rows[j]] - X[i]||^2, exact in int32 (uint8 X, at most EXACT_MAX_FEATURES columns)."""
+    for i in range(X.shape[0]):
+        x = X[i]
+        for j in range(rows.shape[0]):
+            c = X[rows[j]]
+            s = np.int32(0)
+            for f in range(X.shape[1]):
+                d = np.int32(x[f]) - np.int32(c[f])
+                s += d * d
+            out[j, i] = s
+    return out
+
+
+def _squared_distances(X: np.ndarray):
+    """A function of candidate row indices giving their squared distances to every row of X (float64
+    [len(rows), n]). On uint8 pixels the distances are integers, and the integer kernel gives the very
+    values of the float64 product below (every term of it is an integer under 2^53, so exact) in a
+    quarter of the time: it reads X as bytes, where the product reads an 8-byte copy of X once per
+    center (12,500 rows, k=64: 0.15 s against 0.60 s for the 63 steps, one thread)."""
+    if X.dtype == np.uint8 and X.shape[1] <= EXACT_MAX_FEATURES:
+        return lambda rows: _squared_distances_uint8(X, rows, np.empty((len(rows), len(X)), np.int32)).astype(
+            np.float64
+        )
+    Xf = X.astype(np.float64)
+    norms = np.einsum("ij,ij->i", Xf, Xf)
+    return lambda rows: np.maximum(norms[rows][:, None] - 2 * Xf[rows] @ Xf.T + norms[None, :], 0.0)
+
+
 def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k centers (float64 [k, p]) chosen among X's rows by greedy k-means++ (Arthur & Vassilvitskii 2007,
     with scikit-learn's 2 + ln k candidates per step, keeping the one that lowers the potential most).
@@ -146,13 +181,8 @@ def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> n
     (its import time here) before its first start, and these are a few matrix products on at most 1,000
     rows per center.
     """
-    Xf = X.astype(np.float64)
-    norms = np.einsum("ij,ij->i", Xf, Xf)
+    sq_dist = _squared_distances(X)
     trials = 2 + int(np.log(k))
-
-    def sq_dist(rows):  # [len(rows), n]
-        return np.maximum(norms[rows][:, None] - 2 * Xf[rows] @ Xf.T + norms[None, :], 0.0)
-
     chosen = [int(rng.integers(len(X)))]
     closest = sq_dist(np.array(chosen))[0]
     for _ in range(1, k):
@@ -166,7 +196,7 @@ def greedy_kmeans_plusplus(X: np.ndarray, k: int, rng: np.random.Generator) -> n
         best = int(np.argmin(options.sum(axis=1)))
         chosen.append(int(candidates[best]))
         closest = options[best]
-    return Xf[chosen].copy()
+    return X[chosen].astype(np.float64)
 
 
 def seeding_rows(n: int, k: int) -> int:
