@@ -475,9 +475,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         started = time.perf_counter()
         if sampled:
             sample = sample_rows(X, size, seeds[0])
-            if (
-                plan is not None
-            ):  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
+            if plan is None:  # X streamed from its store: the sample is read from it once, here
+                sample = sample.persist()
+            else:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
                 from job.engine.persist import persist_spread
 
                 sample = persist_spread(plan[0], sample)
