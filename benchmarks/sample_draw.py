@@ -13,7 +13,7 @@ order alternating) on one LocalCluster of the job's, X persisted as the job hold
   count, then spread       each chunk's kept rows counted on the client from the same counter-based
                            numbers its task draws, the lazy sample then spread in one persist (the job)
 
-Both give the same rows in the same chunks (checked for one seed). Writes
+Both give the same rows in the same chunks (checked for one seed). Each way's steps are timed too. Writes
 benchmarks/results/sample_draw-<rows>.json.
 """
 
@@ -24,6 +24,7 @@ import math
 import statistics
 import sys
 import time
+from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -33,13 +34,16 @@ from _common import REPO, print_table, save
 
 sys.path.insert(0, str(REPO))
 
+from distributed import wait
+
 from job.dataset import flat_pixels, open_dataset
 from job.deploy.local import LocalConfig
 from job.engine.persist import chunks_to_merge, persist_balanced, persist_spread, total_threads
 from job.kmeans.sampling import SAMPLE_STREAM, _chunk_rows, auto_sample_size, sample_rows
 
 
-def _persist_count_spread(client, X, size: int, seed: int):
+def _persist_count_spread(client, X, size: int, seed: int, parts: dict):
+    started = time.perf_counter()
     picked = X.map_blocks(
         _chunk_rows,
         size / X.shape[0],
@@ -50,12 +54,25 @@ def _persist_count_spread(client, X, size: int, seed: int):
         name=f"picked-{seed}",
     )
     picked = picked.persist()
+    wait(picked)
+    persisted = time.perf_counter()
     picked.compute_chunk_sizes()
-    return persist_spread(client, picked)
+    counted = time.perf_counter()
+    spread = persist_spread(client, picked)
+    parts["persist"].append(persisted - started)
+    parts["count (compute_chunk_sizes)"].append(counted - persisted)
+    parts["spread"].append(time.perf_counter() - counted)
+    return spread
 
 
-def _count_then_spread(client, X, size: int, seed: int):
-    return persist_spread(client, sample_rows(X, size, seed))
+def _count_then_spread(client, X, size: int, seed: int, parts: dict):
+    started = time.perf_counter()
+    sample = sample_rows(X, size, seed)
+    counted = time.perf_counter()
+    spread = persist_spread(client, sample)
+    parts["count (on the client)"].append(counted - started)
+    parts["spread"].append(time.perf_counter() - counted)
+    return spread
 
 
 WAYS = {"persist, count, spread": _persist_count_spread, "count, then spread": _count_then_spread}
@@ -70,6 +87,7 @@ def main() -> None:
     data = open_dataset(args.store, "train")
     size = args.size or auto_sample_size(data.n, 256)
     times: dict[str, list[float]] = {way: [] for way in WAYS}
+    parts: dict[str, dict[str, list[float]]] = {way: defaultdict(list) for way in WAYS}
     with ExitStack() as stack:
         client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
         client.wait_for_workers(1)
@@ -78,7 +96,7 @@ def main() -> None:
         if merge > 1:
             X = flat_pixels(data.images_in_blocks(merge))
         X = persist_balanced(client, X)
-        a, b = (WAYS[way](client, X, size, 0) for way in WAYS)
+        a, b = (WAYS[way](client, X, size, 0, defaultdict(list)) for way in WAYS)
         same = a.chunks == b.chunks and bool(np.array_equal(a.compute(), b.compute()))
         rows = int(a.shape[0])
         del a, b
@@ -86,7 +104,7 @@ def main() -> None:
             order = list(WAYS) if repeat % 2 == 0 else list(reversed(WAYS))
             for way in order:
                 started = time.perf_counter()
-                sample = WAYS[way](client, X, size, 1 + repeat)
+                sample = WAYS[way](client, X, size, 1 + repeat, parts[way])
                 times[way].append(time.perf_counter() - started)
                 del sample
                 print(f"{way}: {times[way][-1]:.3f} s", flush=True)
@@ -103,6 +121,12 @@ def main() -> None:
     ]
     print(f"{data.n:,} rows in {X.numblocks[0]} chunks; a sample of {rows:,} rows; identical: {same}")
     print_table(table, ["way", "median s", "min s", "max s", "vs persist, count, spread"])
+    steps = [
+        {"way": way, "step": step, "median s": statistics.median(t), "min s": min(t), "max s": max(t)}
+        for way in WAYS
+        for step, t in parts[way].items()
+    ]
+    print_table(steps, ["way", "step", "median s", "min s", "max s"])
     save(
         f"sample_draw-{data.n}",
         {
@@ -113,6 +137,7 @@ def main() -> None:
             "same_rows_both_ways": same,
             "runs": times,
             "table": table,
+            "steps": steps,
         },
     )
 
