@@ -47,9 +47,10 @@ def sample_rows(X: da.Array, size: int, seed: int, stream: int = SAMPLE_STREAM) 
     when size >= n.
 
     The rows each chunk keeps are counted here, on the client, from the same numbers its task draws
-    (75 ms for 8.1M rows), rather than by dask's compute_chunk_sizes after a persist: that is a round
-    trip of one task per chunk, 0.37-0.51 s over the 198 chunks of the 8.1M store, and the persist it
-    needs is a pass of its own before the sample's rows can be spread over the workers."""
+    (0.05 s for 8.1M rows), rather than by dask's compute_chunk_sizes after a persist: that is a task per
+    chunk, 0.42 s over the 198 chunks of the 8.1M store, after a persist of its own (0.34 s) before the
+    sample's rows could be spread over the workers (benchmarks/sample_draw.py, docs/benchmarks.md
+    section 22)."""
     n = int(X.shape[0])
     if size >= n:
         return X
