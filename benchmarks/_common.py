@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: MNIST store, timing, table printing, JSON output."""
+"""Helpers shared by the benchmark scripts: MNIST store, the job's cluster and persisted X, timing, table
+printing, JSON output."""
 
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ def mnist_store(path: Path = REPO / "data" / "mnist.zarr") -> Path:
 
     source = os.environ.get("MNIST_SOURCE") or str(REPO.parent / "shared" / "data" / "mnist")
     return prepare_dataset(PrepConfig(out=path, source=source))
+
+
+def job_cluster_with_x(stack, store: Path):
+    """The job's own LocalCluster (closed with `stack`) and the store's train split persisted on it as
+    the job's "load data" phase holds it: stored chunks merged (job.engine.persist.chunks_to_merge),
+    spread evenly over the workers' threads. Returns (client, X)."""
+    from job.dataset import flat_pixels, open_dataset
+    from job.deploy.local import LocalConfig
+    from job.engine.persist import chunks_to_merge, persist_balanced, total_threads
+
+    client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
+    client.wait_for_workers(1)
+    data = open_dataset(store, "train")
+    X = flat_pixels(data.images)
+    merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
+    if merge > 1:
+        X = flat_pixels(data.images_in_blocks(merge))
+    return client, persist_balanced(client, X)
 
 
 def timed(fn, repeats: int = 1):

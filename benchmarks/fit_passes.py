@@ -24,15 +24,13 @@ from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
 
-from _common import REPO, print_table, save
+from _common import REPO, job_cluster_with_x, print_table, save
 
 sys.path.insert(0, str(REPO))
 
 from distributed import get_task_stream
 
-from job.dataset import flat_pixels, open_dataset
-from job.deploy.local import LocalConfig
-from job.engine.persist import chunks_to_merge, persist_balanced, total_threads
+from job.dataset import open_dataset
 from job.kmeans.estimator import FusedKMeans
 
 
@@ -108,13 +106,7 @@ def main() -> None:
     data = open_dataset(args.store, "train")
     fits = []
     with ExitStack() as stack:
-        client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
-        client.wait_for_workers(1)
-        X = flat_pixels(data.images)
-        merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
-        if merge > 1:
-            X = flat_pixels(data.images_in_blocks(merge))
-        X = persist_balanced(client, X)
+        client, X = job_cluster_with_x(stack, args.store)
         workers = len(client.nthreads())
         for i in range(1 + args.repeats):
             with get_task_stream(client) as stream:

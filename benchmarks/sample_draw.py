@@ -30,15 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO, print_table, save
+from _common import REPO, job_cluster_with_x, print_table, save
 
 sys.path.insert(0, str(REPO))
 
 from distributed import wait
 
-from job.dataset import flat_pixels, open_dataset
-from job.deploy.local import LocalConfig
-from job.engine.persist import chunks_to_merge, persist_balanced, persist_spread, total_threads
+from job.dataset import open_dataset
+from job.engine.persist import persist_spread
 from job.kmeans.sampling import SAMPLE_STREAM, _chunk_rows, auto_sample_size, sample_rows
 
 
@@ -89,13 +88,7 @@ def main() -> None:
     times: dict[str, list[float]] = {way: [] for way in WAYS}
     parts: dict[str, dict[str, list[float]]] = {way: defaultdict(list) for way in WAYS}
     with ExitStack() as stack:
-        client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
-        client.wait_for_workers(1)
-        X = flat_pixels(data.images)
-        merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
-        if merge > 1:
-            X = flat_pixels(data.images_in_blocks(merge))
-        X = persist_balanced(client, X)
+        client, X = job_cluster_with_x(stack, args.store)
         a, b = (WAYS[way](client, X, size, 0, defaultdict(list)) for way in WAYS)
         same = a.chunks == b.chunks and bool(np.array_equal(a.compute(), b.compute()))
         rows = int(a.shape[0])
