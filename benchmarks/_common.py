@@ -24,20 +24,14 @@ def mnist_store(path: Path = REPO / "data" / "mnist.zarr") -> Path:
 
 def job_cluster_with_x(stack, store: Path):
     """The job's own LocalCluster (closed with `stack`) and the store's train split persisted on it as
-    the job's "load data" phase holds it: stored chunks merged (job.engine.persist.chunks_to_merge),
-    spread evenly over the workers' threads. Returns (client, X)."""
-    from job.dataset import flat_pixels, open_dataset
+    the job's "load data" phase holds it (job.pipeline.persist_pixels). Returns (client, X)."""
+    from job.dataset import open_dataset
     from job.deploy.local import LocalConfig
-    from job.engine.persist import chunks_to_merge, persist_balanced, total_threads
+    from job.pipeline import persist_pixels
 
     client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
     client.wait_for_workers(1)
-    data = open_dataset(store, "train")
-    X = flat_pixels(data.images)
-    merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
-    if merge > 1:
-        X = flat_pixels(data.images_in_blocks(merge))
-    return client, persist_balanced(client, X)
+    return client, persist_pixels(client, open_dataset(store, "train"))
 
 
 def timed(fn, repeats: int = 1):

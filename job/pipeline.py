@@ -222,10 +222,7 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
                 )
                 log.info("persist decision: %s", reason)
                 if persist:
-                    merge = chunks_to_merge(X.chunks[0], X.dtype.itemsize * X.shape[1], total_threads(client))
-                    if merge > 1:  # read in the blocks it is held as (job.dataset.lazy_array)
-                        X = flat_pixels(data.images_in_blocks(merge))
-                    X = persist_balanced(client, X)
+                    X = persist_pixels(client, data)
                 test = _test_split(config, client, plan.reads_test_split_often)
             session = Session(config, client, recorder, data, X, test, out, persist, reason)
             record = plan.run(session)
@@ -256,6 +253,17 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
     summary.write_metrics(out / plan.record_file, metrics)
     plan.write_report(out, metrics)
     return metrics
+
+
+def persist_pixels(client, data: Dataset) -> da.Array:
+    """The dataset's pixels [n, p] persisted on the cluster as the job holds them: small stored chunks
+    merged (job.engine.persist.chunks_to_merge) and read in those blocks (job.dataset.lazy_array), then
+    spread evenly over the workers' threads (the benchmarks hold X the same way)."""
+    X = flat_pixels(data.images)
+    merge = chunks_to_merge(X.chunks[0], X.dtype.itemsize * X.shape[1], total_threads(client))
+    if merge > 1:
+        X = flat_pixels(data.images_in_blocks(merge))
+    return persist_balanced(client, X)
 
 
 def _test_split(config: JobConfig, client, persist_if_fits: bool) -> TestSplit | None:
