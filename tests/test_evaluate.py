@@ -110,6 +110,20 @@ def test_silhouette_of_a_single_point_cluster_is_zero():
         assert ours == pytest.approx(reference.mean(), abs=1e-6)
 
 
+def test_silhouette_with_more_clusters_than_a_block_has_rows_matches_sklearn():
+    """Many clusters, most absent from any one block, some from every block (k=128, labels < 120):
+    each block's distances summed per cluster land in their own cluster's column."""
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 5))
+    X[:, 0] += np.arange(300) % 3  # three loose groups, so that the value is far from 0
+    labels = rng.integers(0, 120, 300)
+    labels[:150] = labels[:150] % 7  # a few large clusters beside many small ones
+    reference = metrics.silhouette_score(X, labels)
+    for block_rows in (7, 64, 300):
+        ours = evaluate.start_silhouette(X, labels, 128, block_rows=block_rows)()
+        assert ours == pytest.approx(reference, abs=1e-6)
+
+
 def test_calinski_harabasz_of_a_perfect_clustering_is_sklearns_one(client):
     X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]]), 50, axis=0)
     labels = np.repeat([0, 1, 2], 50)
