@@ -72,6 +72,8 @@ def test_with_many_clusters_the_examples_show_the_largest(tmp_path):
     white = np.zeros_like(images[:shown])
     text_only = imread(plots.plot_examples(white, indices[:shown], digits, "t", tmp_path / "w.png"))
     assert largest.shape == first.shape == text_only.shape  # 256 rows each
+    # past EXAMPLE_LARGE_CELLS_MAX_ROWS rows, images of 0.4 inches (at 0.75, 19,280 pixels and 3.7 s to draw)
+    assert largest.shape[0] < 0.5 * 100 * shown
     dark = lambda image: int((image[..., :3].mean(axis=2) < 0.2).sum())  # noqa: E731
     assert dark(first) > dark(text_only) + 100_000  # the first 256 clusters include the small ones
     assert dark(largest) < dark(text_only) * 1.1  # the largest do not: only the labels' text is dark
@@ -101,6 +103,21 @@ def test_pca_colors_each_cluster_as_the_digit_it_mostly_holds(tmp_path):
     left = image[:, : image.shape[1] // 2].reshape(-1, 3)
     near = lambda color: (np.abs(left - color).max(axis=1) < 0.08).sum()  # noqa: E731
     assert near(zero) > 20 and near(six) == 0
+
+
+def test_pca_with_more_clusters_than_a_legend_holds_keeps_each_clusters_digit_color(tmp_path):
+    """Past LEGEND_MAX_VALUES clusters the points are one scatter: still each in the color of the digit
+    its cluster mostly holds (clusters 0-49 hold 6s, 50-99 hold 0s; no cluster's own index colors it)."""
+    k = 100
+    assert k > plots.LEGEND_MAX_VALUES
+    clusters = np.arange(1000) % k
+    points = np.where(clusters[:, None] < 50, 10.0, 0.0) + np.random.default_rng(0).normal(size=(1000, 2))
+    truth = np.where(clusters < 50, 6, 0)
+    cluster_digits = np.where(np.arange(k) < 50, 6, 0)
+    image = imread(plots.plot_pca(points, clusters, truth, tmp_path / "p.png", cluster_digits=cluster_digits))
+    left = image[:, : image.shape[1] // 2, :3].reshape(-1, 3)
+    near = lambda d: (np.abs(left - np.array(matplotlib.colormaps["tab10"](d)[:3])).max(axis=1) < 0.08).sum()  # noqa: E731
+    assert near(0) > 200 and near(6) > 200 and near(1) == near(2) == 0
 
 
 def test_with_many_clusters_the_confusion_and_sizes_stay_page_sized(tmp_path):

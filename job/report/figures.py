@@ -76,6 +76,9 @@ def plot_centers(centers: np.ndarray, image_shape, digits, sizes, path: Path) ->
 # 23 s each to draw (2 cores, a test run beside) into PNGs 76,880 pixels tall that no one scrolls; 256
 # rows took 5 s.
 EXAMPLE_CLUSTERS_SHOWN = 256
+# Up to this many rows each image is drawn 0.75 inches wide; beyond, 0.4 (41 pixels for 28): a figure of
+# 256 rows 19,280 pixels tall took 3.7 s to draw (twice per run), at 0.4 inches 1.9 s.
+EXAMPLE_LARGE_CELLS_MAX_ROWS = 64
 
 
 def plot_examples(
@@ -101,7 +104,8 @@ def plot_examples(
     for (c, j), index in np.ndenumerate(indices):
         if index >= 0:
             mosaic[c * (h + gap) : c * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = images[c, j]
-    fig = Figure(figsize=(0.75 * m + 1.2, 0.75 * k + 0.8), layout="constrained")
+    cell = 0.75 if k <= EXAMPLE_LARGE_CELLS_MAX_ROWS else 0.4  # inches an image
+    fig = Figure(figsize=(cell * m + 1.2, cell * k + 0.8), layout="constrained")
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
     ax.imshow(mosaic, cmap=cmap, interpolation="nearest", vmin=0, vmax=PIXEL_MAX)
@@ -354,6 +358,10 @@ def plot_misclassified(
     return _save(fig, path)
 
 
+# The PCA figure's legend lists each value up to this many (clusters or digits); beyond, none.
+LEGEND_MAX_VALUES = 40
+
+
 def plot_pca(
     points: np.ndarray, clusters: np.ndarray, digits: np.ndarray, path: Path, cluster_digits=None
 ) -> Path:
@@ -380,23 +388,27 @@ def plot_pca(
     for i, (values, color_of, label_of, title, legend) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
         shown = np.unique(values)
-        for v in shown:
-            sel = values == v
-            digit = int(color_of(int(v)))
-            ax.scatter(
-                points[sel, 0],
-                points[sel, 1],
-                s=3,
-                alpha=0.5,
-                color=cmap(digit % cmap.N) if digit >= 0 else "grey",
-                label=label_of(int(v)),
-            )
+        digit_of = {int(v): int(color_of(int(v))) for v in shown}
+        color = {v: cmap(d % cmap.N) if d >= 0 else "grey" for v, d in digit_of.items()}
+        if len(shown) <= LEGEND_MAX_VALUES:  # a scatter per value, each its legend entry
+            for v in shown:
+                sel = values == v
+                ax.scatter(
+                    points[sel, 0],
+                    points[sel, 1],
+                    s=3,
+                    alpha=0.5,
+                    color=color[int(v)],
+                    label=label_of(int(v)),
+                )
+        else:  # no legend: one scatter of every point in its color (a scatter per cluster at k=1024: 2 s)
+            ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, color=[color[int(v)] for v in values])
         ax.set_title(f"PCA of {len(points):,} sampled images,\n{title}", fontsize=10)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         # Outside the axes: loc="best" makes matplotlib test every one of the 10,000 points for overlap;
         # with it and a second draw (bbox_inches="tight") this figure took 1.5 s, now 0.5 s.
-        if len(shown) <= 40:
+        if len(shown) <= LEGEND_MAX_VALUES:
             ax.legend(
                 markerscale=4,
                 fontsize=7,
