@@ -2,6 +2,8 @@
 parts:
 example candidates, row gathering, Hamerly's Lloyd, greedy k-means++."""
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from sklearn import metrics
 from job.dataset import flat_pixels, open_dataset
 from job.engine import kernels
 from job.engine.blockwise import take_rows
-from job.evaluation import examples
+from job.evaluation import examples, scoring
 from job.evaluation import metrics as evaluate
 from job.evaluation.evaluate import evaluate_at
 from job.kmeans.estimator import FusedKMeans
@@ -115,3 +117,22 @@ def test_squared_distances_of_wide_uint8_rows_do_not_overflow():
         X[2, : p // 2] = 255
         exact = np.array([[0, p, p // 2], [p, 0, p - p // 2]], dtype=np.float64) * 255**2
         np.testing.assert_array_equal(_squared_distances(X)(np.array([0, 1])), exact)
+
+
+def test_the_evaluation_pass_at_a_thousand_centers_warns_of_no_large_graph(client):
+    """At k=1024 the centers and means (float64) that the pass carries in its graph are over
+    distributed's 10 MB "Sending large graph" warning, which every such run printed: carried on purpose
+    (a lost chunk is recomputed from them), they are allowed for. The pass still uses them."""
+    rng = np.random.default_rng(0)
+    k, p = 1100, 784
+    X = da.from_array(rng.integers(0, 256, (400, p)).astype(np.uint8), chunks=100)
+    truth = da.from_array(rng.integers(0, 10, 400).astype(np.uint8), chunks=100)
+    centers, means = rng.random((k, p)) * 255, rng.random((k, p)) * 255
+    assert centers.nbytes + means.nbytes > 10 * 2**20
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels, _ = scoring.score_pass(
+            X, truth, centers, means, examples_per_cluster=2, seed=0, sample_index=np.arange(10)
+        )
+    assert not [w for w in caught if "large graph" in str(w.message)]
+    assert np.array_equal(labels.compute(), kernels.labels_of(X.compute(), centers))

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dask
 import dask.array as da
 import numpy as np
+from dask.utils import parse_bytes
 from scipy.spatial.distance import cdist
 
 from data_prep.digits import N_CLASSES
@@ -103,19 +105,26 @@ def score_pass(
     (kept on the workers): then no distance product is made, and the labels returned are those."""
     if labels is not None:  # one array per chunk for boxed_pairs: each row's cluster and digit in one int64
         truth = labels.astype(np.int64) * n_classes + truth.rechunk((labels.chunks[0],)).astype(np.int64)
-    boxes = boxed_pairs(
-        X,
-        truth,
-        _pass_chunk,
-        centers,  # as they are: the kernels convert them (job.engine.kernels)
-        means,
-        n_classes,
-        examples_per_cluster,
-        seed,
-        np.asarray(sample_index, dtype=np.int64),
-        labels is not None,
-        with_offset=True,
-    ).persist()
+    # The centers and means travel inside the graph, once, so that a chunk lost with its worker is
+    # recomputed from them: at k=1024 that is 12.3 MiB, past distributed's 10 MB warning ("Sending large
+    # graph ... may cause some slowdown"), printed on every such run; its advice, futures, would drop the
+    # lineage. The threshold allows for them.
+    carried = int(np.asarray(centers).nbytes + np.asarray(means).nbytes + np.asarray(sample_index).nbytes)
+    threshold = parse_bytes(dask.config.get("distributed.admin.large-graph-warning-threshold", "10MB"))
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": threshold + carried}):
+        boxes = boxed_pairs(
+            X,
+            truth,
+            _pass_chunk,
+            centers,  # as they are: the kernels convert them (job.engine.kernels)
+            means,
+            n_classes,
+            examples_per_cluster,
+            seed,
+            np.asarray(sample_index, dtype=np.int64),
+            labels is not None,
+            with_offset=True,
+        ).persist()
     labels = boxes.map_blocks(
         _labels_of,
         chunks=(X.chunks[0],),
