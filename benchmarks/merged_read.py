@@ -50,7 +50,7 @@ def _persist(client, store: Path, merged: bool) -> tuple[float, int]:
     X = flat_pixels(data.images)
     if merged:
         merge = chunks_to_merge(X.chunks[0], X.shape[1], total_threads(client))
-        X = flat_pixels(data.images_in_blocks(merge))
+        X = flat_pixels(data.in_blocks(merge).images)
     started = time.perf_counter()
     held = persist_balanced(client, X)
     seconds = time.perf_counter() - started

@@ -5,7 +5,7 @@ May use: job.errors and data_prep (the store layout, the pixel range).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,12 +38,18 @@ class Dataset:
     def n(self) -> int:
         return int(self.images.shape[0])
 
-    def images_in_blocks(self, chunks_per_block: int) -> da.Array:
-        """The images again, each block `chunks_per_block` stored chunks (lazy_array): how a persisted X
-        is read. The store was validated when it was opened: only its root is opened again."""
+    def in_blocks(self, chunks_per_block: int) -> Dataset:
+        """The same splits again, images and labels each read in blocks of `chunks_per_block` stored
+        chunks (lazy_array): how a persisted X is read, and its labels beside it (the evaluation's pass
+        then reads a block's labels in the task of its pixels, not a task per stored chunk merged after).
+        The store was validated when it was opened: only its root is opened again."""
         root = open_root(self.store)
-        images = [lazy_array(root, self.store, f"{s}/images", chunks_per_block) for s in self.splits]
-        return images[0] if len(images) == 1 else da.concatenate(images)
+
+        def read(component: str) -> da.Array:
+            parts = [lazy_array(root, self.store, f"{s}/{component}", chunks_per_block) for s in self.splits]
+            return parts[0] if len(parts) == 1 else da.concatenate(parts)
+
+        return replace(self, images=read("images"), labels=read("labels"))
 
 
 def splits_for(split: str) -> tuple[str, ...]:
@@ -52,7 +58,7 @@ def splits_for(split: str) -> tuple[str, ...]:
 
 def open_dataset(store: str | Path, split: str = "all") -> Dataset:
     """Check the store is complete, then open the chosen splits as lazy dask arrays, one block per
-    stored chunk (Dataset.images_in_blocks: several)."""
+    stored chunk (Dataset.in_blocks: several)."""
     names = splits_for(split)
     info = validate_store(store, names)  # a damaged store is data_prep's one-line StoreError
     url = _absolute(store)

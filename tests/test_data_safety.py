@@ -271,18 +271,22 @@ KINDS = ["flip", "truncate", "delete", "extra", "shape", "dtype", "chunks", "gar
 
 def _read_like_the_job(store: Path, chunks_per_block: int = 1) -> None:
     data = open_dataset(store, "all")
-    images = data.images_in_blocks(chunks_per_block)
+    images = data.in_blocks(chunks_per_block).images
     dask.compute(to_features(images).sum(), data.labels.astype(np.int64).sum(), scheduler="sync")
 
 
 def test_blocks_of_several_chunks_read_the_same_rows(tiny_store):
-    """A persisted X is read in blocks of several stored chunks (the last one short): the same rows."""
+    """A persisted X is read in blocks of several stored chunks (the last one short): the same rows, and
+    the labels in the same blocks as the images."""
     data = open_dataset(tiny_store, "all")
-    one = data.images
     for per in (2, 3):
-        merged = data.images_in_blocks(per)
-        assert merged.numblocks[0] < one.numblocks[0]
-        assert np.array_equal(merged.compute(scheduler="sync"), one.compute(scheduler="sync"))
+        merged = data.in_blocks(per)
+        assert merged.images.numblocks[0] < data.images.numblocks[0]
+        assert merged.labels.chunks[0] == merged.images.chunks[0]
+        for name in ("images", "labels"):
+            assert np.array_equal(
+                getattr(merged, name).compute(scheduler="sync"), getattr(data, name).compute(scheduler="sync")
+            )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
