@@ -31,7 +31,7 @@ def job_cluster_with_x(stack, store: Path):
 
     client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
     client.wait_for_workers(1)
-    return client, persist_pixels(client, open_dataset(store, "train"))
+    return client, persist_pixels(client, open_dataset(store, "train"))[1]
 
 
 def timed(fn, repeats: int = 1):

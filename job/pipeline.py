@@ -224,8 +224,7 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
                 if persist:
                     # the labels in X's blocks too: the evaluation reads them beside its pixels (at 8.1M
                     # rows and k=256 its pass took 3.4 s instead of 6.2 s; docs/benchmarks.md section 23)
-                    data = held_in_blocks(client, data)
-                    X = persist_pixels(client, data)
+                    data, X = persist_pixels(client, data)
                 test = _test_split(config, client, plan.reads_test_split_often)
             session = Session(config, client, recorder, data, X, test, out, persist, reason)
             record = plan.run(session)
@@ -258,19 +257,16 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
     return metrics
 
 
-def held_in_blocks(client, data: Dataset) -> Dataset:
-    """The dataset in the blocks a persisted X is held in: small stored chunks merged
-    (job.engine.persist.chunks_to_merge), images and labels each read in those blocks (Dataset.in_blocks);
-    as it is when nothing is merged (and when it already was)."""
+def persist_pixels(client, data: Dataset) -> tuple[Dataset, da.Array]:
+    """The dataset's pixels [n, p] persisted on the cluster as the job holds them (the benchmarks hold X
+    the same way): small stored chunks merged (job.engine.persist.chunks_to_merge), read in those blocks,
+    then spread evenly over the workers' threads. Returns (the dataset with its images and labels in
+    those blocks (Dataset.in_blocks), the persisted pixels)."""
     X = flat_pixels(data.images)
     merge = chunks_to_merge(X.chunks[0], X.dtype.itemsize * X.shape[1], total_threads(client))
-    return data.in_blocks(merge) if merge > 1 else data
-
-
-def persist_pixels(client, data: Dataset) -> da.Array:
-    """The dataset's pixels [n, p] persisted on the cluster as the job holds them: read in the blocks of
-    held_in_blocks, then spread evenly over the workers' threads (the benchmarks hold X the same way)."""
-    return persist_balanced(client, flat_pixels(held_in_blocks(client, data).images))
+    if merge > 1:
+        data = data.in_blocks(merge)
+    return data, persist_balanced(client, flat_pixels(data.images))
 
 
 def _test_split(config: JobConfig, client, persist_if_fits: bool) -> TestSplit | None:

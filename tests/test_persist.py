@@ -56,7 +56,7 @@ def test_small_stored_chunks_are_merged_while_enough_remain_per_thread():
     assert TARGET_CHUNK_BYTES // (8192 * 784) == 5
     assert chunks_to_merge((8192,) * 989, 784, 2) == 5  # the 8.1M store: 198 chunks of 31 MB
     assert chunks_to_merge((8192,) * 123, 784, 2) == 5  # 1M rows: 25 chunks, still >= 8 per thread
-    assert chunks_to_merge((5 * 8192,) * 198, 784, 2) == 1  # merged once, never again (held_in_blocks)
+    assert chunks_to_merge((5 * 8192,) * 198, 784, 2) == 1  # merged blocks are not merged again
     assert chunks_to_merge((8192,) * 40, 784, 2) == 1  # merged, fewer than 8 per thread would remain
     assert chunks_to_merge((8192,) * 8, 784, 2) == 1  # MNIST's train split
     assert chunks_to_merge((8192,) * 989, 784, 64) == 1
