@@ -173,6 +173,66 @@ def test_the_samples_loop_starts_from_a_fit_of_a_nested_quarter(client, mnist_st
     assert direct.sample_["coarse"] == [] and not np.allclose(direct.cluster_centers_, model.cluster_centers_)
 
 
+def test_the_loop_in_one_task_steps_its_rows_on_threads_as_plain_lloyd_does(mnist_store):
+    """lloyd_in_task (the same bounded loop, the rows' pieces stepped on a thread pool in this process)
+    ends where plain Lloyd does, uses the threads it is given, and never more than the cores it may."""
+    from job.kmeans.bounded import _usable_cores, lloyd_in_task
+
+    X_np = _rows(mnist_store, 6_000)
+    start = X_np[:: len(X_np) // 40][:40].astype(np.float64)
+    threads = min(2, _usable_cores())
+    done = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=10), 0, threads, X_np[:2_500], X_np[2_500:])
+    assert done["n_iter"] == 10 and done["threads"] == threads
+    assert np.allclose(done["centers"], _plain_lloyd(X_np, start, 10))
+    assert np.isclose(done["inertia"], kernels.lloyd_partial(X_np, done["centers"])[2], rtol=1e-6)
+    assert any("bounded Lloyd: 10 iterations" in line for _, line in done["log"])  # for the client's log
+    many = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=2), 0, 64, X_np)
+    assert many["threads"] <= _usable_cores()
+
+
+def test_a_level_runs_in_one_task_on_one_machine_and_only_a_small_one_on_several():
+    """Every level that fits IN_TASK_MAX_BYTES runs in one task on a one-machine cluster (the task has all
+    of the workers' cores there); on several machines only one within IN_TASK_MAX_WORK row-centers."""
+    from job.kmeans.bounded import fits_in_one_task, threads_per_host
+
+    nthreads = {"tcp://10.0.0.1:4001": 4, "tcp://10.0.0.1:4002": 4, "tcp://10.0.0.2:4001": 8}
+    assert threads_per_host(nthreads) == {"10.0.0.1": 8, "10.0.0.2": 8}
+    assert threads_per_host({"tcp://127.0.0.1:1": 1, "tcp://127.0.0.1:2": 1}) == {"127.0.0.1": 2}
+    assert fits_in_one_task(50_125, 784, 64, hosts=2) and fits_in_one_task(64_217, 784, 256, hosts=2)
+    assert fits_in_one_task(250_182, 784, 1024, hosts=1) and not fits_in_one_task(250_182, 784, 1024, hosts=2)
+    assert not fits_in_one_task(400_000, 784, 8, hosts=1)  # 314 MB of rows
+
+
+@pytest.mark.slow
+def test_a_small_coarse_level_runs_as_one_task_on_its_hosts_threads(client, mnist_store, monkeypatch):
+    """A coarse level within bounded.IN_TASK_MAX_BYTES is one task on one worker, run on the threads of
+    every worker of that host (here the two single-threaded workers of one machine): the pass tasks of
+    a distributed loop run only for the sample's own loop, and the fit ends where the level run over the
+    workers takes it."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    from job.kmeans import bounded, estimator
+    from job.kmeans.estimator import FusedKMeans
+
+    monkeypatch.setattr(estimator, "COARSE_MIN_ROWS_PER_CENTER", 50)  # 5,000 rows per 40 centers: one level
+    X = persist_balanced(client, da.from_array(_rows(mnist_store, 30_000), chunks=(3_000, 784)))
+    fits, names = [], []
+    for max_bytes in (bounded.IN_TASK_MAX_BYTES, 0):  # the default, then every level over the workers
+        monkeypatch.setattr(bounded, "IN_TASK_MAX_BYTES", max_bytes)
+        with get_task_stream(client) as stream:
+            fits.append(FusedKMeans(40, random_state=0, sample_size=20_000, polish_passes=0).fit(X))
+        names.append([key_split(task["key"]) for task in stream.data])
+    in_task, spread = fits
+    (level,) = in_task.sample_["coarse"]
+    assert level["threads"] == 2 and 4_500 < level["rows"] < 5_500 and level["n_iter"] > 1
+    assert names[0].count("bounded_lloyd_in_task") == 1 and names[0].count("bounds_init") == 2
+    assert "bounded_lloyd_in_task" not in names[1] and names[1].count("bounds_init") == 4
+    assert "threads" not in spread.sample_["coarse"][0]
+    assert level["n_iter"] == spread.sample_["coarse"][0]["n_iter"]
+    assert np.allclose(in_task.cluster_centers_, spread.cluster_centers_)
+
+
 @pytest.mark.slow
 def test_a_costly_loop_over_all_rows_starts_from_a_coarse_level_and_stops_on_its_gain(
     client, mnist_store, monkeypatch

@@ -15,6 +15,11 @@ all rows follows (docs/benchmarks.md, sections 14 and 19).
 The loop is plain Lloyd's (the same stopping rules, job.kmeans.passes.LoopRule), with the inertia of each
 assignment at the centers it was made against computed from the sums alone: sum ||x||^2 - 2 c.S +
 n ||c||^2.
+
+The same loop also runs inside one task (lloyd_in_one_task): the rows of a small level gathered onto one
+worker and stepped there on as many threads as its host gives the cluster. Where an iteration's
+arithmetic is a few tens of milliseconds, the round trip of a pass through the client and the scheduler
+(~30-40 ms on 2 workers, more with more workers: docs/benchmarks.md section 20) is most of its time.
 May use: job.engine, job.kmeans.passes.
 """
 
@@ -22,8 +27,13 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
+import threading
 import time
 import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import dask
 import dask.array as da
@@ -57,6 +67,16 @@ def _step_after(previous, *args):
 def _labels_after(previous, index: int) -> np.ndarray:
     """The labels of the index-th chunk in a thread's pass result (states, sums)."""
     return previous[0][index][0]
+
+
+def _first_pass_projection(centers, groups: bounds.Groups | None):
+    """The centers in group order projected for job.engine.projected's search, or None below
+    projected.MIN_K centers. Not for an iteration's rows in doubt: searching them through it took 1.31x
+    the time at k=256 and 512 and 1.00-1.05x at k=1024 (benchmarks/projected_search.py --steps,
+    docs/benchmarks.md section 19), a chunk's rows in doubt being too few to repay it."""
+    if groups is None or not projected.pays(len(centers)):
+        return None
+    return projected.project(np.asarray(centers)[groups.order])
 
 
 class _Bounds:
@@ -150,13 +170,7 @@ class _Bounds:
         return self._run(_step_after, centers, moves, self.groups, exact, name="bounds_step")
 
     def _projection(self, centers):
-        """The centers in group order projected for job.engine.projected's search, or None below
-        projected.MIN_K centers. Not for an iteration's rows in doubt: searching them through it took
-        1.31x the time at k=256 and 512 and 1.00-1.05x at k=1024 (benchmarks/projected_search.py
-        --steps, docs/benchmarks.md section 19), a chunk's rows in doubt being too few to repay it."""
-        if self.groups is None or not projected.pays(len(centers)):
-            return None
-        return projected.project(np.asarray(centers)[self.groups.order])
+        return _first_pass_projection(centers, self.groups)
 
     def labels(self, X: da.Array) -> da.Array:
         """The labels of the last assignment, as a dask array over X's rows (chunks as X's)."""
@@ -196,28 +210,43 @@ def bounded_lloyd(
 ) -> Converged:
     """Lloyd from `centers` on persisted X (plan: job.engine.map_reduce.plan_tasks(X)) under `rule`, then
     one exact pass. on_iteration gets what FusedKMeans._lloyd gives it."""
-    k = len(centers)
     rows_per_thread = max(1, int(X.shape[0]) // max(1, len(plan[1])))
-    n_groups = bounds.group_count(k, rows_per_thread, BOUNDS_BYTES_PER_ROW * rows_per_thread)
-    groups = bounds.make_groups(centers, n_groups, seed)
-    state = _Bounds(plan, groups)
+    state = _Bounds(plan, _groups(centers, rows_per_thread, seed))
+    centers, n_iter, sums, counts, inertia = _bounded_loop(
+        state, int(X.shape[0]), centers, rule, on_iteration, log
+    )
+    return Converged(centers, n_iter, sums, counts, inertia, state.labels(X))
+
+
+def _groups(centers: np.ndarray, rows_per_thread: int, seed: int) -> bounds.Groups:
+    """The centers' groups for threads of `rows_per_thread` rows each (bounds.group_count's cap)."""
+    k = len(centers)
+    return bounds.make_groups(
+        centers, bounds.group_count(k, rows_per_thread, BOUNDS_BYTES_PER_ROW * rows_per_thread), seed
+    )
+
+
+def _bounded_loop(state, n: int, centers: np.ndarray, rule: LoopRule, on_iteration, logger):
+    """Lloyd under `rule` from `centers` over the n rows whose bounds `state` keeps (_Bounds on the
+    workers, _ThreadBounds in one process), ending with one exact pass: (centers, n_iter, sums, counts,
+    inertia) at the last centers. Logs to `logger` (anything with .info and .log)."""
+    k = len(centers)
     started = time.perf_counter()
     centers = np.asarray(centers, dtype=np.float64)
     sums, counts, inertia, sq_total = state.init(centers)
-    n = int(X.shape[0])
     passes, computed = 1, float(n * k)  # distances computed over `passes` passes of n x k each
-    log.info(
+    logger.info(
         "bounds: %d groups of centers; first pass%s in %.2f s",
-        groups.count,
+        state.groups.count,
         " (through the centers' projection)" if state.projection is not None else " (every distance)",
         time.perf_counter() - started,
     )
-    iterations, n_iter = Iterations(rule, log), rule.done_before
+    iterations, n_iter = Iterations(rule, logger), rule.done_before
     for n_iter in range(rule.done_before + 1, rule.max_iter + 1):
         if not counts.all():
             # Rare with k-means++ starts; a cluster that emptied keeps its center (FusedKMeans._lloyd
             # re-seeds it on the non-bounded path).
-            log.info("%d empty cluster(s) keep their centers", int((counts == 0).sum()))
+            logger.info("%d empty cluster(s) keep their centers", int((counts == 0).sum()))
         new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
         moves = np.sqrt(((new - centers) ** 2).sum(axis=1))
         shift = float((moves**2).sum())
@@ -235,11 +264,173 @@ def bounded_lloyd(
         inertia = step_inertia if done else _assignment_inertia(sq_total, centers, sums, counts)
         if done:
             break
-    log.info(
+    logger.info(
         "bounded Lloyd%s: %d iterations in %.2f s, %.1f%% of the distances computed",
         rule.label,
         n_iter - rule.done_before,
         time.perf_counter() - started,
         100 * computed / (passes * n * k),
     )
-    return Converged(centers, n_iter, sums, counts, float(inertia), state.labels(X))
+    return centers, n_iter, sums, counts, float(inertia)
+
+
+# --- the same loop inside one task ------------------------------------------------------------------
+
+# A level of the sampled fit (job.kmeans.estimator's coarse levels) runs in one task when its rows take
+# at most IN_TASK_MAX_BYTES and, on a cluster of several machines, it has at most IN_TASK_MAX_WORK
+# row-centers. Its iterations then cost their arithmetic only. On the first 1M generated digits, 2 cores,
+# the job's quarter levels (benchmarks/coarse_in_task.py, docs/benchmarks.md section 24): 50,125 rows at
+# k=64 1.10 s against 1.75 s over the two workers (33 iterations), 64,217 rows at k=256 2.52 against 3.29
+# s, 250,182 rows at k=1024 25.3 against 27.0 s, the same centers each way. On one machine the task has
+# every core the workers have; over several it would have one machine's, where an iteration of a large
+# level is its arithmetic and the other machines would share it. The byte cap bounds what one worker
+# holds for it (a copy of the rows, and their bounds).
+IN_TASK_MAX_WORK = 2**25
+IN_TASK_MAX_BYTES = 2**28
+
+
+def fits_in_one_task(rows: int, row_bytes: int, k: int, hosts: int) -> bool:
+    """Whether a loop over `rows` rows of `row_bytes` each at k centers, on a cluster whose workers run
+    on `hosts` machines, runs in one task."""
+    return rows * row_bytes <= IN_TASK_MAX_BYTES and (hosts == 1 or rows * k <= IN_TASK_MAX_WORK)
+
+
+def threads_per_host(nthreads: dict[str, int]) -> dict[str, int]:
+    """Worker threads (by worker address, as Client.nthreads gives them) added up by the machine (the
+    address's host) their workers run on."""
+    from distributed.comm import get_address_host
+
+    per_host: dict[str, int] = defaultdict(int)
+    for address, n in nthreads.items():
+        per_host[get_address_host(address)] += n
+    return dict(per_host)
+
+
+class _Lines:
+    """A logger's .info and .log that keep the lines, for a task to hand them to the client's log."""
+
+    def __init__(self):
+        self.records: list[tuple[int, str]] = []
+
+    def log(self, level: int, message: str, *args) -> None:
+        self.records.append((level, message % args if args else message))
+
+    def info(self, message: str, *args) -> None:
+        self.log(logging.INFO, message, *args)
+
+
+class _ThreadBounds:
+    """The bounds of an in-memory array's rows in this process: a contiguous piece of the rows per
+    thread, stepped side by side on `pool` (bounds' kernels release the GIL: numba nogil, BLAS)."""
+
+    def __init__(self, X: np.ndarray, groups: bounds.Groups, pool: ThreadPoolExecutor, threads: int):
+        edges = np.linspace(0, len(X), threads + 1).astype(int)
+        self.chunks = [X[a:b] for a, b in pairwise(edges) if b > a]
+        self.groups, self.pool = groups, pool
+        self.states: list = []
+        self.projection: projected.Projection | None = None
+        self.thread_ids: set[int] = set()  # the threads that stepped a piece: what a test can check
+
+    def _map(self, fn, *iterables) -> tuple:
+        def call(*args):
+            self.thread_ids.add(threading.get_ident())
+            return fn(*args)
+
+        results = list(self.pool.map(call, *iterables))
+        self.states = [r[0] for r in results]
+        return bounds.add_steps(*(r[1] for r in results))
+
+    def init(self, centers):
+        self.projection = _first_pass_projection(centers, self.groups)
+        return self._map(
+            lambda chunk: bounds.init_chunk(chunk, centers, self.groups, self.projection), self.chunks
+        )
+
+    def step(self, centers, moves, exact=False):
+        return self._map(
+            lambda chunk, state: bounds.step_chunk(chunk, state, centers, moves, self.groups, exact),
+            self.chunks,
+            self.states,
+        )
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the platform has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def lloyd_in_task(centers: np.ndarray, rule: LoopRule, seed: int, threads: int, *chunks) -> dict:
+    """bounded Lloyd on the rows of `chunks` (concatenated, in order) inside the calling task, from
+    `centers` under `rule`, on `threads` threads (at most the cores this process may use), each over a
+    contiguous piece of the rows, BLAS held to one thread each. Returns the centers, n_iter, inertia,
+    seconds, the threads that did work and the loop's log lines (levels and texts) for the client."""
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    X = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    threads = max(1, min(threads, _usable_cores(), len(X)))
+    lines = _Lines()
+    groups = _groups(centers, max(1, len(X) // threads), seed)
+    with (
+        ThreadPoolExecutor(threads, thread_name_prefix="bounded-lloyd") as pool,
+        threadpool_limits(1, user_api="blas"),
+    ):
+        state = _ThreadBounds(X, groups, pool, threads)
+        centers, n_iter, _, _, inertia = _bounded_loop(state, len(X), centers, rule, None, lines)
+    return {
+        "centers": centers,
+        "n_iter": n_iter,
+        "inertia": inertia,
+        "seconds": time.perf_counter() - started,
+        "threads": len(state.thread_ids),
+        "log": lines.records,
+    }
+
+
+def _widest_host(client) -> tuple[str, int]:
+    """The worker whose host runs the most of the cluster's worker threads (the first by address of
+    those, the one with the most threads of its own), and that host's threads, all its workers'."""
+    from distributed.comm import get_address_host
+
+    nthreads = dict(client.nthreads())
+    if not nthreads:
+        raise RuntimeError("the cluster has no workers left")
+    per_host = threads_per_host(nthreads)
+    worker = max(sorted(nthreads), key=lambda a: (per_host[get_address_host(a)], nthreads[a]))
+    return worker, per_host[get_address_host(worker)]
+
+
+def lloyd_in_one_task(client, X: da.Array, centers: np.ndarray, rule: LoopRule, seed: int = 0) -> dict:
+    """lloyd_in_task on X's rows (a dask array, lazy or persisted) as one task on the worker of
+    _widest_host, with that host's threads; its log lines go to this module's log. Returns
+    lloyd_in_task's result (with "threads_asked": the host's threads). Its rows travel to that worker
+    once; an iteration then makes no round trip."""
+    started = time.perf_counter()
+    worker, threads = _widest_host(client)
+    parts = client.compute(list(X.to_delayed().ravel()))
+    future = client.submit(
+        lloyd_in_task,
+        np.asarray(centers, dtype=np.float64),
+        rule,
+        seed,
+        threads,
+        *parts,
+        key=f"bounded_lloyd_in_task-{uuid.uuid4().hex}",  # the dashboard's task stream names it
+        workers=[worker],
+        allow_other_workers=True,
+        pure=False,
+    )
+    result = future.result()
+    del future, parts
+    for level, line in result["log"]:
+        log.log(level, "%s", line)
+    log.info(
+        "that loop ran as one task on %s with %d threads: %.2f s, %.2f s with gathering its %s rows",
+        worker,
+        result["threads"],
+        result["seconds"],
+        time.perf_counter() - started,
+        f"{int(X.shape[0]):,}",
+    )
+    return {**result, "threads_asked": threads}

@@ -594,35 +594,47 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
     def _coarse_fit(self, rows, plan, centers, tol, seed, level=1) -> tuple[np.ndarray, list]:
         """The centers Lloyd reaches (with bounds, the sample's stopping rules) on a nested quarter of
-        `rows` (persisted), started from the same on its own quarter (COARSE_FACTOR,
-        COARSE_MIN_ROWS_PER_CENTER); `centers` when the quarter would be too small. Returns (centers,
-        a record per level, the smallest first)."""
+        `rows`, started from the same on its own quarter (COARSE_FACTOR, COARSE_MIN_ROWS_PER_CENTER);
+        `centers` when the quarter would be too small. A quarter small enough runs as one task on one
+        host's threads (job.kmeans.bounded.fits_in_one_task), a larger one over the workers, persisted.
+        Returns (centers, a record per level, the smallest first)."""
         from job.engine.persist import persist_spread
+        from job.kmeans.bounded import fits_in_one_task, lloyd_in_one_task, threads_per_host
         from job.kmeans.sampling import sample_rows
 
         size = int(rows.shape[0]) // COARSE_FACTOR
         if size < COARSE_MIN_ROWS_PER_CENTER * self.n_clusters:
             return centers, []
         started = time.perf_counter()
-        quarter = persist_spread(plan[0], sample_rows(rows, size, seed, stream=COARSE_STREAM + level))
+        quarter = sample_rows(rows, size, seed, stream=COARSE_STREAM + level)
+        in_one_task = fits_in_one_task(
+            int(quarter.shape[0]),
+            quarter.dtype.itemsize * quarter.shape[1],
+            self.n_clusters,
+            hosts=len(threads_per_host(dict(plan[0].nthreads()))),
+        )
+        if not in_one_task:
+            quarter = persist_spread(plan[0], quarter)
         centers, levels = self._coarse_fit(quarter, plan, centers, tol, seed, level + 1)
-        label = f" on {int(quarter.shape[0]):,} rows (coarse level {level})"
-        coarse = self._converge(
-            quarter,
-            plan_tasks(quarter),
-            centers,
-            LoopRule(tol, self.max_iter, SAMPLE_MIN_GAIN, label=label),
-            seed=seed,
+        rule = LoopRule(
+            tol,
+            self.max_iter,
+            SAMPLE_MIN_GAIN,
+            label=f" on {int(quarter.shape[0]):,} rows (coarse level {level})",
         )
-        centers = coarse.centers
-        levels.append(
-            {
-                "rows": int(quarter.shape[0]),
-                "n_iter": int(coarse.n_iter),
-                "inertia": float(coarse.inertia),
-                "seconds": time.perf_counter() - started,
-            }
-        )
+        record: dict[str, Any] = {"rows": int(quarter.shape[0])}
+        if in_one_task:
+            done = lloyd_in_one_task(plan[0], quarter, centers, rule, seed)
+            centers = done["centers"]
+            record.update(
+                n_iter=int(done["n_iter"]), inertia=float(done["inertia"]), threads=int(done["threads"])
+            )
+        else:
+            coarse = self._converge(quarter, plan_tasks(quarter), centers, rule, seed=seed)
+            centers = coarse.centers
+            record.update(n_iter=int(coarse.n_iter), inertia=float(coarse.inertia))
+        record["seconds"] = time.perf_counter() - started
+        levels.append(record)
         return centers, levels
 
     def _polish_passes(self) -> int:
