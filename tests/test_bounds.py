@@ -181,12 +181,12 @@ def test_the_loop_in_one_task_steps_its_rows_on_threads_as_plain_lloyd_does(mnis
     X_np = _rows(mnist_store, 6_000)
     start = X_np[:: len(X_np) // 40][:40].astype(np.float64)
     threads = min(2, _usable_cores())
-    done = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=10), 0, threads, X_np[:2_500], X_np[2_500:])
+    done = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=10), 0, threads, None, X_np[:2_500], X_np[2_500:])
     assert done["n_iter"] == 10 and done["threads"] == threads
     assert np.allclose(done["centers"], _plain_lloyd(X_np, start, 10))
     assert np.isclose(done["inertia"], kernels.lloyd_partial(X_np, done["centers"])[2], rtol=1e-6)
     assert any("bounded Lloyd: 10 iterations" in line for _, line in done["log"])  # for the client's log
-    many = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=2), 0, 64, X_np)
+    many = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=2), 0, 64, None, X_np)
     assert many["threads"] <= _usable_cores()
 
 
@@ -201,6 +201,28 @@ def test_a_level_runs_in_one_task_on_one_machine_and_only_a_small_one_on_several
     assert fits_in_one_task(50_125, 784, 64, hosts=2) and fits_in_one_task(64_217, 784, 256, hosts=2)
     assert fits_in_one_task(250_182, 784, 1024, hosts=1) and not fits_in_one_task(250_182, 784, 1024, hosts=2)
     assert not fits_in_one_task(400_000, 784, 8, hosts=1)  # 314 MB of rows
+
+
+def test_the_loop_in_one_task_logs_its_lines_on_the_client_as_it_goes_each_once(client, mnist_store, caplog):
+    """lloyd_in_one_task relays the task's log lines while the loop runs (distributed events), not all at
+    its end, and none is lost or logged twice."""
+    import logging
+
+    from job.kmeans.bounded import lloyd_in_one_task
+
+    X_np = _rows(mnist_store, 20_000)
+    start = X_np[:: len(X_np) // 64][:64].astype(np.float64)
+    X = da.from_array(X_np, chunks=(5_000, 784))
+    with caplog.at_level(logging.DEBUG, logger="job.kmeans.bounded"):
+        done = lloyd_in_one_task(client, X, start, LoopRule(tol=0.0, max_iter=40, label=" (relayed)"))
+    lines = [r for r in caplog.records if r.name == "job.kmeans.bounded"]
+    iterations = [r for r in lines if r.getMessage().startswith("Lloyd iteration")]
+    assert [r.getMessage().split("/")[0] for r in iterations] == [
+        f"Lloyd iteration {i}" for i in range(1, 41)
+    ]
+    assert [r.getMessage() for r in lines if "bounded Lloyd (relayed)" in r.getMessage()] != []
+    assert len(lines) == len(done["log"]) + 1  # every line of the task once, and the where-and-how-long line
+    assert iterations[0].created < iterations[-1].created - done["seconds"] / 2  # came while it ran
 
 
 @pytest.mark.slow

@@ -307,16 +307,43 @@ def threads_per_host(nthreads: dict[str, int]) -> dict[str, int]:
 
 
 class _Lines:
-    """A logger's .info and .log that keep the lines, for a task to hand them to the client's log."""
+    """A logger's .info and .log that keep the lines for a task to return, each also handed to
+    `forward(index, level, text)` as it is written when given (the task's live progress)."""
 
-    def __init__(self):
+    def __init__(self, forward=None):
         self.records: list[tuple[int, str]] = []
+        self.forward = forward
 
     def log(self, level: int, message: str, *args) -> None:
-        self.records.append((level, message % args if args else message))
+        text = message % args if args else message
+        if self.forward is not None:
+            self.forward(len(self.records), level, text)
+        self.records.append((level, text))
 
     def info(self, message: str, *args) -> None:
         self.log(logging.INFO, message, *args)
+
+
+class _Relay:
+    """The client's side of a task's live log lines (distributed's events on one topic): each line logged
+    as it arrives, in order; close() stops it and returns how many were logged, so that the rest can be
+    logged from the task's result, none twice (an event may arrive after the result, or never)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.shown, self.open = 0, True
+
+    def __call__(self, event) -> None:
+        index, level, text = event[1]
+        with self.lock:
+            if self.open and index == self.shown:
+                log.log(level, "%s", text)
+                self.shown += 1
+
+    def close(self) -> int:
+        with self.lock:
+            self.open = False
+            return self.shown
 
 
 class _ThreadBounds:
@@ -360,17 +387,20 @@ def _usable_cores() -> int:
     return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
-def lloyd_in_task(centers: np.ndarray, rule: LoopRule, seed: int, threads: int, *chunks) -> dict:
+def lloyd_in_task(
+    centers: np.ndarray, rule: LoopRule, seed: int, threads: int, topic: str | None, *chunks
+) -> dict:
     """bounded Lloyd on the rows of `chunks` (concatenated, in order) inside the calling task, from
     `centers` under `rule`, on `threads` threads (at most the cores this process may use), each over a
-    contiguous piece of the rows, BLAS held to one thread each. Returns the centers, n_iter, inertia,
-    seconds, the threads that did work and the loop's log lines (levels and texts) for the client."""
+    contiguous piece of the rows, BLAS held to one thread each. Each log line is also sent as it is
+    written as a distributed event on `topic` (from a worker, when given). Returns the centers, n_iter,
+    inertia, seconds, the threads that did work and the loop's log lines (levels and texts)."""
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
     X = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
     threads = max(1, min(threads, _usable_cores(), len(X)))
-    lines = _Lines()
+    lines = _Lines(_event_sender(topic) if topic else None)
     groups = _groups(centers, max(1, len(X) // threads), seed)
     with (
         ThreadPoolExecutor(threads, thread_name_prefix="bounded-lloyd") as pool,
@@ -388,6 +418,14 @@ def lloyd_in_task(centers: np.ndarray, rule: LoopRule, seed: int, threads: int, 
     }
 
 
+def _event_sender(topic: str):
+    """forward(index, level, text) that logs a distributed event on `topic` from the current worker."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    return lambda index, level, text: worker.log_event(topic, [index, level, text])
+
+
 def _widest_host(client) -> tuple[str, int]:
     """The worker whose host runs the most of the cluster's worker threads (the first by address of
     those, the one with the most threads of its own), and that host's threads, all its workers'."""
@@ -403,27 +441,35 @@ def _widest_host(client) -> tuple[str, int]:
 
 def lloyd_in_one_task(client, X: da.Array, centers: np.ndarray, rule: LoopRule, seed: int = 0) -> dict:
     """lloyd_in_task on X's rows (a dask array, lazy or persisted) as one task on the worker of
-    _widest_host, with that host's threads; its log lines go to this module's log. Returns
-    lloyd_in_task's result (with "threads_asked": the host's threads). Its rows travel to that worker
-    once; an iteration then makes no round trip."""
+    _widest_host, with that host's threads; its log lines reach this module's log as the loop writes
+    them (one a second, as over the workers). Returns lloyd_in_task's result (with "threads_asked": the
+    host's threads). Its rows travel to that worker once; an iteration then makes no round trip."""
     started = time.perf_counter()
     worker, threads = _widest_host(client)
-    parts = client.compute(list(X.to_delayed().ravel()))
-    future = client.submit(
-        lloyd_in_task,
-        np.asarray(centers, dtype=np.float64),
-        rule,
-        seed,
-        threads,
-        *parts,
-        key=f"bounded_lloyd_in_task-{uuid.uuid4().hex}",  # the dashboard's task stream names it
-        workers=[worker],
-        allow_other_workers=True,
-        pure=False,
-    )
-    result = future.result()
-    del future, parts
-    for level, line in result["log"]:
+    name = f"bounded_lloyd_in_task-{uuid.uuid4().hex}"  # the dashboard's task stream names it
+    relay = _Relay()
+    client.subscribe_topic(name, relay)
+    try:
+        parts = client.compute(list(X.to_delayed().ravel()))
+        future = client.submit(
+            lloyd_in_task,
+            np.asarray(centers, dtype=np.float64),
+            rule,
+            seed,
+            threads,
+            name,
+            *parts,
+            key=name,
+            workers=[worker],
+            allow_other_workers=True,
+            pure=False,
+        )
+        result = future.result()
+        del future, parts
+    finally:
+        shown = relay.close()
+        client.unsubscribe_topic(name)
+    for level, line in result["log"][shown:]:
         log.log(level, "%s", line)
     log.info(
         "that loop ran as one task on %s with %d threads: %.2f s, %.2f s with gathering its %s rows",

@@ -511,6 +511,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 rule = LoopRule(
                     tol, self.max_iter, SAMPLE_MIN_GAIN if bounded else 0.0, label=" on the sample"
                 )
+                # Over the workers, unlike a coarse level: as one task (_bounded_on) the sample's loop took
+                # 1.24-1.46 s against 1.60-1.67 s at k=64 on 1M digits, but gathering its 199,712 rows
+                # onto one worker first cost 0.3-0.6 s more (docs/benchmarks.md, section 24).
                 on_sample = self._converge(sample, sample_plan, centers, rule, seed=seeds[0])
                 centers = on_sample.centers
                 sample_record.update(
@@ -595,11 +598,9 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     def _coarse_fit(self, rows, plan, centers, tol, seed, level=1) -> tuple[np.ndarray, list]:
         """The centers Lloyd reaches (with bounds, the sample's stopping rules) on a nested quarter of
         `rows`, started from the same on its own quarter (COARSE_FACTOR, COARSE_MIN_ROWS_PER_CENTER);
-        `centers` when the quarter would be too small. A quarter small enough runs as one task on one
-        host's threads (job.kmeans.bounded.fits_in_one_task), a larger one over the workers, persisted.
-        Returns (centers, a record per level, the smallest first)."""
+        `centers` when the quarter would be too small. Each level runs as _bounded_on runs it. Returns
+        (centers, a record per level, the smallest first)."""
         from job.engine.persist import persist_spread
-        from job.kmeans.bounded import fits_in_one_task, lloyd_in_one_task, threads_per_host
         from job.kmeans.sampling import sample_rows
 
         size = int(rows.shape[0]) // COARSE_FACTOR
@@ -607,35 +608,37 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             return centers, []
         started = time.perf_counter()
         quarter = sample_rows(rows, size, seed, stream=COARSE_STREAM + level)
-        in_one_task = fits_in_one_task(
-            int(quarter.shape[0]),
-            quarter.dtype.itemsize * quarter.shape[1],
-            self.n_clusters,
-            hosts=len(threads_per_host(dict(plan[0].nthreads()))),
-        )
+        in_one_task = self._in_one_task(quarter, plan)
         if not in_one_task:
             quarter = persist_spread(plan[0], quarter)
         centers, levels = self._coarse_fit(quarter, plan, centers, tol, seed, level + 1)
-        rule = LoopRule(
-            tol,
-            self.max_iter,
-            SAMPLE_MIN_GAIN,
-            label=f" on {int(quarter.shape[0]):,} rows (coarse level {level})",
-        )
-        record: dict[str, Any] = {"rows": int(quarter.shape[0])}
-        if in_one_task:
-            done = lloyd_in_one_task(plan[0], quarter, centers, rule, seed)
-            centers = done["centers"]
-            record.update(
-                n_iter=int(done["n_iter"]), inertia=float(done["inertia"]), threads=int(done["threads"])
-            )
-        else:
-            coarse = self._converge(quarter, plan_tasks(quarter), centers, rule, seed=seed)
-            centers = coarse.centers
-            record.update(n_iter=int(coarse.n_iter), inertia=float(coarse.inertia))
-        record["seconds"] = time.perf_counter() - started
-        levels.append(record)
+        label = f" on {int(quarter.shape[0]):,} rows (coarse level {level})"
+        rule = LoopRule(tol, self.max_iter, SAMPLE_MIN_GAIN, label=label)
+        centers, record = self._bounded_on(quarter, plan, centers, rule, seed, in_one_task)
+        levels.append({"rows": int(quarter.shape[0]), **record, "seconds": time.perf_counter() - started})
         return centers, levels
+
+    def _in_one_task(self, rows, plan) -> bool:
+        """Whether bounded Lloyd on `rows` runs as one task (job.kmeans.bounded.fits_in_one_task)."""
+        from job.kmeans.bounded import fits_in_one_task, threads_per_host
+
+        hosts = len(threads_per_host(dict(plan[0].nthreads())))
+        row_bytes = rows.dtype.itemsize * rows.shape[1]
+        return fits_in_one_task(int(rows.shape[0]), row_bytes, self.n_clusters, hosts)
+
+    def _bounded_on(self, rows, plan, centers, rule, seed, in_one_task) -> tuple[np.ndarray, dict]:
+        """Bounded Lloyd on `rows` (a coarse level of the sample: only the centers are kept, not the
+        labels) under `rule`: as one task on one machine's threads (job.kmeans.bounded.lloyd_in_one_task),
+        else over the workers (`rows` persisted). Returns (centers, {n_iter, inertia, and the task's
+        threads when it ran as one})."""
+        if in_one_task:
+            from job.kmeans.bounded import lloyd_in_one_task
+
+            done = lloyd_in_one_task(plan[0], rows, centers, rule, seed)
+            record = {"n_iter": int(done["n_iter"]), "inertia": float(done["inertia"])}
+            return done["centers"], {**record, "threads": int(done["threads"])}
+        converged = self._converge(rows, plan_tasks(rows), centers, rule, seed=seed)
+        return converged.centers, {"n_iter": int(converged.n_iter), "inertia": float(converged.inertia)}
 
     def _polish_passes(self) -> int:
         """Most polishing passes. "auto": until a pass gains less than tol below BOUNDED_MIN_K clusters
