@@ -16,10 +16,11 @@ The loop is plain Lloyd's (the same stopping rules, job.kmeans.passes.LoopRule),
 assignment at the centers it was made against computed from the sums alone: sum ||x||^2 - 2 c.S +
 n ||c||^2.
 
-The same loop also runs inside one task (lloyd_in_one_task): the rows of a small level gathered onto one
-worker and stepped there on as many threads as its host gives the cluster. Where an iteration's
-arithmetic is a few tens of milliseconds, the round trip of a pass through the client and the scheduler
-(~30-40 ms on 2 workers, more with more workers: docs/benchmarks.md section 20) is most of its time.
+The same loop also runs inside one task (lloyd_in_one_task): the rows of a coarse level of the sampled
+fit gathered onto one worker and stepped there on as many threads as the workers of its machine have.
+Where an iteration's arithmetic is a few tens of milliseconds, the round trip of a pass through the client
+and the scheduler (~30-40 ms on 2 workers, more with more workers: docs/benchmarks.md section 20) is most
+of its time; in the task there is none (section 24).
 May use: job.engine, job.kmeans.passes.
 """
 
