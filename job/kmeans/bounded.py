@@ -158,7 +158,7 @@ class _Bounds:
 
     def init(self, centers):
         self.passes = []
-        self.projection = self._projection(centers)
+        self.projection = _first_pass_projection(centers, self.groups)
         return self._run(bounds.init_chunks, centers, self.groups, self.projection, name="bounds_init")
 
     def assign(self, centers):
@@ -169,9 +169,6 @@ class _Bounds:
 
     def step(self, centers, moves, exact=False):
         return self._run(_step_after, centers, moves, self.groups, exact, name="bounds_step")
-
-    def _projection(self, centers):
-        return _first_pass_projection(centers, self.groups)
 
     def labels(self, X: da.Array) -> da.Array:
         """The labels of the last assignment, as a dask array over X's rows (chunks as X's)."""
@@ -433,8 +430,6 @@ def _widest_host(client) -> tuple[str, int]:
     from distributed.comm import get_address_host
 
     nthreads = dict(client.nthreads())
-    if not nthreads:
-        raise RuntimeError("the cluster has no workers left")
     per_host = threads_per_host(nthreads)
     worker = max(sorted(nthreads), key=lambda a: (per_host[get_address_host(a)], nthreads[a]))
     return worker, per_host[get_address_host(worker)]
@@ -443,8 +438,8 @@ def _widest_host(client) -> tuple[str, int]:
 def lloyd_in_one_task(client, X: da.Array, centers: np.ndarray, rule: LoopRule, seed: int = 0) -> dict:
     """lloyd_in_task on X's rows (a dask array, lazy or persisted) as one task on the worker of
     _widest_host, with that host's threads; its log lines reach this module's log as the loop writes
-    them (one a second, as over the workers). Returns lloyd_in_task's result (with "threads_asked": the
-    host's threads). Its rows travel to that worker once; an iteration then makes no round trip."""
+    them (one a second, as over the workers). Returns lloyd_in_task's result. Its rows travel to that
+    worker once; an iteration then makes no round trip."""
     started = time.perf_counter()
     worker, threads = _widest_host(client)
     name = f"bounded_lloyd_in_task-{uuid.uuid4().hex}"  # the dashboard's task stream names it
@@ -480,4 +475,4 @@ def lloyd_in_one_task(client, X: da.Array, centers: np.ndarray, rule: LoopRule, 
         time.perf_counter() - started,
         f"{int(X.shape[0]):,}",
     )
-    return {**result, "threads_asked": threads}
+    return result
