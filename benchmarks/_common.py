@@ -22,14 +22,15 @@ def mnist_store(path: Path = REPO / "data" / "mnist.zarr") -> Path:
     return prepare_dataset(PrepConfig(out=path, source=source))
 
 
-def job_cluster_with_x(stack, store: Path):
-    """The job's own LocalCluster (closed with `stack`) and the store's train split persisted on it as
-    the job's "load data" phase holds it (job.pipeline.persist_pixels). Returns (client, X)."""
+def job_cluster_with_x(stack, store: Path, n_workers: int | None = None):
+    """The job's own LocalCluster (closed with `stack`; n_workers single-threaded workers, default one
+    per usable core) and the store's train split persisted on it as the job's "load data" phase holds it
+    (job.pipeline.persist_pixels). Returns (client, X)."""
     from job.dataset import open_dataset
     from job.deploy.local import LocalConfig
     from job.pipeline import persist_pixels
 
-    client = LocalConfig(dashboard_address="127.0.0.1:0").start(stack)
+    client = LocalConfig(n_workers=n_workers, dashboard_address="127.0.0.1:0").start(stack)
     client.wait_for_workers(1)
     return client, persist_pixels(client, open_dataset(store, "train"))[1]
 

@@ -1,6 +1,12 @@
 """What running a coarse level of the sampled fit as one task saves, against the same loop over the workers.
 
     python benchmarks/coarse_in_task.py --store data/mnist-1000000.zarr --ks 64,256,1024 [--repeats 3]
+    python benchmarks/coarse_in_task.py --store data/mnist-1000000.zarr --ks 64,256 --workers 16
+
+--workers N runs N single-threaded workers (default: one per core). More workers than cores oversubscribe
+them, so those wall times are not a larger machine's; they show how an iteration's round trip over the
+workers grows with their number (docs/benchmarks.md section 20), and the one task (on the machine's
+usable cores, whatever the workers' threads add up to) does not.
 
 With many clusters the sampled fit first runs bounded Lloyd on a nested quarter of its sample
 (job.kmeans.estimator.FusedKMeans._coarse_fit). On one LocalCluster of the job's (2 single-threaded
@@ -18,7 +24,7 @@ ways, interleaved (the order alternating):
 Both under the job's rule (its tol, the sample's 1e-4 gain rule), timed from the quarter's draw to the
 centers at the client. Reports seconds, iterations and ms per iteration, and whether both ended at the
 same centers. At k=1024 on 1M rows the sample is all of X and the quarter is X's (as the job's costly
-loop over X draws it). Writes benchmarks/results/coarse_in_task-<rows>.json.
+loop over X draws it). Writes benchmarks/results/coarse_in_task-<rows>.json (-<N>workers with --workers).
 """
 
 from __future__ import annotations
@@ -77,11 +83,12 @@ def main() -> None:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--ks", default="64,256,1024")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, help="single-threaded workers (default: one per core)")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     table, runs = [], {}
     with ExitStack() as stack:
-        client, X = job_cluster_with_x(stack, args.store)
+        client, X = job_cluster_with_x(stack, args.store, args.workers)
         hosts = len(threads_per_host(dict(client.nthreads())))
         for k in ks:
             quarter, centers, rule = _level(client, X, k)
@@ -119,9 +126,17 @@ def main() -> None:
             del quarter
     columns = ["k", "quarter rows", "way", "median s", "runs", "iterations", "ms / iteration"]
     print_table(table, [*columns, "vs over the workers", "same centers", "the job's way"])
+    suffix = f"-{args.workers}workers" if args.workers else ""
     save(
-        f"coarse_in_task-{int(X.shape[0])}",
-        {"store": str(args.store), "rows": int(X.shape[0]), "ks": ks, "runs": runs, "table": table},
+        f"coarse_in_task-{int(X.shape[0])}{suffix}",
+        {
+            "store": str(args.store),
+            "rows": int(X.shape[0]),
+            "workers": args.workers or "one per core",
+            "ks": ks,
+            "runs": runs,
+            "table": table,
+        },
     )
 
 
