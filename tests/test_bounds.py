@@ -190,6 +190,24 @@ def test_the_loop_in_one_task_steps_its_rows_on_threads_as_plain_lloyd_does(mnis
     assert many["threads"] <= _usable_cores()
 
 
+def test_warm_loads_the_bounded_loops_kernels_in_a_fresh_process():
+    """bounds.warm leaves the kernels of an init and a step loaded (a compiled signature each), in a
+    process that had none of them: what a fit's first bounded pass would otherwise load."""
+    import subprocess
+    import sys
+
+    script = (
+        "from job.engine import bounds\n"
+        "kernels = [bounds._add_rows, bounds._search, bounds._own_distances, bounds._move_rows]\n"
+        "print([len(k.signatures) for k in kernels])\n"
+        "bounds.warm()\n"
+        "print([len(k.signatures) for k in kernels])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    before, after = out.strip().splitlines()
+    assert before == "[0, 0, 0, 0]" and "0" not in after.strip("[]").split(", "), out
+
+
 def test_a_level_runs_in_one_task_on_one_machine_and_only_a_small_one_on_several():
     """Every level that fits IN_TASK_MAX_BYTES runs in one task on a one-machine cluster (the task has all
     of the workers' cores there); on several machines only one within IN_TASK_MAX_WORK row-centers."""

@@ -355,6 +355,19 @@ def step_chunk(
     return (labels, upper, lower), (sums, counts, moved, computed, inertia)
 
 
+def warm() -> None:
+    """Load the bounded loop's compiled kernels from numba's cache in this process, on a few rows. A
+    fresh worker process pays ~0.3 s for its first call of any cached kernel (numba's start) and ~0.02 s
+    for each next one (docs/benchmarks.md section 24); a fit calls this on the workers that would
+    otherwise pay it on its critical path."""
+    X = (np.arange(6 * 8) % 251).astype(np.uint8).reshape(6, 8)
+    C = X[:2].astype(np.float64) + 0.5
+    groups = make_groups(C, 1)
+    state, _ = init_chunk(X, C, groups)
+    swapped = C[::-1].copy()  # every row changes center: the step moves rows between sums
+    step_chunk(X, state, swapped, np.sqrt(((swapped - C) ** 2).sum(axis=1)), groups)
+
+
 def add_steps(*parts):
     """Sum step_chunk (or init_chunk) summaries."""
     first = parts[0]

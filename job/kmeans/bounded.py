@@ -435,6 +435,18 @@ def _widest_host(client) -> tuple[str, int]:
     return worker, per_host[get_address_host(worker)]
 
 
+def warm_workers(client) -> list:
+    """bounds.warm as a task on every worker, side by side with whatever runs: returns their futures
+    (hold them until the loops start). With the coarse level in one task, the worker that runs neither
+    the start nor that task would first call the bounds' kernels in the sample's first pass, its numba
+    start (~0.3 s) then on the fit's path (docs/benchmarks.md section 24)."""
+    token = uuid.uuid4().hex
+    return [
+        client.submit(bounds.warm, key=f"warm_kernels-{token}-{i}", workers=[worker], pure=False)
+        for i, worker in enumerate(sorted(dict(client.nthreads())))
+    ]
+
+
 def lloyd_in_one_task(client, X: da.Array, centers: np.ndarray, rule: LoopRule, seed: int = 0) -> dict:
     """lloyd_in_task on X's rows (a dask array, lazy or persisted) as one task on the worker of
     _widest_host, with that host's threads; its log lines reach this module's log as the loop writes

@@ -501,7 +501,13 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         sample_record: dict[str, Any] = {"rows": int(m), "draw_seconds": draw_seconds}
         bounded = self._bounded(plan)
         if start is None:
+            warming = []
+            if bounded:
+                from job.kmeans.bounded import warm_workers
+
+                warming = warm_workers(plan[0])  # beside the start, a single task
             centers, init_info, starts = self._run_starts(sample, seeds, tol)
+            del warming
             init_centers = centers.copy()
             if bounded and (sampled or self._costly_passes(n)):
                 centers, sample_record["coarse"] = self._coarse_fit(sample, plan, centers, tol, seeds[0])
