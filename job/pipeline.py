@@ -223,7 +223,8 @@ def _phases(config: JobConfig, plan: Plan, out: Path, run_dir: Path, started_at:
                 log.info("persist decision: %s", reason)
                 if persist:
                     # the labels in X's blocks too: the evaluation reads them beside its pixels (at 8.1M
-                    # rows and k=256 its pass took 3.4 s instead of 6.2 s; docs/benchmarks.md section 23)
+                    # rows and k=256 its pass took 3.95-5.07 s against 5.88-6.56 s; docs/benchmarks.md
+                    # section 23)
                     data, X = persist_pixels(client, data)
                 test = _test_split(config, client, plan.reads_test_split_often)
             session = Session(config, client, recorder, data, X, test, out, persist, reason)
