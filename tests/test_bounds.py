@@ -190,6 +190,57 @@ def test_the_loop_in_one_task_steps_its_rows_on_threads_as_plain_lloyd_does(mnis
     assert many["threads"] <= _usable_cores()
 
 
+def test_the_threads_share_the_rows_in_order_small_pieces_joined_large_ones_as_views():
+    """_shares cuts the rows of several pieces into contiguous, nearly equal shares without copying;
+    _merged joins a share's small consecutive pieces (a sample drawn from many chunks) into arrays of
+    at least MERGE_BELOW_ROWS rows and keeps a large piece as it is."""
+    from job.kmeans.bounded import MERGE_BELOW_ROWS, _merged, _shares
+
+    sizes = [3 * MERGE_BELOW_ROWS, *[300] * 40, MERGE_BELOW_ROWS // 2, 7]
+    rows = np.arange(sum(sizes) * 3, dtype=np.uint8).reshape(-1, 3)
+    pieces = np.split(rows, np.cumsum(sizes)[:-1])
+    shares = _shares(pieces, 3)
+    assert len(shares) == 3 and np.ptp([sum(len(p) for p in share) for share in shares]) <= 1
+    assert np.array_equal(np.concatenate([p for share in shares for p in share]), rows)
+    assert all(np.shares_memory(p, rows) for share in shares for p in share)  # views, no copy
+    merged = [_merged(share) for share in shares]
+    assert np.array_equal(np.concatenate([p for share in merged for p in share]), rows)
+    for share in merged:
+        assert all(len(p) >= MERGE_BELOW_ROWS for p in share[:-1]), [len(p) for p in share]
+    assert np.shares_memory(merged[0][0], rows) and len(merged[0][0]) >= MERGE_BELOW_ROWS  # kept as is
+    assert sum(len(share) for share in merged) < sum(len(share) for share in shares)
+
+
+def test_the_loop_in_one_task_on_many_small_pieces_ends_where_plain_lloyd_does(mnist_store):
+    """A sample drawn from many chunks reaches the task in small pieces: joined per thread, stepped
+    alike."""
+    from job.kmeans.bounded import lloyd_in_task
+
+    X_np = _rows(mnist_store, 6_000)
+    start = X_np[:: len(X_np) // 40][:40].astype(np.float64)
+    done = lloyd_in_task(start, LoopRule(tol=0.0, max_iter=8), 0, 2, None, *np.array_split(X_np, 60))
+    assert done["n_iter"] == 8 and np.allclose(done["centers"], _plain_lloyd(X_np, start, 8))
+
+
+def test_a_sample_for_one_task_stays_on_the_workers_that_drew_it(client, mnist_store):
+    """persist_where_drawn keeps each drawn piece on the worker of the chunk it came from (nothing
+    crosses between workers before the task gathers the rows), the same rows as the sample."""
+    import dask
+
+    from job.engine.persist import persist_where_drawn
+    from job.kmeans.sampling import sample_rows
+
+    def futures(array):
+        return [array.__dask_graph__()[key] for key in dask.core.flatten(array.__dask_keys__())]
+
+    X = persist_balanced(client, da.from_array(_rows(mnist_store, 24_000), chunks=(3_000, 784)))
+    sample = persist_where_drawn(sample_rows(X, 6_000, seed=0))
+    x_holders, drawn_holders = client.who_has(futures(X)), client.who_has(futures(sample))
+    assert len({w for f in futures(X) for w in x_holders[f.key]}) == 2  # X lies on both workers
+    assert [set(drawn_holders[f.key]) for f in futures(sample)] == [set(x_holders[f.key]) for f in futures(X)]
+    assert np.array_equal(sample.compute(), sample_rows(X, 6_000, seed=0).compute())
+
+
 def test_warm_loads_the_bounded_loops_kernels_in_a_fresh_process():
     """bounds.warm leaves the kernels of an init and a step loaded (a compiled signature each), in a
     process that had none of them: what a fit's first bounded pass would otherwise load."""
@@ -246,9 +297,9 @@ def test_the_loop_in_one_task_logs_its_lines_on_the_client_as_it_goes_each_once(
 @pytest.mark.slow
 def test_a_small_coarse_level_runs_as_one_task_on_its_hosts_threads(client, mnist_store, monkeypatch):
     """A coarse level within bounded.IN_TASK_MAX_BYTES is one task on one worker, run on the threads of
-    every worker of that host (here the two single-threaded workers of one machine): the pass tasks of
-    a distributed loop run only for the sample's own loop, and the fit ends where the level run over the
-    workers takes it."""
+    every worker of that host (here the two single-threaded workers of one machine), and so is the
+    sample's own loop: no pass task of a distributed loop runs, and the fit ends where the loops run
+    over the workers take it."""
     from dask.utils import key_split
     from distributed import get_task_stream
 
@@ -266,9 +317,11 @@ def test_a_small_coarse_level_runs_as_one_task_on_its_hosts_threads(client, mnis
     in_task, spread = fits
     (level,) = in_task.sample_["coarse"]
     assert level["threads"] == 2 and 4_500 < level["rows"] < 5_500 and level["n_iter"] > 1
-    assert names[0].count("bounded_lloyd_in_task") == 1 and names[0].count("bounds_init") == 2
+    assert in_task.sample_["threads"] == 2  # the sample's own loop too
+    assert names[0].count("bounded_lloyd_in_task") == 2 and names[0].count("bounds_init") == 0
     assert "bounded_lloyd_in_task" not in names[1] and names[1].count("bounds_init") == 4
-    assert "threads" not in spread.sample_["coarse"][0]
+    assert "threads" not in spread.sample_["coarse"][0] and "threads" not in spread.sample_
+    assert in_task.sample_["n_iter"] == spread.sample_["n_iter"]
     assert level["n_iter"] == spread.sample_["coarse"][0]["n_iter"]
     assert np.allclose(in_task.cluster_centers_, spread.cluster_centers_)
 

@@ -161,6 +161,17 @@ def persist_spread(client: Client, X: da.Array) -> da.Array:
     )
 
 
+def persist_where_drawn(X: da.Array) -> da.Array:
+    """Persist rows drawn from a persisted array (a piece per chunk of it, job.kmeans.sampling) where each
+    piece is computed, beside the chunk it came from: nothing crosses between workers. For rows that one
+    task gathers next (job.kmeans.bounded.lloyd_in_one_task) rather than a loop over the workers, whose
+    passes want them spread evenly (persist_spread): spreading a sample first moved much of it twice."""
+    X = X.persist()
+    graph = X.__dask_graph__()
+    _wait_or_raise([graph[key] for key in dask.core.flatten(X.__dask_keys__())])
+    return X
+
+
 def persist_on_current_client(X: np.ndarray) -> da.Array | None:
     """An in-memory X scattered to the current distributed Client's workers in equal chunks, one share
     per thread, as a dask array of their futures; None when this process has no Client.

@@ -472,11 +472,22 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
         n = int(X.shape[0])
         sampled = size < n
+        bounded = self._bounded(plan)
+        sample_in_task = False
         started = time.perf_counter()
         if sampled:
             sample = sample_rows(X, size, seeds[0])
+            # With bounds, the sample's own loop runs as one task when its rows fit one, as a coarse level
+            # does (_in_one_task): at k=64 on 1M digits its 15 iterations then take ~1.4 s instead of ~1.65 s
+            # and its first pass, and the draw ~0.3 s instead of ~0.6 s, its rows left where they were
+            # drawn (docs/benchmarks.md section 25).
+            sample_in_task = bounded and self._in_one_task(sample, plan)
             if plan is None:  # X streamed from its store: the sample is read from it once, here
                 sample = sample.persist()
+            elif sample_in_task:  # beside X's chunks: the task gathers them once
+                from job.engine.persist import persist_where_drawn
+
+                sample = persist_where_drawn(sample)
             else:  # in equal chunks spread over the workers' threads (as drawn: ~1 per chunk of X)
                 from job.engine.persist import persist_spread
 
@@ -499,7 +510,6 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 "sample: %s of %s rows drawn (seed %s) in %.2f s", f"{m:,}", f"{n:,}", seeds[0], draw_seconds
             )
         sample_record: dict[str, Any] = {"rows": int(m), "draw_seconds": draw_seconds}
-        bounded = self._bounded(plan)
         if start is None:
             warming = []
             if bounded:
@@ -517,21 +527,19 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 rule = LoopRule(
                     tol, self.max_iter, SAMPLE_MIN_GAIN if bounded else 0.0, label=" on the sample"
                 )
-                # Over the workers, unlike a coarse level: as one task (_bounded_on) the sample's loop took
-                # 1.24-1.46 s against 1.60-1.67 s at k=64 on 1M digits, but gathering its 199,712 rows
-                # onto one worker first cost 0.3-0.6 s more (docs/benchmarks.md, section 24).
-                on_sample = self._converge(sample, sample_plan, centers, rule, seed=seeds[0])
-                centers = on_sample.centers
+                if sample_in_task:
+                    centers, loop = self._bounded_on(sample, plan, centers, rule, seeds[0], in_one_task=True)
+                else:
+                    on_sample = self._converge(sample, sample_plan, centers, rule, seed=seeds[0])
+                    centers = on_sample.centers
+                    loop = {"n_iter": int(on_sample.n_iter), "inertia": float(on_sample.inertia)}
                 sample_record.update(
-                    n_iter=int(on_sample.n_iter),
-                    inertia=float(on_sample.inertia),
-                    fit_seconds=time.perf_counter() - started - draw_seconds,
-                    **init_info,
+                    **loop, fit_seconds=time.perf_counter() - started - draw_seconds, **init_info
                 )
                 log.info(
                     "sample fit: %d iterations, inertia %.6g on the sample; now Lloyd over all %s rows",
-                    on_sample.n_iter,
-                    on_sample.inertia,
+                    loop["n_iter"],
+                    loop["inertia"],
                     f"{n:,}",
                 )
             done_before = 0
@@ -633,10 +641,10 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return fits_in_one_task(int(rows.shape[0]), row_bytes, self.n_clusters, hosts)
 
     def _bounded_on(self, rows, plan, centers, rule, seed, in_one_task) -> tuple[np.ndarray, dict]:
-        """Bounded Lloyd on `rows` (a coarse level of the sample: only the centers are kept, not the
-        labels) under `rule`: as one task on one machine's threads (job.kmeans.bounded.lloyd_in_one_task),
-        else over the workers (`rows` persisted). Returns (centers, {n_iter, inertia, and the task's
-        threads when it ran as one})."""
+        """Bounded Lloyd on `rows` (a coarse level of the sample, or the sample itself: only the centers
+        are kept, not the labels) under `rule`: as one task on one machine's threads
+        (job.kmeans.bounded.lloyd_in_one_task), else over the workers (`rows` persisted). Returns
+        (centers, {n_iter, inertia, and the task's threads when it ran as one})."""
         if in_one_task:
             from job.kmeans.bounded import lloyd_in_one_task
 
