@@ -478,9 +478,10 @@ class FusedKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if sampled:
             sample = sample_rows(X, size, seeds[0])
             # With bounds, the sample's own loop runs as one task when its rows fit one, as a coarse level
-            # does (_in_one_task): at k=64 on 1M digits its 15 iterations then take ~1.4 s instead of ~1.65 s
-            # and its first pass, and the draw ~0.3 s instead of ~0.6 s, its rows left where they were
-            # drawn (docs/benchmarks.md section 25).
+            # does (_in_one_task), its rows left where they were drawn until that task gathers them: at
+            # k=64 on 1M digits the loop took 1.6-1.8 s with the gathering against 1.8-2.1 s over the
+            # workers, the draw 0.24-0.45 s against 0.34-0.83 s; on 16 workers the loop 2.3-2.6 s against
+            # 4.7-4.8 s, the same centers (docs/benchmarks.md section 25).
             sample_in_task = bounded and self._in_one_task(sample, plan)
             if plan is None:  # X streamed from its store: the sample is read from it once, here
                 sample = sample.persist()
