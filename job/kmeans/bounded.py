@@ -481,9 +481,10 @@ def _widest_host(client) -> tuple[str, int]:
 
 def warm_workers(client) -> list:
     """bounds.warm as a task on every worker, side by side with whatever runs: returns their futures
-    (hold them until the loops start). With the coarse level in one task, the worker that runs neither
-    the start nor that task would first call the bounds' kernels in the sample's first pass, its numba
-    start (~0.3 s) then on the fit's path (docs/benchmarks.md section 24)."""
+    (hold them until the loops start). With the loops in one task, a worker that runs neither the start
+    nor that task would first call a compiled kernel in the sample's first pass over the workers or in
+    the pass that assigns every row, its numba start (~0.3 s) then on the fit's path (docs/benchmarks.md
+    section 24)."""
     token = uuid.uuid4().hex
     return [
         client.submit(bounds.warm, key=f"warm_kernels-{token}-{i}", workers=[worker], pure=False)

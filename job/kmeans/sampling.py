@@ -3,7 +3,8 @@
 Row r is in the sample when u(seed, SAMPLE_STREAM, r) < size / n (job.engine.rng: counter-based, by global row
 index), so the sample is the same rows whatever the chunking or the number of workers, in the order of
 X. Each chunk's rows are picked by the task that holds (or reads) the chunk; the sample stays on the
-workers (the fit persists it spread evenly), and only its size reaches the client.
+workers (the fit persists it where it was drawn when one task runs its loop, else spread evenly), and only
+its size reaches the client.
 May use: job.engine.rng, dask.
 """
 
