@@ -10,8 +10,9 @@ usable cores, whatever the workers' threads add up to) does not.
 
 With many clusters the sampled fit first runs bounded Lloyd on a nested quarter of its sample
 (job.kmeans.estimator.FusedKMeans._coarse_fit). On one LocalCluster of the job's (2 single-threaded
-workers), X persisted as the job holds it, for each k the job's own sample and quarter are drawn and
-started from the job's start (greedy k-means++ on its seeding rows), then the quarter's loop runs two
+workers), X persisted as the job holds it, for each k the job's own sample (spread evenly over the
+workers, as the job held it until docs/benchmarks.md section 25) and quarter are drawn and started from
+the job's start (greedy k-means++ on its seeding rows), then the quarter's loop runs two
 ways, interleaved (the order alternating):
 
   over the workers   the quarter persisted in equal chunks over the workers' threads, then
