@@ -196,13 +196,13 @@ def test_the_threads_share_the_rows_in_order_small_pieces_joined_large_ones_as_v
     at least MERGE_BELOW_ROWS rows and keeps a large piece as it is."""
     from job.kmeans.bounded import MERGE_BELOW_ROWS, _merged, _shares
 
-    sizes = [3 * MERGE_BELOW_ROWS, *[300] * 40, MERGE_BELOW_ROWS // 2, 7]
+    sizes = [3 * MERGE_BELOW_ROWS, *[300] * 40, 0, MERGE_BELOW_ROWS // 2, 7, 0]  # a drawn piece can be empty
     rows = np.arange(sum(sizes) * 3, dtype=np.uint8).reshape(-1, 3)
     pieces = np.split(rows, np.cumsum(sizes)[:-1])
     shares = _shares(pieces, 3)
     assert len(shares) == 3 and np.ptp([sum(len(p) for p in share) for share in shares]) <= 1
     assert np.array_equal(np.concatenate([p for share in shares for p in share]), rows)
-    assert all(np.shares_memory(p, rows) for share in shares for p in share)  # views, no copy
+    assert all(len(p) and np.shares_memory(p, rows) for share in shares for p in share)  # views, no copy
     merged = [_merged(share) for share in shares]
     assert np.array_equal(np.concatenate([p for share in merged for p in share]), rows)
     for share in merged:

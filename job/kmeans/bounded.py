@@ -389,26 +389,32 @@ MERGE_BELOW_ROWS = 4_096
 
 
 def _merged(pieces: list[np.ndarray]) -> list[np.ndarray]:
-    """Consecutive pieces joined into arrays of at least MERGE_BELOW_ROWS rows (the last may be fewer);
-    a piece of that many rows or more is kept as it is (a view, no copy)."""
+    """Runs of consecutive pieces under MERGE_BELOW_ROWS rows joined into arrays of at least that many
+    (a run's last array, before a large piece or at the end, may have fewer); a piece of that many rows
+    or more is kept as it is (a view, no copy)."""
     out: list[np.ndarray] = []
     run: list[np.ndarray] = []
+
+    def flush() -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 else np.concatenate(run))
+            run.clear()
+
     for piece in pieces:
-        if len(piece) >= MERGE_BELOW_ROWS and not run:
+        if len(piece) >= MERGE_BELOW_ROWS:
+            flush()
             out.append(piece)
             continue
         run.append(piece)
         if sum(len(p) for p in run) >= MERGE_BELOW_ROWS:
-            out.append(np.concatenate(run))
-            run = []
-    if run:
-        out.append(run[0] if len(run) == 1 else np.concatenate(run))
+            flush()
+    flush()
     return out
 
 
 def _shares(chunks: list[np.ndarray], threads: int) -> list[list[np.ndarray]]:
     """The rows of `chunks` (in order) cut into `threads` contiguous shares of (nearly) equal rows, each
-    a list of views of the chunks it spans; empty shares left out."""
+    a list of views of the chunks it spans; empty chunks (a drawn piece can be) and shares left out."""
     n = sum(len(c) for c in chunks)
     edges = np.linspace(0, n, threads + 1).astype(int)
     offsets = np.cumsum([0, *(len(c) for c in chunks)])
@@ -416,7 +422,7 @@ def _shares(chunks: list[np.ndarray], threads: int) -> list[list[np.ndarray]]:
         [
             chunk[max(a - start, 0) : min(b - start, len(chunk))]
             for chunk, start in zip(chunks, offsets[:-1])
-            if start < b and start + len(chunk) > a
+            if len(chunk) and start < b and start + len(chunk) > a
         ]
         for a, b in pairwise(edges)
         if b > a
