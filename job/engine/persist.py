@@ -119,10 +119,7 @@ def persist_balanced(client: Client, X: da.Array, rows: int | None = None) -> da
         X = X.rechunk((stored * merge, X.shape[1]))
     elif not keep:  # many chunks of at most the target size are balanced as they are: no rechunk pass
         X = X.rechunk((rows or balanced_chunks(X.shape[0], row_bytes, threads), X.shape[1]))
-    X = X.persist()
-    graph = X.__dask_graph__()
-    futures = [graph[key] for key in dask.core.flatten(X.__dask_keys__())]
-    _wait_or_raise(futures)
+    X, futures = _persisted(X)
     holders = client.who_has(futures)
     targets = _targets([tuple(holders.get(f.key, ())) for f in futures], nthreads)
     placed = [
@@ -166,10 +163,17 @@ def persist_where_drawn(X: da.Array) -> da.Array:
     piece is computed, beside the chunk it came from: nothing crosses between workers. For rows that one
     task gathers next (job.kmeans.bounded.lloyd_in_one_task) rather than a loop over the workers, whose
     passes want them spread evenly (persist_spread): spreading a sample first moved much of it twice."""
+    return _persisted(X)[0]
+
+
+def _persisted(X: da.Array) -> tuple[da.Array, list]:
+    """X persisted, once every chunk is in memory (the first error raised as soon as one fails), and its
+    chunks' futures in order."""
     X = X.persist()
     graph = X.__dask_graph__()
-    _wait_or_raise([graph[key] for key in dask.core.flatten(X.__dask_keys__())])
-    return X
+    futures = [graph[key] for key in dask.core.flatten(X.__dask_keys__())]
+    _wait_or_raise(futures)
+    return X, futures
 
 
 def persist_on_current_client(X: np.ndarray) -> da.Array | None:
